@@ -1,0 +1,15 @@
+"""Hardware profiles: validated YAML data, one file per system, a source on every number."""
+
+from hardware_profiles.loader import PROFILE_DIR, list_profiles, load_profile, load_profile_file
+from hardware_profiles.schema import HardwareProfile, NetworkLevel, SliceShape, Sourced
+
+__all__ = [
+    "PROFILE_DIR",
+    "HardwareProfile",
+    "NetworkLevel",
+    "SliceShape",
+    "Sourced",
+    "list_profiles",
+    "load_profile",
+    "load_profile_file",
+]

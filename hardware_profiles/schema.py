@@ -1,0 +1,170 @@
+"""The hardware profile schema: one chip, its network levels, and a source on every number.
+
+A profile is data (``hardware_profiles/<name>.yaml``); this module only says what is valid.
+Units are in field names. Every number is a :class:`Sourced` value: ``{value, source}``, where the
+source is a datasheet, a paper, or ``calibrated <date> from <raw rows sha256>``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "fp4", "int8"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sourced(_Frozen):
+    """A positive number and where it comes from."""
+
+    value: float = Field(gt=0)
+    source: str = Field(min_length=3)
+
+
+class Fraction(_Frozen):
+    """A fraction in (0, 1] and where it comes from."""
+
+    value: float = Field(gt=0, le=1)
+    source: str = Field(min_length=3)
+
+
+class EfficiencyCurve(_Frozen):
+    """Achieved fraction of peak as a function of op size ``x`` (FLOPs or bytes).
+
+    ``eff(x) = max_efficiency * x / (x + half_saturation)``: small ops are launch/latency bound,
+    large ops approach ``max_efficiency``. Shape fixed here; calibration fits only its two numbers.
+    """
+
+    max_efficiency: float = Field(gt=0, le=1)
+    half_saturation: float = Field(ge=0)
+    source: str = Field(min_length=3)
+
+    def at(self, x: float) -> float:
+        return self.max_efficiency * x / (x + self.half_saturation) if x > 0 else self.max_efficiency
+
+
+class Efficiency(_Frozen):
+    """Compute efficiency curves: matmul and attention in FLOPs, memory-bound ops in bytes."""
+
+    matmul: EfficiencyCurve
+    attention: EfficiencyCurve
+    memory: EfficiencyCurve
+
+
+class Chip(_Frozen):
+    name: str
+    vendor: Literal["nvidia", "amd", "google", "other"]
+    peak_flops_per_s: dict[Dtype, Sourced] = Field(
+        description="Dense (no structured sparsity) peak per dtype."
+    )
+    hbm_capacity_bytes: Sourced
+    hbm_bandwidth_bytes_per_s: Sourced
+    launch_overhead_s: Sourced = Field(description="Fixed cost of issuing one kernel/op.")
+
+    @model_validator(mode="after")
+    def _needs_bf16(self) -> Chip:
+        if "bf16" not in self.peak_flops_per_s:
+            raise ValueError(
+                f"peak_flops_per_s must include bf16 (has {sorted(self.peak_flops_per_s)})"
+            )
+        return self
+
+
+class NetworkLevel(_Frozen):
+    """One dimension of the network, innermost (fastest) first.
+
+    kind: ``switch`` (NVSwitch/xGMI: every device one hop from every other), ``torus`` (one
+    dimension of a TPU torus; ring with or without wraparound), ``fat_tree`` (InfiniBand/RoCE/DCN
+    scale-out with full bisection). ``size`` is the most devices this level can join (for the
+    outermost level, the largest system). Bandwidth is per device, per direction: for a torus
+    dimension, per link per direction (a device has two links along a dimension).
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: Literal["switch", "torus", "fat_tree"]
+    size: int = Field(ge=1)
+    link_bandwidth_bytes_per_s: Sourced
+    latency_s: Sourced
+    efficiency: Fraction = Field(description="Achieved fraction of link bandwidth, large messages.")
+    wraparound: bool = False
+
+
+class SliceShape(_Frozen):
+    """A TPU slice: chips along each torus level, and whether each dimension wraps around."""
+
+    shape: list[int] = Field(min_length=1)
+    wraparound: list[bool]
+    source: str = Field(min_length=3)
+
+    @model_validator(mode="after")
+    def _same_rank(self) -> SliceShape:
+        if len(self.shape) != len(self.wraparound) or any(s < 1 for s in self.shape):
+            raise ValueError(
+                f"shape {self.shape} and wraparound {self.wraparound} need one positive entry "
+                "per torus level"
+            )
+        return self
+
+    @property
+    def chips(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+class HardwareProfile(_Frozen):
+    """A system: chip + network levels (+ TPU slice shapes) + optional price."""
+
+    schema_version: Literal[1] = 1
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    display_name: str
+    aliases: list[str] = Field(default_factory=list)
+    chip: Chip
+    efficiency: Efficiency
+    network: list[NetworkLevel] = Field(min_length=1)
+    slices: list[SliceShape] = Field(default_factory=list)
+    price_per_chip_hour_usd: Sourced | None = None
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HardwareProfile:
+        names = [lvl.name for lvl in self.network]
+        if len(set(names)) != len(names):
+            raise ValueError(f"network level names must be unique (got {names})")
+        torus = [lvl for lvl in self.network if lvl.kind == "torus"]
+        if self.slices:
+            if not torus:
+                raise ValueError("slices are given but no network level has kind 'torus'")
+            for s in self.slices:
+                if len(s.shape) != len(torus):
+                    raise ValueError(
+                        f"slice {s.shape} has {len(s.shape)} dims but the profile has "
+                        f"{len(torus)} torus levels {[t.name for t in torus]}"
+                    )
+                for dim, lvl in zip(s.shape, torus):
+                    if dim > lvl.size:
+                        raise ValueError(
+                            f"slice {s.shape}: {dim} chips along {lvl.name} exceeds its size "
+                            f"{lvl.size}"
+                        )
+        elif torus:
+            raise ValueError("a profile with torus levels must list its slices (shape, wraparound)")
+        return self
+
+    def peak_flops(self, dtype: str) -> float:
+        """Peak dense FLOP/s for ``dtype``; fp8/fp4 fall back to the next wider format."""
+        order = {"fp4": ["fp4", "fp8", "bf16"], "fp8": ["fp8", "bf16"]}.get(dtype, [dtype])
+        for d in order:
+            if d in self.chip.peak_flops_per_s:
+                return self.chip.peak_flops_per_s[d].value
+        from simulator.errors import MeshcastError
+
+        raise MeshcastError(
+            f"precision: {self.name} has no peak for {dtype!r}; it has "
+            f"{sorted(self.chip.peak_flops_per_s)}"
+        )

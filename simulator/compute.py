@@ -1,0 +1,63 @@
+"""Compute cost: roofline with size-dependent efficiency, plus a fixed launch cost.
+
+``t = max(flops / (peak[dtype] * eff_flops(flops)), bytes / (hbm_bw * eff_mem(bytes))) + launch``
+(Williams et al. 2009, "Roofline"). The efficiency curves (``eff(x) = e_max * x / (x + x_half)``)
+come from the hardware profile, or from calibration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hardware_profiles.schema import EfficiencyCurve, HardwareProfile
+
+DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "fp4": 0.5, "int8": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeModel:
+    """The chip numbers a compute op needs, pulled out of the profile once."""
+
+    peak_flops: float  # for the matmul dtype of this job
+    peak_flops_bf16: float
+    hbm_bw: float
+    launch_s: float
+    matmul: EfficiencyCurve
+    attention: EfficiencyCurve
+    memory: EfficiencyCurve
+
+    @classmethod
+    def from_profile(cls, profile: HardwareProfile, precision: str) -> ComputeModel:
+        c = profile.chip
+        e = profile.efficiency
+        return cls(profile.peak_flops(precision), profile.peak_flops("bf16"),
+                   c.hbm_bandwidth_bytes_per_s.value, c.launch_overhead_s.value,
+                   e.matmul, e.attention, e.memory)
+
+    def memory_time(self, nbytes: float) -> float:
+        """Memory-bound time ``bytes / (hbm_bw * eff_mem(bytes))``."""
+        return nbytes / (self.hbm_bw * self.memory.at(nbytes)) if nbytes > 0 else 0.0
+
+    def matmul_time(self, flops: float, nbytes: float, unit_flops: float = 0.0) -> float:
+        """Roofline of a GEMM: ``max(flops / (peak * eff(u)), memory_time(bytes)) + launch``.
+
+        ``u`` is the size of one GEMM (``unit_flops``, e.g. one expert's of a grouped GEMM),
+        defaulting to ``flops``.
+        """
+        u = unit_flops or flops
+        t_flops = flops / (self.peak_flops * self.matmul.at(u)) if flops > 0 else 0.0
+        return max(t_flops, self.memory_time(nbytes)) + self.launch_s
+
+    def attention_time(self, flops: float, nbytes: float) -> float:
+        """Fused (flash) attention: bf16 peak with the attention curve; memory bound if tiny."""
+        t_flops = flops / (self.peak_flops_bf16 * self.attention.at(flops)) if flops > 0 else 0.0
+        return max(t_flops, self.memory_time(nbytes)) + self.launch_s
+
+    def elementwise_time(self, nbytes: float) -> float:
+        """Norms, activations, softmax, optimizer updates: ``memory_time(bytes) + launch``."""
+        return self.memory_time(nbytes) + self.launch_s
+
+
+def gemm_flops_bytes(m: float, k: float, n: float, dtype_bytes: float = 2.0, batch: float = 1.0):
+    """FLOPs ``2 m k n`` and HBM bytes ``(m k + k n + m n) * dtype`` of ``batch`` GEMMs."""
+    return 2.0 * m * k * n * batch, (m * k + k * n + m * n) * dtype_bytes * batch

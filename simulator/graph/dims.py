@@ -1,0 +1,41 @@
+"""Per-device dimensions of one micro-batch, resolved from a job once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simulator.compute import DTYPE_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Dims:
+    """``b`` sequences of ``s`` tokens per batch shard; ``T = b * s / cp`` tokens per device.
+
+    Mesh sizes: ``t`` model, ``e`` expert, ``fs`` fsdp, ``dp`` data, ``cp`` seq, ``pp`` pipeline.
+    ``ab`` activation bytes (bf16), ``wb`` bytes of a weight as fed to the GEMM (fp8: 1),
+    ``gb`` gradient reduction bytes.
+    """
+
+    b: int
+    s: int
+    t: int
+    e: int
+    fs: int
+    dp: int
+    cp: int
+    pp: int
+    ab: float
+    wb: float
+    gb: float
+
+    @property
+    def T(self) -> int:  # noqa: N802 - scaling-book symbol
+        return self.b * self.s // self.cp
+
+    @classmethod
+    def from_job(cls, job) -> Dims:
+        s = job.sharding
+        return cls(b=s.micro_batch, s=job.seq_len, t=job.axis("model"), e=job.axis("expert"),
+                   fs=job.axis("fsdp"), dp=job.axis("data"), cp=job.axis("seq"),
+                   pp=job.axis("pipeline"), ab=2.0, wb=DTYPE_BYTES[s.precision],
+                   gb=DTYPE_BYTES[s.optimizer.grad_dtype])

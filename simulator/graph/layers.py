@@ -1,0 +1,192 @@
+"""Forward templates of one transformer layer (attention + dense MLP or MoE), per device.
+
+Tensor parallelism is Megatron-style with sequence parallelism (Korthikanti et al. 2022): inputs
+are sharded over ``model`` along the sequence; an all-gather precedes each block and a
+reduce-scatter follows it. MoE follows Du et al. 2024 / AXLearn 3D sharding: tokens split over
+(data, expert) groups, experts over ``expert``, expert FFN over ``model``; an all-to-all over
+``expert`` dispatches and combines. Byte conventions follow :mod:`simulator.collectives`.
+"""
+
+from __future__ import annotations
+
+from simulator.collectives import Collective
+from simulator.graph.dims import Dims
+from simulator.graph.ops import COMPUTE, Op, OpKind
+from simulator.specs.model import ModelSpec
+
+AG, RS, AR, A2A = (Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_REDUCE,
+                   Collective.ALL_TO_ALL)
+
+
+class Template:
+    """An ordered list of ops; each helper appends one op depending on the previous by default."""
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+
+    def _add(self, op: Op, deps: list[str] | None) -> str:
+        if deps is None:
+            deps = [self.ops[-1].name] if self.ops else []
+        op.deps = [d for d in deps if d]
+        self.ops.append(op)
+        return op.name
+
+    def mm(self, name, m, k, n, d: Dims, deps=None, groups: float = 1.0) -> str:
+        """GEMM ``[m, k] x [k, n]``: flops ``2mkn``; bytes ``(mk + mn) * ab + kn * wb``.
+
+        ``groups`` > 1 splits it into that many equal GEMMs (grouped expert GEMM) for efficiency.
+        """
+        flops = 2.0 * m * k * n
+        nbytes = (m * k + m * n) * d.ab + k * n * d.wb
+        return self._add(Op(name, OpKind.MATMUL, flops=flops, nbytes=nbytes,
+                            unit_flops=flops / max(groups, 1.0)), deps)
+
+    def ew(self, name, nbytes, deps=None) -> str:
+        return self._add(Op(name, OpKind.ELEMENTWISE, nbytes=nbytes), deps)
+
+    def coll(self, name, kind, axis, nbytes, stream, deps=None) -> str:
+        return self._add(Op(name, OpKind.COLLECTIVE, stream=stream, nbytes=nbytes, collective=kind,
+                            axis=axis), deps)
+
+
+def attention_block(tp: Template, m: ModelSpec, d: Dims, prev: str | None) -> str:
+    """Norm, [AG model], QKV, [AG seq of K,V], flash attention, out-proj, [RS model], residual.
+
+    Causal attention FLOPs ``4 * T * s * (N/t) * Hd / 2`` (QK^T and AV, half masked).
+    """
+    T, t, D, hd = d.T, d.t, m.d_model, m.hd
+    tp.ew("attn_norm", 2 * T * D / t * d.ab, deps=[prev] if prev else [])
+    if t > 1:
+        tp.coll("attn_ag", AG, "model", T * D * d.ab, "tp")
+    qkv = tp.mm("qkv", T, D, (m.n_heads + 2 * m.kv_heads) * hd / t, d)
+    deps = [qkv]
+    if d.cp > 1:
+        deps.append(tp.coll("cp_kv_ag", AG, "seq", d.b * d.s * 2 * m.kv_heads * hd / t * d.ab,
+                            "cp"))
+    flops = 4.0 * T * d.s * (m.n_heads / t) * hd * 0.5
+    io = T * (2 * m.n_heads + 2 * m.kv_heads) * hd / t * d.ab
+    tp._add(Op("attn", OpKind.ATTENTION, flops=flops, nbytes=io), deps)
+    tp.mm("attn_out", T, m.n_heads * hd / t, D, d)
+    if t > 1:
+        tp.coll("attn_rs", RS, "model", T * D * d.ab, "tp")
+    return tp.ew("attn_res", 3 * T * D / t * d.ab)
+
+
+def _ffn(tp: Template, pre: str, m: ModelSpec, d: Dims, tokens: float, hidden: int,
+         groups: float = 1.0, deps=None) -> str:
+    """``in`` (gate+up for SwiGLU), activation, ``out`` over ``tokens`` rows, hidden split by t."""
+    g = 2 if m.ffn_kind == "swiglu" else 1
+    tp.mm(f"{pre}_in", tokens, m.d_model, g * hidden / d.t, d, deps=deps, groups=groups)
+    tp.ew(f"{pre}_act", tokens * hidden / d.t * d.ab * (g + 1))
+    return tp.mm(f"{pre}_out", tokens, hidden / d.t, m.d_model, d, groups=groups)
+
+
+def dense_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
+    T, t, D = d.T, d.t, m.d_model
+    tp.ew("mlp_norm", 2 * T * D / t * d.ab, deps=[prev])
+    if t > 1:
+        tp.coll("mlp_ag", AG, "model", T * D * d.ab, "tp")
+    _ffn(tp, "mlp", m, d, T, m.ffn_hidden)
+    if t > 1:
+        tp.coll("mlp_rs", RS, "model", T * D * d.ab, "tp")
+    return tp.ew("mlp_res", 3 * T * D / t * d.ab)
+
+
+def slots_per_token(m: ModelSpec) -> float:
+    """Expert slots per token that set the pace: ``capacity_factor`` (buffers padded to capacity
+    ``C = cf * S_g / E``, so imbalance only drops tokens), or dropless ``top_k * load_imbalance``
+    (the busiest expert's rank processes ``imbalance`` times the mean)."""
+    moe = m.moe
+    if moe.capacity_factor is not None:
+        return moe.capacity_factor
+    return moe.top_k * moe.load_imbalance
+
+
+def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
+    """Router, dispatch, A2A(expert), [AG model], expert FFN, [RS model], A2A, combine.
+
+    Each device routes its ``T/t`` sequence-parallel tokens. Einsum dispatch (GShard/AXLearn)
+    costs ``2 * (T/t) * E * C * D = 2 * (T/t) * cf * S_g * D`` FLOPs; gather dispatch is a
+    memory-bound permutation. After the all-to-all a device holds ``(T/t) * kf`` slots of its
+    ``E/e`` experts, gathered over ``model`` to ``T * kf`` rows for the model-sharded expert FFN.
+    Shared experts run beside the all-to-all path (they only need the normed input).
+    """
+    moe = m.moe
+    T, t, D, E = d.T, d.t, m.d_model, moe.n_experts
+    kf = slots_per_token(m)
+    tl = T / t
+    tp.ew("moe_norm", 2 * tl * D * d.ab, deps=[prev])
+    tp.mm("router", tl, D, E, d)
+    if moe.router_flops_per_token:
+        tp.ops[-1].flops += moe.router_flops_per_token * tl
+    tp.ew("router_topk", 3 * tl * E * 4)
+    if moe.dispatch == "einsum":
+        ec = kf * min(moe.group_size_tokens, T)
+        tp.mm("dispatch", tl, ec, D, d)
+    else:
+        tp.ew("dispatch", 2 * tl * kf * D * d.ab)
+    a2a = tp.coll("a2a_dispatch", A2A, "expert", tl * kf * D * d.ab, "ep")
+    ends = []
+    if moe.n_shared_experts:
+        # Program order puts the shared expert right after the dispatch all-to-all is issued,
+        # so its compute overlaps the all-to-all (it only needs the normed input).
+        hidden = moe.n_shared_experts * (moe.shared_expert_ffn_hidden or moe.expert_ffn_hidden)
+        first = ["moe_norm"]
+        if t > 1:
+            first = [tp.coll("shared_ag", AG, "model", T * D * d.ab, "tp", deps=first)]
+        _ffn(tp, "shared", m, d, T, hidden, deps=first)
+        if t > 1:
+            tp.coll("shared_rs", RS, "model", T * D * d.ab, "tp")
+        ends.append(tp.ops[-1].name)
+    prev = a2a
+    if t > 1:
+        prev = tp.coll("moe_ag", AG, "model", T * kf * D * d.ab, "tp", deps=[a2a])
+    _ffn(tp, "expert", m, d, T * kf, moe.expert_ffn_hidden, groups=max(E / d.e, 1.0), deps=[prev])
+    if t > 1:
+        tp.coll("moe_rs", RS, "model", T * kf * D * d.ab, "tp")
+    tp.coll("a2a_combine", A2A, "expert", tl * kf * D * d.ab, "ep")
+    if moe.dispatch == "einsum":
+        ends.append(tp.mm("combine", tl, ec, D, d))
+    else:
+        ends.append(tp.ew("combine", 2 * tl * kf * D * d.ab))
+    return tp.ew("moe_res", 3 * tl * D * d.ab, deps=ends)
+
+
+def layer_template(m: ModelSpec, d: Dims, moe_layer: bool) -> list[Op]:
+    """The forward ops of one layer, in program order; the last op is the layer output."""
+    tp = Template()
+    prev = attention_block(tp, m, d, None)
+    (moe_mlp if moe_layer else dense_mlp)(tp, m, d, prev)
+    return tp.ops
+
+
+def layer_params_local(m: ModelSpec, d: Dims, moe_layer: bool) -> tuple[float, float]:
+    """(non-expert, expert) parameters of one layer held per device before FSDP sharding:
+    dense parts split by ``t``, routed experts by ``e * t``."""
+    if not moe_layer:
+        return (m.attention_params + m.dense_ffn_params) / d.t, 0.0
+    dense = (m.attention_params + m.shared_expert_params) / d.t + m.router_params
+    return dense, m.moe.n_experts * m.expert_params / (d.e * d.t)
+
+
+def embedding_ops(m: ModelSpec, d: Dims) -> list[Op]:
+    """Token embedding lookup (vocab-parallel): a memory-bound gather ``T * D / t`` rows."""
+    tp = Template()
+    tp.ew("embed", 2 * d.T * m.d_model / d.t * d.ab)
+    return tp.ops
+
+
+def head_ops(m: ModelSpec, d: Dims, prev: str) -> list[Op]:
+    """Final norm, [AG model], vocab-parallel LM head ``[T, D] x [D, V/t]``, fp32 softmax loss."""
+    tp = Template()
+    T, t, D = d.T, d.t, m.d_model
+    tp.ew("final_norm", 2 * T * D / t * d.ab, deps=[prev])
+    if t > 1:
+        tp.coll("head_ag", AG, "model", T * D * d.ab, "tp")
+    tp.mm("lm_head", T, D, m.vocab_size / t, d)
+    tp.ew("loss", 3 * T * m.vocab_size / t * 4)
+    return tp.ops
+
+
+__all__ = ["COMPUTE", "layer_template", "layer_params_local", "embedding_ops", "head_ops",
+           "slots_per_token"]

@@ -1,0 +1,102 @@
+"""Ops are data: one record per compute op or collective, and a cost registry keyed by kind."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Callable
+
+from simulator.collectives import Collective, collective_time
+from simulator.compute import ComputeModel
+from simulator.topology import AxisPart, Topology
+
+
+class OpKind(str, Enum):
+    MATMUL = "matmul"
+    ATTENTION = "attention"
+    ELEMENTWISE = "elementwise"
+    COLLECTIVE = "collective"
+
+
+#: Streams: one compute stream, and one per kind of communication so they overlap each other.
+COMPUTE = "compute"
+
+
+@dataclass(slots=True)
+class Op:
+    """One node of the step graph before it is placed in a layer.
+
+    ``deps`` name ops of the same template; ``unit_flops`` is one GEMM's size for efficiency.
+    For collectives ``nbytes`` follows :mod:`simulator.collectives` conventions and ``axis`` is a
+    mesh axis or ``a+b`` for a group over several axes.
+    """
+
+    name: str
+    kind: OpKind
+    stream: str = COMPUTE
+    flops: float = 0.0
+    nbytes: float = 0.0
+    unit_flops: float = 0.0
+    collective: Collective | None = None
+    axis: str | None = None
+    deps: list[str] = field(default_factory=list)
+    phase: str = "fwd"
+    duration: float = 0.0
+
+    @property
+    def category(self) -> str:
+        """Breakdown bucket: ``comm.<kind>.<axis>``, ``recompute``, ``optimizer`` or ``compute``."""
+        if self.kind is OpKind.COLLECTIVE:
+            return f"comm.{self.collective.value}.{self.axis}"
+        if self.phase in ("recompute", "optimizer"):
+            return self.phase
+        return "compute"
+
+
+@dataclass(frozen=True)
+class CostContext:
+    compute: ComputeModel
+    topology: Topology
+
+    def parts(self, axis: str) -> tuple[AxisPart, ...]:
+        """Placement of one axis, or of a group of axes ``a+b`` merged level by level."""
+        names = axis.split("+")
+        if len(names) == 1:
+            return self.topology.placement.get(axis, ())
+        factors: dict[str, int] = {}
+        for a in names:
+            for p in self.topology.placement.get(a, ()):
+                factors[p.level.name] = factors.get(p.level.name, 1) * p.factor
+        return tuple(AxisPart(lv, factors[lv.name]) for lv in self.topology.levels if lv.name in factors)
+
+    def group_size(self, axis: str) -> int:
+        return math.prod(p.factor for p in self.parts(axis))
+
+
+def _matmul(op: Op, ctx: CostContext) -> float:
+    return ctx.compute.matmul_time(op.flops, op.nbytes, op.unit_flops)
+
+
+def _attention(op: Op, ctx: CostContext) -> float:
+    return ctx.compute.attention_time(op.flops, op.nbytes)
+
+
+def _elementwise(op: Op, ctx: CostContext) -> float:
+    return ctx.compute.elementwise_time(op.nbytes)
+
+
+def _collective(op: Op, ctx: CostContext) -> float:
+    return collective_time(op.collective, ctx.parts(op.axis), op.nbytes)
+
+
+OP_COST: dict[OpKind, Callable[[Op, CostContext], float]] = {
+    OpKind.MATMUL: _matmul,
+    OpKind.ATTENTION: _attention,
+    OpKind.ELEMENTWISE: _elementwise,
+    OpKind.COLLECTIVE: _collective,
+}
+
+
+def cost(op: Op, ctx: CostContext) -> float:
+    return OP_COST[op.kind](op, ctx)

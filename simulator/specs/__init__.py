@@ -1,0 +1,1 @@
+"""Frozen input specs: model, sharding, job."""

@@ -1,0 +1,153 @@
+"""Job: model + sharding + hardware profile + chip count, checked as a whole.
+
+Every cross-field rule lives here and fails with the field, the value and what would be valid.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hardware_profiles.schema import HardwareProfile
+from simulator.errors import MeshcastError, from_validation_error
+from simulator.specs.model import ModelSpec
+from simulator.specs.sharding import AXES, BATCH_AXES, ShardingSpec
+from simulator.topology import Topology, build_topology
+
+
+def resolve_mesh(mesh: dict[str, int], chips: int) -> dict[str, int]:
+    """Fill ``-1`` with the rest of the chips and check the product equals ``chips``."""
+    sizes = {a: mesh.get(a, 1) for a in AXES}
+    known = math.prod(v for v in sizes.values() if v != -1)
+    shown = " x ".join(f"{a}={v}" for a, v in sizes.items() if v != 1) or "all axes 1"
+    if -1 in sizes.values():
+        if chips % known:
+            raise ValueError(
+                f"mesh: {shown} cannot be completed to chips={chips}: the fixed axes multiply to "
+                f"{known}, which does not divide {chips}; use sizes whose product divides {chips}"
+            )
+        free = next(a for a, v in sizes.items() if v == -1)
+        sizes[free] = chips // known
+    elif known != chips:
+        raise ValueError(
+            f"mesh: {shown} = {known} devices but chips={chips}; make the product {chips} "
+            "or set one axis to -1"
+        )
+    return sizes
+
+
+class Job(BaseModel):
+    """One training job. Derived values (resolved mesh, topology, batch) are computed once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    model: ModelSpec
+    sharding: ShardingSpec
+    hardware: HardwareProfile
+    chips: int = Field(ge=1)
+
+    @cached_property
+    def mesh(self) -> dict[str, int]:
+        return resolve_mesh(self.sharding.mesh, self.chips)
+
+    def axis(self, name: str) -> int:
+        return self.mesh[name]
+
+    @cached_property
+    def topology(self) -> Topology:
+        s = self.sharding
+        return build_topology(self.hardware, self.chips, self.mesh, s.axis_order, s.bindings,
+                              s.slice_shape)
+
+    @property
+    def seq_len(self) -> int:
+        return self.sharding.seq_len or self.model.seq_len
+
+    @property
+    def batch_shards(self) -> int:
+        return math.prod(self.mesh[a] for a in BATCH_AXES)
+
+    @property
+    def global_batch(self) -> int:
+        """Sequences per step (default: one micro-batch on every batch shard)."""
+        s = self.sharding
+        if s.global_batch is not None:
+            return s.global_batch
+        if s.global_batch_tokens is not None:
+            return s.global_batch_tokens // self.seq_len
+        return s.micro_batch * self.batch_shards
+
+    @property
+    def microbatches(self) -> int:
+        """Micro-batches per step per pipeline: ``global_batch / (micro_batch * batch shards)``."""
+        return self.global_batch // (self.sharding.micro_batch * self.batch_shards)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch * self.seq_len
+
+    @model_validator(mode="after")
+    def _check(self) -> Job:
+        m, s = self.model, self.sharding
+        mesh = resolve_mesh(s.mesh, self.chips)
+        t, e, pp, cp = mesh["model"], mesh["expert"], mesh["pipeline"], mesh["seq"]
+        if m.n_heads % t or m.kv_heads % t:
+            raise ValueError(
+                f"mesh.model={t}: must divide n_heads={m.n_heads} and n_kv_heads={m.kv_heads} "
+                f"of {m.name}; valid model sizes: {_divisors(math.gcd(m.n_heads, m.kv_heads))}"
+            )
+        if m.moe is None and e > 1:
+            raise ValueError(f"mesh.expert={e}: {m.name} is dense; use expert=1 (put chips on data)")
+        if m.moe is not None and m.moe.n_experts % e:
+            raise ValueError(
+                f"mesh.expert={e}: must divide n_experts={m.moe.n_experts} of {m.name}; "
+                f"valid expert sizes: {_divisors(m.moe.n_experts)}"
+            )
+        stages = pp * s.virtual_stages
+        if m.n_layers % stages:
+            raise ValueError(
+                f"mesh.pipeline={pp} (x virtual_stages={s.virtual_stages}): must divide "
+                f"n_layers={m.n_layers}; valid: {_divisors(m.n_layers)}"
+            )
+        seq = s.seq_len or m.seq_len
+        if seq % cp:
+            raise ValueError(f"mesh.seq={cp}: must divide seq_len={seq}")
+        self._check_batch(mesh, seq)
+        return self
+
+    def _check_batch(self, mesh: dict[str, int], seq: int) -> None:
+        s = self.sharding
+        shards = math.prod(mesh[a] for a in BATCH_AXES)
+        unit = s.micro_batch * shards
+        if s.global_batch_tokens is not None and s.global_batch_tokens % seq:
+            raise ValueError(
+                f"global_batch_tokens={s.global_batch_tokens}: not a multiple of seq_len={seq}"
+            )
+        gb = s.global_batch or (s.global_batch_tokens // seq if s.global_batch_tokens else unit)
+        if gb % unit:
+            raise ValueError(
+                f"global_batch={gb} sequences: not divisible by micro_batch={s.micro_batch} x "
+                f"data x fsdp x expert={shards} = {unit}; use a multiple of {unit}"
+            )
+        pp = mesh["pipeline"]
+        if s.pipeline_schedule == "interleaved" and pp > 1 and (gb // unit) % pp:
+            raise ValueError(
+                f"global_batch={gb}: the interleaved schedule needs micro-batches ({gb // unit}) "
+                f"to be a multiple of pipeline={pp}"
+            )
+
+
+def _divisors(n: int) -> list[int]:
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def make_job(model: ModelSpec, sharding: ShardingSpec, hardware: HardwareProfile, chips: int) -> Job:
+    """Build and check a Job; any problem raises MeshcastError (never a traceback in the CLI)."""
+    try:
+        job = Job(model=model, sharding=sharding, hardware=hardware, chips=chips)
+    except ValidationError as e:
+        raise from_validation_error(e, "job") from None
+    _ = job.topology  # placement errors (mesh vs network levels) surface here, as MeshcastError
+    return job

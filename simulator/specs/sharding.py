@@ -1,0 +1,127 @@
+"""ShardingSpec: the named mesh, its binding to network levels, batching and execution choices.
+
+Mesh axes use the AXLearn/MaxText vocabulary. ``-1`` means "the rest of the chips" (at most once).
+Batch axes are ``data``, ``fsdp`` and ``expert`` (the expert axis also splits tokens, as in
+Du et al. 2024 / AXLearn, and as Megatron carves EP out of DP); ``seq`` splits the sequence;
+``model`` splits heads and FFN; ``pipeline`` splits layers.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+AXES: tuple[str, ...] = ("data", "fsdp", "expert", "model", "pipeline", "seq")
+AxisName = Literal["data", "fsdp", "expert", "model", "pipeline", "seq"]
+BATCH_AXES: tuple[str, ...] = ("data", "fsdp", "expert")
+#: Default placement order, innermost (fastest network level) first, as Megatron orders ranks
+#: (TP fastest, then CP, EP, DP, PP) and MaxText puts tensor/FSDP on ICI and data on DCN.
+DEFAULT_AXIS_ORDER: tuple[str, ...] = ("model", "seq", "expert", "fsdp", "data", "pipeline")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OptimizerSpec(_Frozen):
+    """Adam(W) with fp32 master weights; state and gradient dtypes are choices."""
+
+    kind: Literal["adam"] = "adam"
+    state_dtype: Literal["fp32", "bf16"] = "fp32"
+    grad_dtype: Literal["fp32", "bf16"] = "fp32"
+    master_weights: bool = True
+
+
+class ShardingSpec(_Frozen):
+    """How one step is laid over the chips.
+
+    ``mesh``: axis -> size (missing axes are 1, one axis may be -1). ``bindings``: axis -> the
+    network level names it must occupy (e.g. ``model: [nvlink]``, ``fsdp: [ici_x, ici_y]``);
+    unbound axes fill the remaining levels innermost-first in ``axis_order``.
+    ``micro_batch``: sequences per batch shard per micro-step; ``global_batch`` in sequences or
+    ``global_batch_tokens`` in tokens (one of them; default one micro-batch per shard).
+    """
+
+    mesh: dict[AxisName, int] = Field(default_factory=lambda: {"data": -1})
+    bindings: dict[AxisName, list[str]] = Field(default_factory=dict)
+    axis_order: list[AxisName] = Field(default_factory=lambda: list(DEFAULT_AXIS_ORDER))
+    micro_batch: int = Field(default=1, ge=1)
+    global_batch: int | None = Field(default=None, ge=1)
+    global_batch_tokens: int | None = Field(default=None, ge=1)
+    seq_len: int | None = Field(default=None, ge=1)
+    remat: Literal["none", "selective", "full"] = "selective"
+    precision: Literal["bf16", "fp8"] = "bf16"
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    distributed_optimizer: bool = Field(
+        default=False, description="ZeRO-1: shard optimizer state over data (Megatron --use-distributed-optimizer)"
+    )
+    pipeline_schedule: Literal["1f1b", "interleaved"] = "1f1b"
+    virtual_stages: int = Field(default=1, ge=1, description="model chunks per pipeline rank")
+    slice_shape: list[int] | None = Field(default=None, description="TPU slice shape override")
+
+    @field_validator("mesh")
+    @classmethod
+    def _sizes(cls, mesh: dict[str, int]) -> dict[str, int]:
+        for axis, size in mesh.items():
+            if size == 0 or size < -1:
+                raise ValueError(f"mesh axis {axis}={size}: sizes must be positive, or -1 for the rest")
+        if sum(1 for s in mesh.values() if s == -1) > 1:
+            raise ValueError(f"mesh {mesh}: at most one axis may be -1")
+        return mesh
+
+    @field_validator("axis_order")
+    @classmethod
+    def _order(cls, order: list[str]) -> list[str]:
+        if sorted(order) != sorted(AXES):
+            raise ValueError(f"axis_order {order} must list each of {list(AXES)} exactly once")
+        return order
+
+    @model_validator(mode="after")
+    def _batch_once(self) -> ShardingSpec:
+        if self.global_batch is not None and self.global_batch_tokens is not None:
+            raise ValueError(
+                f"give global_batch ({self.global_batch}) or global_batch_tokens "
+                f"({self.global_batch_tokens}), not both"
+            )
+        if self.virtual_stages > 1 and self.pipeline_schedule != "interleaved":
+            raise ValueError(
+                f"virtual_stages={self.virtual_stages} needs pipeline_schedule='interleaved'"
+            )
+        return self
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+    """Parse ``data=-1,fsdp=8`` into ``{"data": -1, "fsdp": 8}``; errors name the bad part."""
+    from simulator.errors import MeshcastError
+
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, eq, value = part.partition("=")
+        name = name.strip()
+        if not eq or name not in AXES:
+            raise MeshcastError(
+                f"mesh: {part!r} is not AXIS=SIZE with AXIS one of {', '.join(AXES)} "
+                "(example: data=-1,fsdp=8)"
+            )
+        try:
+            out[name] = int(value)
+        except ValueError:
+            raise MeshcastError(f"mesh: size {value!r} of axis {name} is not an integer") from None
+    return out
+
+
+def parse_bindings(text: str) -> dict[str, list[str]]:
+    """Parse ``model=nvlink,data=ib`` or ``fsdp=ici_x+ici_y`` into axis -> level names."""
+    from simulator.errors import MeshcastError
+
+    out: dict[str, list[str]] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, eq, levels = part.partition("=")
+        if not eq or name.strip() not in AXES or not levels.strip():
+            raise MeshcastError(
+                f"bind: {part!r} is not AXIS=LEVEL[+LEVEL] with AXIS one of {', '.join(AXES)} "
+                "(example: model=nvlink,data=ib)"
+            )
+        out[name.strip()] = [lv.strip() for lv in levels.split("+")]
+    return out

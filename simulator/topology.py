@@ -1,0 +1,254 @@
+"""Topology: the network levels a job occupies, mesh axes placed on them, and the device graph.
+
+Devices are numbered in mixed radix over the levels, innermost first: device ``i`` has level
+coordinates ``c_l = (i // prod(size_<l)) % size_l``. Each mesh axis occupies a factor of one or more
+levels (:class:`AxisPlacement`); a collective over that axis runs hierarchically over them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import networkx as nx
+
+from hardware_profiles.schema import HardwareProfile
+from simulator.errors import MeshcastError
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One network level as this job uses it: ``size`` devices along it."""
+
+    name: str
+    kind: str  # switch | torus | fat_tree
+    size: int
+    bandwidth_bytes_per_s: float  # per device (torus: per link), per direction
+    latency_s: float
+    efficiency: float
+    wraparound: bool
+
+    @property
+    def effective_bandwidth(self) -> float:
+        return self.bandwidth_bytes_per_s * self.efficiency
+
+
+@dataclass(frozen=True, slots=True)
+class AxisPart:
+    """A mesh axis' share of one level: ``factor`` devices along it; ``full`` if the whole level."""
+
+    level: Level
+    factor: int
+
+    @property
+    def wraps(self) -> bool:
+        """A ring over this part closes only if it spans the whole torus dimension and it wraps."""
+        return self.level.kind != "torus" or (self.level.wraparound and self.factor == self.level.size)
+
+
+def job_levels(profile: HardwareProfile, chips: int, slice_shape: list[int] | None = None) -> list[Level]:
+    """The levels a job of ``chips`` devices occupies, innermost first, with their sizes.
+
+    GPU systems fill the innermost level (the NVLink domain) first. TPU systems pick a slice shape
+    with ``chips`` chips (or ``slice_shape``); more chips than the largest slice use several slices
+    joined by the outer (DCN) level.
+    """
+    if chips < 1:
+        raise MeshcastError(f"chips: {chips} must be a positive integer")
+    if profile.slices:
+        return _torus_levels(profile, chips, slice_shape)
+    levels: list[Level] = []
+    remaining = chips
+    for i, lv in enumerate(profile.network):
+        last = i == len(profile.network) - 1
+        size = remaining if last else min(lv.size, remaining)
+        if remaining % size:
+            raise MeshcastError(
+                f"chips: {chips} does not fill whole {lv.name} groups of {lv.size} on {profile.name}; "
+                f"use a multiple of {lv.size} (or fewer than {lv.size})"
+            )
+        if last and size > lv.size:
+            raise MeshcastError(
+                f"chips: {chips} exceeds the largest {profile.name} system "
+                f"({math.prod(x.size for x in profile.network)} chips)"
+            )
+        levels.append(_level(lv, size, lv.wraparound))
+        remaining //= size
+    return levels
+
+
+def _level(lv, size: int, wrap: bool) -> Level:
+    return Level(lv.name, lv.kind, size, lv.link_bandwidth_bytes_per_s.value, lv.latency_s.value,
+                 lv.efficiency.value, wrap)
+
+
+def _torus_levels(profile: HardwareProfile, chips: int, slice_shape: list[int] | None) -> list[Level]:
+    torus = [lv for lv in profile.network if lv.kind == "torus"]
+    outer = [lv for lv in profile.network if lv.kind != "torus"]
+    if slice_shape is not None:
+        match = [s for s in profile.slices if s.shape == list(slice_shape)]
+        if not match:
+            raise MeshcastError(
+                f"slice_shape: {slice_shape} is not a {profile.name} slice; valid: "
+                f"{', '.join('x'.join(map(str, s.shape)) for s in profile.slices)}"
+            )
+        sl = match[0]
+    else:
+        exact = [s for s in profile.slices if s.chips == chips]
+        dividing = [s for s in profile.slices if chips % s.chips == 0]
+        if exact:
+            sl = exact[0]
+        elif dividing and outer:
+            sl = max(dividing, key=lambda s: s.chips)
+        else:
+            raise MeshcastError(
+                f"chips: {chips} is no {profile.name} slice size nor a multiple of one; valid slice "
+                f"sizes: {sorted({s.chips for s in profile.slices})}"
+            )
+    if chips % sl.chips:
+        raise MeshcastError(f"chips: {chips} is not a multiple of the slice {sl.shape} ({sl.chips} chips)")
+    n_slices = chips // sl.chips
+    levels = [_level(lv, d, w) for lv, d, w in zip(torus, sl.shape, sl.wraparound)]
+    if n_slices > 1 and not outer:
+        raise MeshcastError(f"chips: {chips} needs {n_slices} slices but {profile.name} has no DCN level")
+    if outer:
+        if n_slices > outer[0].size:
+            raise MeshcastError(f"chips: {n_slices} slices exceed {outer[0].name} size {outer[0].size}")
+        levels.append(_level(outer[0], n_slices, False))
+    return levels
+
+
+def place_axes(
+    levels: list[Level], mesh: dict[str, int], order: list[str], bindings: dict[str, list[str]]
+) -> dict[str, list[AxisPart]]:
+    """Give each mesh axis (size > 1) its factors of the levels.
+
+    Bound axes take their named levels first (in the order named); the others fill what is left,
+    innermost level first, in ``order``. An axis whose size does not divide what is left on a level
+    spills to the next level (a hierarchical group).
+    """
+    free = {lv.name: lv.size for lv in levels}
+    by_name = {lv.name: lv for lv in levels}
+    placed: dict[str, list[AxisPart]] = {}
+    for axis, names in bindings.items():
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise MeshcastError(
+                f"bindings.{axis}: unknown level {unknown[0]!r}; this job's levels are "
+                f"{', '.join(by_name)}"
+            )
+        if mesh.get(axis, 1) > 1:
+            placed[axis] = _take(axis, mesh[axis], [by_name[n] for n in names], free, bound=True)
+    for axis in order:
+        if axis not in placed and mesh.get(axis, 1) > 1:
+            placed[axis] = _take(axis, mesh[axis], levels, free, bound=False)
+    return placed
+
+
+def _take(axis: str, size: int, candidates: list[Level], free: dict[str, int], bound: bool) -> list[AxisPart]:
+    parts: list[AxisPart] = []
+    need = size
+    for lv in candidates:
+        if need == 1:
+            break
+        f = math.gcd(need, free[lv.name])
+        if f > 1:
+            parts.append(AxisPart(lv, f))
+            free[lv.name] //= f
+            need //= f
+    if need != 1:
+        where = "its bound levels " + "+".join(c.name for c in candidates) if bound else "the levels"
+        raise MeshcastError(
+            f"mesh.{axis}={size} does not fit on {where} (free sizes: "
+            f"{', '.join(f'{k}={v}' for k, v in free.items())}); change the mesh or the bindings"
+        )
+    return parts
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Levels + axis placement for one job; the device graph is built on demand."""
+
+    levels: tuple[Level, ...]
+    placement: dict[str, tuple[AxisPart, ...]]
+
+    @property
+    def n_devices(self) -> int:
+        return math.prod(lv.size for lv in self.levels)
+
+    def axis_size(self, axis: str) -> int:
+        return math.prod(p.factor for p in self.placement.get(axis, ()))
+
+    def _coords(self, device: int) -> dict[str, int]:
+        """Mesh coordinate of ``device`` per axis (axes on a level split it fastest-first)."""
+        level_coord = {}
+        stride = 1
+        for lv in self.levels:
+            level_coord[lv.name] = (device // stride) % lv.size
+            stride *= lv.size
+        used = {lv.name: 1 for lv in self.levels}
+        coords: dict[str, int] = {}
+        for axis, parts in self._placement_in_fill_order():
+            c, mult = 0, 1
+            for p in parts:
+                sub = (level_coord[p.level.name] // used[p.level.name]) % p.factor
+                used[p.level.name] *= p.factor
+                c += sub * mult
+                mult *= p.factor
+            coords[axis] = c
+        return coords
+
+    def _placement_in_fill_order(self):
+        return list(self.placement.items())
+
+    def axis_groups(self, axis: str) -> list[list[int]]:
+        """The device groups a collective over ``axis`` runs in (each sorted by axis coordinate)."""
+        groups: dict[tuple, list[tuple[int, int]]] = {}
+        for d in range(self.n_devices):
+            c = self._coords(d)
+            key = tuple(sorted((a, v) for a, v in c.items() if a != axis))
+            groups.setdefault(key, []).append((c.get(axis, 0), d))
+        return [[d for _, d in sorted(g)] for g in groups.values()]
+
+    @cached_property
+    def graph(self) -> nx.Graph:
+        """Devices and switches as nodes; one edge per physical link, tagged with its level.
+
+        switch / fat_tree levels: every device of a group links to that group's switch node.
+        torus levels: neighbours along the dimension are linked, plus the wraparound link.
+        """
+        g = nx.Graph()
+        g.add_nodes_from(range(self.n_devices), kind="device")
+        stride = 1
+        for lv in self.levels:
+            for d in range(self.n_devices):
+                c = (d // stride) % lv.size
+                base = d - c * stride
+                if lv.kind == "torus":
+                    if c + 1 < lv.size:
+                        g.add_edge(d, d + stride, level=lv.name)
+                    elif lv.wraparound and lv.size > 2:
+                        g.add_edge(d, base, level=lv.name)
+                elif lv.size > 1:
+                    g.add_edge(d, ("switch", lv.name, base), level=lv.name)
+            stride *= lv.size
+        return g
+
+    def links_used(self, axis: str) -> set[str]:
+        """Levels whose links a ring over ``axis`` crosses (via shortest paths in the graph)."""
+        used: set[str] = set()
+        for group in self.axis_groups(axis)[:4]:
+            for a, b in zip(group, group[1:] + group[:1]):
+                if a == b:
+                    continue
+                path = nx.shortest_path(self.graph, a, b)
+                used.update(self.graph.edges[u, v]["level"] for u, v in zip(path, path[1:]))
+        return used
+
+
+def build_topology(profile: HardwareProfile, chips: int, mesh: dict[str, int], order: list[str],
+                   bindings: dict[str, list[str]], slice_shape: list[int] | None = None) -> Topology:
+    levels = job_levels(profile, chips, slice_shape)
+    placement = place_axes(levels, mesh, order, bindings)
+    return Topology(tuple(levels), {a: tuple(p) for a, p in placement.items()})
