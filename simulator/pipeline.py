@@ -51,6 +51,7 @@ class PipelineResult:
     finish_s: list[float]  # per rank: end of its last task
     busy_s: list[float]  # per rank
     bubble_s: float  # span minus the busiest rank's work
+    tasks: list[tuple[int, str, int, int, float, float]] = ()  # (rank, F|B, stage, mb, t0, t1)
 
     @property
     def critical_rank(self) -> int:
@@ -71,6 +72,7 @@ def simulate_pipeline(tf: list[float], tb: list[float], send_s: float, m: int,
         orders, v = [one_f_one_b_order(r, pp, m) for r in range(pp)], 1
     nv = pp * v
     done: dict[tuple[str, int, int], float] = {}
+    tasks: list[tuple[int, str, int, int, float, float]] = []
     free = [0.0] * pp
     pos = [0] * pp
     remaining = sum(len(o) for o in orders)
@@ -87,6 +89,7 @@ def simulate_pipeline(tf: list[float], tb: list[float], send_s: float, m: int,
                 dur = (tf[r] if kind == "F" else tb[r]) / v
                 t0 = max(ready, free[r])
                 done[(kind, k, mb)] = free[r] = t0 + dur
+                tasks.append((r, kind, k, mb, t0, t0 + dur))
                 pos[r] += 1
                 remaining -= 1
                 progressed = True
@@ -94,7 +97,7 @@ def simulate_pipeline(tf: list[float], tb: list[float], send_s: float, m: int,
             raise RuntimeError("pipeline schedule deadlocked (schedule order bug)")
     span = max(done.values())
     busy = [m * (tf[r] + tb[r]) for r in range(pp)]
-    return PipelineResult(span, list(free), busy, span - max(busy))
+    return PipelineResult(span, list(free), busy, span - max(busy), tasks)
 
 
 def _deps(kind: str, k: int, mb: int, nv: int) -> list[tuple[str, int, int]]:

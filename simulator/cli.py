@@ -1,0 +1,138 @@
+"""The ``meshcast`` command: one CLI with subcommands.
+
+Bad input prints ``error: <field>: <problem>`` and exits 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from simulator.errors import MeshcastError
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="forecast one training step")
+    p.add_argument("--model", required=True, help="zoo name (see `meshcast models`) or YAML path")
+    p.add_argument("--hardware", required=True, help="profile name/alias or YAML path")
+    p.add_argument("--chips", required=True, type=int)
+    p.add_argument("--mesh", default="data=-1", help="e.g. data=-1,fsdp=8,model=4 (-1 = the rest)")
+    p.add_argument("--bind", default="", help="axis to network levels, e.g. model=nvlink,data=ib")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--global-batch", type=int, help="sequences per step")
+    g.add_argument("--global-batch-tokens", type=int, help="tokens per step")
+    p.add_argument("--micro-batch", type=int, default=1, help="sequences per batch shard")
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--precision", choices=["bf16", "fp8"], default="bf16")
+    p.add_argument("--remat", choices=["none", "selective", "full"], default="selective")
+    p.add_argument("--pipeline-schedule", choices=["1f1b", "interleaved"], default="1f1b")
+    p.add_argument("--virtual-stages", type=int, default=1)
+    p.add_argument("--distributed-optimizer", action="store_true",
+                   help="shard optimizer state over data (ZeRO-1)")
+    p.add_argument("--load-imbalance", type=float, help="MoE: busiest expert's share / mean")
+    p.add_argument("--slice", help="TPU slice shape, e.g. 4x4x4")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--trace", help="write a Chrome/Perfetto trace JSON here")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="meshcast", description="Forecast sharded dense/MoE "
+                                 "LLM training step time on a concrete topology.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    _add_predict(sub)
+    pr = sub.add_parser("profiles", help="list the hardware profiles")
+    pr.add_argument("--json", action="store_true")
+    mo = sub.add_parser("models", help="list the model zoo")
+    mo.add_argument("--json", action="store_true")
+    return ap
+
+
+def _job_from_args(a):
+    from hardware_profiles import load_profile
+    from simulator.specs.job import make_job
+    from simulator.specs.sharding import ShardingSpec, parse_bindings, parse_mesh
+    from simulator.zoo import load_model
+    from pydantic import ValidationError
+
+    from simulator.errors import from_validation_error
+
+    model = load_model(a.model)
+    if a.load_imbalance is not None:
+        if model.moe is None:
+            raise MeshcastError(f"load-imbalance: {model.name} is dense; drop --load-imbalance")
+        if a.load_imbalance < 1:
+            raise MeshcastError(f"load-imbalance: {a.load_imbalance} must be >= 1 (1 = balanced)")
+        model = model.model_copy(update={"moe": model.moe.model_copy(
+            update={"load_imbalance": a.load_imbalance})})
+    hw = load_profile(a.hardware)
+    fields = dict(mesh=parse_mesh(a.mesh), bindings=parse_bindings(a.bind),
+                  micro_batch=a.micro_batch, global_batch=a.global_batch,
+                  global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len,
+                  remat=a.remat, precision=a.precision, pipeline_schedule=a.pipeline_schedule,
+                  virtual_stages=a.virtual_stages, distributed_optimizer=a.distributed_optimizer)
+    if a.slice:
+        try:
+            fields["slice_shape"] = [int(x) for x in a.slice.lower().split("x")]
+        except ValueError:
+            raise MeshcastError(f"slice: {a.slice!r} is not like 4x4x4") from None
+    try:
+        spec = ShardingSpec(**fields)
+    except ValidationError as e:
+        raise from_validation_error(e, "sharding") from None
+    return make_job(model, spec, hw, a.chips)
+
+
+def _cmd_predict(a) -> int:
+    from simulator.predict import predict_job
+    from simulator.report import format_prediction
+
+    pred = predict_job(_job_from_args(a))
+    if a.trace:
+        try:
+            pred.write_trace(a.trace)
+        except OSError as e:
+            raise MeshcastError(f"trace: cannot write {a.trace}: {e.strerror}") from None
+    print(json.dumps(pred.to_dict(), indent=2) if a.json else format_prediction(pred))
+    return 0
+
+
+def _cmd_profiles(a) -> int:
+    from hardware_profiles import list_profiles
+    from simulator.report import format_profiles
+
+    profiles = list_profiles()
+    if a.json:
+        print(json.dumps([p.model_dump(mode="json") for p in profiles], indent=2))
+    else:
+        print(format_profiles(profiles))
+    return 0
+
+
+def _cmd_models(a) -> int:
+    from simulator.report import format_models
+    from simulator.zoo import list_models
+
+    models = list_models()
+    if a.json:
+        print(json.dumps([dict(m.model_dump(mode="json"), total_params=m.total_params,
+                               active_params=m.active_params) for m in models], indent=2))
+    else:
+        print(format_models(models))
+    return 0
+
+
+COMMANDS = {"predict": _cmd_predict, "profiles": _cmd_profiles, "models": _cmd_models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except MeshcastError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Known answers for whole steps, derived from the op and collective formulas by hand."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simulator.collectives import Collective, collective_time
+from simulator.graph.ops import COMPUTE
+from simulator.predict import predict
+from simulator.specs.model import ModelSpec, MoESpec
+
+TINY = ModelSpec(name="tiny", source="test", n_layers=1, d_model=256, n_heads=4, n_kv_heads=4,
+                 ffn_hidden=1024, ffn_kind="gelu", vocab_size=512, seq_len=128)
+MOE = ModelSpec(name="tiny-moe", source="test", n_layers=4, d_model=256, n_heads=4,
+                ffn_hidden=1024, vocab_size=512, seq_len=128,
+                moe=MoESpec(n_experts=8, top_k=2, capacity_factor=2.0, expert_ffn_hidden=512,
+                            layer_interval=2))
+
+
+def _nodes(pred):
+    g = pred.critical.graph
+    return {n: a["op"] for n, a in g.nodes.items()}
+
+
+def test_matmul_node_is_the_roofline(gpu_profile):
+    p = predict(model=TINY, hardware=gpu_profile, chips=1, mesh={"data": 1}, remat="none")
+    qkv = _nodes(p)["L0.qkv"]
+    T, D = 128, 256
+    flops = 2 * T * D * (3 * 256)
+    nbytes = (T * D + T * 768) * 2 + D * 768 * 2
+    assert qkv.flops == flops
+    assert qkv.duration == pytest.approx(max(flops / 1e15, nbytes / 1e12) + 1e-12, rel=1e-12)
+
+
+def test_single_device_step_is_the_sum_of_its_ops(gpu_profile):
+    p = predict(model=TINY, hardware=gpu_profile, chips=1, mesh={"data": 1}, remat="none")
+    total = sum(op.duration for op in _nodes(p).values() if op.stream == COMPUTE)
+    assert p.step_time_s == pytest.approx(total, rel=1e-12)
+    assert set(p.breakdown_s) == {"compute", "optimizer"}
+
+
+def test_pure_data_parallel_exposes_the_last_gradient_all_reduces(gpu_profile):
+    one = predict(model=TINY, hardware=gpu_profile, chips=1, mesh={"data": 1}, remat="none")
+    dp = predict(model=TINY, hardware=gpu_profile, chips=8, mesh={"data": 8}, remat="none",
+                 global_batch=8)
+    ops = _nodes(dp)
+    parts = dp.job.topology.placement["data"]
+    layer = TINY.attention_params + TINY.dense_ffn_params
+    ar_layer = collective_time(Collective.ALL_REDUCE, parts, layer * 4)
+    ar_embed = collective_time(Collective.ALL_REDUCE, parts, 2 * 512 * 256 * 4)
+    assert ops["L0.grad_data"].duration == pytest.approx(ar_layer)
+    assert ops["embed.grad_data"].duration == pytest.approx(ar_embed)
+    embed_bwd = ops["embed.bwd.embed"].duration
+    t_mb = one.step_time_s - ops["optimizer"].duration
+    expected = t_mb + max(ar_layer - embed_bwd, 0.0) + ar_embed + ops["optimizer"].duration
+    assert dp.step_time_s == pytest.approx(expected, rel=1e-9)
+    assert dp.breakdown_s["comm.all_reduce.data"] == pytest.approx(expected - t_mb
+                                                                   - ops["optimizer"].duration)
+
+
+def test_breakdown_sums_to_step_time(gpu_profile):
+    for mesh in ({"data": 2, "fsdp": 2, "model": 2, "pipeline": 2},
+                 {"data": -1, "expert": 4, "model": 2}):
+        p = predict(model=MOE, hardware=gpu_profile, chips=16, mesh=mesh, global_batch=32)
+        assert sum(p.breakdown_s.values()) == pytest.approx(p.step_time_s, rel=1e-9)
+
+
+def test_step_graph_holds_each_collective_of_the_sharding(gpu_profile):
+    p = predict(model=MOE, hardware=gpu_profile, chips=16,
+                mesh={"data": 1, "fsdp": 2, "expert": 4, "model": 2}, global_batch=8)
+    names = set(_nodes(p))
+    for n in ("L0.fwd.fsdp_ag", "L0.bwd.fsdp_ag", "L1.a2a_dispatch", "L1.a2a_combine",
+              "L0.attn_ag", "L0.attn_rs", "L1.moe_ag", "L1.moe_rs", "L1.grad_rs",
+              "L1.grad_data+expert", "L1.bwd.a2a_dispatch", "L1.re.attn"):
+        assert n in names, n
+    kinds = {op.collective for op in _nodes(p).values() if op.collective}
+    assert kinds >= {Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_TO_ALL,
+                     Collective.ALL_REDUCE}
+    assert p.breakdown_s.get("comm.all_to_all.expert", 0) >= 0
+
+
+def test_moe_layers_follow_the_interval():
+    assert [MOE.is_moe_layer(i) for i in range(4)] == [False, True, False, True]
+
+
+def test_capacity_factor_and_imbalance(gpu_profile):
+    base = dict(hardware=gpu_profile, chips=8, mesh={"expert": 8}, global_batch=8)
+    cf1 = MOE.model_copy(update={"moe": MOE.moe.model_copy(update={"capacity_factor": 1.0})})
+    assert predict(model=cf1, **base).step_time_s < predict(model=MOE, **base).step_time_s
+    dropless = MOE.model_copy(update={"moe": MOE.moe.model_copy(update={"capacity_factor": None})})
+    skew = dropless.model_copy(update={"moe": dropless.moe.model_copy(update={"load_imbalance": 2.0})})
+    assert predict(model=skew, **base).step_time_s > predict(model=dropless, **base).step_time_s
+    # with a capacity factor, imbalance only drops tokens: the padded buffers cost the same
+    cf_skew = MOE.model_copy(update={"moe": MOE.moe.model_copy(update={"load_imbalance": 3.0})})
+    assert predict(model=cf_skew, **base).step_time_s == predict(model=MOE, **base).step_time_s
+
+
+def test_remat_trades_time_for_memory(gpu_profile):
+    runs = {r: predict(model=TINY, hardware=gpu_profile, chips=1, remat=r, micro_batch=4)
+            for r in ("none", "selective", "full")}
+    t = {r: p.step_time_s for r, p in runs.items()}
+    mem = {r: p.memory.activations_bytes for r, p in runs.items()}
+    assert t["none"] < t["selective"] < t["full"]
+    assert mem["none"] > mem["selective"] > mem["full"]
+
+
+def test_pipeline_bubble_appears_in_the_breakdown(gpu_profile):
+    four = MOE.model_copy(update={"moe": None, "name": "d4"})
+    p = predict(model=four, hardware=gpu_profile, chips=4, mesh={"pipeline": 4}, global_batch=8)
+    assert p.breakdown_s["pipeline_bubble"] > 0
+    assert p.pipeline is not None and len(p.pipeline.tasks) == 2 * 4 * 8
+
+
+def test_memory_flags_a_job_that_does_not_fit(gpu_profile):
+    big = TINY.model_copy(update={"d_model": 8192, "n_heads": 64, "n_kv_heads": 64,
+                                  "ffn_hidden": 32768, "n_layers": 40})
+    p = predict(model=big, hardware=gpu_profile, chips=1)
+    assert not p.memory.fits and p.warnings and "does not fit" in p.warnings[0]
+    assert p.to_dict()["memory"]["fits"] is False
+
+
+def test_trace_is_chrome_json(gpu_profile, tmp_path):
+    p = predict(model=MOE, hardware=gpu_profile, chips=8, mesh={"expert": 4, "pipeline": 2},
+                global_batch=8)
+    path = tmp_path / "t.json"
+    p.write_trace(path)
+    ev = json.loads(path.read_text())["traceEvents"]
+    xs = [e for e in ev if e["ph"] == "X"]
+    assert xs and all(e["dur"] > 0 and e["ts"] >= 0 for e in xs)
+    assert {e["pid"] for e in xs} == {1, 2}
