@@ -5,11 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
 from hardware_profiles.schema import HardwareProfile
-from simulator.errors import MeshcastError, from_validation_error
+from simulator.errors import MeshcastError
+from simulator.spec_file import load_spec_file
 
 PROFILE_DIR = Path(__file__).resolve().parent
 
@@ -55,16 +53,7 @@ def load_profile(name_or_path: str | Path) -> HardwareProfile:
 
 @lru_cache(maxsize=64)
 def _load_cached(path: str, mtime: float) -> HardwareProfile:
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as e:
-        raise MeshcastError(f"hardware: {path} is not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise MeshcastError(f"hardware: {path} must hold a mapping, got {type(raw).__name__}")
-    try:
-        return HardwareProfile.model_validate(raw)
-    except ValidationError as e:
-        raise from_validation_error(e, f"hardware profile {Path(path).name}") from None
+    return load_spec_file(path, HardwareProfile, "hardware profile")
 
 
 def load_profile_file(path: str | Path) -> HardwareProfile:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
-from simulator.errors import MeshcastError, from_validation_error
+from simulator.errors import MeshcastError
+from simulator.spec_file import load_spec_file
 from simulator.specs.model import ModelSpec
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo"
@@ -37,16 +35,4 @@ def load_model(name_or_path: str | Path) -> ModelSpec:
 
 
 def load_model_file(path: str | Path) -> ModelSpec:
-    path = Path(path)
-    if not path.is_file():
-        raise MeshcastError(f"model: no model file at {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise MeshcastError(f"model: {path} is not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise MeshcastError(f"model: {path} must hold a mapping, got {type(raw).__name__}")
-    try:
-        return ModelSpec.model_validate(raw)
-    except ValidationError as e:
-        raise from_validation_error(e, f"model {path.name}") from None
+    return load_spec_file(path, ModelSpec, "model")
