@@ -122,7 +122,31 @@ def _time_stage(job: Job, ctx: CostContext, layers: list[int], first: bool, last
     if sc.makespan > last_compute:  # e.g. the distributed optimizer's weight all-gather
         final = max(nodes, key=lambda n: sc.end[n])
         tail_parts[nodes[final]["op"].category] += sc.makespan - last_compute
-    return StageTiming(g, sc, t_fwd, t_mb, sc.makespan - t_mb, per_mb, tail_parts)
+    tail = sc.makespan - t_mb
+    floor, cat = link_floor(g)
+    if floor > t_mb:
+        per_mb[cat] += floor - t_mb
+        t_mb = floor
+    return StageTiming(g, sc, t_fwd, t_mb, tail, per_mb, tail_parts)
+
+
+def link_floor(g: nx.DiGraph) -> tuple[float, str]:
+    """Collectives over one mesh axis share that axis' links, whatever stream issues them, so a
+    micro-batch takes at least the sum of its recurring collectives per axis (for FSDP: the
+    forward and backward weight gathers plus the gradient reduce-scatter).
+    Returns (the largest per-axis sum, the category that dominates it)."""
+    per_axis: dict[str, float] = defaultdict(float)
+    per_cat: dict[str, float] = defaultdict(float)
+    for attrs in g.nodes.values():
+        op = attrs["op"]
+        if op.collective is not None and op.phase in ("fwd", "bwd", "recompute"):
+            per_axis[op.axis] += op.duration
+            per_cat[op.category] += op.duration
+    if not per_axis:
+        return 0.0, "compute"
+    axis = max(per_axis, key=per_axis.__getitem__)
+    cat = max((c for c in per_cat if c.endswith("." + axis)), key=per_cat.__getitem__)
+    return per_axis[axis], cat
 
 
 @contextmanager

@@ -175,8 +175,10 @@ class StageGraphBuilder:
         optimizer) over data -- and over expert too for the non-expert weights."""
         d, out = self.d, []
         gb = d.gb
+        # phase "bwd": the fsdp reduce-scatter recurs every micro-batch (gradients accumulate
+        # sharded, as in ZeRO-3 / XLA FSDP); the data-parallel reduction runs once per step.
         rs = [self._collective(f"{tag}.grad_rs", RS, "fsdp", (dense + expert) * gb, "grad",
-                               [after], "grad_sync")] if d.fs > 1 else [after]
+                               [after], "bwd")] if d.fs > 1 else [after]
         kind = RS if self.job.sharding.distributed_optimizer else AR
         groups = [("data+expert" if d.e > 1 else "data", dense), ("data", expert)]
         for axis, n in groups:
