@@ -49,13 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _job_from_args(a):
+    from pydantic import ValidationError
+
     from hardware_profiles import load_profile
+    from simulator.errors import from_validation_error
     from simulator.specs.job import make_job
     from simulator.specs.sharding import ShardingSpec, parse_bindings, parse_mesh
     from simulator.zoo import load_model
-    from pydantic import ValidationError
-
-    from simulator.errors import from_validation_error
 
     model = load_model(a.model)
     if a.load_imbalance is not None:

@@ -11,7 +11,7 @@ from functools import cached_property
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hardware_profiles.schema import HardwareProfile
-from simulator.errors import MeshcastError, from_validation_error
+from simulator.errors import from_validation_error
 from simulator.specs.model import ModelSpec
 from simulator.specs.sharding import AXES, BATCH_AXES, ShardingSpec
 from simulator.topology import Topology, build_topology

@@ -54,7 +54,8 @@ class ShardingSpec(_Frozen):
     precision: Literal["bf16", "fp8"] = "bf16"
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     distributed_optimizer: bool = Field(
-        default=False, description="ZeRO-1: shard optimizer state over data (Megatron --use-distributed-optimizer)"
+        default=False,
+        description="ZeRO-1: optimizer state sharded over data (Megatron --use-distributed-optimizer)",
     )
     pipeline_schedule: Literal["1f1b", "interleaved"] = "1f1b"
     virtual_stages: int = Field(default=1, ge=1, description="model chunks per pipeline rank")
