@@ -75,6 +75,7 @@ def in_flight_microbatches(rank: int, pp: int, m: int, schedule: str, v: int) ->
     """Most forward passes (in units of a whole rank's layers) alive at once on ``rank``."""
     if pp == 1:
         return 1.0
+    m = min(m, 4 * pp * v)  # the warm-up sets the peak; later micro-batches only repeat it
     order = interleaved_order(rank, pp, m, v) if schedule == "interleaved" and v > 1 \
         else one_f_one_b_order(rank, pp, m)
     live = peak = 0

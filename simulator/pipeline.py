@@ -58,10 +58,35 @@ class PipelineResult:
         return max(range(len(self.busy_s)), key=self.busy_s.__getitem__)
 
 
+#: Beyond this many micro-batches the schedule is in its steady state: simulate two shorter runs
+#: and extend linearly (exact once every rank repeats a fixed F/B pattern).
+SIMULATED_MICROBATCHES = 64
+
+
 def simulate_pipeline(tf: list[float], tb: list[float], send_s: float, m: int,
                       schedule: str = "1f1b", v: int = 1) -> PipelineResult:
     """Run the schedule: ``tf[r]``, ``tb[r]`` are a rank's forward/backward time per micro-batch
-    (all its chunks together); ``send_s`` is one activation send between ranks."""
+    (all its chunks together); ``send_s`` is one activation send between ranks.
+
+    For ``m`` above :data:`SIMULATED_MICROBATCHES` (rounded to whole groups of ``pp``), runs
+    ``m1`` and ``m2 = m1 + pp`` micro-batches and extends each rank's finish time linearly:
+    ``finish(m) = finish(m1) + (m - m1) * (finish(m2) - finish(m1)) / pp``. The trace then holds
+    the ``m1`` run's tasks.
+    """
+    pp = len(tf)
+    m1 = max(pp, (SIMULATED_MICROBATCHES // pp) * pp)
+    if pp > 1 and m > m1 + pp:
+        a = _simulate(tf, tb, send_s, m1, schedule, v)
+        b = _simulate(tf, tb, send_s, m1 + pp, schedule, v)
+        finish = [fa + (m - m1) * (fb - fa) / pp for fa, fb in zip(a.finish_s, b.finish_s)]
+        busy = [m * (tf[r] + tb[r]) for r in range(pp)]
+        span = max(finish)
+        return PipelineResult(span, finish, busy, span - max(busy), a.tasks)
+    return _simulate(tf, tb, send_s, m, schedule, v)
+
+
+def _simulate(tf: list[float], tb: list[float], send_s: float, m: int, schedule: str,
+              v: int) -> PipelineResult:
     pp = len(tf)
     if pp == 1:
         busy = m * (tf[0] + tb[0])

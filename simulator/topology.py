@@ -58,6 +58,11 @@ def job_levels(profile: HardwareProfile, chips: int, slice_shape: list[int] | No
         raise MeshcastError(f"chips: {chips} must be a positive integer")
     if profile.slices:
         return _torus_levels(profile, chips, slice_shape)
+    if slice_shape is not None:
+        raise MeshcastError(
+            f"slice_shape: {slice_shape} given but {profile.name} has no torus slices; "
+            "drop --slice (it applies to TPU profiles)"
+        )
     levels: list[Level] = []
     remaining = chips
     for i, lv in enumerate(profile.network):

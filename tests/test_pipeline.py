@@ -40,3 +40,22 @@ def test_orders_run_every_task_once():
         kinds = [k for k, _, _ in order]
         assert kinds.count("F") == kinds.count("B") == len(order) // 2
         assert len(set(order)) == len(order)
+
+
+@pytest.mark.parametrize("schedule,v", [("1f1b", 1), ("interleaved", 2)])
+def test_long_runs_extend_the_steady_state_exactly(schedule, v, monkeypatch):
+    import simulator.pipeline as pl
+
+    tf, tb = [1.0, 1.2, 0.9, 1.5], [2.0, 2.1, 1.8, 3.2]  # uneven stages, with sends
+    m = 200
+    extended = pl.simulate_pipeline(tf, tb, 0.05, m, schedule, v)
+    monkeypatch.setattr(pl, "SIMULATED_MICROBATCHES", 10_000)
+    direct = pl.simulate_pipeline(tf, tb, 0.05, m, schedule, v)
+    assert extended.span_s == pytest.approx(direct.span_s, rel=1e-12)
+    assert extended.finish_s == pytest.approx(direct.finish_s, rel=1e-12)
+    assert len(extended.tasks) < len(direct.tasks)
+
+
+def test_a_huge_number_of_microbatches_is_cheap():
+    r = simulate_pipeline([1.0] * 8, [2.0] * 8, 0.0, 2**40)
+    assert r.span_s == pytest.approx((2**40 + 7) * 3.0)

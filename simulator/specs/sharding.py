@@ -105,6 +105,8 @@ def parse_mesh(text: str) -> dict[str, int]:
                 f"mesh: {part!r} is not AXIS=SIZE with AXIS one of {', '.join(AXES)} "
                 "(example: data=-1,fsdp=8)"
             )
+        if name in out:
+            raise MeshcastError(f"mesh: axis {name} is given twice in {text!r}; name each axis once")
         try:
             out[name] = int(value)
         except ValueError:
@@ -124,5 +126,7 @@ def parse_bindings(text: str) -> dict[str, list[str]]:
                 f"bind: {part!r} is not AXIS=LEVEL[+LEVEL] with AXIS one of {', '.join(AXES)} "
                 "(example: model=nvlink,data=ib)"
             )
+        if name.strip() in out:
+            raise MeshcastError(f"bind: axis {name.strip()} is bound twice in {text!r}")
         out[name.strip()] = [lv.strip() for lv in levels.split("+")]
     return out
