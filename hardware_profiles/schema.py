@@ -79,9 +79,11 @@ class NetworkLevel(_Frozen):
 
     kind: ``switch`` (NVSwitch/xGMI: every device one hop from every other), ``torus`` (one
     dimension of a TPU torus; ring with or without wraparound), ``fat_tree`` (InfiniBand/RoCE/DCN
-    scale-out with full bisection). ``size`` is the most devices this level can join (for the
-    outermost level, the largest system). Bandwidth is per device, per direction: for a torus
-    dimension, per link per direction (a device has two links along a dimension).
+    scale-out with full bisection). ``size`` is how many members this level joins: devices for
+    the innermost level and torus dimensions, groups of the level below (nodes, racks, slices)
+    for outer levels; for the outermost it is a modelling bound (the largest system considered).
+    Bandwidth is per device, per direction: for a torus dimension, per link per direction (a
+    device has two links along a dimension).
     """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")

@@ -12,7 +12,7 @@ DEMO_JOBS = [
          mesh={"data": -1, "expert": 8, "model": 2}, global_batch=256, remat="full",
          distributed_optimizer=True),
     dict(model="moe-6.4b", hardware="tpu-v5p", chips=128,
-         mesh={"data": -1, "expert": 8, "model": 4}, global_batch=512),
+         mesh={"fsdp": -1, "expert": 8, "model": 4}, global_batch=512),
 ]
 
 

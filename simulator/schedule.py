@@ -2,8 +2,9 @@
 and its dependencies are done.
 
 ``start(n) = max(free[stream(n)], max(end(p) for p in preds(n)))``; ``end = start + duration``.
-Exposed communication: whenever the compute stream waits, the gap is charged to the category of
-the dependency that finished last (the one it actually waited for).
+Exposed communication: whenever the compute stream waits, the gap is split along the chain that
+held it up (the dependency that finished last, what delayed that one, ...), each collective
+charged the part of the wait during which it ran.
 """
 
 from __future__ import annotations
@@ -18,23 +19,24 @@ from simulator.graph.ops import COMPUTE, Op
 
 @dataclass
 class Scheduled:
-    """Start/end per node; ``waits`` maps each compute node to (category it waited on, gap)."""
+    """Start/end per node; ``waits`` maps each compute node to the (category, seconds) pieces
+    of the wait before it."""
 
     start: dict[str, float]
     end: dict[str, float]
     makespan: float = 0.0
-    waits: dict[str, tuple[str, float]] = field(default_factory=dict)
+    waits: dict[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
 
     def window(self, t0: float, t1: float, graph: nx.DiGraph) -> dict[str, float]:
         """Seconds by category of compute-stream nodes ending in ``(t0, t1]``: their own busy
         time under their category, and the wait before each under what it waited for."""
         out: dict[str, float] = defaultdict(float)
-        for name, (cat, gap) in self.waits.items():
+        for name, pieces in self.waits.items():
             if t0 < self.end[name] <= t1:
                 op = graph.nodes[name]["op"]
                 out[op.category] += op.duration
-                if gap > 0:
-                    out[cat] += gap
+                for cat, seconds in pieces:
+                    out[cat] += seconds
         return out
 
 
@@ -43,7 +45,9 @@ def schedule(graph: nx.DiGraph) -> Scheduled:
     start: dict[str, float] = {}
     end: dict[str, float] = {}
     free: dict[str, float] = defaultdict(float)
-    waits: dict[str, tuple[str, float]] = {}
+    last_on: dict[str, str] = {}
+    blocker: dict[str, str | None] = {}
+    waits: dict[str, tuple[tuple[str, float], ...]] = {}
     nodes = graph.nodes
     pred = graph._pred  # the predecessor dict-of-dicts; the public view costs 2x here
     for name, attrs in nodes.items():
@@ -58,8 +62,28 @@ def schedule(graph: nx.DiGraph) -> Scheduled:
         t1 = t0 + op.duration
         start[name], end[name] = t0, t1
         free[op.stream] = t1
+        blocker[name] = last if ready >= free_at else last_on.get(op.stream)
+        last_on[op.stream] = name
         if op.stream == COMPUTE:
             gap = t0 - free_at
-            cat = nodes[last]["op"].category if (gap > 0 and last is not None) else "compute"
-            waits[name] = (cat, gap)
+            waits[name] = _charge(last, free_at, t0, nodes, start, blocker) if gap > 0 else ()
     return Scheduled(start, end, makespan=max(end.values(), default=0.0), waits=waits)
+
+
+def _charge(node, lo_bound: float, hi: float, nodes, start, blocker) -> tuple[tuple[str, float], ...]:
+    """Split a compute-stream wait ``(lo_bound, hi]`` along the chain of what held it up: each
+    collective is charged the part of the wait during which it ran, then whatever delayed it
+    (its own dependency, or the previous collective on its stream) is charged the rest."""
+    pieces: list[tuple[str, float]] = []
+    while node is not None and hi > lo_bound:
+        op = nodes[node]["op"]
+        if op.stream == COMPUTE:
+            break
+        lo = max(start[node], lo_bound)
+        if hi > lo:
+            pieces.append((op.category, hi - lo))
+            hi = lo
+        node = blocker[node]
+    if hi > lo_bound:  # waited on something already finished on the compute side: rare
+        pieces.append((pieces[0][0] if pieces else "compute", hi - lo_bound))
+    return tuple(pieces)

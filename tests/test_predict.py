@@ -130,3 +130,28 @@ def test_trace_is_chrome_json(gpu_profile, tmp_path):
     xs = [e for e in ev if e["ph"] == "X"]
     assert xs and all(e["dur"] > 0 and e["ts"] >= 0 for e in xs)
     assert {e["pid"] for e in xs} == {1, 2}
+
+
+def test_a_wait_is_split_along_the_chain_that_caused_it():
+    import networkx as nx
+
+    from simulator.collectives import Collective as C
+    from simulator.graph.ops import Op, OpKind
+    from simulator.schedule import schedule
+
+    g = nx.DiGraph()
+    ops = [Op("a", OpKind.MATMUL, duration=1.0),
+           Op("a2a", OpKind.COLLECTIVE, stream="ep", collective=C.ALL_TO_ALL, axis="expert",
+              duration=2.0),
+           Op("ag", OpKind.COLLECTIVE, stream="tp", collective=C.ALL_GATHER, axis="model",
+              duration=0.5),
+           Op("b", OpKind.MATMUL, duration=1.0)]
+    for op in ops:
+        g.add_node(op.name, op=op)
+    g.add_edges_from([("a", "a2a"), ("a2a", "ag"), ("ag", "b")])
+    sc = schedule(g)
+    assert sc.end["b"] == pytest.approx(4.5)
+    parts = sc.window(-1, 10, g)
+    assert parts["comm.all_to_all.expert"] == pytest.approx(2.0)
+    assert parts["comm.all_gather.model"] == pytest.approx(0.5)
+    assert parts["compute"] == pytest.approx(2.0)
