@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from simulator.graph.dims import Dims
-from simulator.graph.layers import layer_params_local, slots_per_token
+from simulator.graph.layers import layer_params_local, slots_per_token, stage_params_local
 from simulator.pipeline import interleaved_order, one_f_one_b_order
 from simulator.specs.model import ModelSpec
 
@@ -97,11 +97,7 @@ def estimate_memory(job, stages: list[tuple[list[int], bool, bool]]) -> MemoryEs
 
 def _stage_memory(job, rank: int, layers: list[int], first: bool, last: bool) -> MemoryEstimate:
     m, s, d = job.model, job.sharding, Dims.from_job(job)
-    per_layer = [sum(layer_params_local(m, d, m.is_moe_layer(i))) for i in layers]
-    n = sum(per_layer)
-    n_embed = (first or last) * (1 if (m.tied_embeddings or not (first and last)) else 2)
-    n += n_embed * m.vocab_size * m.d_model / d.t
-    n /= d.fs
+    n = stage_params_local(m, d, layers, first, last)
     zero = job.axis("data") if s.distributed_optimizer else 1
     state = 4 if s.optimizer.state_dtype == "fp32" else 2
     weights = n * 2.0
@@ -118,7 +114,8 @@ def _stage_memory(job, rank: int, layers: list[int], first: bool, last: bool) ->
         transient += worst * d.T / d.t * d.ab
     if last:
         transient += 2 * d.T * m.vocab_size / d.t * 4  # fp32 logits and their gradient
-    if d.fs > 1 and per_layer:
-        transient += 2 * max(per_layer) * d.wb  # gathered weights: current + prefetched layer
+    if d.fs > 1 and layers:
+        biggest = max(sum(layer_params_local(m, d, m.is_moe_layer(i))) for i in layers)
+        transient += 2 * biggest * d.wb  # gathered weights: current + prefetched layer
     return MemoryEstimate(weights, grads, optimizer, acts, transient,
                           job.hardware.chip.hbm_capacity_bytes.value)

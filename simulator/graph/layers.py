@@ -169,6 +169,22 @@ def layer_params_local(m: ModelSpec, d: Dims, moe_layer: bool) -> tuple[float, f
     return dense, m.moe.n_experts * m.expert_params / (d.e * d.t)
 
 
+def embedding_params_local(m: ModelSpec, d: Dims, first: bool, last: bool) -> float:
+    """Embedding/LM-head parameters a pipeline rank holds (vocab-parallel over ``t``): the input
+    table on the first rank, the output projection on the last, one shared table if tied."""
+    if not (first or last):
+        return 0.0
+    tables = 2 if (first and last and not m.tied_embeddings) else 1
+    return tables * m.vocab_size * m.d_model / d.t
+
+
+def stage_params_local(m: ModelSpec, d: Dims, layers: list[int], first: bool, last: bool) -> float:
+    """Parameters one device of a pipeline rank keeps after FSDP sharding: its layers' local
+    parameters plus its embedding share, divided by ``fs``."""
+    n = sum(sum(layer_params_local(m, d, m.is_moe_layer(i))) for i in layers)
+    return (n + embedding_params_local(m, d, first, last)) / d.fs
+
+
 def embedding_ops(m: ModelSpec, d: Dims) -> list[Op]:
     """Token embedding lookup (vocab-parallel): a memory-bound gather ``T * D / t`` rows."""
     tp = Template()
@@ -189,4 +205,5 @@ def head_ops(m: ModelSpec, d: Dims, prev: str) -> list[Op]:
 
 
 __all__ = ["COMPUTE", "layer_template", "layer_params_local", "embedding_ops", "head_ops",
+           "embedding_params_local", "stage_params_local",
            "slots_per_token"]

@@ -15,7 +15,14 @@ import networkx as nx
 
 from simulator.collectives import Collective
 from simulator.graph.dims import Dims
-from simulator.graph.layers import embedding_ops, head_ops, layer_params_local, layer_template
+from simulator.graph.layers import (
+    embedding_ops,
+    embedding_params_local,
+    head_ops,
+    layer_params_local,
+    layer_template,
+    stage_params_local,
+)
 from simulator.graph.ops import COMPUTE, CostContext, Op, OpKind, cost
 
 AG, RS, AR = Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_REDUCE
@@ -166,9 +173,8 @@ class StageGraphBuilder:
 
     def _grad_sync_embeddings(self, after: str, first: bool, last: bool) -> list[str]:
         m, d = self.model, self.d
-        n = m.vocab_size * m.d_model / d.t
-        count = (first or last) * (1 if (m.tied_embeddings or not (first and last)) else 2)
-        return self._reduce_grads("embed", n * count, 0.0, after) if count else []
+        n = embedding_params_local(m, d, first, last)
+        return self._reduce_grads("embed", n, 0.0, after) if n else []
 
     def _reduce_grads(self, tag: str, dense: float, expert: float, after: str) -> list[str]:
         """Reduce-scatter over fsdp, then all-reduce (or reduce-scatter with a distributed
@@ -193,10 +199,7 @@ class StageGraphBuilder:
         (8 B), reads the gradient, reads/writes m and v (4 x state bytes) and writes the bf16
         weight (2 B). A distributed optimizer then all-gathers the updated weights over data."""
         m, d, s = self.model, self.d, self.job.sharding
-        n = sum(sum(layer_params_local(m, d, m.is_moe_layer(i))) for i in layers)
-        if first or last:
-            n += m.vocab_size * m.d_model / d.t * (1 if m.tied_embeddings or not (first and last) else 2)
-        n /= d.fs
+        n = stage_params_local(m, d, layers, first, last)
         shard = self.ctx.group_size("data") if s.distributed_optimizer else 1
         state = 4 if s.optimizer.state_dtype == "fp32" else 2
         per_param = (8 if s.optimizer.master_weights else 0) + d.gb + 4 * state + 2
