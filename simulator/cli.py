@@ -28,6 +28,10 @@ def _add_predict(sub) -> None:
     p.add_argument("--remat", choices=["none", "selective", "full"], default="selective")
     p.add_argument("--pipeline-schedule", choices=["1f1b", "interleaved"], default="1f1b")
     p.add_argument("--virtual-stages", type=int, default=1)
+    p.add_argument("--optimizer-state", choices=["fp32", "bf16"], default="fp32",
+                   help="dtype of Adam's moments")
+    p.add_argument("--grad-dtype", choices=["fp32", "bf16"], default="fp32",
+                   help="dtype gradients are accumulated and reduced in")
     p.add_argument("--distributed-optimizer", action="store_true",
                    help="shard optimizer state over data (ZeRO-1)")
     p.add_argument("--load-imbalance", type=float, help="MoE: busiest expert's share / mean")
@@ -54,7 +58,7 @@ def _job_from_args(a):
     from hardware_profiles import load_profile
     from simulator.errors import from_validation_error
     from simulator.specs.job import make_job
-    from simulator.specs.sharding import ShardingSpec, parse_bindings, parse_mesh
+    from simulator.specs.sharding import OptimizerSpec, ShardingSpec, parse_bindings, parse_mesh
     from simulator.zoo import load_model
 
     model = load_model(a.model)
@@ -70,7 +74,8 @@ def _job_from_args(a):
                   micro_batch=a.micro_batch, global_batch=a.global_batch,
                   global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len,
                   remat=a.remat, precision=a.precision, pipeline_schedule=a.pipeline_schedule,
-                  virtual_stages=a.virtual_stages, distributed_optimizer=a.distributed_optimizer)
+                  virtual_stages=a.virtual_stages, distributed_optimizer=a.distributed_optimizer,
+                  optimizer=OptimizerSpec(state_dtype=a.optimizer_state, grad_dtype=a.grad_dtype))
     if a.slice:
         try:
             fields["slice_shape"] = [int(x) for x in a.slice.lower().split("x")]

@@ -358,3 +358,18 @@ def test_repeated_mesh_axis_is_an_error(capsys):
 
 def test_slice_on_a_gpu_profile_is_an_error(capsys):
     fails(capsys, [*BASE, "--chips", "8", "--slice", "4x4x4"], "slice")
+
+
+def test_optimizer_dtypes_shrink_memory(capsys):
+    import json as _json
+
+    from simulator.cli import main as _main
+
+    base = ["predict", "--model", "llama3-8b", "--hardware", "h100-sxm", "--chips", "8",
+            "--mesh", "fsdp=8", "--json"]
+    assert _main(base) == 0
+    full = _json.loads(capsys.readouterr().out)["memory"]
+    assert _main(base + ["--optimizer-state", "bf16", "--grad-dtype", "bf16"]) == 0
+    half = _json.loads(capsys.readouterr().out)["memory"]
+    assert half["optimizer_bytes"] < full["optimizer_bytes"]
+    assert half["gradients_bytes"] == full["gradients_bytes"] / 2
