@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     pr = sub.add_parser("profiles", help="list the hardware profiles")
     pr.add_argument("--json", action="store_true")
+    ca = sub.add_parser("calibrate", help="time kernels and collectives with JAX into raw rows")
+    ca.add_argument("--backend", choices=["cpu", "gpu", "tpu"], default="cpu")
+    ca.add_argument("--devices", type=int, help="CPU: virtual devices (default 8)")
+    ca.add_argument("--quick", action="store_true", help="a short sweep (about a minute on CPU)")
+    ca.add_argument("--out", required=True, help="directory for raw.csv")
+    ca.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    ca.add_argument("--mesh", help="mesh to calibrate collectives on, e.g. data=2,expert=2,model=2")
+    ca.add_argument("--multi-host", action="store_true", help="call jax.distributed.initialize()")
     mo = sub.add_parser("models", help="list the model zoo")
     mo.add_argument("--json", action="store_true")
     return ap
@@ -127,7 +135,20 @@ def _cmd_models(a) -> int:
     return 0
 
 
-COMMANDS = {"predict": _cmd_predict, "profiles": _cmd_profiles, "models": _cmd_models}
+def _cmd_calibrate(a) -> int:
+    from calibration.run import calibrate
+    from simulator.specs.sharding import parse_mesh
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    path = calibrate(a.out, backend=a.backend, devices=a.devices, quick=a.quick, resume=a.resume,
+                     mesh=parse_mesh(a.mesh) if a.mesh else None, multi_host=a.multi_host, log=log)
+    print(path)
+    return 0
+
+
+COMMANDS = {"predict": _cmd_predict, "calibrate": _cmd_calibrate, "profiles": _cmd_profiles, "models": _cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,7 +39,7 @@ class Template:
         flops = 2.0 * m * k * n
         nbytes = (m * k + m * n) * d.ab + k * n * d.wb
         return self._add(Op(name, OpKind.MATMUL, flops=flops, nbytes=nbytes,
-                            unit_flops=flops / max(groups, 1.0)), deps)
+                            unit_flops=flops / max(groups, 1.0), shape=(m, k, n)), deps)
 
     def ew(self, name, nbytes, deps=None) -> str:
         return self._add(Op(name, OpKind.ELEMENTWISE, nbytes=nbytes), deps)

@@ -43,6 +43,7 @@ class Op:
     deps: list[str] = field(default_factory=list)
     phase: str = "fwd"
     duration: float = 0.0
+    shape: tuple[float, float, float] | None = None  # GEMM (m, k, n), for calibration sweeps
 
     @property
     def category(self) -> str:

@@ -1,0 +1,104 @@
+"""JAX micro-benchmarks: build each case on a real mesh, compile outside the timed region, warm
+up, then time every repetition to ``block_until_ready``.
+
+Compute cases run on all devices at once through ``jax.shard_map`` (on a CPU host the virtual
+devices share cores, and a lone device runs several times faster than inside a step).
+Collectives run over one named axis of the job's real mesh.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from calibration.cases import Case
+
+WARMUP = 2
+
+
+def _spec_all(mesh):
+    from jax.sharding import PartitionSpec as P
+
+    return P(tuple(mesh.axis_names))
+
+
+def _place(mesh, arr):
+    import jax
+    from jax.sharding import NamedSharding
+
+    return jax.device_put(arr, NamedSharding(mesh, _spec_all(mesh)))
+
+
+def _dtype(name: str):
+    import jax.numpy as jnp
+
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+def build(case: Case, mesh):
+    """(compiled function, args) for ``case`` on ``mesh``; inputs are sharded over every axis."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import PartitionSpec as P
+
+    n_dev = mesh.devices.size
+    dt = _dtype(case.dtype)
+    itemsize = jnp.dtype(dt).itemsize
+    spec = _spec_all(mesh)
+    if case.kind == "launch":
+        fn = lambda x: x + 1  # noqa: E731 - the do-nothing baseline
+        args = (_place(mesh, jnp.zeros((n_dev * 8,), dt)),)
+        in_specs, out_specs = (spec,), spec
+    elif case.kind == "matmul":
+        a = _place(mesh, jnp.ones((n_dev * case.m, case.k), dt))
+        b = jax.device_put(jnp.ones((case.k, case.n), dt),
+                           jax.sharding.NamedSharding(mesh, P()))
+        fn = lambda a, b: a @ b  # noqa: E731
+        args, in_specs, out_specs = (a, b), (spec, P()), spec
+    elif case.kind == "elementwise":
+        elems = max(1, int(case.nbytes // 2 // itemsize))  # nbytes = read + write
+        fn = lambda x: x * 1.0001 + 1.0  # noqa: E731
+        args, in_specs, out_specs = (_place(mesh, jnp.ones((n_dev * elems,), dt)),), (spec,), spec
+    else:
+        fn, elems = _collective_fn(case, itemsize)
+        args, in_specs, out_specs = (_place(mesh, jnp.ones((n_dev * elems,), dt)),), (spec,), spec
+    sm = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
+    return jax.jit(sm).lower(*args).compile(), args
+
+
+def _collective_fn(case: Case, itemsize: int):
+    """The collective and its per-device input length, so bytes match simulator conventions."""
+    from jax import lax
+
+    ax, f = case.axis, case.group_size
+    per_dev = int(case.nbytes // itemsize)
+    if case.op == "all_gather":  # nbytes is the gathered output
+        return (lambda x: lax.all_gather(x, ax, tiled=True)), per_dev // f
+    if case.op == "reduce_scatter":
+        return (lambda x: lax.psum_scatter(x, ax, tiled=True)), per_dev
+    if case.op == "all_reduce":
+        return (lambda x: lax.psum(x, ax)), per_dev
+    if case.op == "all_to_all":
+        return (lambda x: lax.all_to_all(x, ax, 0, 0, tiled=True)), per_dev
+    if case.op == "permute":
+        perm = [(i, (i + 1) % f) for i in range(f)]
+        return (lambda x: lax.ppermute(x, ax, perm)), per_dev
+    raise ValueError(f"unknown collective {case.op!r}")
+
+
+def time_case(case: Case, mesh, reps: int) -> list[float]:
+    """Seconds of each timed repetition (compile and warm-up excluded)."""
+    compiled, args = build(case, mesh)
+    for _ in range(WARMUP):
+        compiled(*args).block_until_ready()
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        compiled(*args).block_until_ready()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def median(xs: list[float]) -> float:
+    return float(np.median(xs))

@@ -1,0 +1,87 @@
+"""What to measure: benchmark cases as data (kind, sizes), planned from a mesh and a job.
+
+Matmul shapes come from the simulator's own step graph for a reference job (so calibration
+covers the GEMMs a forecast will ask about), plus a square sweep. Message sizes stay below
+32 MiB per device: larger CPU buffers are re-mapped and page-faulted on every call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simulator.collectives import Collective
+
+MAX_MESSAGE_BYTES = 16 * 2**20
+COLLECTIVES = [c.value for c in Collective]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case. Sizes are per device; ``nbytes`` follows simulator.collectives."""
+
+    kind: str  # launch | matmul | elementwise | collective
+    op: str = ""
+    axis: str = ""
+    group_size: int = 1
+    dtype: str = "float32"
+    m: int = 0
+    k: int = 0
+    n: int = 0
+    nbytes: float = 0.0
+
+    @property
+    def flops(self) -> float:
+        return 2.0 * self.m * self.k * self.n
+
+    @property
+    def case_id(self) -> str:
+        if self.kind == "matmul":
+            return f"matmul:{self.m}x{self.k}x{self.n}:{self.dtype}"
+        if self.kind == "collective":
+            return f"collective:{self.op}:{self.axis}:{int(self.nbytes)}:{self.dtype}"
+        if self.kind == "elementwise":
+            return f"elementwise:{int(self.nbytes)}:{self.dtype}"
+        return f"{self.kind}:{self.dtype}"
+
+
+def graph_matmul_shapes(job, max_flops: float) -> list[tuple[int, int, int]]:
+    """Distinct (m, k, n) of the matmuls in ``job``'s step graph, scaled down (m first) until
+    each fits ``max_flops`` so a CPU sweep stays short."""
+    from simulator.compute import ComputeModel
+    from simulator.graph.ops import CostContext
+    from simulator.graph.step import build_stage_graph
+
+    ctx = CostContext(ComputeModel.from_profile(job.hardware, "bf16"), job.topology)
+    layers = list(range(min(job.model.n_layers, 2)))
+    g = build_stage_graph(job, ctx, layers, True, True)
+    shapes = set()
+    for attrs in g.nodes.values():
+        op = attrs["op"]
+        if op.shape is None or op.phase != "fwd":
+            continue
+        m, k, n = (max(1, int(x)) for x in op.shape)
+        while 2.0 * m * k * n > max_flops and m > 16:
+            m //= 2
+        shapes.add((m, k, n))
+    return sorted(shapes)
+
+
+def plan_cases(mesh_sizes: dict[str, int], job, quick: bool, dtype: str = "float32") -> list[Case]:
+    """Every case for one run: launch baseline, matmuls, elementwise, collectives per axis."""
+    cases = [Case("launch", dtype=dtype)]
+    max_flops = 2e9 if quick else 2e10
+    squares = [128, 256, 512] if quick else [128, 256, 512, 1024, 2048]
+    shapes = {(s, s, s) for s in squares} | set(graph_matmul_shapes(job, max_flops))
+    cases += [Case("matmul", dtype=dtype, m=m, k=k, n=n) for m, k, n in sorted(shapes)]
+    sizes = [2**p for p in (range(12, 25, 4) if quick else range(10, 25, 2))]
+    cases += [Case("elementwise", dtype=dtype, nbytes=b) for b in sizes]
+    for axis, size in mesh_sizes.items():
+        if size <= 1:
+            continue
+        for op in COLLECTIVES:
+            for b in sizes:
+                nb = max(b - b % (size * 4 * size), size * 4 * size)  # divisible into shards
+                if nb <= MAX_MESSAGE_BYTES:
+                    cases.append(Case("collective", op=op, axis=axis, group_size=size,
+                                      dtype=dtype, nbytes=nb))
+    return list({c.case_id: c for c in cases}.values())
