@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--resume", action="store_true", help="continue an interrupted run")
     ca.add_argument("--mesh", help="mesh to calibrate collectives on, e.g. data=2,expert=2,model=2")
     ca.add_argument("--multi-host", action="store_true", help="call jax.distributed.initialize()")
+    fi = sub.add_parser("fit", help="fit a calibrated hardware profile to raw rows")
+    fi.add_argument("directory", help="a calibration --out directory (holds raw.csv)")
+    fi.add_argument("--out", required=True, help="where to write the calibrated profile YAML")
+    fi.add_argument("--base", help="profile whose datasheet peaks and network to keep")
     mo = sub.add_parser("models", help="list the model zoo")
     mo.add_argument("--json", action="store_true")
     return ap
@@ -148,7 +152,15 @@ def _cmd_calibrate(a) -> int:
     return 0
 
 
-COMMANDS = {"predict": _cmd_predict, "calibrate": _cmd_calibrate, "profiles": _cmd_profiles, "models": _cmd_models}
+def _cmd_fit(a) -> int:
+    from calibration.fit_cli import run_fit
+
+    print(run_fit(a.directory, a.out, a.base))
+    return 0
+
+
+COMMANDS = {"predict": _cmd_predict, "calibrate": _cmd_calibrate, "fit": _cmd_fit,
+            "profiles": _cmd_profiles, "models": _cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:

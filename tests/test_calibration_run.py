@@ -110,3 +110,31 @@ def test_write_rows_is_atomic(tmp_path):
     write_rows(tmp_path, [row])
     assert [p.name for p in tmp_path.iterdir()] == ["raw.csv"]
     assert read_rows(tmp_path)[0]["seconds"] == 1e-3
+
+
+def test_fit_cli_writes_a_profile_that_predict_uses(full_run, tmp_path):
+    import json
+
+    from hardware_profiles import load_profile
+
+    out = tmp_path / "host.yaml"
+    res = subprocess.run([*MESHCAST, "fit", str(full_run), "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "held-out" in res.stdout
+    prof = load_profile(out)
+    assert prof.name == "host-calibrated" and prof.network[0].size == 8
+    report = json.loads((full_run / "fit_report.json").read_text())
+    assert report["groups"]["matmul"]["params"]["rate"] > 0
+    assert "held_out_median_abs_error" in report["groups"]["collective:all_to_all:expert"]
+    pred = subprocess.run([*MESHCAST, "predict", "--model", "llama3-8b", "--hardware", str(out),
+                           "--chips", "8", "--seq-len", "512", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert pred.returncode == 0, pred.stderr
+    assert json.loads(pred.stdout)["step_time_s"] > 0
+
+
+def test_fit_of_an_empty_directory_is_a_clear_error(tmp_path):
+    res = subprocess.run([*MESHCAST, "fit", str(tmp_path), "--out", str(tmp_path / "p.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "error: fit: no measurements" in res.stderr

@@ -1,0 +1,156 @@
+"""Fit the cost model's efficiencies and latencies to raw rows (scipy, relative-error loss).
+
+The formulas are the simulator's own; only their numbers are fitted (design lesson 3):
+
+- matmul: ``t - launch = flops / (peak * eff(flops))`` with ``eff(x) = e x / (x + h)``, i.e.
+  ``t - launch = (x + h) / (peak * e)``: fit ``peak * e`` and ``h``.
+- elementwise: the same in bytes against HBM bandwidth.
+- collectives: ``t = c_lat(op, f) * a + c_bw(op, f) * nbytes / W``, where ``c_lat`` and ``c_bw`` are
+  read off :mod:`simulator.collectives` for the group (unit latency, unit bandwidth): fit the
+  latency ``a`` and the achieved bandwidth ``W`` per network level.
+
+Least squares on raw seconds fits only the largest sizes, so every residual is relative:
+``(model - measured) / measured``. Sizes are split, not repetitions: every other size (sorted)
+of each group is held out and its error reported beside the in-sample one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from simulator.collectives import Collective, collective_time
+from simulator.topology import AxisPart, Level
+
+
+@dataclass(frozen=True)
+class Point:
+    group: str  # e.g. "matmul", "collective:all_gather:model"
+    size: float  # flops, bytes
+    seconds: float  # median over repetitions
+    group_size: int = 1
+    op: str = ""
+
+
+@dataclass
+class GroupFit:
+    group: str
+    params: dict[str, float]
+    in_sample_error: float  # median |relative error| on the fitted sizes
+    held_out_error: float  # median |relative error| on held-out sizes (nan if none)
+    max_held_out_error: float
+    size_range: tuple[float, float]
+    predictions: list[tuple[float, float, float, bool]]  # (size, measured, predicted, held out)
+
+
+def medians(rows: list[dict]) -> list[Point]:
+    """One point per case: the median of its repetitions (launch excluded)."""
+    by_case: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_case[r["case_id"]].append(r)
+    pts = []
+    for reps in by_case.values():
+        r = reps[0]
+        t = float(np.median([x["seconds"] for x in reps]))
+        if r["kind"] == "matmul":
+            pts.append(Point("matmul", r["flops"], t))
+        elif r["kind"] == "elementwise":
+            pts.append(Point("elementwise", r["nbytes"], t))
+        elif r["kind"] == "collective":
+            pts.append(Point(f"collective:{r['op']}:{r['axis']}", r["nbytes"], t,
+                             r["group_size"], r["op"]))
+        elif r["kind"] == "launch":
+            pts.append(Point("launch", 0.0, t))
+    return pts
+
+
+def split(points: list[Point]) -> tuple[list[Point], list[Point]]:
+    """Sizes sorted; odd positions held out (kept only if at least two sizes remain to fit)."""
+    pts = sorted(points, key=lambda p: p.size)
+    if len(pts) < 4:
+        return pts, []
+    return pts[0::2], pts[1::2]
+
+
+def _fit(points, model, x0) -> tuple[np.ndarray, list[Point], list[Point]]:
+    """Fit positive parameters (in log space) on the training sizes."""
+    train, test = split(points)
+
+    def resid(theta):
+        return np.array([(model(theta, p) - p.seconds) / p.seconds for p in train])
+
+    sol = least_squares(lambda log_theta: resid(np.exp(log_theta)), x0=np.log(x0))
+    return np.exp(sol.x), train, test
+
+
+def _report(group, params, theta, model, train, test) -> GroupFit:
+    def err(pts):
+        return [abs(model(theta, p) - p.seconds) / p.seconds for p in pts]
+
+    e_in, e_out = err(train), err(test)
+    preds = [(p.size, p.seconds, model(theta, p), p in test) for p in sorted(train + test,
+                                                                          key=lambda p: p.size)]
+    sizes = [p.size for p in train + test]
+    params = {k: float(v) for k, v in params.items()}
+    return GroupFit(group, params, float(np.median(e_in)),
+                    float(np.median(e_out)) if e_out else float("nan"),
+                    float(max(e_out)) if e_out else float("nan"), (min(sizes), max(sizes)), preds)
+
+
+def fit_throughput(group: str, points: list[Point], launch: float) -> GroupFit:
+    """``t = launch + (x + h) / R``: ``R`` = achieved rate at large sizes (peak x e_max)."""
+    def model(theta, p):
+        rate, half = theta
+        return launch + (p.size + half) / rate
+
+    big = max(points, key=lambda p: p.size)
+    x0 = [big.size / max(big.seconds - launch, big.seconds * 0.5), max(big.size * 0.01, 1.0)]
+    theta, train, test = _fit(points, model, x0)
+    return _report(group, {"rate": theta[0], "half_saturation": theta[1]}, theta, model,
+                   train, test)
+
+
+def _coefficients(op: str, f: int) -> tuple[float, float]:
+    """(latency steps, bandwidth bytes-multiplier) of ``op`` over ``f`` devices on one switch."""
+    kind = Collective(op)
+    unit_bw = Level("unit", "switch", f, 1.0, 0.0, 1.0, False)
+    unit_lat = Level("unit", "switch", f, 1e30, 1.0, 1.0, False)
+    c_bw = collective_time(kind, (AxisPart(unit_bw, f),), 1.0)
+    c_lat = collective_time(kind, (AxisPart(unit_lat, f),), 1.0)
+    return c_lat, c_bw
+
+
+def fit_collective(group: str, points: list[Point]) -> GroupFit:
+    """``t = c_lat * a + c_bw * nbytes / W`` with the simulator's own coefficients."""
+    c_lat, c_bw = _coefficients(points[0].op, points[0].group_size)
+
+    def model(theta, p):
+        lat, bw = theta
+        return c_lat * lat + c_bw * p.size / bw
+
+    small, big = min(points, key=lambda p: p.size), max(points, key=lambda p: p.size)
+    x0 = [small.seconds / max(c_lat, 1e-9), c_bw * big.size / big.seconds]
+    theta, train, test = _fit(points, model, x0)
+    return _report(group, {"latency_s": theta[0], "bandwidth_bytes_per_s": theta[1]}, theta,
+                   model, train, test)
+
+
+def fit_all(rows: list[dict]) -> tuple[float, dict[str, GroupFit]]:
+    """(launch overhead, fits by group) from raw rows."""
+    pts = medians(rows)
+    launch_pts = [p.seconds for p in pts if p.group == "launch"]
+    launch = float(np.median(launch_pts)) if launch_pts else 0.0
+    groups: dict[str, list[Point]] = defaultdict(list)
+    for p in pts:
+        if p.group != "launch":
+            groups[p.group].append(p)
+    fits = {}
+    for g, gp in sorted(groups.items()):
+        if len(gp) < 2:
+            continue
+        fits[g] = fit_collective(g, gp) if g.startswith("collective") else \
+            fit_throughput(g, gp, launch)
+    return launch, fits

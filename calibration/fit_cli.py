@@ -1,0 +1,39 @@
+"""`meshcast fit DIR --out PROFILE.yaml`: raw rows -> fits -> calibrated profile + report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from calibration.fit import fit_all
+from calibration.profile_out import calibrated_profile, write_outputs
+from calibration.raw import raw_path, read_rows, rows_hash
+from simulator.errors import MeshcastError
+
+
+def run_fit(directory: str | Path, out: str | Path, base: str | None = None) -> str:
+    """Fit, write the profile and the report, and return a table of each group's errors."""
+    directory, out = Path(directory), Path(out)
+    rows = read_rows(directory)
+    if not rows:
+        raise MeshcastError(f"fit: no measurements in {raw_path(directory)}; run meshcast "
+                            "calibrate --out DIR first")
+    launch, fits = fit_all(rows)
+    if "matmul" not in fits:
+        raise MeshcastError(f"fit: {raw_path(directory)} has too few matmul sizes to fit")
+    base_profile = None
+    if base:
+        from hardware_profiles import load_profile
+
+        base_profile = load_profile(base)
+    meta = {k: rows[0][k] for k in ("backend", "device_kind", "n_devices", "jax_version")}
+    digest = rows_hash(rows)
+    profile = calibrated_profile(launch, fits, digest, meta, base_profile)
+    write_outputs(directory, profile, out, launch, fits, digest)
+    lines = [f"{'group':<36}{'in-sample':>10}{'held-out':>10}{'max held-out':>14}"]
+    for g, f in fits.items():
+        ho = "-" if math.isnan(f.held_out_error) else f"{100 * f.held_out_error:.1f}%"
+        mx = "-" if math.isnan(f.max_held_out_error) else f"{100 * f.max_held_out_error:.1f}%"
+        lines.append(f"{g:<36}{100 * f.in_sample_error:>9.1f}%{ho:>10}{mx:>14}")
+    lines.append(f"wrote {out} ({profile.name}); report {directory / 'fit_report.json'}")
+    return "\n".join(lines)

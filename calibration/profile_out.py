@@ -1,0 +1,104 @@
+"""Turn fits into a calibrated HardwareProfile (same schema as hardware_profiles/) and files.
+
+Written beside the raw rows: ``fit_report.json`` (every group's parameters and errors) and
+``fit_predictions.csv`` (predicted vs measured per size, held-out flagged). The profile's sources
+say ``calibrated <date> from raw rows sha256:<hash>`` with the held-out error.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from calibration.fit import GroupFit
+from hardware_profiles.schema import HardwareProfile
+
+
+def _src(date: str, digest: str, fit: GroupFit | None = None) -> str:
+    s = f"calibrated {date} from raw rows sha256:{digest[:16]}"
+    if fit is not None and not math.isnan(fit.held_out_error):
+        s += (f"; held-out median error {100 * fit.held_out_error:.1f}% "
+              f"(in-sample {100 * fit.in_sample_error:.1f}%), sizes {fit.size_range[0]:.3g}"
+              f"..{fit.size_range[1]:.3g}")
+    return s
+
+
+def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, meta: dict,
+                       base: HardwareProfile | None = None) -> HardwareProfile:
+    """A profile whose matmul/memory curves, launch cost and (host) network come from the fit.
+
+    With ``base`` the datasheet peaks stay and ``max_efficiency = fitted rate / peak`` (capped at
+    1); without it (a CPU host) the fitted rates are the peaks and ``max_efficiency`` is 1.
+    """
+    date = dt.date.today().isoformat()
+    mm, ew = fits.get("matmul"), fits.get("elementwise")
+    raw = base.model_dump(mode="json") if base else _host_skeleton(meta)
+    chip = raw["chip"]
+    chip["launch_overhead_s"] = {"value": max(launch, 1e-9), "source": _src(date, digest)}
+    if mm:
+        peak = chip["peak_flops_per_s"]["bf16"]["value"] if base else mm.params["rate"]
+        if not base:
+            chip["peak_flops_per_s"] = {"bf16": {"value": peak, "source": _src(date, digest, mm)}}
+        raw["efficiency"]["matmul"] = {"max_efficiency": min(1.0, mm.params["rate"] / peak),
+                                       "half_saturation": mm.params["half_saturation"],
+                                       "source": _src(date, digest, mm)}
+    if ew:
+        bw = chip["hbm_bandwidth_bytes_per_s"]["value"] if base else ew.params["rate"]
+        if not base:
+            chip["hbm_bandwidth_bytes_per_s"] = {"value": bw, "source": _src(date, digest, ew)}
+        raw["efficiency"]["memory"] = {"max_efficiency": min(1.0, ew.params["rate"] / bw),
+                                       "half_saturation": ew.params["half_saturation"],
+                                       "source": _src(date, digest, ew)}
+    coll = [f for g, f in fits.items() if g.startswith("collective")]
+    if coll and not base:
+        lvl = raw["network"][0]
+        lvl["link_bandwidth_bytes_per_s"] = {
+            "value": float(np.median([f.params["bandwidth_bytes_per_s"] for f in coll])),
+            "source": _src(date, digest) + f"; median over {len(coll)} collective fits"}
+        lvl["latency_s"] = {"value": float(np.median([f.params["latency_s"] for f in coll])),
+                            "source": _src(date, digest) + f"; median over {len(coll)} fits"}
+    raw["name"] = (base.name if base else "host") + "-calibrated"
+    raw["notes"] = (raw.get("notes", "") + f"\nCalibrated {date} on {meta['n_devices']} "
+                    f"{meta['device_kind']} devices ({meta['backend']}, jax {meta['jax_version']})"
+                    f"; raw rows sha256:{digest}. Per-collective fits: fit_report.json.").strip()
+    raw["aliases"] = []
+    return HardwareProfile.model_validate(raw)
+
+
+def _host_skeleton(meta: dict) -> dict:
+    one = {"value": 1.0, "source": "replaced by the fit"}
+    curve = {"max_efficiency": 1.0, "half_saturation": 0.0, "source": "replaced by the fit"}
+    return {"name": "host", "display_name": f"{meta['device_kind']} x {meta['n_devices']} "
+            f"({meta['backend']}) as calibrated",
+            "chip": {"name": str(meta["device_kind"]), "vendor": "other",
+                     "peak_flops_per_s": {"bf16": one}, "hbm_capacity_bytes":
+                     {"value": 16e9, "source": "not measured: a nominal host share"},
+                     "hbm_bandwidth_bytes_per_s": one, "launch_overhead_s": one},
+            "efficiency": {"matmul": curve, "attention": dict(curve, source=
+                           "not calibrated yet: matmul-like default"), "memory": curve},
+            "network": [{"name": "host", "kind": "switch", "size": int(meta["n_devices"]),
+                         "link_bandwidth_bytes_per_s": one, "latency_s": one,
+                         "efficiency": {"value": 1.0, "source": "folded into the fitted bandwidth"}}]}
+
+
+def write_outputs(directory: Path, profile: HardwareProfile, out: Path, launch: float,
+                  fits: dict[str, GroupFit], digest: str) -> None:
+    """The profile YAML at ``out``; report and predictions beside the raw rows."""
+    out.write_text(yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False))
+    report = {"raw_sha256": digest, "launch_overhead_s": launch,
+              "groups": {g: {"params": f.params, "in_sample_median_abs_error": f.in_sample_error,
+                             "held_out_median_abs_error": f.held_out_error,
+                             "held_out_max_abs_error": f.max_held_out_error,
+                             "size_range": list(f.size_range)} for g, f in fits.items()}}
+    (directory / "fit_report.json").write_text(json.dumps(report, indent=2))
+    with open(directory / "fit_predictions.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["group", "size", "measured_s", "predicted_s", "held_out"])
+        for g, f in fits.items():
+            w.writerows([g, *row] for row in f.predictions)

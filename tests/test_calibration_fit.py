@@ -1,0 +1,91 @@
+"""The fit recovers known parameters from rows the cost model itself generated, and reports
+held-out error on sizes it did not fit."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from calibration.fit import _coefficients, fit_all, split
+from calibration.profile_out import calibrated_profile
+from calibration.raw import rows_hash
+
+META = {"backend": "cpu", "device_kind": "cpu", "n_devices": 8, "n_hosts": 1,
+        "jax_version": "0.10.2", "jaxlib_version": "0.10.2", "xla_flags": "", "host": "h",
+        "date": "2026-01-01"}
+
+
+def row(case_id, kind, seconds, rep=0, **kw):
+    base = dict(case_id=case_id, kind=kind, op="", axis="", group_size=1, dtype="float32", m=0,
+                k=0, n=0, nbytes=0.0, flops=0.0, rep=rep, seconds=seconds, **META)
+    base.update(kw)
+    return base
+
+
+def synthetic_rows(launch=5e-5, rate=4e10, half=2e7, bw=3e9, lat=1e-4, noise=0.0):
+    rows = [row("launch", "launch", launch, rep=r) for r in range(3)]
+    for i, s in enumerate([64, 96, 128, 192, 256, 384, 512, 768, 1024]):
+        flops = 2.0 * s**3
+        t = launch + (flops + half) / rate
+        rows.append(row(f"mm{s}", "matmul", t * (1 + noise * (-1) ** i), m=s, k=s, n=s,
+                        flops=flops))
+    for op in ("all_gather", "all_to_all"):
+        c_lat, c_bw = _coefficients(op, 4)
+        for i, b in enumerate([2**p for p in range(12, 25, 2)]):
+            t = c_lat * lat + c_bw * b / bw
+            rows.append(row(f"{op}{b}", "collective", t * (1 + noise * (-1) ** i), op=op,
+                            axis="model", group_size=4, nbytes=float(b)))
+    return rows
+
+
+def test_fit_recovers_the_parameters_it_was_generated_with():
+    launch, fits = fit_all(synthetic_rows())
+    assert launch == pytest.approx(5e-5)
+    mm = fits["matmul"]
+    assert mm.params["rate"] == pytest.approx(4e10, rel=1e-6)
+    assert mm.params["half_saturation"] == pytest.approx(2e7, rel=1e-4)
+    for op in ("all_gather", "all_to_all"):
+        f = fits[f"collective:{op}:model"]
+        assert f.params["bandwidth_bytes_per_s"] == pytest.approx(3e9, rel=1e-6)
+        assert f.params["latency_s"] == pytest.approx(1e-4, rel=1e-4)
+        assert f.held_out_error < 1e-6
+
+
+def test_noise_shows_up_as_held_out_error():
+    _, fits = fit_all(synthetic_rows(noise=0.05))
+    f = fits["matmul"]
+    assert not math.isnan(f.held_out_error)
+    assert 0.01 < f.held_out_error < 0.2
+
+
+def test_relative_loss_fits_small_sizes_too():
+    # plain least squares on seconds would ignore the latency-bound small messages
+    _, fits = fit_all(synthetic_rows())
+    smallest = min(fits["collective:all_gather:model"].predictions)
+    size, measured, predicted, _ = smallest
+    assert predicted == pytest.approx(measured, rel=1e-6)
+
+
+def test_split_holds_out_sizes_not_repetitions():
+    from calibration.fit import Point
+
+    pts = [Point("g", s, 1.0) for s in (1, 2, 3, 4, 5, 6)]
+    train, test = split(pts)
+    assert [p.size for p in train] == [1, 3, 5] and [p.size for p in test] == [2, 4, 6]
+
+
+def test_calibrated_profile_records_hash_and_error():
+    rows = synthetic_rows(noise=0.02)
+    launch, fits = fit_all(rows)
+    digest = rows_hash(rows)
+    prof = calibrated_profile(launch, fits, digest, META)
+    assert prof.chip.peak_flops_per_s["bf16"].value == pytest.approx(fits["matmul"].params["rate"])
+    assert digest[:16] in prof.efficiency.matmul.source
+    assert "held-out median error" in prof.efficiency.matmul.source
+    from hardware_profiles import load_profile
+
+    base = calibrated_profile(launch, fits, digest, META, load_profile("h100-sxm"))
+    assert base.chip.peak_flops_per_s["bf16"].value == 989.4e12  # datasheet peak kept
+    assert base.efficiency.matmul.max_efficiency == pytest.approx(
+        fits["matmul"].params["rate"] / 989.4e12)
