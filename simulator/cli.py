@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("directory", help="a calibration --out directory (holds raw.csv)")
     fi.add_argument("--out", required=True, help="where to write the calibrated profile YAML")
     fi.add_argument("--base", help="profile whose datasheet peaks and network to keep")
+    va = sub.add_parser("validate", help="time real sharded train steps vs the forecast")
+    va.add_argument("--calibration", required=True, help="a calibration directory (raw.csv)")
+    va.add_argument("--backend", choices=["cpu", "gpu", "tpu"], default="cpu")
+    va.add_argument("--devices", type=int, help="CPU: virtual devices (default 8)")
+    va.add_argument("--quick", action="store_true", help="two cases, short sequences")
+    va.add_argument("--json", action="store_true")
     mo = sub.add_parser("models", help="list the model zoo")
     mo.add_argument("--json", action="store_true")
     return ap
@@ -159,7 +165,23 @@ def _cmd_fit(a) -> int:
     return 0
 
 
+def _cmd_validate(a) -> int:
+    from calibration.run import configure_backend
+
+    configure_backend(a.backend, a.devices)
+    from calibration.validate import validate
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr if a.json else sys.stdout, flush=True)
+
+    result = validate(a.calibration, quick=a.quick, log=log)
+    if a.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
 COMMANDS = {"predict": _cmd_predict, "calibrate": _cmd_calibrate, "fit": _cmd_fit,
+            "validate": _cmd_validate,
             "profiles": _cmd_profiles, "models": _cmd_models}
 
 

@@ -138,3 +138,20 @@ def test_fit_of_an_empty_directory_is_a_clear_error(tmp_path):
     res = subprocess.run([*MESHCAST, "fit", str(tmp_path), "--out", str(tmp_path / "p.yaml")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "error: fit: no measurements" in res.stderr
+
+
+def test_validate_times_real_sharded_steps_beside_the_forecast(full_run):
+    import json
+
+    res = subprocess.run([*MESHCAST, "validate", "--calibration", str(full_run), "--quick",
+                          "--json"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout)
+    cases = {c["case"]: c for c in out["cases"]}
+    assert set(cases) == {"dense data=2,fsdp=2,model=2", "moe data=2,expert=2,model=2"}
+    for c in cases.values():
+        assert c["measured_s"] > 0 and c["forecast_s"] > 0
+        assert c["error"] == pytest.approx((c["forecast_s"] - c["measured_s"]) / c["measured_s"])
+    assert out["median_abs_error"] == pytest.approx(
+        sorted(abs(c["error"]) for c in cases.values())[0] / 2
+        + sorted(abs(c["error"]) for c in cases.values())[1] / 2)

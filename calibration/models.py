@@ -1,0 +1,166 @@
+"""Reference dense and MoE transformers in JAX, sharded from the simulator's own ModelSpec and
+ShardingSpec, and a real train step (forward, backward, Adam update).
+
+Shardings follow meshcast's model: weights ``[D, F]`` over (fsdp, model), attention heads over
+``model``, the batch over (data, fsdp, expert). The MoE layer is GShard/AXLearn style (Du et al.
+2024): tokens in groups ``[G, S_g, D]`` with G over (data, fsdp, expert); top-k gating with
+capacity ``C = cf * S_g / E`` and token dropping; einsum dispatch; a sharding change that moves the
+expert dimension onto ``expert`` (XLA lowers it to an all-to-all) before the expert FFN
+``wi[E, D, Fe]`` sharded (expert, fsdp, model), and back after ``wo[E, Fe, D]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from simulator.specs.model import ModelSpec
+
+BATCH = ("data", "fsdp", "expert")
+
+
+def param_specs(m: ModelSpec) -> dict:
+    """PartitionSpec of every parameter (per layer lists)."""
+    layers = []
+    for i in range(m.n_layers):
+        layer = {"wq": P("fsdp", "model"), "wk": P("fsdp", "model"), "wv": P("fsdp", "model"),
+                 "wo": P("model", "fsdp")}
+        if m.is_moe_layer(i):
+            layer.update(router=P(None, None), wi=P("expert", "fsdp", "model"),
+                         wg=P("expert", "fsdp", "model"), wout=P("expert", "model", "fsdp"))
+        else:
+            layer.update(w1=P("fsdp", "model"), w3=P("fsdp", "model"), w2=P("model", "fsdp"))
+        layers.append(layer)
+    return {"embed": P("model", "fsdp"), "layers": layers}
+
+
+def init_params(m: ModelSpec, key, mesh) -> dict:
+    """Random parameters placed on ``mesh`` with :func:`param_specs`."""
+    D, hd = m.d_model, m.hd
+    shapes = []
+    for i in range(m.n_layers):
+        s = {"wq": (D, m.n_heads * hd), "wk": (D, m.kv_heads * hd), "wv": (D, m.kv_heads * hd),
+             "wo": (m.n_heads * hd, D)}
+        if m.is_moe_layer(i):
+            E, fe = m.moe.n_experts, m.moe.expert_ffn_hidden
+            s.update(router=(D, E), wi=(E, D, fe), wg=(E, D, fe), wout=(E, fe, D))
+        else:
+            s.update(w1=(D, m.ffn_hidden), w3=(D, m.ffn_hidden), w2=(m.ffn_hidden, D))
+        shapes.append(s)
+    specs = param_specs(m)
+    keys = iter(jax.random.split(key, 1 + sum(len(s) for s in shapes)))
+
+    def make(shape, spec):
+        w = jax.random.normal(next(keys), shape, jnp.float32) / math.sqrt(shape[-2])
+        return jax.device_put(w, NamedSharding(mesh, spec))
+
+    return {"embed": make((m.vocab_size, D), specs["embed"]),
+            "layers": [{k: make(v, specs["layers"][i][k]) for k, v in s.items()}
+                       for i, s in enumerate(shapes)]}
+
+
+def _c(x, mesh, spec):
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def _norm(x):
+    return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + 1e-6)
+
+
+def attention(p, x, m: ModelSpec, mesh):
+    B, S, _ = x.shape
+    q = (x @ p["wq"]).reshape(B, S, m.n_heads, m.hd)
+    k = (x @ p["wk"]).reshape(B, S, m.kv_heads, m.hd)
+    v = (x @ p["wv"]).reshape(B, S, m.kv_heads, m.hd)
+    rep = m.n_heads // m.kv_heads
+    k, v = jnp.repeat(k, rep, axis=2), jnp.repeat(v, rep, axis=2)
+    q = _c(q, mesh, P(BATCH, None, "model", None))
+    s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(m.hd)
+    s = jnp.where(jnp.tril(jnp.ones((S, S), bool)), s, -1e9)
+    o = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, axis=-1), v).reshape(B, S, -1)
+    return o @ p["wo"]
+
+
+def dense_mlp(p, x):
+    return (jax.nn.silu(x @ p["w1"]) * (x @ p["w3"])) @ p["w2"]
+
+
+def top_k_dispatch(logits, k: int, capacity: int):
+    """GShard top-k gating with capacity: (combine [G,S,E,C] weights, dispatch mask).
+
+    Choice j of each token takes the next free slot of its expert after all tokens' earlier
+    choices; a token past capacity is dropped for that expert."""
+    G, S, E = logits.shape
+    probs = jax.nn.softmax(logits, axis=-1)
+    remaining = probs
+    used = jnp.zeros((G, 1, E), jnp.int32)
+    combine = jnp.zeros((G, S, E, capacity), probs.dtype)
+    for _ in range(k):
+        idx = jnp.argmax(remaining, axis=-1)
+        onehot = jax.nn.one_hot(idx, E, dtype=jnp.int32)
+        pos = jnp.cumsum(onehot, axis=1) - onehot + used
+        keep = onehot * (pos < capacity)
+        slot = jax.nn.one_hot(jnp.sum(pos * keep, axis=-1), capacity, dtype=probs.dtype)
+        gate = jnp.sum(probs * keep, axis=-1, keepdims=True)
+        combine = combine + (gate * keep)[..., None] * slot[:, :, None, :]
+        used = used + jnp.sum(keep, axis=1, keepdims=True)
+        remaining = remaining * (1 - onehot)
+    return combine, (combine > 0).astype(probs.dtype)
+
+
+def moe_mlp(p, x, m: ModelSpec, mesh):
+    B, S, D = x.shape
+    moe = m.moe
+    sg = min(moe.group_size_tokens, S)
+    g = x.reshape(B * S // sg, sg, D)
+    g = _c(g, mesh, P(BATCH, None, None))
+    capacity = max(1, int(moe.capacity_factor * sg / moe.n_experts))
+    combine, dispatch = top_k_dispatch(g @ p["router"], moe.top_k, capacity)
+    xe = jnp.einsum("gsec,gsd->egcd", dispatch, g)
+    xe = _c(xe, mesh, P("expert", ("data", "fsdp"), None, None))  # all-to-all over expert
+    h = jax.nn.silu(jnp.einsum("egcd,edf->egcf", xe, p["wi"])) * \
+        jnp.einsum("egcd,edf->egcf", xe, p["wg"])
+    ye = jnp.einsum("egcf,efd->egcd", h, p["wout"])
+    ye = _c(ye, mesh, P(None, BATCH, None, None))  # and back
+    return jnp.einsum("gsec,egcd->gsd", combine, ye).reshape(B, S, D)
+
+
+def loss_fn(params, tokens, m: ModelSpec, mesh):
+    x = params["embed"][tokens]
+    x = _c(x, mesh, P(BATCH, None, None))
+    for i, p in enumerate(params["layers"]):
+        x = x + attention(p, _norm(x), m, mesh)
+        y = _norm(x)
+        x = x + (moe_mlp(p, y, m, mesh) if m.is_moe_layer(i) else dense_mlp(p, y))
+    logits = _norm(x) @ params["embed"].T
+    logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
+    return -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1))
+
+
+def make_train_step(m: ModelSpec, mesh, lr: float = 1e-3):
+    """``step(params, opt, tokens) -> (params, opt, loss)``: Adam (b1 .9, b2 .95), jitted."""
+    def step(params, opt, tokens):
+        loss, grads = jax.value_and_grad(loss_fn)(params, tokens, m, mesh)
+        t = opt["t"] + 1
+        mu = jax.tree.map(lambda a, g: 0.9 * a + 0.1 * g, opt["mu"], grads)
+        nu = jax.tree.map(lambda a, g: 0.95 * a + 0.05 * g * g, opt["nu"], grads)
+        c1, c2 = 1 - 0.9 ** t, 1 - 0.95 ** t
+        params = jax.tree.map(lambda w, a, b: w - lr * (a / c1) / (jnp.sqrt(b / c2) + 1e-8),
+                              params, mu, nu)
+        return params, {"t": t, "mu": mu, "nu": nu}, loss
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def init_opt(params) -> dict:
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    return {"t": jnp.zeros((), jnp.int32), "mu": zeros, "nu": jax.tree.map(jnp.zeros_like, params)}
+
+
+def batch(m: ModelSpec, global_batch: int, mesh, key):
+    tokens = jax.random.randint(key, (global_batch, m.seq_len), 0, m.vocab_size)
+    return jax.device_put(tokens, NamedSharding(mesh, P(BATCH, None)))

@@ -1,0 +1,98 @@
+"""`meshcast validate`: time the reference train step for several (model, mesh) cases and set
+each beside meshcast's forecast from the calibrated profile of the same directory."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from simulator.specs.sharding import BATCH_AXES, ShardingSpec
+
+#: (model kind, mesh, global batch): dense and MoE, including the 3D (data, expert, model) mesh.
+CASES = [
+    ("dense", {"data": 8}, 16),
+    ("dense", {"data": 2, "fsdp": 2, "model": 2}, 16),
+    ("dense", {"fsdp": 4, "model": 2}, 16),
+    ("moe", {"data": 2, "expert": 2, "model": 2}, 16),
+    ("moe", {"expert": 8}, 16),
+    ("moe", {"data": 2, "expert": 4}, 16),
+]
+QUICK_CASES = [CASES[1], CASES[3]]
+
+
+@dataclass
+class Validation:
+    case: str
+    measured_s: float
+    forecast_s: float
+
+    @property
+    def error(self) -> float:
+        return (self.forecast_s - self.measured_s) / self.measured_s
+
+
+def measure_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, reps: int) -> float:
+    """Median seconds of the real sharded train step (compile and 2 warm-up steps excluded)."""
+    import jax
+
+    from calibration.mesh import make_jax_mesh
+    from calibration.models import batch, init_opt, init_params, make_train_step
+    from calibration.reference import reference_model
+
+    m = reference_model(kind).model_copy(update={"seq_len": seq_len})
+    mesh = make_jax_mesh(ShardingSpec(mesh=mesh_sizes))
+    params = init_params(m, jax.random.PRNGKey(0), mesh)
+    opt = init_opt(params)
+    step = make_train_step(m, mesh)
+    tokens = batch(m, global_batch, mesh, jax.random.PRNGKey(1))
+    times = []
+    for i in range(2 + reps):
+        t0 = time.perf_counter()
+        params, opt, loss = step(params, opt, tokens)
+        loss.block_until_ready()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def forecast_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, profile,
+                  n_devices: int) -> float:
+    from calibration.reference import reference_model
+    from simulator.predict import predict
+
+    m = reference_model(kind).model_copy(update={"seq_len": seq_len})
+    shards = int(np.prod([mesh_sizes.get(a, 1) for a in BATCH_AXES]))
+    return predict(model=m, hardware=profile, chips=n_devices, mesh=mesh_sizes,
+                   global_batch=global_batch, micro_batch=global_batch // shards,
+                   remat="none").step_time_s
+
+
+def validate(directory: str | Path, quick: bool = False, log=print) -> dict:
+    """Measured vs forecast per case, and the median absolute error."""
+    import jax
+
+    from calibration.fit import fit_all
+    from calibration.profile_out import calibrated_profile
+    from calibration.raw import read_rows, rows_hash
+
+    rows = read_rows(directory)
+    launch, fits = fit_all(rows)
+    meta = {k: rows[0][k] for k in ("backend", "device_kind", "n_devices", "jax_version")}
+    profile = calibrated_profile(launch, fits, rows_hash(rows), meta)
+    n = len(jax.devices())
+    seq, reps = (128, 3) if quick else (256, 5)
+    out = []
+    for kind, mesh_sizes, gb in (QUICK_CASES if quick else CASES):
+        label = f"{kind} " + ",".join(f"{a}={v}" for a, v in mesh_sizes.items())
+        v = Validation(label, measure_step(kind, mesh_sizes, gb, seq, reps),
+                       forecast_step(kind, mesh_sizes, gb, seq, profile, n))
+        log(f"  {label:<34} measured {v.measured_s * 1e3:9.1f} ms  forecast "
+            f"{v.forecast_s * 1e3:9.1f} ms  error {100 * v.error:+6.1f}%")
+        out.append(v)
+    med = float(np.median([abs(v.error) for v in out]))
+    log(f"  median |error| {100 * med:.1f}% over {len(out)} cases")
+    return {"cases": [{"case": v.case, "measured_s": v.measured_s, "forecast_s": v.forecast_s,
+                       "error": v.error} for v in out], "median_abs_error": med}
