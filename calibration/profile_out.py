@@ -43,8 +43,10 @@ def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, me
     chip["launch_overhead_s"] = {"value": max(launch, 1e-9), "source": _src(date, digest)}
     if mm:
         peak = chip["peak_flops_per_s"]["bf16"]["value"] if base else mm.params["rate"]
-        if not base:
-            chip["peak_flops_per_s"] = {"bf16": {"value": peak, "source": _src(date, digest, mm)}}
+        if not base:  # measured in the run's dtype (float32 on CPU); both keys carry it
+            src = _src(date, digest, mm) + f"; measured in {meta.get('dtype', 'float32')}"
+            chip["peak_flops_per_s"] = {"bf16": {"value": peak, "source": src},
+                                        "fp32": {"value": peak, "source": src}}
         raw["efficiency"]["matmul"] = {"max_efficiency": min(1.0, mm.params["rate"] / peak),
                                        "half_saturation": mm.params["half_saturation"],
                                        "source": _src(date, digest, mm)}

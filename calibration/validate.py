@@ -35,7 +35,7 @@ class Validation:
 
 
 def measure_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, reps: int) -> float:
-    """Median seconds of the real sharded train step (compile and 2 warm-up steps excluded)."""
+    """Median seconds of the real float32 sharded train step (compile and 2 warm-up steps excluded)."""
     import jax
 
     from calibration.mesh import make_jax_mesh
@@ -67,7 +67,7 @@ def forecast_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, 
     shards = int(np.prod([mesh_sizes.get(a, 1) for a in BATCH_AXES]))
     return predict(model=m, hardware=profile, chips=n_devices, mesh=mesh_sizes,
                    global_batch=global_batch, micro_batch=global_batch // shards,
-                   remat="none").step_time_s
+                   remat="none", precision="fp32").step_time_s
 
 
 def validate(directory: str | Path, quick: bool = False, log=print) -> dict:

@@ -24,7 +24,7 @@ def _add_predict(sub) -> None:
     g.add_argument("--global-batch-tokens", type=int, help="tokens per step")
     p.add_argument("--micro-batch", type=int, default=1, help="sequences per batch shard")
     p.add_argument("--seq-len", type=int)
-    p.add_argument("--precision", choices=["bf16", "fp8"], default="bf16")
+    p.add_argument("--precision", choices=["bf16", "fp8", "fp32"], default="bf16")
     p.add_argument("--remat", choices=["none", "selective", "full"], default="selective")
     p.add_argument("--pipeline-schedule", choices=["1f1b", "interleaved"], default="1f1b")
     p.add_argument("--virtual-stages", type=int, default=1)

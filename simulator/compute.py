@@ -19,7 +19,7 @@ class ComputeModel:
     """The chip numbers a compute op needs, pulled out of the profile once."""
 
     peak_flops: float  # for the matmul dtype of this job
-    peak_flops_bf16: float
+    peak_flops_bf16: float  # attention runs in bf16 (fp32 when the job is fp32)
     hbm_bw: float
     launch_s: float
     matmul: EfficiencyCurve
@@ -30,7 +30,8 @@ class ComputeModel:
     def from_profile(cls, profile: HardwareProfile, precision: str) -> ComputeModel:
         c = profile.chip
         e = profile.efficiency
-        return cls(profile.peak_flops(precision), profile.peak_flops("bf16"),
+        attention_dtype = "fp32" if precision == "fp32" else "bf16"
+        return cls(profile.peak_flops(precision), profile.peak_flops(attention_dtype),
                    c.hbm_bandwidth_bytes_per_s.value, c.launch_overhead_s.value,
                    e.matmul, e.attention, e.memory)
 

@@ -155,3 +155,17 @@ def test_a_wait_is_split_along_the_chain_that_caused_it():
     assert parts["comm.all_to_all.expert"] == pytest.approx(2.0)
     assert parts["comm.all_gather.model"] == pytest.approx(0.5)
     assert parts["compute"] == pytest.approx(2.0)
+
+
+def test_fp32_jobs_store_four_byte_activations(gpu_profile):
+    fp32 = gpu_profile.model_copy(update={"chip": gpu_profile.chip.model_copy(update={
+        "peak_flops_per_s": {**gpu_profile.chip.peak_flops_per_s,
+                             "fp32": gpu_profile.chip.peak_flops_per_s["bf16"]}})})
+    a = predict(model=TINY, hardware=fp32, chips=1, precision="bf16")
+    b = predict(model=TINY, hardware=fp32, chips=1, precision="fp32")
+    assert b.memory.activations_bytes == pytest.approx(2 * a.memory.activations_bytes)
+    assert b.step_time_s > a.step_time_s  # same FLOP/s, twice the bytes moved
+    from simulator.errors import MeshcastError
+
+    with pytest.raises(MeshcastError, match="precision: synthetic has no peak for 'fp32'"):
+        predict(model=TINY, hardware=gpu_profile, chips=1, precision="fp32")

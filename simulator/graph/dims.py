@@ -37,5 +37,6 @@ class Dims:
         s = job.sharding
         return cls(b=s.micro_batch, s=job.seq_len, t=job.axis("model"), e=job.axis("expert"),
                    fs=job.axis("fsdp"), dp=job.axis("data"), cp=job.axis("seq"),
-                   pp=job.axis("pipeline"), ab=2.0, wb=DTYPE_BYTES[s.precision],
+                   pp=job.axis("pipeline"), ab=4.0 if s.precision == "fp32" else 2.0,
+                   wb=DTYPE_BYTES[s.precision],
                    gb=DTYPE_BYTES[s.optimizer.grad_dtype])

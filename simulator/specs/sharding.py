@@ -51,7 +51,9 @@ class ShardingSpec(_Frozen):
     global_batch_tokens: int | None = Field(default=None, ge=1)
     seq_len: int | None = Field(default=None, ge=1)
     remat: Literal["none", "selective", "full"] = "selective"
-    precision: Literal["bf16", "fp8"] = "bf16"
+    precision: Literal["bf16", "fp8", "fp32"] = Field(
+        default="bf16", description="matmul precision; fp32 also makes activations 4 bytes "
+        "(as a CPU calibration host runs)")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     distributed_optimizer: bool = Field(
         default=False,
