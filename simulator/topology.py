@@ -194,7 +194,7 @@ class Topology:
             stride *= lv.size
         used = {lv.name: 1 for lv in self.levels}
         coords: dict[str, int] = {}
-        for axis, parts in self._placement_in_fill_order():
+        for axis, parts in self.placement.items():  # the order place_axes filled the levels
             c, mult = 0, 1
             for p in parts:
                 sub = (level_coord[p.level.name] // used[p.level.name]) % p.factor
@@ -203,9 +203,6 @@ class Topology:
                 mult *= p.factor
             coords[axis] = c
         return coords
-
-    def _placement_in_fill_order(self):
-        return list(self.placement.items())
 
     def axis_groups(self, axis: str) -> list[list[int]]:
         """The device groups a collective over ``axis`` runs in (each sorted by axis coordinate)."""

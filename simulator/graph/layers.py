@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from simulator.collectives import Collective
 from simulator.graph.dims import Dims
-from simulator.graph.ops import COMPUTE, Op, OpKind
+from simulator.graph.ops import Op, OpKind
 from simulator.specs.model import ModelSpec
 
 AG, RS, AR, A2A = (Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_REDUCE,
@@ -204,6 +204,6 @@ def head_ops(m: ModelSpec, d: Dims, prev: str) -> list[Op]:
     return tp.ops
 
 
-__all__ = ["COMPUTE", "layer_template", "layer_params_local", "embedding_ops", "head_ops",
+__all__ = ["layer_template", "layer_params_local", "embedding_ops", "head_ops",
            "embedding_params_local", "stage_params_local",
            "slots_per_token"]

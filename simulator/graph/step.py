@@ -23,7 +23,7 @@ from simulator.graph.layers import (
     layer_template,
     stage_params_local,
 )
-from simulator.graph.ops import COMPUTE, CostContext, Op, OpKind, cost
+from simulator.graph.ops import CostContext, Op, OpKind, cost
 
 AG, RS, AR = Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_REDUCE
 _MIRROR = {AG: RS, RS: AG}
@@ -214,4 +214,4 @@ def build_stage_graph(job, ctx: CostContext, layers: list[int], first: bool, las
     return StageGraphBuilder(job, ctx).build(layers, first, last)
 
 
-__all__ = ["build_stage_graph", "backward_of", "recompute_of", "COMPUTE"]
+__all__ = ["build_stage_graph", "backward_of", "recompute_of"]
