@@ -49,14 +49,16 @@ def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, me
                                         "fp32": {"value": peak, "source": src}}
         raw["efficiency"]["matmul"] = {"max_efficiency": min(1.0, mm.params["rate"] / peak),
                                        "half_saturation": mm.params["half_saturation"],
-                                       "source": _src(date, digest, mm)}
+                                       "source": _src(date, digest, mm),
+                                       "calibrated_range": list(mm.size_range)}
     if ew:
         bw = chip["hbm_bandwidth_bytes_per_s"]["value"] if base else ew.params["rate"]
         if not base:
             chip["hbm_bandwidth_bytes_per_s"] = {"value": bw, "source": _src(date, digest, ew)}
         raw["efficiency"]["memory"] = {"max_efficiency": min(1.0, ew.params["rate"] / bw),
                                        "half_saturation": ew.params["half_saturation"],
-                                       "source": _src(date, digest, ew)}
+                                       "source": _src(date, digest, ew),
+                                       "calibrated_range": list(ew.size_range)}
     coll = [f for g, f in fits.items() if g.startswith("collective")]
     if coll and not base:
         lvl = raw["network"][0]

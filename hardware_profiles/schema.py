@@ -42,6 +42,8 @@ class EfficiencyCurve(_Frozen):
     max_efficiency: float = Field(gt=0, le=1)
     half_saturation: float = Field(ge=0)
     source: str = Field(min_length=3)
+    calibrated_range: tuple[float, float] | None = Field(
+        default=None, description="(smallest, largest) op size the fit saw; None if not fitted")
 
     def at(self, x: float) -> float:
         return self.max_efficiency * x / (x + self.half_saturation) if x > 0 else self.max_efficiency

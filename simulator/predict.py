@@ -149,6 +149,29 @@ def link_floor(g: nx.DiGraph) -> tuple[float, str]:
     return per_axis[axis], cat
 
 
+def outside_calibrated_range(job: Job, g: nx.DiGraph) -> list[str]:
+    """Say so when the graph's op sizes leave the range a calibrated curve was fitted on
+    (matmul: one GEMM's FLOPs; memory-bound ops: bytes): the efficiency is extrapolated."""
+    from simulator.graph.ops import OpKind
+
+    eff = job.hardware.efficiency
+    checks = [("matmul", eff.matmul, OpKind.MATMUL, "FLOPs"),
+              ("memory", eff.memory, OpKind.ELEMENTWISE, "bytes")]
+    out = []
+    for name, curve, kind, unit in checks:
+        if curve.calibrated_range is None:
+            continue
+        lo, hi = curve.calibrated_range
+        sizes = [(a["op"].unit_flops or a["op"].flops) if kind is OpKind.MATMUL else a["op"].nbytes
+                 for a in g.nodes.values() if a["op"].kind is kind]
+        outside = [x for x in sizes if x > 0 and not lo <= x <= hi]
+        if outside:
+            out.append(f"{len(outside)} of {len(sizes)} {name} ops fall outside the calibrated "
+                       f"range {lo:.3g}..{hi:.3g} {unit} (smallest {min(outside):.3g}, largest "
+                       f"{max(outside):.3g}): their efficiency is extrapolated")
+    return out
+
+
 @contextmanager
 def _gc_paused():
     """Building a graph allocates many small dicts but no cycles: the cyclic collector's
@@ -203,7 +226,7 @@ def _predict_job(job: Job) -> StepPrediction:
     flops = model_flops_per_step(job.model, job.seq_len, job.tokens_per_step)
     peak = job.hardware.peak_flops("bf16")
     mem = estimate_memory(job, stages)
-    warnings = []
+    warnings = outside_calibrated_range(job, crit.graph)
     if not mem.fits:
         warnings.append(
             f"does not fit: {mem.per_device_bytes / 2**30:.1f} GiB per device > "

@@ -89,3 +89,16 @@ def test_calibrated_profile_records_hash_and_error():
     assert base.chip.peak_flops_per_s["bf16"].value == 989.4e12  # datasheet peak kept
     assert base.efficiency.matmul.max_efficiency == pytest.approx(
         fits["matmul"].params["rate"] / 989.4e12)
+
+
+def test_forecast_outside_the_calibrated_range_says_so():
+    from simulator.predict import predict
+
+    rows = synthetic_rows()
+    launch, fits = fit_all(rows)
+    prof = calibrated_profile(launch, fits, rows_hash(rows), META)
+    assert prof.efficiency.matmul.calibrated_range == fits["matmul"].size_range
+    big = predict(model="llama3-8b", hardware=prof, chips=8, seq_len=4096)
+    assert any("matmul ops fall outside the calibrated range" in w for w in big.warnings)
+    plain = predict(model="llama3-8b", hardware="h100-sxm", chips=8).warnings
+    assert not any("calibrated range" in w for w in plain)  # datasheet curves: nothing to say
