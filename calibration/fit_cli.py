@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from calibration.fit import fit_all
-from calibration.profile_out import calibrated_profile, write_outputs
-from calibration.raw import raw_path, read_rows, rows_hash
+from calibration.profile_out import profile_from_rows, write_outputs
+from calibration.raw import raw_path, read_rows
 from simulator.errors import MeshcastError
 
 
@@ -18,17 +17,14 @@ def run_fit(directory: str | Path, out: str | Path, base: str | None = None) -> 
     if not rows:
         raise MeshcastError(f"fit: no measurements in {raw_path(directory)}; run meshcast "
                             "calibrate --out DIR first")
-    launch, fits = fit_all(rows)
-    if "matmul" not in fits:
-        raise MeshcastError(f"fit: {raw_path(directory)} has too few matmul sizes to fit")
     base_profile = None
     if base:
         from hardware_profiles import load_profile
 
         base_profile = load_profile(base)
-    meta = {k: rows[0][k] for k in ("backend", "device_kind", "n_devices", "jax_version")}
-    digest = rows_hash(rows)
-    profile = calibrated_profile(launch, fits, digest, meta, base_profile)
+    profile, launch, fits, digest = profile_from_rows(rows, base_profile)
+    if "matmul" not in fits:
+        raise MeshcastError(f"fit: {raw_path(directory)} has too few matmul sizes to fit")
     write_outputs(directory, profile, out, launch, fits, digest)
     lines = [f"{'group':<36}{'in-sample':>10}{'held-out':>10}{'max held-out':>14}"]
     for g, f in fits.items():

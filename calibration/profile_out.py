@@ -75,6 +75,17 @@ def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, me
     return HardwareProfile.model_validate(raw)
 
 
+def profile_from_rows(rows: list[dict], base: HardwareProfile | None = None):
+    """Fit ``rows`` and build the calibrated profile: (profile, launch, fits, rows sha256)."""
+    from calibration.fit import fit_all
+    from calibration.raw import rows_hash
+
+    launch, fits = fit_all(rows)
+    meta = {k: rows[0][k] for k in ("backend", "device_kind", "n_devices", "jax_version")}
+    digest = rows_hash(rows)
+    return calibrated_profile(launch, fits, digest, meta, base), launch, fits, digest
+
+
 def _host_skeleton(meta: dict) -> dict:
     one = {"value": 1.0, "source": "replaced by the fit"}
     curve = {"max_efficiency": 1.0, "half_saturation": 0.0, "source": "replaced by the fit"}

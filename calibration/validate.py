@@ -74,14 +74,10 @@ def validate(directory: str | Path, quick: bool = False, log=print) -> dict:
     """Measured vs forecast per case, and the median absolute error."""
     import jax
 
-    from calibration.fit import fit_all
-    from calibration.profile_out import calibrated_profile
-    from calibration.raw import read_rows, rows_hash
+    from calibration.profile_out import profile_from_rows
+    from calibration.raw import read_rows
 
-    rows = read_rows(directory)
-    launch, fits = fit_all(rows)
-    meta = {k: rows[0][k] for k in ("backend", "device_kind", "n_devices", "jax_version")}
-    profile = calibrated_profile(launch, fits, rows_hash(rows), meta)
+    profile = profile_from_rows(read_rows(directory))[0]
     n = len(jax.devices())
     seq, reps = (128, 3) if quick else (256, 5)
     out = []

@@ -71,12 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _job_from_args(a):
-    from pydantic import ValidationError
-
     from hardware_profiles import load_profile
-    from simulator.errors import from_validation_error
     from simulator.specs.job import make_job
-    from simulator.specs.sharding import OptimizerSpec, ShardingSpec, parse_bindings, parse_mesh
+    from simulator.specs.sharding import OptimizerSpec, make_sharding, parse_bindings, parse_mesh
     from simulator.zoo import load_model
 
     model = load_model(a.model)
@@ -99,11 +96,7 @@ def _job_from_args(a):
             fields["slice_shape"] = [int(x) for x in a.slice.lower().split("x")]
         except ValueError:
             raise MeshcastError(f"slice: {a.slice!r} is not like 4x4x4") from None
-    try:
-        spec = ShardingSpec(**fields)
-    except ValidationError as e:
-        raise from_validation_error(e, "sharding") from None
-    return make_job(model, spec, hw, a.chips)
+    return make_job(model, make_sharding(**fields), hw, a.chips)
 
 
 def _cmd_predict(a) -> int:

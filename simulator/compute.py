@@ -19,7 +19,7 @@ class ComputeModel:
     """The chip numbers a compute op needs, pulled out of the profile once."""
 
     peak_flops: float  # for the matmul dtype of this job
-    peak_flops_bf16: float  # attention runs in bf16 (fp32 when the job is fp32)
+    attention_peak_flops: float  # attention runs in bf16 (fp32 when the job is fp32)
     hbm_bw: float
     launch_s: float
     matmul: EfficiencyCurve
@@ -50,8 +50,8 @@ class ComputeModel:
         return max(t_flops, self.memory_time(nbytes)) + self.launch_s
 
     def attention_time(self, flops: float, nbytes: float) -> float:
-        """Fused (flash) attention: bf16 peak with the attention curve; memory bound if tiny."""
-        t_flops = flops / (self.peak_flops_bf16 * self.attention.at(flops)) if flops > 0 else 0.0
+        """Fused (flash) attention: the attention dtype's peak (bf16, or fp32 for fp32 jobs) with the attention curve; memory bound if tiny."""
+        t_flops = flops / (self.attention_peak_flops * self.attention.at(flops)) if flops > 0 else 0.0
         return max(t_flops, self.memory_time(nbytes)) + self.launch_s
 
     def elementwise_time(self, nbytes: float) -> float:

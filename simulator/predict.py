@@ -27,7 +27,7 @@ from simulator.memory import MemoryEstimate, estimate_memory
 from simulator.pipeline import PipelineResult, simulate_pipeline
 from simulator.schedule import Scheduled, schedule
 from simulator.specs.job import Job, make_job
-from simulator.specs.sharding import ShardingSpec
+from simulator.specs.sharding import make_sharding
 
 
 @dataclass
@@ -244,20 +244,12 @@ def predict(job: Job | None = None, /, *, model=None, hardware=None, chips: int 
     fields as keywords."""
     if job is None:
         from hardware_profiles import load_profile
-        from simulator.errors import MeshcastError, from_validation_error
+        from simulator.errors import MeshcastError
         from simulator.zoo import load_model
 
         if model is None or hardware is None or chips is None:
             raise MeshcastError("predict: give a Job, or model=, hardware= and chips=")
         mspec = load_model(model) if isinstance(model, (str, Path)) else model
         hw = load_profile(hardware) if isinstance(hardware, (str, Path)) else hardware
-        try:
-            spec = ShardingSpec(**sharding)
-        except Exception as e:  # pydantic ValidationError
-            from pydantic import ValidationError
-
-            if isinstance(e, ValidationError):
-                raise from_validation_error(e, "sharding") from None
-            raise
-        job = make_job(mspec, spec, hw, chips)
+        job = make_job(mspec, make_sharding(**sharding), hw, chips)
     return predict_job(job)

@@ -94,6 +94,18 @@ class ShardingSpec(_Frozen):
         return self
 
 
+def make_sharding(**fields) -> ShardingSpec:
+    """A ShardingSpec from keyword fields; a bad field raises MeshcastError naming it."""
+    from pydantic import ValidationError
+
+    from simulator.errors import from_validation_error
+
+    try:
+        return ShardingSpec(**fields)
+    except ValidationError as e:
+        raise from_validation_error(e, "sharding") from None
+
+
 def parse_mesh(text: str) -> dict[str, int]:
     """Parse ``data=-1,fsdp=8`` into ``{"data": -1, "fsdp": 8}``; errors name the bad part."""
     from simulator.errors import MeshcastError
