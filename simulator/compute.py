@@ -50,7 +50,8 @@ class ComputeModel:
         return max(t_flops, self.memory_time(nbytes)) + self.launch_s
 
     def attention_time(self, flops: float, nbytes: float) -> float:
-        """Fused (flash) attention: the attention dtype's peak (bf16, or fp32 for fp32 jobs) with the attention curve; memory bound if tiny."""
+        """Fused (flash) attention at the attention dtype's peak (bf16, or fp32 for fp32 jobs)
+        with the attention curve; memory bound if tiny."""
         t_flops = flops / (self.attention_peak_flops * self.attention.at(flops)) if flops > 0 else 0.0
         return max(t_flops, self.memory_time(nbytes)) + self.launch_s
 
