@@ -186,9 +186,14 @@ def stage_params_local(m: ModelSpec, d: Dims, layers: list[int], first: bool, la
 
 
 def embedding_ops(m: ModelSpec, d: Dims) -> list[Op]:
-    """Token embedding lookup (vocab-parallel): a memory-bound gather ``T * D / t`` rows."""
+    """Token embedding lookup (vocab-parallel): a memory-bound gather ``T * D / t`` rows, then
+    [RS model]: each model rank holds rows of ``V/t`` tokens only, so the ``[T, D]`` partial
+    lookups are summed and scattered to the sequence-parallel layout (Megatron's
+    VocabParallelEmbedding + reduce-scatter to the sequence-parallel region)."""
     tp = Template()
     tp.ew("embed", 2 * d.T * m.d_model / d.t * d.ab)
+    if d.t > 1:
+        tp.coll("embed_rs", RS, "model", d.T * m.d_model * d.ab, "tp")
     return tp.ops
 
 

@@ -128,7 +128,8 @@ class StageGraphBuilder:
         prev = ""
         fwd_first: list[str] = []
         if first:
-            _, prev = self._chain(self._costed(embedding_ops(m, d)), "embed.", [], None)
+            gather = self._table_gather("embed", "", "fwd")
+            _, prev = self._chain(self._costed(embedding_ops(m, d)), "embed.", [], gather)
         for i in layers:
             fwd, _, _ = self._template(m.is_moe_layer(i))
             gather = self._weight_gather(i, fwd_first[-1] if fwd_first else "", "fwd")
@@ -137,8 +138,10 @@ class StageGraphBuilder:
         if last:
             head = self._costed(head_ops(m, d, "x"))
             head[0].deps = []
-            _, prev = self._chain(head, "head.", [prev], None)
-            _, prev = self._chain(self._costed(backward_of(head)), "head.", [prev], None)
+            gather = self._table_gather("head", fwd_first[-1] if fwd_first else "", "fwd")
+            f, prev = self._chain(head, "head.", [prev], gather)
+            gather = self._table_gather("head", f, "bwd")
+            _, prev = self._chain(self._costed(backward_of(head)), "head.", [prev], gather)
         grads: list[str] = []
         bwd_first = ""
         for i in reversed(layers):
@@ -166,6 +169,15 @@ class StageGraphBuilder:
         dense, expert = layer_params_local(self.model, self.d, self.model.is_moe_layer(i))
         return self._collective(f"L{i}.{phase}.fsdp_ag", AG, "fsdp", (dense + expert) * self.d.wb,
                                 "fsdp", [after], phase)
+
+    def _table_gather(self, tag: str, after: str, phase: str) -> str | None:
+        """FSDP all-gather of one ``[V/t, D]`` vocabulary table (the input embedding before the
+        lookup; the LM head before its forward and again before its backward, which needs the
+        weights for the input gradient), prefetched like a layer's weights."""
+        if self.d.fs <= 1:
+            return None
+        nbytes = self.model.vocab_size * self.model.d_model / self.d.t * self.d.wb
+        return self._collective(f"{tag}.{phase}.fsdp_ag", AG, "fsdp", nbytes, "fsdp", [after], phase)
 
     def _grad_sync(self, i: int, after: str) -> list[str]:
         dense, expert = layer_params_local(self.model, self.d, self.model.is_moe_layer(i))
