@@ -1,0 +1,386 @@
+"""XLA's compiled collectives beside meshcast's step graph, for one reference case, bytes per step.
+
+Both sides are per device and in :mod:`simulator.collectives` byte conventions (XLA's from
+:mod:`calibration.hlo`). meshcast's ops that recur per micro-batch (phases fwd, bwd, recompute)
+count ``m`` times, the gradient sync and optimizer once.
+
+Each row of the table pairs a set of XLA collectives with a set of meshcast collectives and says:
+
+- ``match``: same kind and axes, bytes within :data:`TOLERANCE`, same count;
+- ``explained``: a named, known difference. Most predict XLA's bytes from meshcast's (the
+  ``expected`` column) and hold only while the prediction is within tolerance; e.g. XLA combining
+  many gradient all-reduces into one (count differs, bytes equal), or an all-reduce where meshcast
+  has all-gather + reduce-scatter (``AR(S) = RS(S) + AG(S)``). A few are attributed by the JAX
+  source line that produced them (SPMD resharding in the MoE layer and the embedding lookup,
+  which meshcast does not model op by op); their reason says so and ``expected`` is empty;
+- ``mismatch``: anything else, with both sides' numbers.
+
+Tolerance, 1 %: both sides count whole tensors exactly, so the only legitimate residue is
+per-token loss scalars (``T x 4`` B against ``T x D x 4`` B activations: ``1/D``, 0.2 % at D=512)
+and a scalar loss; the smallest real tensor a row can lose or gain is one activation or one
+weight, at least 3 % of any row of the reference cases.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable
+
+from calibration.hlo import HloCollective
+from simulator.collectives import Collective
+
+TOLERANCE = 0.01
+AG, RS, AR, A2A = (Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_REDUCE,
+                   Collective.ALL_TO_ALL)
+#: jax functions of calibration/models.py whose collectives belong to the MoE layer / the loss.
+MOE_SITES = ("moe_mlp", "top_k_dispatch")
+LOSS_SITE = "loss_fn"
+
+
+@dataclass(frozen=True)
+class SimCollective:
+    """One collective node of meshcast's step graph, ``count`` times per step."""
+
+    kind: Collective
+    axis: str
+    nbytes: float
+    count: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Row:
+    xla: str  # "all_reduce model"
+    meshcast: str
+    xla_count: int
+    xla_bytes: float
+    sim_count: int
+    sim_bytes: float
+    expected_bytes: float | None  # XLA bytes a rule predicts; None: attributed by source site
+    status: str  # match | explained | mismatch
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """Per-device sizes of the case, in the symbols of :mod:`simulator.graph.layers`."""
+
+    T: int  # noqa: N815 - tokens per device per micro-batch
+    D: int  # noqa: N815
+    V: int  # noqa: N815
+    ab: float
+    wb: float
+    gb: float
+    t: int
+    fs: int
+    e: int
+    m: int  # micro-batches per step
+    n_attn: int
+    n_dense: int
+    n_moe: int
+    gated: int  # 1 for SwiGLU (gate and up projections), 0 for GELU
+    E: int = 0  # noqa: N815
+    Fe: int = 0  # noqa: N815
+    kf: float = 0.0
+
+    @property
+    def embed_axis(self) -> str:
+        """Where meshcast reduces the embedding (non-expert) gradients."""
+        return "data+expert" if self.e > 1 else "data"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Claims XLA and meshcast collectives; ``expected(sim_bytes)`` predicts XLA's bytes, or is
+    None for a difference attributed by source site. ``split``: one row per XLA (kind, axes)."""
+
+    xla: Callable[[HloCollective], bool]
+    sim: Callable[[SimCollective], bool]
+    reason: str
+    expected: Callable[[float], float] | None = None
+    split: bool = False
+
+
+# --- the two sides ----------------------------------------------------------------------
+def sim_collectives(prediction) -> list[SimCollective]:
+    """Every collective of one whole step of meshcast's (single-stage) step graph."""
+    if prediction.pipeline is not None:
+        raise ValueError("the comparison covers single-stage jobs (the reference has no pipeline)")
+    m = prediction.microbatches
+    out = []
+    for name, attrs in prediction.critical.graph.nodes.items():
+        op = attrs["op"]
+        if op.collective is not None and op.nbytes > 0:
+            count = m if op.phase in ("fwd", "bwd", "recompute") else 1
+            out.append(SimCollective(op.collective, op.axis, op.nbytes, count, name))
+    return out
+
+
+def _site(c: HloCollective) -> str:
+    """The innermost model function on the collective's jax stack (helpers such as ``_c``, the
+    sharding-constraint wrapper, skipped)."""
+    for frame in c.stack:
+        fn = frame.partition(":")[0]
+        if not fn.startswith("_"):
+            return fn
+    return ""
+
+
+def _primitive(c: HloCollective) -> str:
+    return c.op_name.rsplit("/", 1)[-1]
+
+
+def _lookup(c: HloCollective) -> bool:
+    """Collectives XLA emitted for the embedding lookup (forward gather, backward scatter-add)."""
+    return _site(c) == LOSS_SITE and _primitive(c) in ("gather", "scatter-add")
+
+
+def ctx_of(prediction) -> Ctx:
+    from simulator.graph.dims import Dims
+    from simulator.graph.layers import slots_per_token
+
+    job, model = prediction.job, prediction.job.model
+    d = Dims.from_job(job)
+    n_moe = model.n_moe_layers
+    moe = model.moe
+    return Ctx(T=d.T, D=model.d_model, V=model.vocab_size, ab=d.ab, wb=d.wb, gb=d.gb, t=d.t,
+               fs=d.fs, e=d.e, m=prediction.microbatches, n_attn=model.n_layers,
+               n_dense=model.n_layers - n_moe, n_moe=n_moe,
+               gated=1 if model.ffn_kind == "swiglu" else 0,
+               E=moe.n_experts if moe else 0, Fe=moe.expert_ffn_hidden if moe else 0,
+               kf=slots_per_token(model) if moe else 0.0)
+
+
+# --- the known differences --------------------------------------------------------------
+def rules(c: Ctx, xla: list[HloCollective]) -> list[Rule]:
+    """The explained differences of the reference step, each with the bytes it predicts; ``xla``
+    only tells which of two strategies XLA took for the MoE output weights."""
+    act = c.T * c.D * c.ab  # one activation [T, D]
+    partials = c.m * (2 * c.n_attn * act + c.gated * (c.n_dense * act + c.n_moe * c.kf * act))
+    table = c.V * c.D / c.t  # one vocabulary table's elements per device before fsdp
+    lookup_table = table * c.wb if c.fs > 1 else 0.0
+    is_moe = c.n_moe > 0 and c.e > 1
+    wout_full = c.E * c.Fe / c.t * c.D * c.wb  # wout[E, Fe/t, D] gathered over expert
+    gathered = is_moe and any(x.kind is AG and x.axes == ("expert",) and x.nbytes == wout_full
+                              and _site(x) in MOE_SITES for x in xla)
+    wout_grad = c.n_moe * c.E / c.e * c.Fe / c.t * c.D / c.fs * c.gb if gathered else 0.0
+    out = [
+        Rule(lambda x: x.kind is AR and x.axes == ("model",),
+             lambda s: s.kind in (AG, RS) and s.axis == "model",
+             "tensor parallel: meshcast runs Megatron sequence parallelism (all-gather before, "
+             "reduce-scatter after each block, the embedding and the LM head), XLA plain tensor "
+             "parallelism (one all-reduce per block per pass): AR(S) = RS(S) + AG(S), so XLA = "
+             "(AG + RS) / 2. XLA also all-reduces unsummed partial input-gradients: q, k, v "
+             f"separately (+2 x T x D per attention layer, {c.n_attn} layers) and the SwiGLU gate "
+             "and up projections separately (+1 x T x D per dense MLP, +1 x T x kf x D per MoE "
+             "layer); and the vocab-parallel softmax's per-token scalars (max, sum, target "
+             "logit; < 0.1 %). Counts differ: XLA combines several all-reduces into tuples",
+             expected=lambda s: s / 2 + partials),
+        Rule(lambda x: x.kind is AG and x.axes == ("fsdp",),
+             lambda s: s.kind is AG and s.axis == "fsdp",
+             "FSDP weight all-gathers, forward and backward of each layer and of the LM head: "
+             "equal. meshcast also gathers the embedding table (V/t x D) for the lookup; XLA "
+             "gathers the int32 token ids instead (2 x b x s x 4 B) and reshards the looked-up "
+             "rows (see the embedding-lookup rows), so XLA = meshcast - one table",
+             expected=lambda s: s - lookup_table),
+        Rule(lambda x: x.kind is AR and x.axes == ("fsdp",),
+             lambda s: s.kind is RS and s.axis == "fsdp",
+             "gradient reduce-scatter over fsdp: XLA:CPU emits it as an all-reduce of the full "
+             "gradient and a dynamic-slice (the same S bytes in meshcast's convention, twice a "
+             "reduce-scatter's wire traffic), all layers combined into one tuple all-reduce",
+             expected=lambda s: s),
+        Rule(lambda x: x.kind is AR and x.axis == c.embed_axis,
+             lambda s: s.kind is AR and s.axis == c.embed_axis,
+             f"gradient all-reduce over {c.embed_axis}, combined by XLA into one tuple "
+             "all-reduce. The embedding is tied: XLA reduces its two partial gradients (lookup "
+             "scatter-add, LM head) separately, + V x D / (t x fs) x 4 B, and the loss scalar",
+             expected=lambda s: s + table / c.fs * c.gb),
+    ]
+    if is_moe:
+        out += [
+            Rule(lambda x: x.kind is AR and x.axes == ("data",),
+                 lambda s: s.kind is AR and s.axis == "data",
+                 "expert-weight gradient all-reduce over data, combined by XLA" + (
+                     ": XLA reduces the wi and wg gradients but forms wout's from activations "
+                     "it gathered over data and data+expert (MoE rows), so XLA = meshcast - "
+                     "E/e x Fe/t x D x 4 B per MoE layer" if gathered else ""),
+                 expected=lambda s: s - wout_grad),
+            Rule(lambda x: x.kind is AG and x.axes == ("expert",) and _site(x) in MOE_SITES
+                 and x.nbytes == wout_full,
+                 lambda s: False,
+                 "MoE combine: XLA all-gathers the expert output weights wout[E, Fe/t, D] over "
+                 "expert (forward, each MoE layer) and computes every expert's output for its own "
+                 "token groups, instead of an all-to-all of the expert outputs",
+                 expected=lambda s: c.n_moe * wout_full),
+            Rule(lambda x: x.kind is A2A and x.axes == ("expert",) and _site(x) in MOE_SITES,
+                 lambda s: s.kind is A2A and s.axis == "expert",
+                 "MoE dispatch/combine, by source site: meshcast moves the T/t x kf x D slot "
+                 "buffer forward and backward (4 per MoE layer); XLA's SPMD partitioner reshards "
+                 "differently: the expert hidden h (Fe/t wide) forward, the dispatched input's "
+                 "gradient backward, and small gating masks (involuntary full rematerialization)"),
+            Rule(lambda x: _site(x) in MOE_SITES, lambda s: False,
+                 "SPMD resharding inside the MoE layer, by source site (tokens gathered over "
+                 "data, gating masks and combine weights permuted or gathered, activations "
+                 "gathered for wout's gradient); meshcast has no counterpart", split=True),
+        ]
+    out += [
+        Rule(_lookup, lambda s: False,
+             "embedding lookup, by source site: the table is sharded (vocab over model, D over "
+             "fsdp); XLA gathers token ids and redistributes the looked-up rows over the batch "
+             "axes (SPMD involuntary full rematerialization); meshcast gathers the table (fsdp row)",
+             split=True),
+        Rule(lambda x: x.kind is AR and _site(x) == LOSS_SITE and x.nbytes <= 8, lambda s: False,
+             "loss mean over the batch shards: one fp32 scalar per step, not in meshcast",
+             expected=lambda s: 4.0 * c.m),
+    ]
+    return out
+
+
+# --- pairing ----------------------------------------------------------------------------
+def _label(kinds_axes) -> str:
+    kinds = "+".join(sorted({k.value for k, _ in kinds_axes}))
+    axes = ",".join(sorted({a for _, a in kinds_axes}))
+    return f"{kinds} {axes}" if kinds_axes else "-"
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= TOLERANCE * max(abs(a), abs(b), 1.0)
+
+
+def _row(xs: list[HloCollective], ss: list[SimCollective], rule: Rule | None) -> Row:
+    xb = sum(x.nbytes * x.count for x in xs)
+    sb = sum(s.nbytes * s.count for s in ss)
+    xn, sn = sum(x.count for x in xs), sum(s.count for s in ss)
+    xl = _label([(x.kind, x.axis) for x in xs])
+    sl = _label([(s.kind, s.axis) for s in ss])
+    if rule is None:  # same kind and axes on both sides
+        if xs and ss and _close(xb, sb):
+            if xn == sn:
+                return Row(xl, sl, xn, xb, sn, sb, sb, "match")
+            return Row(xl, sl, xn, xb, sn, sb, sb, "explained",
+                       f"XLA combines {sn} collectives into {xn}, bytes equal")
+        return Row(xl, sl, xn, xb, sn, sb, sb, "mismatch",
+                   "no known reason: " + ("only in XLA" if not ss else "only in meshcast"
+                                          if not xs else "bytes differ"))
+    if rule.expected is None:
+        return Row(xl, sl, xn, xb, sn, sb, None, "explained", rule.reason)
+    want = rule.expected(sb)
+    status = "explained" if _close(xb, want) else "mismatch"
+    reason = rule.reason if status == "explained" else (
+        f"expected {want:,.0f} B from: {rule.reason}")
+    return Row(xl, sl, xn, xb, sn, sb, want, status, reason)
+
+
+def compare(xla: list[HloCollective], sim: list[SimCollective], c: Ctx) -> list[Row]:
+    """Pair both sides by the known differences, then the rest by (kind, axes)."""
+    xla = [x for x in xla if x.group_size > 1 and x.nbytes > 0]
+    rows = []
+    for rule in rules(c, xla):
+        xs = [x for x in xla if rule.xla(x)]
+        ss = [s for s in sim if rule.sim(s)]
+        if not xs and not ss:
+            continue
+        xla = [x for x in xla if x not in xs]
+        sim = [s for s in sim if s not in ss]
+        if rule.split:
+            groups: dict[tuple, list[HloCollective]] = defaultdict(list)
+            for x in xs:
+                groups[(x.kind.value, x.axis)].append(x)
+            rows += [_row(g, [], rule) for _, g in sorted(groups.items())]
+        else:
+            rows.append(_row(xs, ss, rule))
+    rest: dict[tuple, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for x in xla:
+        rest[(x.kind.value, x.axis)][0].append(x)
+    for s in sim:
+        rest[(s.kind.value, s.axis)][1].append(s)
+    rows += [_row(xs, ss, None) for _, (xs, ss) in sorted(rest.items())]
+    return rows
+
+
+# --- one reference case end to end ------------------------------------------------------
+def case_model(kind: str, seq_len: int):
+    """The reference ModelSpec as the JAX step runs it: ``calibration/models.py`` ties the LM
+    head to the embedding (``logits = x @ embed.T``), so the spec says ``tied_embeddings``."""
+    from calibration.reference import reference_model
+
+    return reference_model(kind).model_copy(update={"seq_len": seq_len, "tied_embeddings": True})
+
+
+def _profile(n_devices: int):
+    """The shapes-only host profile, with an fp32 peak so an fp32 job can be laid out."""
+    from calibration.reference import shape_profile
+    from hardware_profiles.schema import HardwareProfile
+
+    d = shape_profile(n_devices).model_dump()
+    d["chip"]["peak_flops_per_s"]["fp32"] = d["chip"]["peak_flops_per_s"]["bf16"]
+    return HardwareProfile.model_validate(d)
+
+
+def predict_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int):
+    """meshcast's forecast of the case as ``meshcast validate`` sets it up (one micro-batch per
+    batch shard, fp32, no remat), on a neutral profile: only the graph's shapes are used."""
+    from simulator.predict import predict
+    from simulator.specs.sharding import BATCH_AXES
+
+    n = math.prod(mesh_sizes.values())
+    shards = math.prod(mesh_sizes.get(a, 1) for a in BATCH_AXES)
+    return predict(model=case_model(kind, seq_len), hardware=_profile(n), chips=n, mesh=mesh_sizes,
+                   global_batch=global_batch, micro_batch=global_batch // shards, remat="none",
+                   precision="fp32")
+
+
+def xla_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int) -> list[HloCollective]:
+    """The collectives of the compiled reference train step (jax must see the mesh's devices)."""
+    import jax
+
+    from calibration.hlo import compiled_collectives
+    from calibration.mesh import make_jax_mesh
+    from calibration.models import batch, init_opt, init_params, make_train_step
+    from simulator.specs.sharding import ShardingSpec
+
+    m = case_model(kind, seq_len)
+    mesh = make_jax_mesh(ShardingSpec(mesh=mesh_sizes), jax.devices()[:math.prod(mesh_sizes.values())])
+    params = init_params(m, jax.random.PRNGKey(0), mesh)
+    args = (params, init_opt(params), batch(m, global_batch, mesh, jax.random.PRNGKey(1)))
+    return compiled_collectives(make_train_step(m, mesh), args, mesh)
+
+
+def compare_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int) -> list[Row]:
+    """XLA vs meshcast collectives of one reference case, one row per paired group."""
+    pred = predict_case(kind, mesh_sizes, global_batch, seq_len)
+    return compare(xla_case(kind, mesh_sizes, global_batch, seq_len), sim_collectives(pred),
+                   ctx_of(pred))
+
+
+def format_table(rows: list[Row]) -> str:
+    """A fixed-width table (bytes per device per step) with the reasons as numbered notes."""
+    head = (f"{'XLA':<26} {'n':>3} {'bytes':>12}  {'meshcast':<30} {'n':>3} {'bytes':>12} "
+            f"{'expected':>12}  status")
+    lines, notes = [head, "-" * len(head)], []
+    for r in rows:
+        note = ""
+        if r.reason:
+            if r.reason not in notes:
+                notes.append(r.reason)
+            note = f" [{notes.index(r.reason) + 1}]"
+        exp = "-" if r.expected_bytes is None else f"{r.expected_bytes:,.0f}"
+        lines.append(f"{r.xla:<26} {r.xla_count:>3} {r.xla_bytes:>12,.0f}  {r.meshcast:<30} "
+                     f"{r.sim_count:>3} {r.sim_bytes:>12,.0f} {exp:>12}  {r.status}{note}")
+    lines.append("")
+    lines += [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m calibration.hlo_compare moe data=2,expert=2,model=2 [gb seq]
+    import sys
+
+    from calibration.run import configure_backend
+    from simulator.specs.sharding import parse_mesh
+
+    mesh_arg = parse_mesh(sys.argv[2])
+    configure_backend("cpu", math.prod(mesh_arg.values()))
+    gb, seq = (int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else (8, 64)
+    print(format_table(compare_case(sys.argv[1], mesh_arg, gb, seq)))
