@@ -2,8 +2,9 @@
 
 One :class:`HloCollective` per collective instruction (an async ``-start``/``-done`` pair counts
 once, at its start; a tuple-shaped all-reduce of ``n`` buffers is one instruction carrying
-``buffers=n``). Bytes follow :mod:`simulator.collectives` conventions, per device, from the
-operand shapes (the HLO is SPMD-partitioned, so every shape is already per device):
+``n`` :class:`Buffer`, each attributed to the jax code that produced it). Bytes follow
+:mod:`simulator.collectives` conventions, per device, from the operand shapes (the HLO is
+SPMD-partitioned, so every shape is already per device):
 
 =================  ==========================================================
 kind               bytes
@@ -82,6 +83,29 @@ class MeshLayout:
 
 
 @dataclass(frozen=True)
+class Buffer:
+    """One operand of a collective (XLA combines several into one tuple-shaped instruction),
+    attributed to the jax code that produced it: for a tuple, the metadata of the operand's
+    producer (through metadata-less bitcasts and copies); else the collective's own."""
+
+    shape: str  # "f32[2,64,512]"
+    nbytes: float  # in the collective's convention (all-gather: x group size)
+    op_name: str = ""
+    stack: tuple[str, ...] = ()  # function:line, innermost first
+    weight: bool = False  # shaped like an entry parameter: a weight or a weight gradient
+
+    @property
+    def phase(self) -> str:
+        """``bwd`` when XLA's op_name says ``transpose(jvp(...))``, else ``fwd``."""
+        return "bwd" if "transpose(" in self.op_name else "fwd"
+
+    @property
+    def source(self) -> str:
+        """The innermost ``function:line``, or ''."""
+        return self.stack[0] if self.stack else ""
+
+
+@dataclass(frozen=True)
 class HloCollective:
     """One collective instruction: ``count`` executions per step of ``nbytes`` per device."""
 
@@ -91,8 +115,7 @@ class HloCollective:
     nbytes: float
     count: int
     name: str
-    buffers: int = 1  # tuple operands combined into this one instruction
-    phase: str = "fwd"  # "bwd" when XLA's op_name says transpose(jvp(...)), else "fwd"
+    buffers: tuple[Buffer, ...] = ()
     op_name: str = ""
     stack: tuple[str, ...] = ()  # function:line of the jax code that produced it, innermost first
     groups: tuple[tuple[int, ...], ...] = field(default=(), repr=False)
@@ -101,6 +124,10 @@ class HloCollective:
     def source(self) -> str:
         """The innermost ``function:line``, or ''."""
         return self.stack[0] if self.stack else ""
+
+    @property
+    def phase(self) -> str:
+        return "bwd" if "transpose(" in self.op_name else "fwd"
 
     @property
     def axis(self) -> str:
@@ -391,14 +418,57 @@ def _stack_of(frame: int, tables: dict[str, dict[int, str]]) -> tuple[str, ...]:
 
 
 # --- the collectives ---------------------------------------------------------------------
+def _signature(shape: str) -> tuple[str, tuple[int, ...]] | None:
+    arrays = _ARRAY.findall(shape)
+    if len(arrays) != 1:
+        return None
+    dtype, dims = arrays[0]
+    return dtype, tuple(int(d) for d in dims.split(",") if d)
+
+
+def _is_weight(shape: str, params: set, group: int) -> bool:
+    """Shaped like an entry parameter, in any dimension order, or with one dimension ``group``
+    times larger (a gradient all-reduced over the group before its slice is kept)."""
+    sig = _signature(shape)
+    if sig is None or not sig[1]:
+        return False
+    dtype, dims = sig
+    candidates = [dims] + [dims[:i] + (d // group,) + dims[i + 1:]
+                           for i, d in enumerate(dims) if group > 1 and d % group == 0]
+    return any((dtype, tuple(sorted(c))) in params for c in candidates)
+
+
+def _metadata(attrs: str, tables) -> tuple[str, tuple[str, ...]]:
+    op_name = re.search(r'op_name="([^"]*)"', attrs)
+    frame = re.search(r"stack_frame_id=(\d+)", attrs)
+    return (op_name.group(1) if op_name else "",
+            _stack_of(int(frame.group(1)), tables) if frame else ())
+
+
+def _producer_attrs(name: str, by_name: dict[str, _Instr]) -> str | None:
+    """Attributes of the nearest producer of ``name`` that carries metadata (parameters and
+    metadata-less bitcasts/copies are looked through along their first operand)."""
+    ins = by_name.get(name)
+    for _ in range(16):
+        if ins is None or ins.op == "parameter":
+            return None
+        if "op_name=" in ins.attrs:
+            return ins.attrs
+        ins = by_name.get(ins.operands[0]) if ins.operands else None
+    return None
+
+
 def parse_collectives(text: str, layout: MeshLayout) -> list[HloCollective]:
     """Every collective of the module in ``text``, counted per execution of its entry."""
     comps, entry = parse_module(text)
     runs = executions(comps, entry)
     tables = _tables(text)
+    params = {(sig[0], tuple(sorted(sig[1])))
+              for i in comps[entry] if i.op == "parameter" and (sig := _signature(i.shape))}
     out = []
     for comp, instrs in comps.items():
         shapes = {i.name: i.shape for i in instrs}
+        by_name = {i.name: i for i in instrs}
         for ins in instrs:
             kind = _collective_kind(ins.op)
             if kind is None or runs.get(comp, 0) == 0:
@@ -414,16 +484,19 @@ def parse_collectives(text: str, layout: MeshLayout) -> list[HloCollective]:
                 groups = parse_replica_groups(ins.attrs, layout.n_devices)
                 axes = axes_of_groups(groups, layout)
             size = max(len(g) for g in groups)
-            nbytes = operand_bytes * size if kind is Collective.ALL_GATHER else operand_bytes
-            op_name = re.search(r'op_name="([^"]*)"', ins.attrs)
-            frame = re.search(r"stack_frame_id=(\d+)", ins.attrs)
-            op_name = op_name.group(1) if op_name else ""
+            scale = size if kind is Collective.ALL_GATHER else 1
+            op_name, stack = _metadata(ins.attrs, tables)
+            buffers = []
+            for o in ins.operands:
+                attrs = _producer_attrs(o, by_name) if len(ins.operands) > 1 else None
+                b_name, b_stack = _metadata(attrs, tables) if attrs else (op_name, stack)
+                shape = "".join(f"{t}[{d}]" for t, d in _ARRAY.findall(shapes[o]))
+                buffers.append(Buffer(shape, shape_bytes(shapes[o]) * scale, b_name, b_stack,
+                                      _is_weight(shapes[o], params, size)))
             out.append(HloCollective(
-                kind=kind, axes=axes, group_size=size, nbytes=nbytes, count=runs[comp],
-                name=ins.name, buffers=max(len(ins.operands), 1),
-                phase="bwd" if "transpose(" in op_name else "fwd", op_name=op_name,
-                stack=_stack_of(int(frame.group(1)), tables) if frame else (),
-                groups=tuple(tuple(g) for g in groups)))
+                kind=kind, axes=axes, group_size=size, nbytes=operand_bytes * scale,
+                count=runs[comp], name=ins.name, buffers=tuple(buffers), op_name=op_name,
+                stack=stack, groups=tuple(tuple(g) for g in groups)))
     return out
 
 
@@ -433,5 +506,5 @@ def compiled_collectives(jitted, args: tuple, mesh) -> list[HloCollective]:
     return parse_collectives(text, MeshLayout.of(mesh))
 
 
-__all__ = ["HloCollective", "HloParseError", "MeshLayout", "axes_of_groups", "compiled_collectives",
+__all__ = ["Buffer", "HloCollective", "HloParseError", "MeshLayout", "axes_of_groups", "compiled_collectives",
            "parse_collectives", "parse_replica_groups", "shape_bytes"]

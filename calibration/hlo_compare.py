@@ -28,7 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable
 
-from calibration.hlo import HloCollective
+from calibration.hlo import Buffer, HloCollective
 from simulator.collectives import Collective
 
 TOLERANCE = 0.01
@@ -48,6 +48,40 @@ class SimCollective:
     nbytes: float
     count: int
     name: str
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One buffer of one XLA collective instruction (tuple-combined ones split by buffer)."""
+
+    kind: Collective
+    axes: tuple[str, ...] | None
+    nbytes: float
+    count: int
+    instr: str
+    op_name: str
+    stack: tuple[str, ...]
+    weight: bool
+
+    @property
+    def axis(self) -> str:
+        return "+".join(self.axes) if self.axes is not None else "?"
+
+    @property
+    def phase(self) -> str:
+        return "bwd" if "transpose(" in self.op_name else "fwd"
+
+
+def pieces(xla: list[HloCollective]) -> list[Piece]:
+    """Each collective split into its buffers (one piece if it lists none)."""
+    out = []
+    for c in xla:
+        if c.group_size <= 1 or c.nbytes <= 0:
+            continue  # a collective within one device moves nothing
+        for b in c.buffers or (Buffer("", c.nbytes, c.op_name, c.stack),):
+            out.append(Piece(c.kind, c.axes, b.nbytes, c.count, c.name, b.op_name, b.stack,
+                             b.weight))
+    return out
 
 
 @dataclass(frozen=True)
@@ -81,14 +115,10 @@ class Ctx:
     n_dense: int
     n_moe: int
     gated: int  # 1 for SwiGLU (gate and up projections), 0 for GELU
+    embed_axis: str  # where meshcast reduces the embedding (non-expert) gradients
     E: int = 0  # noqa: N815
     Fe: int = 0  # noqa: N815
     kf: float = 0.0
-
-    @property
-    def embed_axis(self) -> str:
-        """Where meshcast reduces the embedding (non-expert) gradients."""
-        return "data+expert" if self.e > 1 else "data"
 
 
 @dataclass(frozen=True)
@@ -96,7 +126,7 @@ class Rule:
     """Claims XLA and meshcast collectives; ``expected(sim_bytes)`` predicts XLA's bytes, or is
     None for a difference attributed by source site. ``split``: one row per XLA (kind, axes)."""
 
-    xla: Callable[[HloCollective], bool]
+    xla: Callable[[Piece], bool]
     sim: Callable[[SimCollective], bool]
     reason: str
     expected: Callable[[float], float] | None = None
@@ -108,17 +138,22 @@ def sim_collectives(prediction) -> list[SimCollective]:
     """Every collective of one whole step of meshcast's (single-stage) step graph."""
     if prediction.pipeline is not None:
         raise ValueError("the comparison covers single-stage jobs (the reference has no pipeline)")
-    m = prediction.microbatches
+    m, mesh = prediction.microbatches, prediction.job.mesh
     out = []
     for name, attrs in prediction.critical.graph.nodes.items():
         op = attrs["op"]
         if op.collective is not None and op.nbytes > 0:
             count = m if op.phase in ("fwd", "bwd", "recompute") else 1
-            out.append(SimCollective(op.collective, op.axis, op.nbytes, count, name))
+            out.append(SimCollective(op.collective, live_axes(op.axis, mesh), op.nbytes, count, name))
     return out
 
 
-def _site(c: HloCollective) -> str:
+def live_axes(axis: str, mesh: dict[str, int]) -> str:
+    """``data+expert`` as XLA sees it: axes of size 1 dropped (``expert`` when data = 1)."""
+    return "+".join(a for a in axis.split("+") if mesh.get(a, 1) > 1)
+
+
+def _site(c: Piece) -> str:
     """The innermost model function on the collective's jax stack (helpers such as ``_c``, the
     sharding-constraint wrapper, skipped)."""
     for frame in c.stack:
@@ -128,11 +163,11 @@ def _site(c: HloCollective) -> str:
     return ""
 
 
-def _primitive(c: HloCollective) -> str:
+def _primitive(c: Piece) -> str:
     return c.op_name.rsplit("/", 1)[-1]
 
 
-def _lookup(c: HloCollective) -> bool:
+def _lookup(c: Piece) -> bool:
     """Collectives XLA emitted for the embedding lookup (forward gather, backward scatter-add)."""
     return _site(c) == LOSS_SITE and _primitive(c) in ("gather", "scatter-add")
 
@@ -149,18 +184,26 @@ def ctx_of(prediction) -> Ctx:
                fs=d.fs, e=d.e, m=prediction.microbatches, n_attn=model.n_layers,
                n_dense=model.n_layers - n_moe, n_moe=n_moe,
                gated=1 if model.ffn_kind == "swiglu" else 0,
+               embed_axis=live_axes("data+expert" if d.e > 1 else "data", job.mesh),
                E=moe.n_experts if moe else 0, Fe=moe.expert_ffn_hidden if moe else 0,
                kf=slots_per_token(model) if moe else 0.0)
 
 
 # --- the known differences --------------------------------------------------------------
-def rules(c: Ctx, xla: list[HloCollective]) -> list[Rule]:
-    """The explained differences of the reference step, each with the bytes it predicts; ``xla``
-    only tells which of two strategies XLA took for the MoE output weights."""
+def rules(c: Ctx, xla: list[Piece], sim: list[SimCollective]) -> list[Rule]:
+    """The explained differences of the reference step, each with the bytes it predicts. ``xla``
+    only tells which of two strategies XLA took where it has a choice (re-gather FSDP weights
+    for the backward or keep the forward's; gather the MoE output weights or not)."""
     act = c.T * c.D * c.ab  # one activation [T, D]
     partials = c.m * (2 * c.n_attn * act + c.gated * (c.n_dense * act + c.n_moe * c.kf * act))
     table = c.V * c.D / c.t  # one vocabulary table's elements per device before fsdp
     lookup_table = table * c.wb if c.fs > 1 else 0.0
+    layer_sites = ("attention", "dense_mlp", "moe_mlp")
+    regathers = any(x.kind is AG and x.axes == ("fsdp",) and x.phase == "bwd"
+                    and _site(x) in layer_sites for x in xla)
+    kept = 0.0 if regathers else sum(s.nbytes * s.count for s in sim
+                                     if s.kind is AG and s.name.endswith(".bwd.fsdp_ag")
+                                     and s.name.startswith("L"))
     is_moe = c.n_moe > 0 and c.e > 1
     wout_full = c.E * c.Fe / c.t * c.D * c.wb  # wout[E, Fe/t, D] gathered over expert
     gathered = is_moe and any(x.kind is AG and x.axes == ("expert",) and x.nbytes == wout_full
@@ -180,18 +223,20 @@ def rules(c: Ctx, xla: list[HloCollective]) -> list[Rule]:
              expected=lambda s: s / 2 + partials),
         Rule(lambda x: x.kind is AG and x.axes == ("fsdp",),
              lambda s: s.kind is AG and s.axis == "fsdp",
-             "FSDP weight all-gathers, forward and backward of each layer and of the LM head: "
-             "equal. meshcast also gathers the embedding table (V/t x D) for the lookup; XLA "
-             "gathers the int32 token ids instead (2 x b x s x 4 B) and reshards the looked-up "
-             "rows (see the embedding-lookup rows), so XLA = meshcast - one table",
-             expected=lambda s: s - lookup_table),
-        Rule(lambda x: x.kind is AR and x.axes == ("fsdp",),
+             "FSDP weight all-gathers of each layer and of the LM head, forward and backward"
+             + ("" if regathers else " (XLA keeps the layers' forward gathers for the backward "
+                "instead of gathering again: - meshcast's backward layer gathers)")
+             + ". meshcast also gathers the embedding table (V/t x D) for the lookup; XLA "
+             "gathers the int32 token ids instead (b x s x 4 B each) and reshards the looked-up "
+             "rows (see the embedding-lookup rows), so - one table",
+             expected=lambda s: s - lookup_table - kept),
+        Rule(lambda x: x.kind is AR and x.axes == ("fsdp",) and x.weight,
              lambda s: s.kind is RS and s.axis == "fsdp",
              "gradient reduce-scatter over fsdp: XLA:CPU emits it as an all-reduce of the full "
              "gradient and a dynamic-slice (the same S bytes in meshcast's convention, twice a "
              "reduce-scatter's wire traffic), all layers combined into one tuple all-reduce",
              expected=lambda s: s),
-        Rule(lambda x: x.kind is AR and x.axis == c.embed_axis,
+        Rule(lambda x: x.kind is AR and x.axis == c.embed_axis and x.weight,
              lambda s: s.kind is AR and s.axis == c.embed_axis,
              f"gradient all-reduce over {c.embed_axis}, combined by XLA into one tuple "
              "all-reduce. The embedding is tied: XLA reduces its two partial gradients (lookup "
@@ -200,7 +245,7 @@ def rules(c: Ctx, xla: list[HloCollective]) -> list[Rule]:
     ]
     if is_moe:
         out += [
-            Rule(lambda x: x.kind is AR and x.axes == ("data",),
+            Rule(lambda x: x.kind is AR and x.axes == ("data",) and x.weight,
                  lambda s: s.kind is AR and s.axis == "data",
                  "expert-weight gradient all-reduce over data, combined by XLA" + (
                      ": XLA reduces the wi and wg gradients but forms wout's from activations "
@@ -249,10 +294,12 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= TOLERANCE * max(abs(a), abs(b), 1.0)
 
 
-def _row(xs: list[HloCollective], ss: list[SimCollective], rule: Rule | None) -> Row:
+def _row(xs: list[Piece], ss: list[SimCollective], rule: Rule | None) -> Row:
+    """XLA's count is of instructions (a tuple split over rows counts in each)."""
     xb = sum(x.nbytes * x.count for x in xs)
     sb = sum(s.nbytes * s.count for s in ss)
-    xn, sn = sum(x.count for x in xs), sum(s.count for s in ss)
+    xn = sum({x.instr: x.count for x in xs}.values())
+    sn = sum(s.count for s in ss)
     xl = _label([(x.kind, x.axis) for x in xs])
     sl = _label([(s.kind, s.axis) for s in ss])
     if rule is None:  # same kind and axes on both sides
@@ -275,17 +322,18 @@ def _row(xs: list[HloCollective], ss: list[SimCollective], rule: Rule | None) ->
 
 def compare(xla: list[HloCollective], sim: list[SimCollective], c: Ctx) -> list[Row]:
     """Pair both sides by the known differences, then the rest by (kind, axes)."""
-    xla = [x for x in xla if x.group_size > 1 and x.nbytes > 0]
+    xla = pieces(xla)
     rows = []
-    for rule in rules(c, xla):
+    for rule in rules(c, xla, sim):
         xs = [x for x in xla if rule.xla(x)]
         ss = [s for s in sim if rule.sim(s)]
         if not xs and not ss:
             continue
-        xla = [x for x in xla if x not in xs]
-        sim = [s for s in sim if s not in ss]
+        taken = {id(x) for x in xs} | {id(s) for s in ss}
+        xla = [x for x in xla if id(x) not in taken]
+        sim = [s for s in sim if id(s) not in taken]
         if rule.split:
-            groups: dict[tuple, list[HloCollective]] = defaultdict(list)
+            groups: dict[tuple, list[Piece]] = defaultdict(list)
             for x in xs:
                 groups[(x.kind.value, x.axis)].append(x)
             rows += [_row(g, [], rule) for _, g in sorted(groups.items())]

@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from calibration.hlo import (
+    Buffer,
     HloCollective,
     HloParseError,
     MeshLayout,
@@ -104,8 +105,32 @@ def test_tuple_all_reduce_is_one_instruction_with_summed_buffers():
             channel_id=3, replica_groups=[4,2]<=[2,2,2]T(2,1,0), use_global_device_ids=true, to_apply=%add
         ROOT %r = f32[] constant(0)
     """))
-    assert (c.kind, c.axes, c.buffers, c.count) == (AR, ("data",), 2, 1)
+    assert (c.kind, c.axes, len(c.buffers), c.count) == (AR, ("data",), 2, 1)
     assert c.nbytes == 2 * 64 * 512 * 4 + 256 * 512 * 2
+    assert [b.shape for b in c.buffers] == ["f32[2,64,512]", "bf16[256,512]"]
+
+
+def test_combined_buffers_are_attributed_to_their_producers_and_weights_recognised():
+    c, full = parse_collectives(module("""
+        %g = bf16[512,256]{1,0} fusion(%p1), kind=kLoop, calls=%f, \
+            metadata={op_name="jit(step)/transpose(jvp())/dot_general" stack_frame_id=7}
+        %gb = bf16[256,512]{0,1} bitcast(%g)
+        %a = f32[4,16,512]{2,1,0} fusion(%p0), kind=kLoop, calls=%f, \
+            metadata={op_name="jit(step)/jvp()/einsum" stack_frame_id=3}
+        %ar = (bf16[256,512]{0,1}, f32[4,16,512]{2,1,0}) all-reduce(%gb, %a), channel_id=3, \
+            replica_groups={{0,4},{1,5},{2,6},{3,7}}, to_apply=%add, \
+            metadata={op_name="jit(step)/somewhere_else" stack_frame_id=9}
+        %ar2 = f32[2,64,1024]{2,1,0} all-reduce(%p0), channel_id=4, \
+            replica_groups={{0,1},{2,3},{4,5},{6,7}}, to_apply=%add
+        ROOT %r = f32[] constant(0)
+    """), LAYOUT)
+    grad, act = c.buffers
+    assert grad.op_name.endswith("transpose(jvp())/dot_general") and grad.phase == "bwd"
+    assert act.op_name.endswith("jvp()/einsum") and act.phase == "fwd"
+    # bf16[256,512] is the parameter %p1 (through a transpose); f32[4,16,512] is no parameter
+    assert (grad.weight, act.weight) == (True, False)
+    # a gradient all-reduced whole over a group of 2 before its half is kept: [2,64,2x512]
+    assert full.buffers[0].weight
 
 
 def test_async_pairs_count_once_at_their_start():
@@ -192,12 +217,14 @@ def test_source_stack_and_phase_come_from_metadata():
 
 
 # --- pairing ----------------------------------------------------------------------------
-CTX = Ctx(T=128, D=512, V=2048, ab=4.0, wb=4.0, gb=4.0, t=2, fs=2, e=1, m=1, n_attn=1,
+CTX = Ctx(T=128, D=512, V=2048, ab=4.0, wb=4.0, gb=4.0, t=2, fs=2, e=1, m=1, n_attn=1, embed_axis="data",
           n_dense=1, n_moe=0, gated=1)
 
 
-def xla(kind, axes, nbytes, buffers=1, site="attention:85"):
-    return HloCollective(kind, axes, 2, nbytes, 1, "x", buffers, stack=(site,))
+def xla(kind, axes, nbytes, buffers=1, site="attention:85", name="x"):
+    """A collective of ``buffers`` equal buffers, shaped like weights."""
+    parts = tuple(Buffer("f32[8]", nbytes / buffers, "", (site,), weight=True) for _ in range(buffers))
+    return HloCollective(kind, axes, 2, nbytes, 1, name, parts, stack=(site,))
 
 
 def test_gradient_reduce_scatter_as_combined_all_reduce_is_explained_until_bytes_differ():
@@ -220,7 +247,8 @@ def test_tensor_parallel_rule_predicts_xla_all_reduce_bytes():
 
 def test_same_kind_rows_match_and_one_sided_rows_do_not():
     sim = [SimCollective(A2A, "seq", 10.0, 2, "a")]
-    assert compare([xla(A2A, ("seq",), 10.0), xla(A2A, ("seq",), 10.0)], sim, CTX)[0].status == "match"
+    two = [xla(A2A, ("seq",), 10.0, name="a"), xla(A2A, ("seq",), 10.0, name="b")]
+    assert compare(two, sim, CTX)[0].status == "match"
     rows = compare([xla(PERM, ("data",), 10.0)], [], CTX)
     assert rows[0].status == "mismatch" and "only in XLA" in rows[0].reason
 
