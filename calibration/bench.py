@@ -1,7 +1,8 @@
 """JAX micro-benchmarks: build each case on a real mesh, compile outside the timed region, warm
 up, then time every repetition to ``block_until_ready``.
 
-Compute cases run on all devices at once through ``jax.shard_map`` (on a CPU host the virtual
+Matmul and attention cases time forward plus backward (:func:`_train_triple`). Compute cases run
+on all devices at once through ``jax.shard_map`` (on a CPU host the virtual
 devices share cores, and a lone device runs several times faster than inside a step).
 Collectives run over one named axis of the job's real mesh.
 """
@@ -40,7 +41,6 @@ def build(case: Case, mesh):
     """(compiled function, args) for ``case`` on ``mesh``; inputs are sharded over every axis."""
     import jax
     import jax.numpy as jnp
-    from jax.sharding import PartitionSpec as P
 
     n_dev = mesh.devices.size
     dt = _dtype(case.dtype)
@@ -52,10 +52,15 @@ def build(case: Case, mesh):
         in_specs, out_specs = (spec,), spec
     elif case.kind == "matmul":
         a = _place(mesh, jnp.ones((n_dev * case.m, case.k), dt))
-        b = jax.device_put(jnp.ones((case.k, case.n), dt),
-                           jax.sharding.NamedSharding(mesh, P()))
-        fn = lambda a, b: a @ b  # noqa: E731
-        args, in_specs, out_specs = (a, b), (spec, P()), spec
+        b = _place(mesh, jnp.ones((n_dev * case.k, case.n), dt))  # a weight per device
+        fn = _train_triple(lambda a, b: a @ b)
+        args, in_specs, out_specs = (a, b), (spec, spec), (spec, spec, spec)
+    elif case.kind == "attention":
+        from calibration.models import attention_core
+
+        q = _place(mesh, jnp.ones((n_dev * case.m, case.k, case.n, case.hd), dt) * 0.01)
+        fn = _train_triple(lambda q, kv: attention_core(q, kv, kv))
+        args, in_specs, out_specs = (q, q), (spec, spec), (spec, spec, spec)
     elif case.kind == "elementwise":
         elems = max(1, int(case.nbytes // 2 // itemsize))  # nbytes = read + write
         fn = lambda x: x * 1.0001 + 1.0  # noqa: E731
@@ -65,6 +70,18 @@ def build(case: Case, mesh):
         args, in_specs, out_specs = (_place(mesh, jnp.ones((n_dev * elems,), dt)),), (spec,), spec
     sm = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
     return jax.jit(sm).lower(*args).compile(), args
+
+
+def _train_triple(f):
+    """``f``'s forward and backward as a train step runs them: output and both input gradients
+    (the output's cotangent is the output itself)."""
+    import jax
+
+    def fwd_bwd(x, w):
+        y, vjp = jax.vjp(f, x, w)
+        return (y, *vjp(y))
+
+    return fwd_bwd
 
 
 def _collective_fn(case: Case, itemsize: int):
@@ -90,12 +107,14 @@ def _collective_fn(case: Case, itemsize: int):
 def time_case(case: Case, mesh, reps: int) -> list[float]:
     """Seconds of each timed repetition (compile and warm-up excluded)."""
     compiled, args = build(case, mesh)
+    import jax
+
     for _ in range(WARMUP):
-        compiled(*args).block_until_ready()
+        jax.block_until_ready(compiled(*args))
     out = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        compiled(*args).block_until_ready()
+        jax.block_until_ready(compiled(*args))
         out.append(time.perf_counter() - t0)
     return out
 

@@ -1,7 +1,12 @@
 """What to measure: benchmark cases as data (kind, sizes), planned from a mesh and a job.
 
 Matmul shapes come from the simulator's own step graph for a reference job (so calibration
-covers the GEMMs a forecast will ask about), plus a square sweep. Message sizes stay below
+covers the GEMMs a forecast will ask about), plus a square sweep. Each matmul case times the
+training triple of ``[m, k] x [k, n]`` -- the forward GEMM and both backward GEMMs (data and
+weight gradients, with whatever layout changes the backend makes for them) -- so it counts
+``6 m k n`` FLOPs, as a train step runs it. Attention cases time the reference model's own
+attention core forward and backward, counted in the simulator's units (causal half:
+``2 b s^2 h hd`` forward, times 3.5 for forward plus a 2.5x backward). Message sizes stay below
 32 MiB per device: larger CPU buffers are re-mapped and page-faulted on every call.
 """
 
@@ -12,6 +17,8 @@ from dataclasses import dataclass
 from simulator.collectives import Collective
 
 MAX_MESSAGE_BYTES = 16 * 2**20
+#: forward + backward attention FLOPs over forward (simulator.graph.step: backward is 2.5x)
+ATTENTION_FWD_BWD = 3.5
 COLLECTIVES = [c.value for c in Collective]
 
 
@@ -19,7 +26,7 @@ COLLECTIVES = [c.value for c in Collective]
 class Case:
     """One benchmark case. Sizes are per device; ``nbytes`` follows simulator.collectives."""
 
-    kind: str  # launch | matmul | elementwise | collective
+    kind: str  # launch | matmul | attention | elementwise | collective
     op: str = ""
     axis: str = ""
     group_size: int = 1
@@ -27,16 +34,21 @@ class Case:
     m: int = 0
     k: int = 0
     n: int = 0
+    hd: int = 0  # attention: head dim (m sequences, k sequence length, n heads per device)
     nbytes: float = 0.0
 
     @property
     def flops(self) -> float:
-        return 2.0 * self.m * self.k * self.n
+        if self.kind == "attention":
+            return ATTENTION_FWD_BWD * 2.0 * self.m * self.k ** 2 * self.n * self.hd
+        return 6.0 * self.m * self.k * self.n
 
     @property
     def case_id(self) -> str:
         if self.kind == "matmul":
             return f"matmul:{self.m}x{self.k}x{self.n}:{self.dtype}"
+        if self.kind == "attention":
+            return f"attention:{self.m}x{self.k}x{self.n}x{self.hd}:{self.dtype}"
         if self.kind == "collective":
             return f"collective:{self.op}:{self.axis}:{int(self.nbytes)}:{self.dtype}"
         if self.kind == "elementwise":
@@ -69,11 +81,12 @@ def graph_matmul_shapes(job, max_flops: float) -> list[tuple[int, int, int]]:
 def plan_cases(mesh_sizes: dict[str, int], job, quick: bool, dtype: str = "float32") -> list[Case]:
     """Every case for one run: launch baseline, matmuls, elementwise, collectives per axis."""
     cases = [Case("launch", dtype=dtype)]
-    max_flops = 2e9 if quick else 2e10
+    max_flops = 1e9 if quick else 1e10
     squares = [128, 256, 512] if quick else [128, 256, 512, 1024, 2048]
     shapes = {(s, s, s) for s in squares} | set(graph_matmul_shapes(job, max_flops))
     cases += [Case("matmul", dtype=dtype, m=m, k=k, n=n) for m, k, n in sorted(shapes)]
-    sizes = [2**p for p in (range(12, 25, 4) if quick else range(10, 25, 2))]
+    cases += attention_cases(job, quick, dtype)
+    sizes = [2**p for p in (range(12, 25, 2) if quick else range(10, 25, 1))]
     cases += [Case("elementwise", dtype=dtype, nbytes=b) for b in sizes]
     for axis, size in mesh_sizes.items():
         if size <= 1:
@@ -85,3 +98,17 @@ def plan_cases(mesh_sizes: dict[str, int], job, quick: bool, dtype: str = "float
                     cases.append(Case("collective", op=op, axis=axis, group_size=size,
                                       dtype=dtype, nbytes=nb))
     return list({c.case_id: c for c in cases}.values())
+
+
+def attention_cases(job, quick: bool, dtype: str = "float32") -> list[Case]:
+    """The job's heads per device and head dim over a sweep of sequences and lengths."""
+    m, t = job.model, job.mesh.get("model", 1)
+    heads = max(1, m.n_heads // t)
+    lengths = [64, 128, 256, 512] if quick else [64, 128, 256, 512, 1024, 2048]
+    out = []
+    for s in lengths:
+        for b in ([1, 2] if quick else [1, 2, 4]):
+            c = Case("attention", dtype=dtype, m=b, k=s, n=heads, hd=m.hd)
+            if c.flops <= (4e9 if quick else 4e10):
+                out.append(c)
+    return out

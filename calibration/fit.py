@@ -4,6 +4,8 @@ The formulas are the simulator's own; only their numbers are fitted (design less
 
 - matmul: ``t - launch = flops / (peak * eff(flops))`` with ``eff(x) = e x / (x + h)``, i.e.
   ``t - launch = (x + h) / (peak * e)``: fit ``peak * e`` and ``h``.
+  Matmul rows time forward plus both backward GEMMs (``6 m k n`` FLOPs, calibration.cases).
+- attention: the same curve in the simulator's attention FLOPs (forward plus backward).
 - elementwise: the same in bytes against HBM bandwidth.
 - collectives: ``t = c_lat(op, f) * a + c_bw(op, f) * nbytes / W``, where ``c_lat`` and ``c_bw`` are
   read off :mod:`simulator.collectives` for the group (unit latency, unit bandwidth): fit the
@@ -55,8 +57,8 @@ def medians(rows: list[dict]) -> list[Point]:
     for reps in by_case.values():
         r = reps[0]
         t = float(np.median([x["seconds"] for x in reps]))
-        if r["kind"] == "matmul":
-            pts.append(Point("matmul", r["flops"], t))
+        if r["kind"] in ("matmul", "attention"):
+            pts.append(Point(r["kind"], r["flops"], t))
         elif r["kind"] == "elementwise":
             pts.append(Point("elementwise", r["nbytes"], t))
         elif r["kind"] == "collective":

@@ -4,8 +4,9 @@ ShardingSpec, and a real train step (forward, backward, Adam update).
 Shardings follow meshcast's model: weights ``[D, F]`` over (fsdp, model), attention heads over
 ``model``, the batch over (data, fsdp, expert). The MoE layer is GShard/AXLearn style (Du et al.
 2024): tokens in groups ``[G, S_g, D]`` with G over (data, fsdp, expert); top-k gating with
-capacity ``C = cf * S_g / E`` and token dropping; einsum dispatch; a sharding change that moves the
-expert dimension onto ``expert`` (XLA lowers it to an all-to-all) before the expert FFN
+capacity ``C = cf * S_g / E`` and token dropping; an optional load-balance loss; einsum
+dispatch; a sharding change that moves the expert dimension onto ``expert`` (XLA lowers it to
+an all-to-all) before the expert FFN
 ``wi[E, D, Fe]`` sharded (expert, fsdp, model), and back after ``wo[E, Fe, D]``.
 """
 
@@ -79,10 +80,16 @@ def attention(p, x, m: ModelSpec, mesh):
     rep = m.n_heads // m.kv_heads
     k, v = jnp.repeat(k, rep, axis=2), jnp.repeat(v, rep, axis=2)
     q = _c(q, mesh, P(BATCH, None, "model", None))
-    s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(m.hd)
+    return attention_core(q, k, v).reshape(B, S, -1) @ p["wo"]
+
+
+def attention_core(q, k, v):
+    """Causal softmax attention on ``[B, S, H, hd]``; the scores ``[B, H, S, S]`` are materialised
+    (the calibration's attention benchmark times this very function)."""
+    S, hd = q.shape[1], q.shape[-1]
+    s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)
     s = jnp.where(jnp.tril(jnp.ones((S, S), bool)), s, -1e9)
-    o = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, axis=-1), v).reshape(B, S, -1)
-    return o @ p["wo"]
+    return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, axis=-1), v)
 
 
 def dense_mlp(p, x):
@@ -112,39 +119,65 @@ def top_k_dispatch(logits, k: int, capacity: int):
     return combine, (combine > 0).astype(probs.dtype)
 
 
+def load_balance_loss(logits):
+    """Switch Transformer auxiliary loss (Fedus et al. 2021, eq. 4): ``E * sum_e f_e * P_e`` with
+    ``f_e`` the share of tokens whose first choice is expert ``e`` and ``P_e`` the mean router
+    probability of ``e``; 1.0 when routing is uniform, larger when it is not."""
+    E = logits.shape[-1]
+    probs = jax.nn.softmax(logits, axis=-1)
+    first = jax.nn.one_hot(jnp.argmax(logits, axis=-1), E, dtype=probs.dtype)
+    f = jnp.mean(first.reshape(-1, E), axis=0)
+    return E * jnp.sum(f * jnp.mean(probs.reshape(-1, E), axis=0))
+
+
 def moe_mlp(p, x, m: ModelSpec, mesh):
+    """The MoE layer: ``(output, load-balance loss)``."""
     B, S, D = x.shape
     moe = m.moe
     sg = min(moe.group_size_tokens, S)
     g = x.reshape(B * S // sg, sg, D)
     g = _c(g, mesh, P(BATCH, None, None))
     capacity = max(1, int(moe.capacity_factor * sg / moe.n_experts))
-    combine, dispatch = top_k_dispatch(g @ p["router"], moe.top_k, capacity)
+    logits = g @ p["router"]
+    combine, dispatch = top_k_dispatch(logits, moe.top_k, capacity)
     xe = jnp.einsum("gsec,gsd->egcd", dispatch, g)
     xe = _c(xe, mesh, P("expert", ("data", "fsdp"), None, None))  # all-to-all over expert
     h = jax.nn.silu(jnp.einsum("egcd,edf->egcf", xe, p["wi"])) * \
         jnp.einsum("egcd,edf->egcf", xe, p["wg"])
     ye = jnp.einsum("egcf,efd->egcd", h, p["wout"])
     ye = _c(ye, mesh, P(None, BATCH, None, None))  # and back
-    return jnp.einsum("gsec,egcd->gsd", combine, ye).reshape(B, S, D)
+    y = jnp.einsum("gsec,egcd->gsd", combine, ye).reshape(B, S, D)
+    return y, load_balance_loss(logits)
 
 
-def loss_fn(params, tokens, m: ModelSpec, mesh):
+def loss_fn(params, tokens, m: ModelSpec, mesh, aux_weight: float = 0.0):
+    """Next-token cross-entropy, plus ``aux_weight`` times the mean load-balance loss of the
+    MoE layers (0 turns it off)."""
     x = params["embed"][tokens]
     x = _c(x, mesh, P(BATCH, None, None))
+    aux = []
     for i, p in enumerate(params["layers"]):
         x = x + attention(p, _norm(x), m, mesh)
         y = _norm(x)
-        x = x + (moe_mlp(p, y, m, mesh) if m.is_moe_layer(i) else dense_mlp(p, y))
+        if m.is_moe_layer(i):
+            y, a = moe_mlp(p, y, m, mesh)
+            aux.append(a)
+        else:
+            y = dense_mlp(p, y)
+        x = x + y
     logits = _norm(x) @ params["embed"].T
     logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
-    return -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1))
+    loss = -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1))
+    if aux and aux_weight:
+        loss = loss + aux_weight * sum(aux) / len(aux)
+    return loss
 
 
-def make_train_step(m: ModelSpec, mesh, lr: float = 1e-3):
-    """``step(params, opt, tokens) -> (params, opt, loss)``: Adam (b1 .9, b2 .95), jitted."""
+def make_train_step(m: ModelSpec, mesh, lr: float = 1e-3, aux_weight: float = 0.01):
+    """``step(params, opt, tokens) -> (params, opt, loss)``: Adam (b1 .9, b2 .95), jitted; MoE
+    models add the load-balance loss with ``aux_weight`` (Switch Transformer uses 0.01)."""
     def step(params, opt, tokens):
-        loss, grads = jax.value_and_grad(loss_fn)(params, tokens, m, mesh)
+        loss, grads = jax.value_and_grad(loss_fn)(params, tokens, m, mesh, aux_weight)
         t = opt["t"] + 1
         mu = jax.tree.map(lambda a, g: 0.9 * a + 0.1 * g, opt["mu"], grads)
         nu = jax.tree.map(lambda a, g: 0.95 * a + 0.05 * g * g, opt["nu"], grads)

@@ -59,20 +59,46 @@ def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, me
                                        "half_saturation": ew.params["half_saturation"],
                                        "source": _src(date, digest, ew),
                                        "calibrated_range": list(ew.size_range)}
+    at = fits.get("attention")
+    if at:
+        peaks = chip["peak_flops_per_s"]
+        peak = (peaks["bf16"] if base else peaks.get("fp32", peaks["bf16"]))["value"]
+        raw["efficiency"]["attention"] = {"max_efficiency": min(1.0, at.params["rate"] / peak),
+                                          "half_saturation": at.params["half_saturation"],
+                                          "source": _src(date, digest, at) + "; forward+backward "
+                                          "of the reference attention, simulator FLOP units",
+                                          "calibrated_range": list(at.size_range)}
     coll = [f for g, f in fits.items() if g.startswith("collective")]
     if coll and not base:
-        lvl = raw["network"][0]
-        lvl["link_bandwidth_bytes_per_s"] = {
-            "value": float(np.median([f.params["bandwidth_bytes_per_s"] for f in coll])),
-            "source": _src(date, digest) + f"; median over {len(coll)} collective fits"}
-        lvl["latency_s"] = {"value": float(np.median([f.params["latency_s"] for f in coll])),
-                            "source": _src(date, digest) + f"; median over {len(coll)} fits"}
+        raw["network"][0].update(_host_network(coll, date, digest))
     raw["name"] = (base.name if base else "host") + "-calibrated"
     raw["notes"] = (raw.get("notes", "") + f"\nCalibrated {date} on {meta['n_devices']} "
                     f"{meta['device_kind']} devices ({meta['backend']}, jax {meta['jax_version']})"
                     f"; raw rows sha256:{digest}. Per-collective fits: fit_report.json.").strip()
     raw["aliases"] = []
     return HardwareProfile.model_validate(raw)
+
+
+def _host_network(coll: list[GroupFit], date: str, digest: str) -> dict:
+    """The host level from per-(kind, axis) collective fits: link bandwidth = the best kind's
+    bandwidth (median over axes); each kind keeps its own efficiency (its bandwidth over the
+    link's) and latency, since e.g. all-to-all runs well below ring all-reduce."""
+    by_kind: dict[str, list[GroupFit]] = {}
+    for f in coll:
+        by_kind.setdefault(f.group.split(":")[1], []).append(f)
+    bw = {k: float(np.median([f.params["bandwidth_bytes_per_s"] for f in fs]))
+          for k, fs in by_kind.items()}
+    lat = {k: float(np.median([f.params["latency_s"] for f in fs])) for k, fs in by_kind.items()}
+    link = max(bw.values())
+    src = _src(date, digest)
+    return {"link_bandwidth_bytes_per_s": {"value": link, "source": src + "; best collective kind"},
+            "latency_s": {"value": float(np.median(list(lat.values()))),
+                          "source": src + f"; median over {len(lat)} kinds"},
+            "collectives": {k: {"efficiency": {"value": min(1.0, bw[k] / link), "source": src
+                                               + f"; {k} bandwidth / link, median over "
+                                               f"{len(by_kind[k])} axes"},
+                                "latency_s": {"value": max(lat[k], 1e-9), "source": src}}
+                            for k in sorted(bw)}}
 
 
 def profile_from_rows(rows: list[dict], base: HardwareProfile | None = None):

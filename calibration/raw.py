@@ -16,11 +16,14 @@ from pathlib import Path
 from simulator.errors import MeshcastError
 
 COLUMNS = [
-    "case_id", "kind", "op", "axis", "group_size", "dtype", "m", "k", "n", "nbytes", "flops",
+    "case_id", "kind", "op", "axis", "group_size", "dtype", "m", "k", "n", "hd", "nbytes", "flops",
     "rep", "seconds", "backend", "device_kind", "n_devices", "n_hosts", "jax_version",
     "jaxlib_version", "xla_flags", "host", "date",
 ]
-NUMERIC = {"group_size": int, "m": int, "k": int, "n": int, "nbytes": float, "flops": float,
+#: the format before attention cases (no ``hd``): still read, ``hd`` taken as 0
+LEGACY_COLUMNS = [c for c in COLUMNS if c != "hd"]
+NUMERIC = {"group_size": int, "m": int, "k": int, "n": int, "hd": int, "nbytes": float,
+           "flops": float,
            "rep": int, "seconds": float, "n_devices": int, "n_hosts": int}
 RAW_NAME = "raw.csv"
 
@@ -39,13 +42,16 @@ def read_rows(directory: str | Path) -> list[dict]:
         raise MeshcastError(f"calibration: {path} is truncated (no newline at the end); "
                             "re-run without --resume into a new --out directory")
     reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames != COLUMNS:
+    legacy = reader.fieldnames == LEGACY_COLUMNS
+    if reader.fieldnames != COLUMNS and not legacy:
         raise MeshcastError(f"calibration: {path} header {reader.fieldnames} is not the raw "
                             f"format {COLUMNS}")
     rows = []
     for lineno, row in enumerate(reader, start=2):
         if None in row or any(v is None for v in row.values()):
             raise MeshcastError(f"calibration: {path} line {lineno} has the wrong number of fields")
+        if legacy:
+            row["hd"] = "0"
         for field, cast in NUMERIC.items():
             try:
                 row[field] = cast(row[field])

@@ -106,5 +106,5 @@ def calibrate(out: str | Path, backend: str = "cpu", devices: int | None = None,
 def _rows(case: Case, times: list[float], meta: dict) -> list[dict]:
     base = {"case_id": case.case_id, "kind": case.kind, "op": case.op, "axis": case.axis,
             "group_size": case.group_size, "dtype": case.dtype, "m": case.m, "k": case.k,
-            "n": case.n, "nbytes": case.nbytes, "flops": case.flops, **meta}
+            "n": case.n, "hd": case.hd, "nbytes": case.nbytes, "flops": case.flops, **meta}
     return [dict(base, rep=i, seconds=t) for i, t in enumerate(times)]

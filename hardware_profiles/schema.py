@@ -76,6 +76,18 @@ class Chip(_Frozen):
         return self
 
 
+CollectiveKind = Literal["all_gather", "reduce_scatter", "all_reduce", "all_to_all", "permute"]
+
+
+class CollectiveOverride(_Frozen):
+    """What one collective kind achieves on a level when it differs from the level's defaults
+    (e.g. all-to-all below ring all-reduce): its own bandwidth efficiency and step latency.
+    Calibration writes these per kind; datasheet profiles leave them out."""
+
+    efficiency: Fraction
+    latency_s: Sourced
+
+
 class NetworkLevel(_Frozen):
     """One dimension of the network, innermost (fastest) first.
 
@@ -95,6 +107,8 @@ class NetworkLevel(_Frozen):
     latency_s: Sourced
     efficiency: Fraction = Field(description="Achieved fraction of link bandwidth, large messages.")
     wraparound: bool = False
+    collectives: dict[CollectiveKind, CollectiveOverride] = Field(
+        default_factory=dict, description="Per-kind efficiency and latency replacing the above.")
 
 
 class SliceShape(_Frozen):

@@ -20,6 +20,9 @@ all-to-all         (f-1)/f * B / W + a                        ring: B * sum_d mi
 permute            S / W + a                                  S / W + a
 =================  =========================================  ================================
 
+A level may carry per-kind efficiency and latency (calibration measures all-to-all apart from
+ring all-reduce); ``collective_time`` applies them before the formulas above.
+
 Across levels (an axis spanning e.g. NVLink x InfiniBand) the collective is hierarchical (NCCL
 tree/2D, Thakur et al. 2005; Sanders et al. 2009): all-gather runs the outermost level first on
 the smallest data, reduce-scatter the innermost first, all-reduce = reduce-scatter + all-gather.
@@ -147,4 +150,6 @@ def collective_time(kind: Collective, parts: tuple[AxisPart, ...], size_bytes: f
     """Time of one collective of ``kind`` over an axis placed as ``parts``."""
     if size_bytes <= 0 or not parts:
         return 0.0
+    if any(p.level.per_kind for p in parts):
+        parts = tuple(AxisPart(p.level.for_kind(kind.value), p.factor) for p in parts)
     return COLLECTIVE_TIME[kind](parts, size_bytes)

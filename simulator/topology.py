@@ -28,10 +28,19 @@ class Level:
     latency_s: float
     efficiency: float
     wraparound: bool
+    #: ((kind, efficiency, latency_s), ...): per-collective-kind values replacing the two above
+    per_kind: tuple[tuple[str, float, float], ...] = ()
 
     @property
     def effective_bandwidth(self) -> float:
         return self.bandwidth_bytes_per_s * self.efficiency
+
+    def for_kind(self, kind: str) -> Level:
+        """This level as collective ``kind`` sees it (its calibrated efficiency and latency)."""
+        for k, eff, lat in self.per_kind:
+            if k == kind:
+                return _kind_level(self, eff, lat)
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +92,15 @@ def job_levels(profile: HardwareProfile, chips: int, slice_shape: list[int] | No
     return levels
 
 
+def _kind_level(lv: Level, efficiency: float, latency_s: float) -> Level:
+    return Level(lv.name, lv.kind, lv.size, lv.bandwidth_bytes_per_s, latency_s, efficiency,
+                 lv.wraparound)
+
+
 def _level(lv, size: int, wrap: bool) -> Level:
+    per_kind = tuple((k, o.efficiency.value, o.latency_s.value) for k, o in lv.collectives.items())
     return Level(lv.name, lv.kind, size, lv.link_bandwidth_bytes_per_s.value, lv.latency_s.value,
-                 lv.efficiency.value, wrap)
+                 lv.efficiency.value, wrap, per_kind)
 
 
 def _torus_levels(profile: HardwareProfile, chips: int, slice_shape: list[int] | None) -> list[Level]:

@@ -18,12 +18,13 @@ META = {"backend": "cpu", "device_kind": "cpu", "n_devices": 8, "n_hosts": 1,
 
 def row(case_id, kind, seconds, rep=0, **kw):
     base = dict(case_id=case_id, kind=kind, op="", axis="", group_size=1, dtype="float32", m=0,
-                k=0, n=0, nbytes=0.0, flops=0.0, rep=rep, seconds=seconds, **META)
+                k=0, n=0, hd=0, nbytes=0.0, flops=0.0, rep=rep, seconds=seconds, **META)
     base.update(kw)
     return base
 
 
-def synthetic_rows(launch=5e-5, rate=4e10, half=2e7, bw=3e9, lat=1e-4, noise=0.0):
+def synthetic_rows(launch=5e-5, rate=4e10, half=2e7, bw=3e9, lat=1e-4, noise=0.0, a2a_bw=None,
+                   a2a_lat=None):
     rows = [row("launch", "launch", launch, rep=r) for r in range(3)]
     for i, s in enumerate([64, 96, 128, 192, 256, 384, 512, 768, 1024]):
         flops = 2.0 * s**3
@@ -32,8 +33,9 @@ def synthetic_rows(launch=5e-5, rate=4e10, half=2e7, bw=3e9, lat=1e-4, noise=0.0
                         flops=flops))
     for op in ("all_gather", "all_to_all"):
         c_lat, c_bw = _coefficients(op, 4)
+        w, a = (a2a_bw or bw, a2a_lat or lat) if op == "all_to_all" else (bw, lat)
         for i, b in enumerate([2**p for p in range(12, 25, 2)]):
-            t = c_lat * lat + c_bw * b / bw
+            t = c_lat * a + c_bw * b / w
             rows.append(row(f"{op}{b}", "collective", t * (1 + noise * (-1) ** i), op=op,
                             axis="model", group_size=4, nbytes=float(b)))
     return rows
@@ -102,3 +104,55 @@ def test_forecast_outside_the_calibrated_range_says_so():
     assert any("matmul ops fall outside the calibrated range" in w for w in big.warnings)
     plain = predict(model="llama3-8b", hardware="h100-sxm", chips=8).warnings
     assert not any("calibrated range" in w for w in plain)  # datasheet curves: nothing to say
+
+
+def test_each_collective_kind_keeps_its_own_bandwidth_and_latency():
+    """A host whose all-to-all runs at a third of all-gather's bandwidth and twice its latency:
+    the calibrated level says so per kind, and forecasts use it for that kind only."""
+    from simulator.collectives import Collective, collective_time
+    from simulator.topology import AxisPart, job_levels
+
+    rows = synthetic_rows(bw=3e9, lat=1e-4, a2a_bw=1e9, a2a_lat=2e-4)
+    launch, fits = fit_all(rows)
+    lvl = calibrated_profile(launch, fits, rows_hash(rows), META).network[0]
+    assert lvl.link_bandwidth_bytes_per_s.value == pytest.approx(3e9, rel=1e-6)
+    assert lvl.collectives["all_to_all"].efficiency.value == pytest.approx(1 / 3, rel=1e-6)
+    assert lvl.collectives["all_to_all"].latency_s.value == pytest.approx(2e-4, rel=1e-6)
+    assert lvl.collectives["all_gather"].efficiency.value == pytest.approx(1.0, rel=1e-6)
+    prof = calibrated_profile(launch, fits, rows_hash(rows), META)
+    part = (AxisPart(job_levels(prof, 8)[0], 4),)
+    for op, w, a in (("all_to_all", 1e9, 2e-4), ("all_gather", 3e9, 1e-4)):
+        c_lat, c_bw = _coefficients(op, 4)
+        assert collective_time(Collective(op), part, 2**22) == pytest.approx(
+            c_lat * a + c_bw * 2**22 / w, rel=1e-6)
+
+
+def test_attention_rows_calibrate_the_attention_curve():
+    rows = synthetic_rows()
+    rate, half = 1e10, 5e7
+    for s in (64, 128, 256, 512):
+        flops = 3.5 * 2.0 * 2 * s * s * 8 * 64
+        rows.append(row(f"att{s}", "attention", 5e-5 + (flops + half) / rate, m=2, k=s, n=8,
+                        hd=64, flops=flops))
+    launch, fits = fit_all(rows)
+    assert fits["attention"].params["rate"] == pytest.approx(rate, rel=1e-4)
+    prof = calibrated_profile(launch, fits, rows_hash(rows), META)
+    eff = prof.efficiency.attention
+    assert eff.max_efficiency == pytest.approx(rate / fits["matmul"].params["rate"], rel=1e-4)
+    assert eff.half_saturation == pytest.approx(half, rel=1e-3)
+    assert eff.calibrated_range == fits["attention"].size_range
+
+
+def test_raw_rows_written_before_attention_cases_still_read(tmp_path):
+    import csv
+
+    from calibration.raw import LEGACY_COLUMNS, read_rows
+
+    r = {k: v for k, v in row("mm64", "matmul", 1e-3, m=64, k=64, n=64, flops=2.0 * 64**3).items()
+         if k != "hd"}
+    with open(tmp_path / "raw.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LEGACY_COLUMNS)
+        w.writeheader()
+        w.writerow(r)
+    (got,) = read_rows(tmp_path)
+    assert got["hd"] == 0 and got["m"] == 64 and got["seconds"] == 1e-3
