@@ -37,6 +37,7 @@ AG, RS, AR, A2A = (Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.
 #: jax functions of calibration/models.py whose collectives belong to the MoE layer / the loss.
 MOE_SITES = ("moe_mlp", "top_k_dispatch")
 LOSS_SITE = "loss_fn"
+AUX_SITE = "load_balance_loss"
 
 
 @dataclass(frozen=True)
@@ -205,10 +206,6 @@ def rules(c: Ctx, xla: list[Piece], sim: list[SimCollective]) -> list[Rule]:
                                      if s.kind is AG and s.name.endswith(".bwd.fsdp_ag")
                                      and s.name.startswith("L"))
     is_moe = c.n_moe > 0 and c.e > 1
-    wout_full = c.E * c.Fe / c.t * c.D * c.wb  # wout[E, Fe/t, D] gathered over expert
-    gathered = is_moe and any(x.kind is AG and x.axes == ("expert",) and x.nbytes == wout_full
-                              and _site(x) in MOE_SITES for x in xla)
-    wout_grad = c.n_moe * c.E / c.e * c.Fe / c.t * c.D / c.fs * c.gb if gathered else 0.0
     out = [
         Rule(lambda x: x.kind is AR and x.axes == ("model",),
              lambda s: s.kind in (AG, RS) and s.axis == "model",
@@ -247,28 +244,17 @@ def rules(c: Ctx, xla: list[Piece], sim: list[SimCollective]) -> list[Rule]:
         out += [
             Rule(lambda x: x.kind is AR and x.axes == ("data",) and x.weight,
                  lambda s: s.kind is AR and s.axis == "data",
-                 "expert-weight gradient all-reduce over data, combined by XLA" + (
-                     ": XLA reduces the wi and wg gradients but forms wout's from activations "
-                     "it gathered over data and data+expert (MoE rows), so XLA = meshcast - "
-                     "E/e x Fe/t x D x 4 B per MoE layer" if gathered else ""),
-                 expected=lambda s: s - wout_grad),
-            Rule(lambda x: x.kind is AG and x.axes == ("expert",) and _site(x) in MOE_SITES
-                 and x.nbytes == wout_full,
-                 lambda s: False,
-                 "MoE combine: XLA all-gathers the expert output weights wout[E, Fe/t, D] over "
-                 "expert (forward, each MoE layer) and computes every expert's output for its own "
-                 "token groups, instead of an all-to-all of the expert outputs",
-                 expected=lambda s: c.n_moe * wout_full),
+                 "expert-weight gradient all-reduce over data, combined by XLA",
+                 expected=lambda s: s),
             Rule(lambda x: x.kind is A2A and x.axes == ("expert",) and _site(x) in MOE_SITES,
                  lambda s: s.kind is A2A and s.axis == "expert",
-                 "MoE dispatch/combine, by source site: meshcast moves the T/t x kf x D slot "
-                 "buffer forward and backward (4 per MoE layer); XLA's SPMD partitioner puts its "
-                 "all-to-alls elsewhere in the MoE layer (e.g. on the expert hidden h, Fe/t wide) "
-                 "and adds small ones on the gating masks; bytes not predicted"),
+                 "MoE dispatch and combine over expert, forward and backward: the T/t x kf x D "
+                 "slot buffer (XLA moves < 1 % more, not attributed)",
+                 expected=lambda s: s),
             Rule(lambda x: _site(x) in MOE_SITES, lambda s: False,
                  "SPMD resharding inside the MoE layer, by source site (tokens gathered over "
-                 "data, gating masks and combine weights permuted or gathered, activations "
-                 "gathered for wout's gradient); meshcast has no counterpart", split=True),
+                 "data, gating masks and combine weights permuted or gathered); meshcast has no "
+                 "counterpart", split=True),
         ]
     out += [
         Rule(_lookup, lambda s: False,
@@ -276,6 +262,10 @@ def rules(c: Ctx, xla: list[Piece], sim: list[SimCollective]) -> list[Rule]:
              "fsdp); XLA gathers token ids and redistributes the looked-up rows over the batch "
              "axes (SPMD involuntary full rematerialization); meshcast gathers the table (fsdp row)",
              split=True),
+        Rule(lambda x: x.kind is AR and _site(x) == AUX_SITE, lambda s: False,
+             "load-balance loss: each MoE layer reduces its per-expert first-choice shares and "
+             "mean router probabilities (2 x E fp32) over the batch shards; not in meshcast",
+             expected=lambda s: 2.0 * c.E * 4 * c.n_moe * c.m),
         Rule(lambda x: x.kind is AR and _site(x) == LOSS_SITE and x.nbytes <= 8, lambda s: False,
              "loss mean over the batch shards: one fp32 scalar per step, not in meshcast",
              expected=lambda s: 4.0 * c.m),

@@ -144,7 +144,10 @@ def moe_mlp(p, x, m: ModelSpec, mesh):
     xe = _c(xe, mesh, P("expert", ("data", "fsdp"), None, None))  # all-to-all over expert
     h = jax.nn.silu(jnp.einsum("egcd,edf->egcf", xe, p["wi"])) * \
         jnp.einsum("egcd,edf->egcf", xe, p["wg"])
-    ye = jnp.einsum("egcf,efd->egcd", h, p["wout"])
+    # keep the expert FFN where its weights are (else XLA gathers wout over expert instead)
+    h = _c(h, mesh, P("expert", ("data", "fsdp"), None, "model"))
+    ye = _c(jnp.einsum("egcf,efd->egcd", h, p["wout"]), mesh,
+            P("expert", ("data", "fsdp"), None, None))
     ye = _c(ye, mesh, P(None, BATCH, None, None))  # and back
     y = jnp.einsum("gsec,egcd->gsd", combine, ye).reshape(B, S, D)
     return y, load_balance_loss(logits)

@@ -309,6 +309,10 @@ def test_moe_case_rows(compiled):
     assert a2a["sim_count"] == 8 and a2a["sim_bytes"] == 8 * 64 * 2 * 512 * 4  # T/t x cf x D
     grads = rows[("all_reduce data+expert", "all_reduce data+expert")]
     assert abs(grads["xla_bytes"] - grads["expected_bytes"]) <= 8  # the loss scalar
-    (wout,) = [r for r in compiled["moe"]["rows"]  # wout[E, Fe/t, D] gathered, 2 MoE layers
-               if r["xla"] == "all_gather expert" and r["expected_bytes"] is not None]
-    assert wout["expected_bytes"] == wout["xla_bytes"] == 2 * 8 * 704 * 512 * 4
+    assert a2a["status"] == "explained"  # dispatch + combine, forward and backward, 2 MoE layers
+    experts = rows[("all_reduce data", "all_reduce data")]  # expert grads over data only
+    assert experts["xla_bytes"] == experts["sim_bytes"] == 2 * 3 * 4 * 704 * 512 * 4  # wi wg wout
+    assert not any(r["xla"] == "all_gather expert" and r["xla_bytes"] >= 8 * 704 * 512 * 4
+                   for r in compiled["moe"]["rows"])  # expert weights stay where they are
+    aux = [r for r in compiled["moe"]["rows"] if "load-balance" in r["reason"]]
+    assert aux and aux[0]["xla_bytes"] == aux[0]["expected_bytes"] == 2 * 2 * 8 * 4
