@@ -1,0 +1,55 @@
+"""Run the step graph's own op templates on whole columns of configurations at once.
+
+``simulator.graph.layers`` builds a layer's ops from a :class:`~simulator.graph.dims.Dims`
+with plain arithmetic, plus a few structural branches (``if t > 1``, ``min(group, T)``). A
+:class:`Column` is a numpy array that answers those branches when every row agrees, so calling
+the templates with Column-valued Dims yields the same ops with arrays of FLOPs and bytes, one
+entry per configuration. Rows are first split into groups on which every branch agrees
+(:func:`structure_key`); a branch that disagrees within a group raises, never guesses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.graph.dims import Dims
+
+
+class Column(np.ndarray):
+    """An array whose truth value is defined when all its entries agree."""
+
+    def __bool__(self) -> bool:
+        a = self.view(np.ndarray)
+        if a.all():
+            return True
+        if not a.any():
+            return False
+        raise ValueError("a step-graph template branched differently within one group of "
+                         "configurations; add the condition to search.columns.structure_key")
+
+
+def column(x) -> Column:
+    return np.asarray(x).view(Column)
+
+
+def structure_key(model, t: np.ndarray, cp: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Integer code of the templates' branches per row: tensor parallel (``t > 1``), context
+    parallel (``cp > 1``) and, for MoE einsum dispatch, ``T < group_size_tokens`` (which side of
+    ``min(group, T)`` the dispatch takes)."""
+    key = (t > 1).astype(np.int64) + 2 * (cp > 1)
+    if model.moe is not None:
+        key = key + 4 * (T < model.moe.group_size_tokens)
+    return key
+
+
+def dims_columns(space, mesh_cols: dict[str, np.ndarray], micro_batch: np.ndarray) -> Dims:
+    """Column-valued Dims for rows with the given mesh sizes and micro-batches (same dtype
+    rules as ``Dims.from_job``)."""
+    from simulator.compute import DTYPE_BYTES
+
+    s = space.base
+    return Dims(b=column(micro_batch), s=space.seq_len, t=column(mesh_cols["model"]),
+                e=column(mesh_cols["expert"]), fs=column(mesh_cols["fsdp"]),
+                dp=column(mesh_cols["data"]), cp=column(mesh_cols["seq"]),
+                pp=column(mesh_cols["pipeline"]), ab=4.0 if s.precision == "fp32" else 2.0,
+                wb=DTYPE_BYTES[s.precision], gb=DTYPE_BYTES[s.optimizer.grad_dtype])

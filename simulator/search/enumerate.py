@@ -1,0 +1,157 @@
+"""Enumerate every configuration of a SearchSpace and drop the invalid ones, counting why.
+
+Rows are built mesh by mesh: every ordered factorisation of the chips over the searched axes,
+then the mesh rules below (the first rule a mesh breaks is the one counted), then per valid mesh
+its distinct placements x micro-batches (divisors of the per-shard batch) x remat policies x
+pipeline schedules (1F1B; interleaved with ``v > 1`` virtual stages dividing the layers per
+rank). Invalid counts are of mesh factorisations for the mesh rules and of rows for the row
+rules. The rules are Job's own (:mod:`simulator.specs.job`), applied to whole columns.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from simulator.errors import MeshcastError
+from simulator.search.placements import PlacementFinder
+from simulator.search.space import REMATS, SCHEDULES, SearchSpace
+from simulator.search.table import AXIS, Candidates
+from simulator.specs.sharding import AXES
+
+#: Why a candidate was dropped: key -> what the rule says.
+REASONS = {
+    "heads % model": "model must divide n_heads and n_kv_heads",
+    "expert on dense": "a dense model takes expert = 1",
+    "experts % expert": "expert must divide n_experts",
+    "layers % pipeline": "pipeline must divide n_layers",
+    "seq_len % seq": "seq must divide seq_len",
+    "batch % shards": "data x fsdp x expert must divide the global batch",
+    "no placement": "the mesh does not fit the network levels in any axis order",
+    "micro-batch % batch": "a micro-batch size tried does not divide the per-shard batch",
+    "interleaved % pipeline": "the interleaved schedule needs micro-batches % pipeline == 0",
+}
+
+
+@lru_cache(maxsize=256)
+def divisors(n: int) -> tuple[int, ...]:
+    return tuple(k for k in range(1, n + 1) if n % k == 0)
+
+
+def factorizations(n: int, k: int) -> np.ndarray:
+    """Every ordered ``k``-tuple of positive integers whose product is ``n``, as ``(rows, k)``."""
+    if k == 0:
+        return np.ones((1 if n == 1 else 0, 0), dtype=np.int64)
+    rows = [(d, *rest) for d in divisors(n) for rest in factorizations(n // d, k - 1)]
+    return np.array(rows, dtype=np.int64).reshape(-1, k)
+
+
+def meshes(space: SearchSpace) -> np.ndarray:
+    """All factorisations of the chips over ``space.axes`` (other axes 1), ``(rows, 6)``."""
+    cols = [AXIS[a] for a in AXES if a in space.axes]
+    out = np.ones((0, len(AXES)), dtype=np.int64)
+    f = factorizations(space.chips, len(cols))
+    out = np.ones((len(f), len(AXES)), dtype=np.int64)
+    out[:, cols] = f
+    return out
+
+
+def mesh_rules(space: SearchSpace, mesh: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(reason, broken mask) per rule, in the order they are checked."""
+    m = space.model
+    t, e, pp, cp = (mesh[:, AXIS[a]] for a in ("model", "expert", "pipeline", "seq"))
+    shards = mesh[:, AXIS["data"]] * mesh[:, AXIS["fsdp"]] * e
+    experts = m.moe.n_experts if m.moe else 1
+    return [
+        ("heads % model", (m.n_heads % t != 0) | (m.kv_heads % t != 0)),
+        ("expert on dense", (e > 1) if m.moe is None else np.zeros(len(mesh), bool)),
+        ("experts % expert", experts % e != 0),
+        ("layers % pipeline", m.n_layers % pp != 0),
+        ("seq_len % seq", space.seq_len % cp != 0),
+        ("batch % shards", space.global_batch % shards != 0),
+    ]
+
+
+def valid_meshes(space: SearchSpace, invalid: dict[str, int]) -> np.ndarray:
+    """The meshes that pass every mesh rule; ``invalid`` counts the first rule each breaks."""
+    mesh = meshes(space)
+    alive = np.ones(len(mesh), bool)
+    for reason, broken in mesh_rules(space, mesh):
+        hit = alive & broken
+        invalid[reason] = invalid.get(reason, 0) + int(hit.sum())
+        alive &= ~broken
+    return mesh[alive]
+
+
+def _schedules(space: SearchSpace, pp: int) -> list[tuple[int, int]]:
+    """(schedule index, virtual stages) options for a pipeline of ``pp`` ranks."""
+    if pp == 1:
+        return [(0, 1)]
+    out = [(0, 1)] if "1f1b" in space.schedules else []
+    if "interleaved" in space.schedules:
+        per_rank = space.model.n_layers // pp
+        out += [(1, v) for v in divisors(per_rank) if v > 1]
+    return out
+
+
+def _micro_batches(space: SearchSpace, per_shard: int) -> tuple[list[int], int]:
+    """(micro-batch sizes that divide the per-shard batch, how many tried sizes did not)."""
+    if space.micro_batches is None:
+        return list(divisors(per_shard)), 0
+    ok = [b for b in space.micro_batches if per_shard % b == 0]
+    return ok, len(space.micro_batches) - len(ok)
+
+
+def enumerate_candidates(space: SearchSpace) -> Candidates:
+    """Every valid configuration of ``space`` as a Candidates table, with invalid counts."""
+    invalid = {k: 0 for k in REASONS}
+    finder = PlacementFinder(space.levels)
+    blocks = []
+    for mesh in valid_meshes(space, invalid):
+        sizes = dict(zip(AXES, (int(x) for x in mesh)))
+        pids = finder.for_mesh(sizes)
+        if not pids:
+            invalid["no placement"] += 1
+            continue
+        shards = sizes["data"] * sizes["fsdp"] * sizes["expert"]
+        mbs, bad_mb = _micro_batches(space, space.global_batch // shards)
+        invalid["micro-batch % batch"] += bad_mb * len(pids) * len(space.remats)
+        blocks.append((mesh, pids, mbs, _schedules(space, sizes["pipeline"])))
+    cands = _expand(space, blocks, finder, invalid)
+    if len(cands) == 0:
+        raise MeshcastError(_nothing_valid(space, invalid))
+    return cands
+
+
+def _expand(space: SearchSpace, blocks, finder: PlacementFinder, invalid: dict[str, int]) -> Candidates:
+    """Cross each mesh with its placements, micro-batches, remats and schedules (numpy)."""
+    remats = np.array([REMATS.index(r) for r in space.remats], dtype=np.int8)
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "pid", "mb", "remat", "sched", "v")}
+    for mesh, pids, mbs, scheds in blocks:
+        grid = np.array(np.meshgrid(np.arange(len(pids)), np.arange(len(mbs)), np.arange(len(remats)),
+                                    np.arange(len(scheds)), indexing="ij")).reshape(4, -1)
+        sv = np.array(scheds, dtype=np.int64).reshape(-1, 2)
+        cols["mesh"].append(np.broadcast_to(mesh, (grid.shape[1], len(AXES))))
+        cols["pid"].append(np.asarray(pids, dtype=np.int32)[grid[0]])
+        cols["mb"].append(np.asarray(mbs, dtype=np.int64)[grid[1]])
+        cols["remat"].append(remats[grid[2]])
+        cols["sched"].append(sv[grid[3], 0].astype(np.int8))
+        cols["v"].append(sv[grid[3], 1])
+    cat = {k: (np.concatenate(v) if v else np.zeros((0, len(AXES)) if k == "mesh" else 0, np.int64))
+           for k, v in cols.items()}
+    cands = Candidates(space, cat["mesh"].astype(np.int64), cat["pid"].astype(np.int32), cat["mb"],
+                       cat["remat"].astype(np.int8), cat["sched"].astype(np.int8), cat["v"],
+                       finder.registry, invalid)
+    bad = (cands.schedule == SCHEDULES.index("interleaved")) & (
+        cands.microbatches % cands.axis("pipeline") != 0)
+    invalid["interleaved % pipeline"] += int(bad.sum())
+    return cands.take(~bad)
+
+
+def _nothing_valid(space: SearchSpace, invalid: dict[str, int]) -> str:
+    top = sorted(((n, k) for k, n in invalid.items() if n), reverse=True)[:3]
+    why = "; ".join(f"{REASONS[k]} ({n})" for n, k in top) or "no mesh to try"
+    return (f"chips: no valid configuration of {space.model.name} on {space.chips} "
+            f"{space.hardware.name} chips with global batch {space.global_batch}: {why}; "
+            "try another chip count or global batch")

@@ -1,0 +1,150 @@
+"""The fast path: memory and step time of every row of a candidate table with numpy.
+
+Same formulas as the graph path (:func:`simulator.predict.predict_job`), reorganised for
+columns: layer templates are costed per distinct (placement, micro-batch) row
+(:mod:`~simulator.search.stage_inputs`), each pipeline rank's micro-batch is solved in closed
+form (:mod:`~simulator.search.stage`), and the pipeline schedule is replayed on columns
+(:mod:`~simulator.search.pipeline`). Step composition as in predict: ``m t_mb + tail`` without a
+pipeline, ``max_r(finish_r + tail_r)`` with one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.flops import model_flops_per_step
+from simulator.search.memory import layer_params, max_in_flight, memory_bytes
+from simulator.search.pipeline import pipeline_finish
+from simulator.search.space import SCHEDULES
+from simulator.search.stage import compose
+from simulator.search.stage_inputs import stage_inputs, take_inputs
+from simulator.search.table import Candidates
+
+
+def rank_layout(model, pp: int, v: int) -> list[tuple[tuple[bool, ...], bool, bool]]:
+    """(layer kinds in order, first, last) per pipeline rank, as ``predict._stages``: rank ``r``
+    holds chunks ``c * pp + r`` of ``L / (pp v)`` layers each."""
+    per_chunk = model.n_layers // (pp * v)
+    out = []
+    for r in range(pp):
+        layers = [i for c in range(v) for i in range((c * pp + r) * per_chunk,
+                                                      (c * pp + r + 1) * per_chunk)]
+        out.append((tuple(model.is_moe_layer(i) for i in layers), r == 0, r == pp - 1))
+    return out
+
+
+def _classes(layout) -> dict[tuple, list[int]]:
+    out: dict[tuple, list[int]] = {}
+    for r, cls in enumerate(layout):
+        out.setdefault(cls, []).append(r)
+    return out
+
+
+def dims_of(c: Candidates) -> dict:
+    """Numpy columns of the Dims fields (and ``T`` tokens per device per micro-batch)."""
+    from simulator.compute import DTYPE_BYTES
+
+    s = c.space.base
+    cp = c.axis("seq")
+    return {"b": c.micro_batch, "t": c.axis("model"), "e": c.axis("expert"), "fs": c.axis("fsdp"),
+            "dp": c.axis("data"), "cp": cp, "T": c.micro_batch * c.space.seq_len // cp,
+            "ab": 4.0 if s.precision == "fp32" else 2.0, "wb": DTYPE_BYTES[s.precision],
+            "gb": DTYPE_BYTES[s.optimizer.grad_dtype]}
+
+
+def _groups(c: Candidates):
+    """Row indices per (pipeline, virtual stages)."""
+    key = c.axis("pipeline") * 4096 + c.virtual
+    for k in np.unique(key):
+        idx = np.nonzero(key == k)[0]
+        yield int(k // 4096), int(k % 4096), idx
+
+
+def memory_per_device(c: Candidates) -> np.ndarray:
+    """Bytes per device of the busiest rank, per row (the graph path's MemoryEstimate)."""
+    out = np.zeros(len(c))
+    for pp, v, idx in _groups(c):
+        sub = c.take(idx)
+        dims = dims_of(sub)
+        params = layer_params(c.space, dims)
+        m, sched = sub.microbatches, sub.schedule
+        best = np.zeros(len(idx))
+        for (kinds, first, last), ranks in _classes(rank_layout(c.space.model, pp, v)).items():
+            flight = max_in_flight(ranks, sub.axis("pipeline"), m, sched, sub.virtual)
+            mem = memory_bytes(params, dims, c.space, sub.remat, kinds, first, last, flight)
+            best = np.maximum(best, mem)
+        out[idx] = best
+    return out
+
+
+@dataclass
+class StepTimes:
+    """Per row: step time, and its parts on the rank that sets it (compute busy time including
+    the optimizer, pipeline bubble, the rest = exposed communication)."""
+
+    step_s: np.ndarray
+    compute_s: np.ndarray
+    bubble_s: np.ndarray
+
+    @property
+    def exposed_comm_s(self) -> np.ndarray:
+        return self.step_s - self.compute_s - self.bubble_s
+
+
+def step_times(c: Candidates, progress=None) -> StepTimes:
+    """Step time of every row (rows need not fit in memory); ``progress(fraction)`` is
+    called as pipeline groups finish."""
+    key = c.placement.astype(np.int64) * (int(c.micro_batch.max(initial=0)) + 1) + c.micro_batch
+    _, first_row, inv = np.unique(key, return_index=True, return_inverse=True)
+    pids = c.placement[first_row]
+    used, where = np.unique(pids, return_inverse=True)
+    coef = np.stack([c.placements[p].coef for p in used])[where.ravel()]
+    si = stage_inputs(c.space, c.mesh[first_row], c.micro_batch[first_row], coef)
+    out = StepTimes(np.zeros(len(c)), np.zeros(len(c)), np.zeros(len(c)))
+    done = 0
+    for pp, v, idx in _groups(c):
+        _time_group(c.take(idx), take_inputs(si, inv.ravel()[idx]), pp, v, out, idx)
+        done += len(idx)
+        if progress:
+            progress(done / len(c))
+    return out
+
+
+def _time_group(sub: Candidates, si, pp: int, v: int, out: StepTimes, idx: np.ndarray) -> None:
+    layout = rank_layout(sub.space.model, pp, v)
+    per_class = {cls: compose(si, sub.remat, *cls, sub.space) for cls in _classes(layout)}
+    ranks = [per_class[cls] for cls in layout]
+    m = sub.microbatches
+    if pp == 1:
+        st = ranks[0]
+        out.step_s[idx] = m * st.t_mb + st.tail
+        out.compute_s[idx] = m * st.busy + st.opt
+        return
+    tf = np.stack([r.t_fwd for r in ranks])
+    tb = np.stack([r.t_mb - r.t_fwd for r in ranks])
+    tail = np.stack([r.tail for r in ranks])
+    finish = np.zeros_like(tf)
+    key = m * 2 + sub.schedule
+    for k in np.unique(key):
+        sel = np.nonzero(key == k)[0]
+        finish[:, sel] = pipeline_finish(tf[:, sel], tb[:, sel], si.send[sel], int(k // 2),
+                                         SCHEDULES[int(k % 2)], v)
+    ends = finish + tail
+    crit = np.argmax(ends, axis=0)
+    cols = np.arange(len(idx))
+    step = ends[crit, cols]
+    t_mb = np.stack([r.t_mb for r in ranks])[crit, cols]
+    busy = np.stack([r.busy for r in ranks])[crit, cols]
+    opt = np.stack([r.opt for r in ranks])[crit, cols]
+    out.step_s[idx] = step
+    out.bubble_s[idx] = step - (m * t_mb + tail[crit, cols])
+    out.compute_s[idx] = m * busy + opt
+
+
+def mfu(c: Candidates, step_s: np.ndarray) -> np.ndarray:
+    """Model FLOPs per step / (step time x chips x dense bf16 peak), as predict reports it."""
+    sp = c.space
+    flops = model_flops_per_step(sp.model, sp.seq_len, sp.tokens_per_step)
+    return flops / (step_s * sp.chips * sp.hardware.peak_flops("bf16"))

@@ -1,0 +1,182 @@
+"""The pipeline schedule simulation of :mod:`simulator.pipeline`, on columns of configurations.
+
+The schedule is a fixed DAG for given ``(pp, m, schedule, v)``: each rank runs its tasks in the
+order ``one_f_one_b_order`` / ``interleaved_order`` give, ``F(k, i)`` waits for ``F(k-1, i)``
+plus a send, ``B(k, i)`` for ``B(k+1, i)`` plus a send. A task's finish is
+``max(previous task on its rank, cross-rank dependency + send) + duration`` -- a max-plus
+recurrence, so the DAG is compiled once (tasks grouped into levels of mutually independent
+tasks) and evaluated for every configuration at once. Long runs are extended linearly from two
+shorter runs exactly as ``simulate_pipeline`` does, so the result is the graph path's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from simulator.pipeline import SIMULATED_MICROBATCHES, interleaved_order, one_f_one_b_order
+
+
+@dataclass(frozen=True)
+class Program:
+    """A compiled schedule. ``done`` has a row per task plus two: row ``n_tasks`` reads 0 (no
+    previous task on the rank), row ``n_tasks + 1`` reads -inf (no cross-rank dependency).
+    Per level: the tasks' rows, their previous task on the same rank, their cross-rank
+    dependency, and their duration row (``2 * rank + is_backward``). ``last[i, r]`` is rank
+    ``r``'s last task in run ``i``."""
+
+    n_tasks: int
+    levels: tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]
+    last: np.ndarray
+
+    @property
+    def width(self) -> float:
+        """Mean tasks per level (how much one numpy call covers)."""
+        return self.n_tasks / max(len(self.levels), 1)
+
+
+def _orders(pp: int, m: int, schedule: str, v: int):
+    if schedule == "interleaved" and v > 1:
+        return [interleaved_order(r, pp, m, v) for r in range(pp)], v
+    return [one_f_one_b_order(r, pp, m) for r in range(pp)], 1
+
+
+@lru_cache(maxsize=1024)
+def compile_schedule(pp: int, runs: tuple[int, ...], schedule: str, v: int) -> Program:
+    """Tasks, dependencies and levels of the schedule for each micro-batch count in ``runs``,
+    in one program: a run shares every task of the last run that sits at the same place in its
+    rank's order and depends only on shared tasks (the warm-up and steady phase of a shorter
+    run are the longer run's), so only its own tail is added. A task's level is one more than
+    the higher of its previous task's and its cross-rank dependency's."""
+    rows: list[tuple[int, int, int, int]] = []  # (prev, cross, duration row, level)
+    lasts = []
+    base = None
+    for m in (runs[-1], *runs[:-1]):
+        orders, vv = _orders(pp, m, schedule, v)
+        tasks = _rank_tasks(pp, vv, orders)
+        placed = _place_run(tasks, base, rows)
+        if base is None:
+            index = {t[0]: row for ts, rs in zip(tasks, placed) for t, row in zip(ts, rs)}
+            base = (tasks, placed, index)
+        lasts.append([placed[r][-1] for r in range(pp)])
+    n = len(rows)
+    table = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    ids = np.arange(n)
+    prev = np.where(table[:, 0] < 0, n, table[:, 0])
+    cross = np.where(table[:, 1] < 0, n + 1, table[:, 1])
+    lv = table[:, 3]
+    sort = np.argsort(lv, kind="stable")
+    bounds = np.searchsorted(lv[sort], np.arange(1, int(lv.max(initial=0)) + 2))
+    levels = tuple((ids[s], prev[s], cross[s], table[s, 2]) for s in
+                   (sort[a:b] for a, b in zip(bounds[:-1], bounds[1:])))
+    last = np.array(lasts[1:] + lasts[:1], dtype=np.int64)
+    return Program(n, levels, last)
+
+
+def _rank_tasks(pp: int, v: int, orders) -> list[list[tuple[tuple, tuple | None, int]]]:
+    """Per rank, its tasks in order as (key, cross-rank dependency key or None, duration row).
+    ``F(k, i)`` depends on ``F(k-1, i)``, ``B(k, i)`` on ``B(k+1, i)`` (other virtual stages,
+    so other ranks); ``B(k, i)``'s wait for ``F(k, i)`` is implied by the rank's own order."""
+    nv = pp * v
+    out = []
+    for r, order in enumerate(orders):
+        tasks = []
+        for kind, chunk, mb in order:
+            k = chunk * pp + r
+            if kind == "F":
+                cross = ("F", k - 1, mb) if k > 0 else None
+            else:
+                cross = ("B", k + 1, mb) if k < nv - 1 else None
+            tasks.append(((kind, k, mb), cross, 2 * r + (kind == "B")))
+        out.append(tasks)
+    return out
+
+
+def _place_run(tasks, base, rows) -> list[list[int]]:
+    """Add one run's tasks to ``rows`` (reusing the base run's where shared) in an order that
+    respects every dependency; returns each rank's task rows. -1 / -2 stand for "no previous
+    task" / "no cross-rank dependency"."""
+    pp = len(tasks)
+    row_of: dict[tuple, int] = {}
+    placed: list[list[int]] = [[] for _ in range(pp)]
+    shared = [base is not None] * pp
+    pos = [0] * pp
+    remaining = sum(len(t) for t in tasks)
+    while remaining:
+        before = remaining
+        for r in range(pp):
+            mine, p, done = tasks[r], pos[r], placed[r]
+            while p < len(mine):
+                key, dep, dur = mine[p]
+                cross = -2 if dep is None else row_of.get(dep, -3)
+                if cross == -3:
+                    break
+                if shared[r]:
+                    b_tasks, b_placed, b_index = base
+                    if (p < len(b_tasks[r]) and b_tasks[r][p][0] == key
+                            and (dep is None or cross == b_index[dep])):
+                        row_of[key] = b_placed[r][p]
+                        done.append(row_of[key])
+                        p += 1
+                        continue
+                    shared[r] = False
+                prev = done[-1] if done else -1
+                level = 1 + max(rows[prev][3] if prev >= 0 else 0,
+                                rows[cross][3] if cross >= 0 else 0)
+                row_of[key] = len(rows)
+                rows.append((prev, cross, dur, level))
+                done.append(row_of[key])
+                p += 1
+            remaining -= p - pos[r]
+            pos[r] = p
+        if remaining == before:
+            raise RuntimeError("pipeline schedule deadlocked (schedule order bug)")
+    return placed
+
+
+def run_program(prog: Program, durations: np.ndarray, send: np.ndarray) -> np.ndarray:
+    """Per-run, per-rank finish times ``(runs, pp, rows)``; ``durations`` is ``(2 pp, rows)``
+    (F, B per rank, already divided by the virtual stages). Rows run in chunks sized so one
+    numpy call covers a few thousand values while ``done`` stays in cache."""
+    rows = durations.shape[1]
+    chunk = int(min(max(4096 / prog.width, 1024), 8192))
+    out = np.empty((*prog.last.shape, rows))
+    for lo in range(0, rows, chunk):
+        hi = min(lo + chunk, rows)
+        out[..., lo:hi] = _run(prog, np.ascontiguousarray(durations[:, lo:hi]), send[lo:hi])
+    return out
+
+
+def _run(prog: Program, durations: np.ndarray, send: np.ndarray) -> np.ndarray:
+    """``finish(task) = max(done[prev], done[cross] + send) + duration``, level by level."""
+    done = np.empty((prog.n_tasks + 2, durations.shape[1]))
+    done[prog.n_tasks] = 0.0
+    done[prog.n_tasks + 1] = -np.inf
+    for ids, prev, cross, dur in prog.levels:
+        t = done[cross]
+        t += send
+        np.maximum(t, done[prev], out=t)
+        t += durations[dur]
+        done[ids] = t
+    return done[prog.last]
+
+
+def pipeline_finish(tf: np.ndarray, tb: np.ndarray, send: np.ndarray, m: int, schedule: str,
+                    v: int) -> np.ndarray:
+    """``simulate_pipeline(...).finish_s`` per row: ``tf``, ``tb`` are ``(pp, rows)``.
+
+    For ``m > m1 + pp`` (``m1 = max(pp, (64 // pp) pp)``) runs ``m1`` and ``m1 + pp`` and
+    extends: ``finish(m) = finish(m1) + (m - m1) (finish(m1 + pp) - finish(m1)) / pp``.
+    """
+    pp = tf.shape[0]
+    vv = v if schedule == "interleaved" and v > 1 else 1
+    dur = np.empty((2 * pp, tf.shape[1]))
+    dur[0::2] = tf / vv
+    dur[1::2] = tb / vv
+    m1 = max(pp, (SIMULATED_MICROBATCHES // pp) * pp)
+    if m > m1 + pp:
+        a, b = run_program(compile_schedule(pp, (m1, m1 + pp), schedule, v), dur, send)
+        return a + (m - m1) * (b - a) / pp
+    return run_program(compile_schedule(pp, (m,), schedule, v), dur, send)[0]

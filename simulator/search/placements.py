@@ -1,0 +1,132 @@
+"""Bindings of mesh axes to network levels worth trying, and what each costs per byte.
+
+For a mesh, each order of its non-trivial axes fills the levels innermost first
+(:func:`simulator.topology.place_axes`, the same greedy rule ``--bind``/``axis_order`` use): the
+first axis in the order gets the fastest links. Orders that give the same placement are one
+candidate. Every collective formula in :mod:`simulator.collectives` is affine in the message
+size for a fixed placement (ring, hierarchical, direct all-to-all and permute are all
+``latency + bytes x coefficient``), so a placement is summarised per (axis, collective kind) by
+``time(S) = alpha * S + beta`` for ``S > 0``, read off ``collective_time`` itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+import numpy as np
+
+from simulator.collectives import Collective, collective_time
+from simulator.errors import MeshcastError
+from simulator.graph.ops import CostContext
+from simulator.specs.sharding import AXES, DEFAULT_AXIS_ORDER
+from simulator.topology import AxisPart, Level, Topology, place_axes
+
+#: (axis group, collective) pairs the step graph issues; the columns of ``Placement.coef``.
+COLLECTIVES: tuple[tuple[str, Collective], ...] = (
+    ("model", Collective.ALL_GATHER), ("model", Collective.REDUCE_SCATTER),
+    ("seq", Collective.ALL_GATHER), ("seq", Collective.REDUCE_SCATTER),
+    ("expert", Collective.ALL_TO_ALL),
+    ("fsdp", Collective.ALL_GATHER), ("fsdp", Collective.REDUCE_SCATTER),
+    ("data", Collective.ALL_REDUCE), ("data", Collective.REDUCE_SCATTER),
+    ("data", Collective.ALL_GATHER),
+    ("data+expert", Collective.ALL_REDUCE), ("data+expert", Collective.REDUCE_SCATTER),
+    ("pipeline", Collective.PERMUTE),
+)
+#: Axes whose order on the fast levels is searched; ``data`` and ``pipeline`` (one gradient
+#: reduction per step, point-to-point activations) always take what is left, outermost.
+INNER_AXES = ("model", "seq", "expert", "fsdp")
+OUTER_AXES = ("data", "pipeline")
+COLUMN = {key: i for i, key in enumerate(COLLECTIVES)}
+_PROBE_BYTES = 2.0**30
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One binding: ``order`` (all six axes, as ShardingSpec.axis_order) reproduces ``parts``."""
+
+    order: tuple[str, ...]
+    parts: tuple[tuple[str, tuple[AxisPart, ...]], ...]
+    levels: tuple[Level, ...]
+
+    @cached_property
+    def topology(self) -> Topology:
+        return Topology(self.levels, dict(self.parts))
+
+    @property
+    def label(self) -> str:
+        """``model->nvlink:2, data->ib:4`` (as ``predict`` prints the placement)."""
+        return ", ".join(f"{a}->" + "+".join(f"{p.level.name}:{p.factor}" for p in parts)
+                         for a, parts in self.parts) or "single device"
+
+    @property
+    def coef(self) -> np.ndarray:
+        """``[alpha, beta]`` per COLLECTIVES column: ``time = alpha * bytes + beta``."""
+        return _coef(self.parts, self.levels)
+
+
+@lru_cache(maxsize=65536)
+def _coef(parts, levels) -> np.ndarray:
+    ctx = CostContext(None, Topology(levels, dict(parts)))
+    return np.array([affine(kind, ctx.parts(axis)) for axis, kind in COLLECTIVES])
+
+
+@lru_cache(maxsize=65536)
+def affine(kind: Collective, parts: tuple[AxisPart, ...]) -> tuple[float, float]:
+    """``(alpha, beta)`` with ``collective_time(kind, parts, S) = alpha * S + beta`` for S > 0,
+    read off two sizes (exact up to rounding: every formula is affine in S)."""
+    if not parts:
+        return 0.0, 0.0
+    t1 = collective_time(kind, parts, _PROBE_BYTES)
+    t2 = collective_time(kind, parts, 2 * _PROBE_BYTES)
+    alpha = (t2 - t1) / _PROBE_BYTES
+    return alpha, t1 - alpha * _PROBE_BYTES
+
+
+class PlacementFinder:
+    """Distinct placements per mesh on one job's levels (memoised by the size sequence)."""
+
+    def __init__(self, levels: list[Level]) -> None:
+        self.levels = tuple(levels)
+        self._greedy: dict[tuple[int, ...], tuple | None] = {}
+        self.registry: list[Placement] = []
+        self._ids: dict[tuple, int] = {}
+
+    def _place(self, sizes: tuple[int, ...]):
+        """place_axes on anonymous axes of these sizes, in this order: per axis its parts and a
+        compact ``((level index, factor), ...)`` form; None if they do not fit."""
+        if sizes not in self._greedy:
+            names = [f"a{i}" for i in range(len(sizes))]
+            index = {lv.name: i for i, lv in enumerate(self.levels)}
+            try:
+                got = place_axes(list(self.levels), dict(zip(names, sizes)), names, {})
+                parts = tuple(tuple(got[n]) for n in names)
+                compact = tuple(tuple((index[p.level.name], p.factor) for p in ps) for ps in parts)
+                self._greedy[sizes] = parts, compact
+            except MeshcastError:
+                self._greedy[sizes] = None
+        return self._greedy[sizes]
+
+    def for_mesh(self, mesh: dict[str, int]) -> list[int]:
+        """Ids (into ``registry``) of the distinct placements of ``mesh``; [] if none fits."""
+        inner = [a for a in INNER_AXES if mesh.get(a, 1) > 1]
+        outer = [a for a in OUTER_AXES if mesh.get(a, 1) > 1]
+        found: list[int] = []
+        for order in (i + o for i in itertools.permutations(inner)
+                      for o in itertools.permutations(outer)):
+            got = self._place(tuple(mesh[a] for a in order))
+            if got is None:
+                continue
+            where = dict(zip(order, got[1]))
+            key = tuple(where.get(a) for a in AXES)
+            pid = self._ids.get(key)
+            if pid is None:
+                full = tuple(order) + tuple(a for a in DEFAULT_AXIS_ORDER if a not in order)
+                parts = tuple((a, ps) for a, ps in sorted(zip(order, got[0]),
+                                                          key=lambda ap: AXES.index(ap[0])))
+                pid = self._ids[key] = len(self.registry)
+                self.registry.append(Placement(full, parts, self.levels))
+            if pid not in found:
+                found.append(pid)
+        return found

@@ -1,0 +1,185 @@
+"""Rank every feasible configuration of a job: enumerate, prune by memory, time the rest on
+the fast path, then re-evaluate the finalists with the graph path and rank by that.
+
+Objectives: ``step_time`` (lower is better), ``mfu`` (higher), ``time_to_train`` and ``cost``
+(lower; the budget's token count over the fixed tokens per step, times the step time, and the
+chip-hours times the profile's price). For one job all four order the configurations alike --
+they matter when ``plan`` compares chip counts and hardware. Ties are broken by the rows'
+identity columns, so the ranking does not depend on the order of the table.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from simulator.budget import Budget, chinchilla_tokens, price_of
+from simulator.errors import MeshcastError
+from simulator.search.enumerate import enumerate_candidates
+from simulator.search.fast import StepTimes, memory_per_device, mfu, step_times
+from simulator.search.space import SearchSpace
+from simulator.search.table import Candidates
+
+OBJECTIVES = ("step_time", "time_to_train", "cost", "mfu")
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class Finalist:
+    """A configuration the graph path re-evaluated: its row, fast-path step time and the
+    graph path's StepPrediction."""
+
+    index: int
+    row: dict
+    fast_step_s: float
+    prediction: object
+    objective: float
+    budget: Budget
+
+    @property
+    def axis_order(self) -> list[str]:
+        return list(self.prediction.job.sharding.axis_order)
+
+
+@dataclass
+class RankResult:
+    """The ranking: ``top`` finalists in graph-path order, the evaluated table (rows that fit,
+    in fast-path rank order) with its fast-path columns, counts and timings."""
+
+    space: SearchSpace
+    objective: str
+    top: list[Finalist]
+    table: Candidates
+    times: StepTimes
+    memory_bytes: np.ndarray
+    counts: dict
+    seconds: dict = field(default_factory=dict)
+    tokens: int = 0
+
+    @property
+    def configs_per_s(self) -> float:
+        """Configurations through the fast path (memory check of every valid row, timing of
+        those that fit) per second of fast-path time."""
+        t = self.seconds.get("memory", 0.0) + self.seconds.get("timing", 0.0)
+        return self.counts["candidates"] / t if t > 0 else float("inf")
+
+    @property
+    def mfu(self) -> np.ndarray:
+        return mfu(self.table, self.times.step_s)
+
+
+def objective_values(space: SearchSpace, objective: str, step_s, tokens: int):
+    """The objective per step time (array or float): smaller is better except for ``mfu``."""
+    steps = -(-tokens // space.tokens_per_step)
+    if objective == "step_time":
+        return step_s
+    if objective == "time_to_train":
+        return steps * step_s
+    if objective == "cost":
+        return steps * step_s * space.chips / 3600.0 * _price(space)
+    from simulator.flops import model_flops_per_step
+
+    flops = model_flops_per_step(space.model, space.seq_len, space.tokens_per_step)
+    return flops / (step_s * space.chips * space.hardware.peak_flops("bf16"))
+
+
+def _price(space: SearchSpace) -> float:
+    p = price_of(space.hardware)
+    if p is None:
+        raise MeshcastError(f"objective: cost needs a price but profile {space.hardware.name} has no "
+                            "price_per_chip_hour_usd; use --objective time_to_train or a profile "
+                            "with a price")
+    return p
+
+
+def order(cands: Candidates, values: np.ndarray, objective: str) -> np.ndarray:
+    """Row order best first: by the objective, ties by the identity columns."""
+    primary = -values if objective == "mfu" else values
+    return np.lexsort([*reversed(cands.key_columns()), primary])
+
+
+def rank(space: SearchSpace, objective: str = "step_time", top: int = 5,
+         finalists: int | None = None, tokens: int | None = None,
+         progress: Progress | None = None) -> RankResult:
+    """Enumerate ``space`` and rank it (see :func:`rank_table`)."""
+    t0 = time.perf_counter()
+    cands = enumerate_candidates(space)
+    res = rank_table(cands, objective, top, finalists, tokens, progress)
+    res.seconds["enumerate"] = time.perf_counter() - t0 - sum(res.seconds.values())
+    return res
+
+
+def rank_table(cands: Candidates, objective: str = "step_time", top: int = 5,
+               finalists: int | None = None, tokens: int | None = None,
+               progress: Progress | None = None) -> RankResult:
+    """Prune ``cands`` by memory, time the rest, re-evaluate ``finalists`` (default
+    ``max(2 top, 4)``) with the graph path and keep the ``top`` best by it."""
+    if objective not in OBJECTIVES:
+        raise MeshcastError(f"objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
+    if top < 1:
+        raise MeshcastError(f"top: {top} must be at least 1")
+    space = cands.space
+    tokens = tokens or chinchilla_tokens(space.model)
+    if objective == "cost":
+        _price(space)
+    report = progress or (lambda stage, frac: None)
+    seconds = {}
+    t0 = time.perf_counter()
+    report("memory", 0.0)
+    mem = memory_per_device(cands)
+    capacity = space.hardware.chip.hbm_capacity_bytes.value
+    fits = mem <= capacity
+    seconds["memory"] = time.perf_counter() - t0
+    if not fits.any():
+        raise MeshcastError(_none_fit(cands, mem, capacity))
+    evaluated = cands.take(fits)
+    t0 = time.perf_counter()
+    times = step_times(evaluated, lambda frac: report("timing", frac))
+    seconds["timing"] = time.perf_counter() - t0
+    values = objective_values(space, objective, times.step_s, tokens)
+    best = order(evaluated, values, objective)
+    evaluated = evaluated.take(best)
+    times = StepTimes(times.step_s[best], times.compute_s[best], times.bubble_s[best])
+    t0 = time.perf_counter()
+    report("graph path", 0.0)
+    chosen = _finalists(evaluated, times, objective, tokens, finalists or max(2 * top, 4))[:top]
+    seconds["finalists"] = time.perf_counter() - t0
+    counts = {"candidates": len(cands), "evaluated": len(evaluated),
+              "out_of_memory": int((~fits).sum()),
+              "invalid": {k: v for k, v in cands.invalid.items() if v},
+              "invalid_total": sum(cands.invalid.values())}
+    return RankResult(space, objective, chosen, evaluated, times, mem[fits][best], counts,
+                      seconds, tokens)
+
+
+def _finalists(table: Candidates, times: StepTimes, objective: str, tokens: int,
+               n: int) -> list[Finalist]:
+    """Predict the first ``n`` rows with the graph path and order them by its objective."""
+    from simulator.predict import predict_job
+    from simulator.specs.job import make_job
+
+    space = table.space
+    out = []
+    for i in range(min(n, len(table))):
+        pred = predict_job(make_job(space.model, table.sharding(i), space.hardware, space.chips))
+        value = float(objective_values(space, objective, pred.step_time_s, tokens))
+        budget = Budget(tokens, space.tokens_per_step, pred.step_time_s, space.chips,
+                        price_of(space.hardware))
+        out.append(Finalist(i, table.row(i), float(times.step_s[i]), pred, value, budget))
+    sign = -1.0 if objective == "mfu" else 1.0
+    return sorted(out, key=lambda f: (sign * f.objective, f.index))
+
+
+def _none_fit(cands: Candidates, mem: np.ndarray, capacity: float) -> str:
+    i = int(np.argmin(mem))
+    space = cands.space
+    row = cands.row(i)
+    mesh = ",".join(f"{a}={v}" for a, v in row["mesh"].items())
+    return (f"chips: no configuration of {space.model.name} on {space.chips} {space.hardware.name} "
+            f"chips fits in {capacity / 2**30:.1f} GiB per device ({len(cands)} tried; the "
+            f"smallest needs {mem[i] / 2**30:.1f} GiB: mesh {mesh}, micro-batch "
+            f"{row['micro_batch']}, remat {row['remat']}); use more chips, a shorter --seq-len "
+            "or a smaller --global-batch")

@@ -1,0 +1,177 @@
+"""One pipeline rank's micro-batch in closed form: the stage graph's overlap rules, solved.
+
+Symbols per layer ``j`` of the rank (kind ``k_j``): forward chain ``F``, end of its first compute
+op ``n``; recompute ``R``; backward ``B``, end of its first compute op ``nb``; FSDP weight
+gather ``g``; gradient traffic ``w`` on the grad stream. Vocabulary-table gather ``gt``;
+embedding chains ``E_f, E_b``; LM-head chains ``H_f`` (first compute op ends at ``n_h``), ``H_b``.
+In :class:`simulator.graph.step.StageGraphBuilder` a layer's gather is issued once the previous
+layer's first compute op ends and the fsdp stream runs in order, so with ``x_j`` the start of
+layer ``j``'s forward (the gather always ends by then):
+
+    x_0 = [first: gt + max(E_f, g_0)] | g_0           x_{j+1} = x_j + max(F_j, n_j + g_{j+1})
+    head (last rank):  h0 = x_{J-1} + max(F_{J-1}, n_{J-1} + gt),  t_fwd = h0 + H_f,
+                       h2 = h0 + max(H_f, n_h + gt) + H_b
+    backward:  y_{J-1} = max(h2 | x_{J-1} + F_{J-1}, fsdp stream free + g_{J-1}),
+               y_{j-1} = y_j + R_j + max(B_j, nb_j + g_{j-1}),   z_j = y_j + R_j + B_j
+    t_mb_raw = z_0 [+ E_b on the first rank]
+
+Gradient items are issued at ``z_j`` (then the embedding tables' at ``t_mb_raw``) onto one
+in-order stream: it ends at ``W = max_k(issue_k + sum_{l >= k} w_l)``. The optimizer starts at
+``max(t_mb_raw, W)``; ``tail = max(W - t_mb_raw, 0) + optimizer + weight all-gather``. Collectives
+over one axis share its links: ``t_mb = max(t_mb_raw, max_axis sum of its collectives)``
+(:func:`simulator.predict.link_floor`). Without FSDP every ``g`` is 0 and the same formulas hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.collectives import Collective
+from simulator.graph.layers import embedding_params_local
+from simulator.search.chains import ChainTimes
+from simulator.search.stage_inputs import StageInputs
+
+AXES_FLOOR = ("model", "seq", "expert")
+
+
+@dataclass
+class StageTime:
+    """Per row: ``t_fwd`` (forward part of a micro-batch), ``t_mb``, ``tail``, ``busy``
+    (compute-stream seconds per micro-batch) and ``opt`` (optimizer update)."""
+
+    t_fwd: np.ndarray
+    t_mb: np.ndarray
+    tail: np.ndarray
+    busy: np.ndarray
+    opt: np.ndarray
+
+
+def _pick(remat: np.ndarray, recs: dict[str, ChainTimes], field: str) -> np.ndarray:
+    return np.choose(remat, [getattr(recs[r], field) for r in ("none", "selective", "full")])
+
+
+def _pick_comm(remat: np.ndarray, recs: dict[str, ChainTimes], axis: str) -> np.ndarray:
+    return np.choose(remat, [recs[r].comm.get(axis, 0.0) * np.ones(len(remat))
+                             for r in ("none", "selective", "full")])
+
+
+def compose(si: StageInputs, remat: np.ndarray, kinds: tuple[bool, ...], first: bool, last: bool,
+            space) -> StageTime:
+    """StageTime of a rank holding layers of ``kinds`` (in order), for rows of ``si``."""
+    K = {k: si.kinds[k] for k in set(kinds)}
+    F = {k: v.fwd.end for k, v in K.items()}
+    n = {k: v.fwd.first for k, v in K.items()}
+    B = {k: v.bwd.end for k, v in K.items()}
+    nb = {k: v.bwd.first for k, v in K.items()}
+    R = {k: _pick(remat, v.rec, "end") for k, v in K.items()}
+    g = {k: v.gather for k, v in K.items()}
+    w = {k: v.grad for k, v in K.items()}
+    gt = si.table_gather
+    J = len(kinds)
+    x = gt + np.maximum(si.embed_fwd.end, g[kinds[0]]) if first else g[kinds[0]]
+    gamma = (gt if first else 0.0) + g[kinds[0]]
+    if len(K) == 1:
+        k = kinds[0]
+        step = np.maximum(F[k], n[k] + g[k])
+        if J > 1:
+            gamma = x + (J - 2) * step + n[k] + g[k]
+        x = x + (J - 1) * step
+    else:
+        for a, b in zip(kinds, kinds[1:]):
+            gamma = x + n[a] + g[b]
+            x = x + np.maximum(F[a], n[a] + g[b])
+    kl = kinds[-1]
+    if last:
+        h0 = x + np.maximum(F[kl], n[kl] + gt)
+        t_fwd = h0 + si.head_fwd.end
+        fs_free = h0 + si.head_fwd.first + gt
+        prev = h0 + np.maximum(si.head_fwd.end, si.head_fwd.first + gt) + si.head_bwd.end
+    else:
+        t_fwd = prev = x + F[kl]
+        fs_free = gamma
+    y = np.maximum(prev, fs_free + g[kl])
+    if len(K) == 1:
+        k = kinds[0]
+        pb = R[k] + np.maximum(B[k], nb[k] + g[k])
+        z_top = y + R[k] + B[k]
+        z0 = z_top + (J - 1) * pb
+        grads = z_top + np.maximum(J * w[k], (J - 1) * pb + w[k])
+    else:
+        grads = None
+        for j in range(J - 1, -1, -1):
+            k = kinds[j]
+            z0 = y + R[k] + B[k]
+            grads = z0 + w[k] if grads is None else np.maximum(grads, z0) + w[k]
+            if j:
+                y = y + R[k] + np.maximum(B[k], nb[k] + g[kinds[j - 1]])
+    t_raw = z0 + si.embed_bwd.end if first else z0
+    if first or last:
+        n_embed = np.asarray(embedding_params_local(space.model, _Dt(si), first, last), dtype=float)
+        grads = np.maximum(grads, t_raw) + si.grad_reduction(n_embed, 0.0,
+                                                             space.base.distributed_optimizer)[1]
+    else:
+        n_embed = 0.0
+    opt, ag = optimizer_time(si, space, kinds, n_embed)
+    floor = link_floor(si, remat, kinds, first, last, n_embed)
+    busy = _busy(si, remat, kinds, first, last)
+    t_mb = np.maximum(t_raw, floor)
+    tail = np.maximum(grads - t_raw, 0.0) + opt + ag
+    return StageTime(t_fwd, t_mb, tail, busy, opt)
+
+
+class _Dt:
+    """The one Dims field embedding_params_local reads."""
+
+    def __init__(self, si: StageInputs) -> None:
+        self.t = si.dims["t"]
+
+
+def stage_params(si: StageInputs, kinds: tuple[bool, ...], n_embed) -> np.ndarray:
+    """``stage_params_local``: the rank's layers' local parameters plus its tables, over fs."""
+    total = sum(kinds.count(k) * si.kinds[k].params for k in set(kinds))
+    return (total + n_embed) / si.dims["fs"]
+
+
+def optimizer_time(si: StageInputs, space, kinds, n_embed) -> tuple[np.ndarray, np.ndarray]:
+    """Adam update over the rank's (ZeRO-1: data-sharded) parameters, memory bound, and the
+    distributed optimizer's weight all-gather (``StageGraphBuilder._optimizer``)."""
+    s = space.base
+    nst = stage_params(si, kinds, n_embed)
+    shard = si.dims["dp"] if s.distributed_optimizer else np.ones_like(nst)
+    state = 4 if s.optimizer.state_dtype == "fp32" else 2
+    per_param = (8 if s.optimizer.master_weights else 0) + si.dims["gb"] + 4 * state + 2
+    opt = si.cost.memory_time(nst / shard * per_param) + si.cost.cm.launch_s
+    ag = np.where(shard > 1, si.coll("data", Collective.ALL_GATHER, nst * si.dims["wb"]), 0.0)
+    return opt, ag
+
+
+def link_floor(si: StageInputs, remat, kinds, first, last, n_embed) -> np.ndarray:
+    """Largest per-axis sum of the collectives of one micro-batch (forward, backward, recompute;
+    for fsdp also the weight and table gathers and the gradient reduce-scatters)."""
+    chains = [si.embed_fwd, si.embed_bwd] if first else []
+    chains += [si.head_fwd, si.head_bwd] if last else []
+    floor = np.zeros(len(remat))
+    for axis in AXES_FLOOR:
+        tot = sum(c.comm.get(axis, 0.0) for c in chains) + np.zeros(len(remat))
+        for k in set(kinds):
+            kt = si.kinds[k]
+            per = kt.fwd.comm.get(axis, 0.0) + kt.bwd.comm.get(axis, 0.0) + _pick_comm(remat, kt.rec, axis)
+            tot = tot + kinds.count(k) * per
+        floor = np.maximum(floor, tot)
+    fsdp = sum(kinds.count(k) * (2 * si.kinds[k].gather + si.kinds[k].grad_rs) for k in set(kinds))
+    fsdp = fsdp + si.table_gather * ((1 if first else 0) + (2 if last else 0))
+    if first or last:
+        fsdp = fsdp + si.grad_reduction(n_embed, 0.0, False)[0]
+    return np.maximum(floor, fsdp)
+
+
+def _busy(si: StageInputs, remat, kinds, first, last) -> np.ndarray:
+    busy = sum(kinds.count(k) * (si.kinds[k].fwd.busy + si.kinds[k].bwd.busy
+                                 + _pick(remat, si.kinds[k].rec, "busy")) for k in set(kinds))
+    if first:
+        busy = busy + si.embed_fwd.busy + si.embed_bwd.busy
+    if last:
+        busy = busy + si.head_fwd.busy + si.head_bwd.busy
+    return busy

@@ -1,0 +1,181 @@
+"""Per-configuration inputs of the stage composition: each layer kind's chains (forward,
+backward, recompute under each remat policy), the embedding and LM-head chains, and the FSDP and
+data-parallel traffic, all from the graph path's own templates and formulas on columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from simulator.collectives import Collective
+from simulator.compute import ComputeModel
+from simulator.graph.layers import (
+    embedding_ops,
+    embedding_params_local,
+    head_ops,
+    layer_params_local,
+    layer_template,
+)
+from simulator.graph.step import backward_of, recompute_of
+from simulator.search.chains import ChainTimes, VectorCost, time_chain
+from simulator.search.columns import dims_columns, structure_key
+from simulator.search.placements import COLUMN
+
+AG, RS, AR, PERM = (Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_REDUCE,
+                    Collective.PERMUTE)
+
+
+@dataclass
+class KindTimes:
+    """One layer kind (dense or MoE) per row: ``fwd``/``bwd`` chains, ``rec[remat]`` the
+    recompute chain, ``gather`` its FSDP weight all-gather, ``grad`` its gradient traffic on the
+    grad stream (fsdp reduce-scatter + data reduction), ``grad_rs`` the fsdp part alone,
+    ``params`` its local parameters before FSDP sharding (dense + expert)."""
+
+    fwd: ChainTimes
+    bwd: ChainTimes
+    rec: dict[str, ChainTimes]
+    gather: np.ndarray
+    grad: np.ndarray
+    grad_rs: np.ndarray
+    params: np.ndarray
+
+
+@dataclass
+class StageInputs:
+    """Everything stage composition needs, per row of a stage table."""
+
+    kinds: dict[bool, KindTimes]
+    embed_fwd: ChainTimes
+    embed_bwd: ChainTimes
+    head_fwd: ChainTimes
+    head_bwd: ChainTimes
+    table_gather: np.ndarray  # one [V/t, D] table over fsdp
+    table_params: np.ndarray  # V * D / t
+    send: np.ndarray  # one activation send between pipeline ranks
+    cost: VectorCost
+    dims: dict = field(default_factory=dict)  # numpy columns: b, t, e, fs, dp, cp, T
+
+    def coll(self, axis: str, kind: Collective, nbytes) -> np.ndarray:
+        """``collective_time`` of ``nbytes`` over ``axis`` per row (0 for no bytes)."""
+        a, b = self.cost.coef[:, COLUMN[(axis, kind)]].T
+        nbytes = np.broadcast_to(np.asarray(nbytes, dtype=float), a.shape)
+        return np.where(nbytes > 0, a * nbytes + b, 0.0)
+
+    def grad_reduction(self, dense, expert, distributed: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(fsdp reduce-scatter, its total with the data-parallel reduction) of one gradient
+        set, as ``StageGraphBuilder._reduce_grads``: RS over fsdp of ``(dense + expert) * gb``;
+        then AR (RS with a distributed optimizer) of ``dense / fs * gb`` over data x expert
+        (data if expert = 1) and of ``expert / fs * gb`` over data; groups of one are skipped."""
+        d = self.dims
+        gb = self.dims["gb"]
+        rs = np.where(d["fs"] > 1, self.coll("fsdp", RS, (dense + expert) * gb), 0.0)
+        kind = RS if distributed else AR
+        de = np.where(d["e"] > 1, self.coll("data+expert", kind, dense / d["fs"] * gb),
+                      self.coll("data", kind, dense / d["fs"] * gb))
+        de = np.where(d["dp"] * d["e"] > 1, de, 0.0)
+        ex = np.where(d["dp"] > 1, self.coll("data", kind, expert / d["fs"] * gb), 0.0)
+        return rs, rs + de + ex
+
+
+def _scatter(dst: dict, key, idx: np.ndarray, value: np.ndarray, n: int) -> None:
+    if key not in dst:
+        dst[key] = np.zeros(n)
+    dst[key][idx] = value
+
+
+class _Collector:
+    """Gathers ChainTimes computed per structure group into full-length arrays."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.arrays: dict = {}
+
+    def put(self, name: str, idx: np.ndarray, ct: ChainTimes) -> None:
+        for f in ("end", "first", "busy"):
+            _scatter(self.arrays, (name, f), idx, getattr(ct, f), self.n)
+        for axis, v in ct.comm.items():
+            _scatter(self.arrays, (name, "comm", axis), idx, v, self.n)
+
+    def get(self, name: str) -> ChainTimes:
+        a = self.arrays
+        z = np.zeros(self.n)
+        comm = {k[2]: v for k, v in a.items() if k[0] == name and k[1] == "comm"}
+        return ChainTimes(a.get((name, "end"), z), a.get((name, "first"), z),
+                          a.get((name, "busy"), z), comm)
+
+
+def stage_inputs(space, mesh: np.ndarray, micro_batch: np.ndarray, coef: np.ndarray) -> StageInputs:
+    """StageInputs for rows given by their mesh ``(n, 6)``, micro-batch and placement coef."""
+    from simulator.search.table import AXIS
+
+    m = space.model
+    n = len(mesh)
+    cols = {a: mesh[:, i] for a, i in AXIS.items()}
+    cm = ComputeModel.from_profile(space.hardware, space.base.precision)
+    T = micro_batch * space.seq_len // cols["seq"]
+    key = structure_key(m, cols["model"], cols["seq"], T)
+    kinds = [False, True] if m.is_moe else [False]
+    kinds = [k for k in kinds if any(m.is_moe_layer(i) == k for i in range(m.n_layers))]
+    out = _Collector(n)
+    for code in np.unique(key):
+        idx = np.nonzero(key == code)[0]
+        d = dims_columns(space, {a: c[idx] for a, c in cols.items()}, micro_batch[idx])
+        vc = VectorCost(cm, coef[idx])
+        for moe in kinds:
+            fwd = layer_template(m, d, moe)
+            out.put(f"fwd{moe}", idx, time_chain(fwd, vc))
+            out.put(f"bwd{moe}", idx, time_chain(backward_of(fwd), vc))
+            for remat in ("selective", "full"):
+                out.put(f"rec{moe}{remat}", idx, time_chain(recompute_of(fwd, remat), vc))
+        emb = embedding_ops(m, d)
+        out.put("embed_fwd", idx, time_chain(emb, vc))
+        out.put("embed_bwd", idx, time_chain(backward_of(emb), vc))
+        head = head_ops(m, d, "x")
+        head[0].deps = []
+        out.put("head_fwd", idx, time_chain(head, vc))
+        out.put("head_bwd", idx, time_chain(backward_of(head), vc))
+    return _assemble(space, out, kinds, cols, micro_batch, T, VectorCost(cm, coef))
+
+
+def _assemble(space, out: _Collector, kinds, cols, micro_batch, T, vc: VectorCost) -> StageInputs:
+    from simulator.search.columns import dims_columns
+
+    m = space.model
+    d = dims_columns(space, cols, micro_batch)
+    dims = {"b": micro_batch, "t": cols["model"], "e": cols["expert"], "fs": cols["fsdp"],
+            "dp": cols["data"], "cp": cols["seq"], "T": T, "ab": d.ab, "wb": d.wb, "gb": d.gb}
+    table = np.asarray(embedding_params_local(m, d, True, False), dtype=float)
+    si = StageInputs({}, out.get("embed_fwd"), out.get("embed_bwd"), out.get("head_fwd"),
+                     out.get("head_bwd"), np.zeros(len(T)), table, np.zeros(len(T)), vc, dims)
+    fs = cols["fsdp"]
+    si.table_gather = np.where(fs > 1, si.coll("fsdp", AG, table * d.wb), 0.0)
+    tokens = micro_batch * space.seq_len // cols["seq"]
+    si.send = si.coll("pipeline", PERM, tokens * m.d_model / cols["model"] * 2)
+    distributed = space.base.distributed_optimizer
+    for moe in kinds:
+        dense, expert = (np.asarray(x, dtype=float) for x in layer_params_local(m, d, moe))
+        rs, grad = si.grad_reduction(dense, expert, distributed)
+        si.kinds[moe] = KindTimes(
+            out.get(f"fwd{moe}"), out.get(f"bwd{moe}"),
+            {"none": ChainTimes.zeros(len(T)), "selective": out.get(f"rec{moe}selective"),
+             "full": out.get(f"rec{moe}full")},
+            np.where(fs > 1, si.coll("fsdp", AG, (dense + expert) * d.wb), 0.0), grad, rs,
+            dense + expert)
+    return si
+
+
+def take_inputs(si: StageInputs, idx) -> StageInputs:
+    """The rows ``idx`` of a StageInputs (e.g. one stage row per configuration row)."""
+    from simulator.search.chains import take_chain
+
+    kinds = {k: KindTimes(take_chain(v.fwd, idx), take_chain(v.bwd, idx),
+                          {r: take_chain(c, idx) for r, c in v.rec.items()}, v.gather[idx],
+                          v.grad[idx], v.grad_rs[idx], v.params[idx]) for k, v in si.kinds.items()}
+    dims = {k: (v[idx] if isinstance(v, np.ndarray) else v) for k, v in si.dims.items()}
+    return StageInputs(kinds, take_chain(si.embed_fwd, idx), take_chain(si.embed_bwd, idx),
+                       take_chain(si.head_fwd, idx), take_chain(si.head_bwd, idx),
+                       si.table_gather[idx], si.table_params[idx], si.send[idx],
+                       VectorCost(si.cost.cm, si.cost.coef[idx]), dims)
