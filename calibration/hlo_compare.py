@@ -199,12 +199,22 @@ def rules(c: Ctx, xla: list[Piece], sim: list[SimCollective]) -> list[Rule]:
     partials = c.m * (2 * c.n_attn * act + c.gated * (c.n_dense * act + c.n_moe * c.kf * act))
     table = c.V * c.D / c.t  # one vocabulary table's elements per device before fsdp
     lookup_table = table * c.wb if c.fs > 1 else 0.0
-    layer_sites = ("attention", "dense_mlp", "moe_mlp")
-    regathers = any(x.kind is AG and x.axes == ("fsdp",) and x.phase == "bwd"
-                    and _site(x) in layer_sites for x in xla)
-    kept = 0.0 if regathers else sum(s.nbytes * s.count for s in sim
-                                     if s.kind is AG and s.name.endswith(".bwd.fsdp_ag")
-                                     and s.name.startswith("L"))
+    fsdp_ag = [x for x in xla if x.kind is AG and x.axes == ("fsdp",)]
+
+    def gathered(site, phase, nbytes=None):
+        return [x for x in fsdp_ag if _site(x) == site and x.phase == phase
+                and (nbytes is None or x.nbytes == nbytes)]
+
+    # per layer site, XLA either re-gathers the weights for the backward or keeps the forward's
+    # (then it moves what its forward gathers of that site moved less than meshcast)
+    kept_sites = [st for st in ("attention", "dense_mlp", "moe_mlp")
+                  if gathered(st, "fwd") and not gathered(st, "bwd")]
+    kept = sum(x.nbytes * x.count for st in kept_sites for x in gathered(st, "fwd"))
+    # the table: gathered for the lookup or not (token ids gathered instead); the LM head's
+    # forward gather kept for its backward or not
+    lookup_table = table * c.wb if c.fs > 1 and len(gathered(LOSS_SITE, "fwd", table * c.wb)) < 2 \
+        else 0.0
+    kept_head = table * c.wb if c.fs > 1 and not gathered(LOSS_SITE, "bwd", table * c.wb) else 0.0
     is_moe = c.n_moe > 0 and c.e > 1
     out = [
         Rule(lambda x: x.kind is AR and x.axes == ("model",),
@@ -221,12 +231,15 @@ def rules(c: Ctx, xla: list[Piece], sim: list[SimCollective]) -> list[Rule]:
         Rule(lambda x: x.kind is AG and x.axes == ("fsdp",),
              lambda s: s.kind is AG and s.axis == "fsdp",
              "FSDP weight all-gathers of each layer and of the LM head, forward and backward"
-             + ("" if regathers else " (XLA keeps the layers' forward gathers for the backward "
-                "instead of gathering again: - meshcast's backward layer gathers)")
-             + ". meshcast also gathers the embedding table (V/t x D) for the lookup; XLA "
-             "gathers the int32 token ids instead (b x s x 4 B each) and reshards the looked-up "
-             "rows (see the embedding-lookup rows), so - one table",
-             expected=lambda s: s - lookup_table - kept),
+             + (f" (XLA keeps the forward gathers of {', '.join(kept_sites)} for the backward "
+                "instead of gathering again: - those bytes)" if kept_sites else "")
+             + (" (XLA keeps the LM head's forward gather for its backward: - one table)"
+                if kept_head else "")
+             + (". meshcast also gathers the embedding table (V/t x D) for the lookup; XLA "
+                "gathers the int32 token ids instead (b x s x 4 B each) and reshards the "
+                "looked-up rows (see the embedding-lookup rows), so - one table"
+                if lookup_table else ""),
+             expected=lambda s: s - lookup_table - kept - kept_head),
         Rule(lambda x: x.kind is AR and x.axes == ("fsdp",) and x.weight,
              lambda s: s.kind is RS and s.axis == "fsdp",
              "gradient reduce-scatter over fsdp: XLA:CPU emits it as an all-reduce of the full "

@@ -70,8 +70,11 @@ def forecast_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, 
                    remat="none", precision="fp32").step_time_s
 
 
-def validate(directory: str | Path, quick: bool = False, log=print) -> dict:
-    """Measured vs forecast per case, and the median absolute error."""
+def validate(directory: str | Path, quick: bool = False, hlo: bool = False, log=print) -> dict:
+    """Measured vs forecast per case, and the median absolute error; with ``hlo`` each case also
+    sets XLA's compiled collectives beside the step graph's (:mod:`calibration.hlo_compare`)."""
+    from dataclasses import asdict
+
     import jax
 
     from calibration.profile_out import profile_from_rows
@@ -87,8 +90,16 @@ def validate(directory: str | Path, quick: bool = False, log=print) -> dict:
                        forecast_step(kind, mesh_sizes, gb, seq, profile, n))
         log(f"  {label:<34} measured {v.measured_s * 1e3:9.1f} ms  forecast "
             f"{v.forecast_s * 1e3:9.1f} ms  error {100 * v.error:+6.1f}%")
-        out.append(v)
-    med = float(np.median([abs(v.error) for v in out]))
+        row = {"case": v.case, "measured_s": v.measured_s, "forecast_s": v.forecast_s,
+               "error": v.error}
+        if hlo:
+            from calibration.hlo_compare import compare_case, format_table
+
+            rows = compare_case(kind, mesh_sizes, gb, seq)
+            log(format_table(rows))
+            row["hlo"] = [asdict(r) for r in rows]
+            row["hlo_mismatches"] = sum(r.status == "mismatch" for r in rows)
+        out.append((v, row))
+    med = float(np.median([abs(v.error) for v, _ in out]))
     log(f"  median |error| {100 * med:.1f}% over {len(out)} cases")
-    return {"cases": [{"case": v.case, "measured_s": v.measured_s, "forecast_s": v.forecast_s,
-                       "error": v.error} for v in out], "median_abs_error": med}
+    return {"cases": [row for _, row in out], "median_abs_error": med}

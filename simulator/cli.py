@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from simulator import cli_search
 from simulator.errors import MeshcastError
 
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "LLM training step time on a concrete topology.")
     sub = ap.add_subparsers(dest="command", required=True)
     _add_predict(sub)
+    cli_search.add_parsers(sub)
     pr = sub.add_parser("profiles", help="list the hardware profiles")
     pr.add_argument("--json", action="store_true")
     ca = sub.add_parser("calibrate", help="time kernels and collectives with JAX into raw rows")
@@ -64,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--backend", choices=["cpu", "gpu", "tpu"], default="cpu")
     va.add_argument("--devices", type=int, help="CPU: virtual devices (default 8)")
     va.add_argument("--quick", action="store_true", help="two cases, short sequences")
+    va.add_argument("--hlo", action="store_true", help="also compare the collectives XLA "
+                    "compiled with the step graph's, kind by kind")
     va.add_argument("--json", action="store_true")
     mo = sub.add_parser("models", help="list the model zoo")
     mo.add_argument("--json", action="store_true")
@@ -167,7 +171,7 @@ def _cmd_validate(a) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr if a.json else sys.stdout, flush=True)
 
-    result = validate(a.calibration, quick=a.quick, log=log)
+    result = validate(a.calibration, quick=a.quick, hlo=a.hlo, log=log)
     if a.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -175,7 +179,7 @@ def _cmd_validate(a) -> int:
 
 COMMANDS = {"predict": _cmd_predict, "calibrate": _cmd_calibrate, "fit": _cmd_fit,
             "validate": _cmd_validate,
-            "profiles": _cmd_profiles, "models": _cmd_models}
+            "profiles": _cmd_profiles, "models": _cmd_models, **cli_search.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

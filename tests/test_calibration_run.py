@@ -105,7 +105,7 @@ def test_corrupt_raw_file_is_a_clear_error(full_run, tmp_path, damage):
 def test_write_rows_is_atomic(tmp_path):
     row = dict.fromkeys(["case_id", "kind", "op", "axis", "dtype", "backend", "device_kind",
                          "jax_version", "jaxlib_version", "xla_flags", "host", "date"], "x")
-    row.update(group_size=1, m=1, k=1, n=1, nbytes=1.0, flops=2.0, rep=0, seconds=1e-3,
+    row.update(group_size=1, m=1, k=1, n=1, hd=0, nbytes=1.0, flops=2.0, rep=0, seconds=1e-3,
                n_devices=8, n_hosts=1)
     write_rows(tmp_path, [row])
     assert [p.name for p in tmp_path.iterdir()] == ["raw.csv"]
@@ -144,7 +144,7 @@ def test_validate_times_real_sharded_steps_beside_the_forecast(full_run):
     import json
 
     res = subprocess.run([*MESHCAST, "validate", "--calibration", str(full_run), "--quick",
-                          "--json"], capture_output=True, text=True, timeout=600)
+                          "--hlo", "--json"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout)
     cases = {c["case"]: c for c in out["cases"]}
@@ -152,6 +152,10 @@ def test_validate_times_real_sharded_steps_beside_the_forecast(full_run):
     for c in cases.values():
         assert c["measured_s"] > 0 and c["forecast_s"] > 0
         assert c["error"] == pytest.approx((c["forecast_s"] - c["measured_s"]) / c["measured_s"])
+        assert c["hlo_mismatches"] == 0 and {r["status"] for r in c["hlo"]} <= {"match",
+                                                                               "explained"}
+        assert any(r["xla"].startswith("all_reduce") for r in c["hlo"])
+    assert "all_to_all expert" in res.stderr  # the tables are printed beside the figures
     assert out["median_abs_error"] == pytest.approx(
         sorted(abs(c["error"]) for c in cases.values())[0] / 2
         + sorted(abs(c["error"]) for c in cases.values())[1] / 2)
