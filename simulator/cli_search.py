@@ -1,0 +1,130 @@
+"""``meshcast rank`` and ``meshcast plan``: search every sharding of a job; what to buy.
+
+Registered by :mod:`simulator.cli` through :func:`add_parsers` and :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from simulator.errors import MeshcastError
+
+OBJECTIVES = ("step_time", "time_to_train", "cost", "mfu")
+
+
+def _job_args(p, chips_help: str, chips_type) -> None:
+    p.add_argument("--model", required=True, help="zoo name (see `meshcast models`) or YAML path")
+    p.add_argument("--chips", required=chips_type is int, type=chips_type, help=chips_help)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--global-batch", type=int, help="sequences per step (default about 4M tokens)")
+    g.add_argument("--global-batch-tokens", type=int, help="tokens per step")
+    p.add_argument("--seq-len", type=int, help="tokens per sequence (default: the model's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _budget_args(p) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--tokens", type=float, help="training tokens (default: Chinchilla)")
+    g.add_argument("--tokens-per-param", type=float,
+                   help="Chinchilla ratio over the reference's parameters (default 20)")
+    p.add_argument("--reference", help="dense reference model whose parameters set the budget "
+                   "(Du et al. 2024); default: the model itself (an MoE's total parameters)")
+
+
+def add_parsers(sub) -> None:
+    """Add the ``rank`` and ``plan`` subcommands to an argparse subparsers object."""
+    r = sub.add_parser("rank", help="rank every feasible sharding of a job")
+    r.add_argument("--hardware", required=True, help="profile name/alias or YAML path")
+    _job_args(r, "chips in the job", int)
+    r.add_argument("--objective", choices=OBJECTIVES, default="step_time")
+    r.add_argument("--top", type=int, default=5, help="configurations to show (default 5)")
+    r.add_argument("--out", help="write every evaluated configuration to this CSV file")
+    r.add_argument("--precision", choices=["bf16", "fp8", "fp32"], default="bf16")
+    _budget_args(r)
+    p = sub.add_parser("plan", help="best configuration, time and cost per hardware and chip count")
+    p.add_argument("--hardware", required=True, help="comma-separated profiles, e.g. h100-sxm,tpu-v5p")
+    _job_args(p, "comma-separated chip counts (default 64,...,4096)", str)
+    _budget_args(p)
+    p.add_argument("--deadline", type=float, help="days: the smallest chip count that meets it")
+
+
+class _Progress:
+    """A one-line progress indicator on stderr, shown only on a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.on, self.t0 = label, sys.stderr.isatty(), time.perf_counter()
+
+    def __call__(self, stage: str, frac: float | None = None) -> None:
+        if self.on:
+            pct = f" {100 * frac:3.0f}%" if frac is not None else ""
+            sys.stderr.write(f"\r[{self.label}] {stage}{pct}  {time.perf_counter() - self.t0:5.1f} s  ")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.on:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+
+
+def _tokens(a, model, reference) -> int | None:
+    from simulator.budget import chinchilla_tokens
+
+    if a.tokens is not None:
+        if a.tokens < 1:
+            raise MeshcastError(f"tokens: {a.tokens:g} must be a positive number of tokens")
+        return int(a.tokens)
+    return chinchilla_tokens(model, a.tokens_per_param or 20.0, reference)
+
+
+def cmd_rank(a) -> int:
+    from simulator.search.rank import rank
+    from simulator.search.report import format_rank, rank_json, write_csv
+    from simulator.search.space import make_space
+    from simulator.zoo import load_model
+
+    space = make_space(a.model, a.hardware, a.chips, global_batch=a.global_batch,
+                       global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len,
+                       precision=a.precision)
+    ref = load_model(a.reference) if a.reference else None
+    progress = _Progress("rank")
+    try:
+        res = rank(space, a.objective, a.top, tokens=_tokens(a, space.model, ref),
+                   progress=progress)
+    finally:
+        progress.done()
+    if a.out:
+        write_csv(res, a.out)
+    print(json.dumps(rank_json(res), indent=2) if a.json else format_rank(res))
+    return 0
+
+
+def _chip_list(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise MeshcastError(f"chips: {text!r} is not a comma-separated list of integers "
+                            "(example: 256,512,1024)") from None
+
+
+def cmd_plan(a) -> int:
+    from simulator.search.plan import plan
+    from simulator.search.report import format_plan, plan_json
+
+    progress = _Progress("plan")
+    try:
+        res = plan(a.model, [h for h in a.hardware.split(",") if h.strip()], _chip_list(a.chips),
+                   tokens=int(a.tokens) if a.tokens is not None else None,
+                   tokens_per_param=a.tokens_per_param, reference=a.reference,
+                   deadline_days=a.deadline, global_batch=a.global_batch,
+                   global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len,
+                   progress=lambda what: progress(what))
+    finally:
+        progress.done()
+    print(json.dumps(plan_json(res), indent=2) if a.json else format_plan(res))
+    return 0
+
+
+COMMANDS = {"rank": cmd_rank, "plan": cmd_plan}

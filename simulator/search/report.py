@@ -1,0 +1,174 @@
+"""Text, JSON and CSV renderings of a RankResult and a PlanResult."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from simulator.errors import MeshcastError
+from simulator.search.space import REMATS, SCHEDULES
+from simulator.specs.sharding import AXES
+
+GIB = 2**30
+
+
+def _mesh(mesh: dict) -> str:
+    return " ".join(f"{a}={v}" for a, v in mesh.items())
+
+
+def _pipeline(row: dict) -> str:
+    if row["mesh"].get("pipeline", 1) == 1:
+        return "no pipeline"
+    v = f", {row['virtual_stages']} virtual stages" if row["virtual_stages"] > 1 else ""
+    return f"{row['schedule']} pipeline{v}"
+
+
+def finalist_dict(f) -> dict:
+    """One top configuration: its row, the graph path's forecast and the fast path's."""
+    p = f.prediction
+    mem = p.memory
+    return {"rank": None, **f.row, "axis_order": f.axis_order, "step_time_s": p.step_time_s,
+            "fast_step_time_s": f.fast_step_s, "tokens_per_s": p.tokens_per_s, "mfu": p.mfu,
+            "memory": mem.as_dict(), "headroom_bytes": mem.headroom_bytes,
+            "breakdown_s": dict(p.breakdown_s), "objective": f.objective,
+            "budget": f.budget.as_dict(), "warnings": list(p.warnings)}
+
+
+def rank_json(res) -> dict:
+    sp = res.space
+    top = [finalist_dict(f) for f in res.top]
+    for i, d in enumerate(top, 1):
+        d["rank"] = i
+    return {"model": sp.model.name, "hardware": sp.hardware.name, "chips": sp.chips,
+            "global_batch_seqs": sp.global_batch, "seq_len": sp.seq_len,
+            "objective": res.objective, "budget_tokens": res.tokens, "counts": res.counts,
+            "configs_per_s": res.configs_per_s, "seconds": res.seconds, "top": top}
+
+
+def format_rank(res) -> str:
+    sp, c = res.space, res.counts
+    lines = [
+        f"meshcast rank: {sp.model.name} on {sp.hardware.name} x {sp.chips} chips, "
+        f"{sp.global_batch} seqs x {sp.seq_len} tokens per step, objective {res.objective}",
+        f"  {c['candidates'] + c['invalid_total']:,} configurations: {c['evaluated']:,} "
+        f"evaluated, {c['out_of_memory']:,} out of memory, {c['invalid_total']:,} invalid "
+        f"({res.configs_per_s:,.0f} configs/s on the fast path, "
+        f"{sum(res.seconds.values()):.2f} s in all)",
+    ]
+    if c["invalid"]:
+        lines.append("  invalid: " + ", ".join(f"{k} {v:,}" for k, v in c["invalid"].items()))
+    lines.append(f"  top {len(res.top)} (re-evaluated with the graph path):")
+    for i, f in enumerate(res.top, 1):
+        lines += ["", *_finalist_lines(i, f, res.objective)]
+    return "\n".join(lines)
+
+
+def _finalist_lines(i: int, f, objective: str) -> list[str]:
+    p, row, mem = f.prediction, f.row, f.prediction.memory
+    place = row["placement"]
+    b = f.budget
+    out = [
+        f"  #{i}  step {p.step_time_s:.4g} s   MFU {100 * p.mfu:.1f} %   memory "
+        f"{mem.per_device_bytes / GIB:.1f} of {mem.capacity_bytes / GIB:.1f} GiB "
+        f"(headroom {mem.headroom_bytes / GIB:.1f})",
+        f"      mesh {_mesh(row['mesh'])}   ({place})",
+        f"      micro-batch {row['micro_batch']} x {row['microbatches']} per step, remat "
+        f"{row['remat']}, {_pipeline(row)}",
+    ]
+    if objective in ("time_to_train", "cost"):
+        cost = f", ${b.cost_usd:,.0f}" if b.cost_usd is not None else ""
+        out.append(f"      {b.tokens / 1e9:,.0f}B tokens: {b.steps:,} steps, {b.days:.1f} days, "
+                   f"{b.chip_hours:,.0f} chip-hours{cost}")
+    total = p.step_time_s
+    parts = [f"{k} {v:.3g} ({100 * v / total:.0f}%)" for k, v in p.breakdown_s.items()
+             if v >= 0.005 * total]
+    out.append("      breakdown: " + ", ".join(parts))
+    return out
+
+
+CSV_COLUMNS = ("rank", *AXES, "placement", "axis_order", "micro_batch", "microbatches", "remat",
+               "schedule", "virtual_stages", "step_time_s", "tokens_per_s", "mfu",
+               "memory_gib", "headroom_gib", "compute_s", "exposed_comm_s", "pipeline_bubble_s")
+
+
+def write_csv(res, path: str | Path) -> None:
+    """Every evaluated configuration (fast path), best first, one row each."""
+    t = res.table
+    sp = res.space
+    cap = sp.hardware.chip.hbm_capacity_bytes.value
+    times = res.times
+    mfu = res.mfu
+    m = t.microbatches
+    labels = [p.label for p in t.placements]
+    orders = [",".join(p.order) for p in t.placements]
+    try:
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(CSV_COLUMNS)
+            for i in range(len(t)):
+                pid = t.placement[i]
+                w.writerow([i + 1, *t.mesh[i].tolist(), labels[pid], orders[pid],
+                            int(t.micro_batch[i]), int(m[i]), REMATS[t.remat[i]],
+                            SCHEDULES[t.schedule[i]] if t.mesh[i, AXES.index("pipeline")] > 1
+                            else "-", int(t.virtual[i]), f"{times.step_s[i]:.6g}",
+                            f"{sp.tokens_per_step / times.step_s[i]:.6g}", f"{mfu[i]:.4f}",
+                            f"{res.memory_bytes[i] / GIB:.3f}",
+                            f"{(cap - res.memory_bytes[i]) / GIB:.3f}",
+                            f"{times.compute_s[i]:.6g}", f"{times.exposed_comm_s[i]:.6g}",
+                            f"{times.bubble_s[i]:.6g}"])
+    except OSError as e:
+        raise MeshcastError(f"out: cannot write {path}: {e.strerror}") from None
+
+
+def plan_json(res) -> dict:
+    def entry(e) -> dict:
+        d = {"hardware": e.hardware, "chips": e.chips, "ok": e.ok}
+        if not e.ok:
+            return dict(d, reason=e.reason)
+        f = finalist_dict(e.best)
+        return dict(d, budget=e.budget.as_dict(), best=f)
+
+    return {"model": res.model, "tokens": res.tokens, "tokens_per_param": res.tokens_per_param,
+            "reference": res.reference, "global_batch_seqs": res.global_batch,
+            "seq_len": res.seq_len, "entries": [entry(e) for e in res.entries],
+            "pareto": [{"hardware": e.hardware, "chips": e.chips, "days": e.budget.days,
+                        "cost_usd": e.budget.cost_usd} for e in res.pareto],
+            "deadline_days": res.deadline_days, "deadline_chips": res.deadline}
+
+
+def format_plan(res) -> str:
+    why = (f"{res.tokens_per_param:g} tokens per parameter of {res.reference}"
+           if res.tokens_per_param is not None else "given")
+    lines = [f"meshcast plan: {res.model}, {res.tokens / 1e9:,.1f}B training tokens ({why}), "
+             f"{res.global_batch} seqs x {res.seq_len} tokens per step",
+             f"  {'hardware':<14}{'chips':>6}{'step s':>9}{'MFU %':>7}{'days':>8}"
+             f"{'chip-hours':>12}{'cost $':>13}  best configuration"]
+    for e in res.entries:
+        if not e.ok:
+            lines.append(f"  {e.hardware:<14}{e.chips:>6}  -- {_short(e.reason)}")
+            continue
+        b, f = e.budget, e.best
+        cost = f"{b.cost_usd:,.0f}" if b.cost_usd is not None else "no price"
+        lines.append(f"  {e.hardware:<14}{e.chips:>6}{b.step_time_s:>9.3g}"
+                     f"{100 * f.prediction.mfu:>7.1f}{b.days:>8.1f}{b.chip_hours:>12,.0f}"
+                     f"{cost:>13}  {_mesh(f.row['mesh'])}, mb {f.row['micro_batch']}, "
+                     f"remat {f.row['remat']}, {_pipeline(f.row)}")
+    if res.pareto:
+        lines.append("  Pareto front (time vs cost): " + "  |  ".join(
+            f"{e.hardware} x {e.chips}: {e.budget.days:.1f} days, ${e.budget.cost_usd:,.0f}"
+            for e in res.pareto))
+    unpriced = sorted({e.hardware for e in res.entries if e.ok and e.budget.cost_usd is None})
+    if unpriced:
+        lines.append(f"  (no price in the profile, so not on the front: {', '.join(unpriced)})")
+    if res.deadline_days is not None:
+        for hw, n in res.deadline.items():
+            tried = sorted({e.chips for e in res.entries if e.hardware == hw})
+            verdict = (f"needs {n} chips" if n is not None
+                       else f"none of {', '.join(map(str, tried))} chips meets it")
+            lines.append(f"  deadline {res.deadline_days:g} days: {hw} {verdict}")
+    return "\n".join(lines)
+
+
+def _short(reason: str) -> str:
+    text = reason.split(";")[0]
+    return text if len(text) < 100 else text[:97] + "..."

@@ -1,0 +1,55 @@
+"""The fast path against the graph path (issue 4): step time within 2 % and memory identical on
+a sample of configurations -- dense and MoE, with and without a pipeline, on a GPU and a TPU
+profile -- and the same configuration ranked first."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulator.predict import predict_job
+from simulator.search import enumerate_candidates, make_space, rank_table
+from simulator.search.fast import memory_per_device, step_times
+from simulator.specs.job import make_job
+
+TOLERANCE = 0.02  # issue 4: fast path vs graph path
+JOBS = {
+    "dense-gpu": dict(model="llama3-8b", hardware="h100-sxm", chips=32),
+    "moe-gpu": dict(model="mixtral-8x7b", hardware="h100-sxm", chips=32),
+    "dense-tpu": dict(model="llama3-8b", hardware="tpu-v5p", chips=32),
+    "moe-tpu": dict(model="moe-6.4b", hardware="tpu-v5p", chips=32),  # dense and MoE layers
+}
+
+
+def _space(job):
+    return make_space(**JOBS[job], seq_len=2048, global_batch=64)
+
+
+def _sample(cands, fits, pipelined: bool, n: int, seed: int) -> np.ndarray:
+    pool = np.nonzero(fits & ((cands.axis("pipeline") > 1) == pipelined))[0]
+    return np.random.default_rng(seed).choice(pool, size=min(n, len(pool)), replace=False)
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+@pytest.mark.parametrize("pipelined", [False, True], ids=["no-pipeline", "pipeline"])
+def test_fast_path_agrees_with_the_graph_path(job, pipelined):
+    space = _space(job)
+    cands = enumerate_candidates(space)
+    mem = memory_per_device(cands)
+    fits = mem <= space.hardware.chip.hbm_capacity_bytes.value
+    idx = _sample(cands, fits, pipelined, 6, seed=4)
+    assert len(idx) == 6
+    sub = cands.take(idx)
+    fast = step_times(sub).step_s
+    for i in range(len(sub)):
+        pred = predict_job(make_job(space.model, sub.sharding(i), space.hardware, space.chips))
+        assert pred.memory.per_device_bytes == pytest.approx(mem[idx[i]], rel=1e-12)
+        assert fast[i] == pytest.approx(pred.step_time_s, rel=TOLERANCE), sub.row(i)
+
+
+@pytest.mark.parametrize("job", ["dense-gpu", "moe-tpu"])
+def test_the_same_configuration_ranks_first(job):
+    res = rank_table(enumerate_candidates(_space(job)), top=1, finalists=6)
+    assert res.top[0].index == 0  # the graph path's best finalist is the fast path's best
+    assert res.top[0].fast_step_s == pytest.approx(res.top[0].prediction.step_time_s,
+                                                   rel=TOLERANCE)
