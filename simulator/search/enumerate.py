@@ -50,7 +50,6 @@ def factorizations(n: int, k: int) -> np.ndarray:
 def meshes(space: SearchSpace) -> np.ndarray:
     """All factorisations of the chips over ``space.axes`` (other axes 1), ``(rows, 6)``."""
     cols = [AXIS[a] for a in AXES if a in space.axes]
-    out = np.ones((0, len(AXES)), dtype=np.int64)
     f = factorizations(space.chips, len(cols))
     out = np.ones((len(f), len(AXES)), dtype=np.int64)
     out[:, cols] = f
@@ -118,31 +117,42 @@ def enumerate_candidates(space: SearchSpace) -> Candidates:
         mbs, bad_mb = _micro_batches(space, space.global_batch // shards)
         invalid["micro-batch % batch"] += bad_mb * len(pids) * len(space.remats)
         blocks.append((mesh, pids, mbs, _schedules(space, sizes["pipeline"])))
-    cands = _expand(space, blocks, finder, invalid)
-    if len(cands) == 0:
+    cands = _expand(space, blocks, finder, invalid) if blocks else None
+    if cands is None or len(cands) == 0:
         raise MeshcastError(_nothing_valid(space, invalid))
     return cands
 
 
 def _expand(space: SearchSpace, blocks, finder: PlacementFinder, invalid: dict[str, int]) -> Candidates:
-    """Cross each mesh with its placements, micro-batches, remats and schedules (numpy)."""
+    """Cross each mesh with its placements, micro-batches, remats and schedules: row ``j`` of
+    mesh ``i`` is ``((placement * M_i + micro-batch) * R + remat) * S_i + schedule``."""
     remats = np.array([REMATS.index(r) for r in space.remats], dtype=np.int8)
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "pid", "mb", "remat", "sched", "v")}
-    for mesh, pids, mbs, scheds in blocks:
-        grid = np.array(np.meshgrid(np.arange(len(pids)), np.arange(len(mbs)), np.arange(len(remats)),
-                                    np.arange(len(scheds)), indexing="ij")).reshape(4, -1)
-        sv = np.array(scheds, dtype=np.int64).reshape(-1, 2)
-        cols["mesh"].append(np.broadcast_to(mesh, (grid.shape[1], len(AXES))))
-        cols["pid"].append(np.asarray(pids, dtype=np.int32)[grid[0]])
-        cols["mb"].append(np.asarray(mbs, dtype=np.int64)[grid[1]])
-        cols["remat"].append(remats[grid[2]])
-        cols["sched"].append(sv[grid[3], 0].astype(np.int8))
-        cols["v"].append(sv[grid[3], 1])
-    cat = {k: (np.concatenate(v) if v else np.zeros((0, len(AXES)) if k == "mesh" else 0, np.int64))
-           for k, v in cols.items()}
-    cands = Candidates(space, cat["mesh"].astype(np.int64), cat["pid"].astype(np.int32), cat["mb"],
-                       cat["remat"].astype(np.int8), cat["sched"].astype(np.int8), cat["v"],
-                       finder.registry, invalid)
+    R = len(remats)
+    P = np.array([len(b[1]) for b in blocks], dtype=np.int64)
+    M = np.array([len(b[2]) for b in blocks], dtype=np.int64)
+    S = np.array([len(b[3]) for b in blocks], dtype=np.int64)
+    rows = P * M * R * S
+    mesh_of = np.repeat(np.arange(len(blocks)), rows)
+    j = np.arange(int(rows.sum())) - np.repeat(np.cumsum(rows) - rows, rows)
+    s = j % S[mesh_of]
+    j //= S[mesh_of]
+    r = j % R
+    j //= R
+    mb = j % M[mesh_of]
+    p = j // M[mesh_of]
+
+    def flat(k: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+        lens = np.array([len(b[k]) for b in blocks], dtype=np.int64)
+        vals = [x for b in blocks for x in b[k]]
+        return np.array(vals, dtype=dtype).reshape(len(vals), -1), np.cumsum(lens) - lens
+
+    pids, p0 = flat(1, np.int32)
+    mbs, m0 = flat(2, np.int64)
+    scheds, s0 = flat(3, np.int64)
+    meshes = np.array([b[0] for b in blocks], dtype=np.int64).reshape(-1, len(AXES))
+    sv = scheds[s0[mesh_of] + s]
+    cands = Candidates(space, meshes[mesh_of], pids[p0[mesh_of] + p, 0], mbs[m0[mesh_of] + mb, 0],
+                       remats[r], sv[:, 0].astype(np.int8), sv[:, 1], finder.registry, invalid)
     bad = (cands.schedule == SCHEDULES.index("interleaved")) & (
         cands.microbatches % cands.axis("pipeline") != 0)
     invalid["interleaved % pipeline"] += int(bad.sum())

@@ -17,6 +17,7 @@ import numpy as np
 from simulator.flops import model_flops_per_step
 from simulator.search.memory import layer_params, max_in_flight, memory_bytes
 from simulator.search.pipeline import pipeline_finish
+from simulator.search.placements import coefficients
 from simulator.search.space import SCHEDULES
 from simulator.search.stage import compose
 from simulator.search.stage_inputs import stage_inputs, take_inputs
@@ -95,51 +96,61 @@ class StepTimes:
 
 def step_times(c: Candidates, progress=None) -> StepTimes:
     """Step time of every row (rows need not fit in memory); ``progress(fraction)`` is
-    called as pipeline groups finish."""
+    called as pipeline groups finish.
+
+    Layer chains are costed once per distinct (placement, micro-batch) -- a stage row -- and
+    each rank's micro-batch composed once per (stage row, remat); the pipeline schedule then
+    runs per configuration."""
     key = c.placement.astype(np.int64) * (int(c.micro_batch.max(initial=0)) + 1) + c.micro_batch
-    _, first_row, inv = np.unique(key, return_index=True, return_inverse=True)
-    pids = c.placement[first_row]
-    used, where = np.unique(pids, return_inverse=True)
-    coef = np.stack([c.placements[p].coef for p in used])[where.ravel()]
+    _, first_row, srow = np.unique(key, return_index=True, return_inverse=True)
+    srow = srow.ravel()
+    used, where = np.unique(c.placement[first_row], return_inverse=True)
+    coef = coefficients(c.placements, used)[where.ravel()]
     si = stage_inputs(c.space, c.mesh[first_row], c.micro_batch[first_row], coef)
     out = StepTimes(np.zeros(len(c)), np.zeros(len(c)), np.zeros(len(c)))
+    m_all = c.microbatches
     done = 0
     for pp, v, idx in _groups(c):
-        _time_group(c.take(idx), take_inputs(si, inv.ravel()[idx]), pp, v, out, idx)
+        ukey, uinv = np.unique(srow[idx] * 3 + c.remat[idx], return_inverse=True)
+        sub_si = take_inputs(si, ukey // 3)
+        layout = rank_layout(c.space.model, pp, v)
+        per_class = {cls: compose(sub_si, (ukey % 3).astype(np.int8), *cls, c.space)
+                     for cls in _classes(layout)}
+        ranks = [per_class[cls] for cls in layout]
+        _time_group(ranks, uinv.ravel(), m_all[idx], c.schedule[idx], si.send[srow[idx]], v,
+                    out, idx)
         done += len(idx)
         if progress:
             progress(done / len(c))
     return out
 
 
-def _time_group(sub: Candidates, si, pp: int, v: int, out: StepTimes, idx: np.ndarray) -> None:
-    layout = rank_layout(sub.space.model, pp, v)
-    per_class = {cls: compose(si, sub.remat, *cls, sub.space) for cls in _classes(layout)}
-    ranks = [per_class[cls] for cls in layout]
-    m = sub.microbatches
-    if pp == 1:
+def _time_group(ranks, uinv, m, schedule, send, v: int, out: StepTimes, idx: np.ndarray) -> None:
+    """Step times of one (pipeline, virtual stages) group; ``ranks[r]`` is rank ``r``'s
+    StageTime per (stage row, remat), ``uinv`` maps each configuration to its entry."""
+    def per_rank(field: str) -> np.ndarray:
+        return np.stack([getattr(r, field)[uinv] for r in ranks])
+
+    if len(ranks) == 1:
         st = ranks[0]
-        out.step_s[idx] = m * st.t_mb + st.tail
-        out.compute_s[idx] = m * st.busy + st.opt
+        out.step_s[idx] = m * st.t_mb[uinv] + st.tail[uinv]
+        out.compute_s[idx] = m * st.busy[uinv] + st.opt[uinv]
         return
-    tf = np.stack([r.t_fwd for r in ranks])
-    tb = np.stack([r.t_mb - r.t_fwd for r in ranks])
-    tail = np.stack([r.tail for r in ranks])
+    tf, t_mb, tail = per_rank("t_fwd"), per_rank("t_mb"), per_rank("tail")
+    tb = t_mb - tf
     finish = np.zeros_like(tf)
-    key = m * 2 + sub.schedule
+    key = m * 2 + schedule
     for k in np.unique(key):
         sel = np.nonzero(key == k)[0]
-        finish[:, sel] = pipeline_finish(tf[:, sel], tb[:, sel], si.send[sel], int(k // 2),
+        finish[:, sel] = pipeline_finish(tf[:, sel], tb[:, sel], send[sel], int(k // 2),
                                          SCHEDULES[int(k % 2)], v)
     ends = finish + tail
     crit = np.argmax(ends, axis=0)
     cols = np.arange(len(idx))
     step = ends[crit, cols]
-    t_mb = np.stack([r.t_mb for r in ranks])[crit, cols]
-    busy = np.stack([r.busy for r in ranks])[crit, cols]
-    opt = np.stack([r.opt for r in ranks])[crit, cols]
+    busy, opt = per_rank("busy")[crit, cols], per_rank("opt")[crit, cols]
     out.step_s[idx] = step
-    out.bubble_s[idx] = step - (m * t_mb + tail[crit, cols])
+    out.bubble_s[idx] = step - (m * t_mb[crit, cols] + tail[crit, cols])
     out.compute_s[idx] = m * busy + opt
 
 

@@ -21,20 +21,19 @@ from simulator.pipeline import SIMULATED_MICROBATCHES, interleaved_order, one_f_
 
 @dataclass(frozen=True)
 class Program:
-    """A compiled schedule. ``done`` has a row per task plus two: row ``n_tasks`` reads 0 (no
-    previous task on the rank), row ``n_tasks + 1`` reads -inf (no cross-rank dependency).
-    Per level: the tasks' rows, their previous task on the same rank, their cross-rank
-    dependency, and their duration row (``2 * rank + is_backward``). ``last[i, r]`` is rank
-    ``r``'s last task in run ``i``."""
+    """A compiled schedule on ``slots`` rows of ``done`` plus two: row ``slots`` reads 0 (no
+    previous task on the rank), row ``slots + 1`` reads -inf (no cross-rank dependency).
+    Per level of mutually independent tasks: their rows, their previous task's row on the same
+    rank, their cross-rank dependency's row, and their duration row (``2 * rank +
+    is_backward``). ``last[i, r]`` holds rank ``r``'s last task of run ``i``."""
 
-    n_tasks: int
+    slots: int
     levels: tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]
     last: np.ndarray
 
     @property
-    def width(self) -> float:
-        """Mean tasks per level (how much one numpy call covers)."""
-        return self.n_tasks / max(len(self.levels), 1)
+    def n_tasks(self) -> int:
+        return sum(len(lv[0]) for lv in self.levels)
 
 
 def _orders(pp: int, m: int, schedule: str, v: int):
@@ -61,18 +60,50 @@ def compile_schedule(pp: int, runs: tuple[int, ...], schedule: str, v: int) -> P
             index = {t[0]: row for ts, rs in zip(tasks, placed) for t, row in zip(ts, rs)}
             base = (tasks, placed, index)
         lasts.append([placed[r][-1] for r in range(pp)])
+    last = [t for run in lasts[1:] + lasts[:1] for t in run]
+    return _allocate(rows, last, len(runs), pp)
+
+
+def _allocate(rows, last: list[int], runs: int, pp: int) -> Program:
+    """Give each task a row of ``done`` that is reused once its last reader has run (a task is
+    read by its rank's next task and by its cross-rank dependant), so ``done`` holds only the
+    tasks alive at once; the runs' final tasks stay to the end."""
     n = len(rows)
-    table = np.array(rows, dtype=np.int64).reshape(-1, 4)
-    ids = np.arange(n)
-    prev = np.where(table[:, 0] < 0, n, table[:, 0])
-    cross = np.where(table[:, 1] < 0, n + 1, table[:, 1])
-    lv = table[:, 3]
-    sort = np.argsort(lv, kind="stable")
-    bounds = np.searchsorted(lv[sort], np.arange(1, int(lv.max(initial=0)) + 2))
-    levels = tuple((ids[s], prev[s], cross[s], table[s, 2]) for s in
-                   (sort[a:b] for a, b in zip(bounds[:-1], bounds[1:])))
-    last = np.array(lasts[1:] + lasts[:1], dtype=np.int64)
-    return Program(n, levels, last)
+    level = [r[3] for r in rows]
+    last_use = [0] * n
+    for i, (prev, cross, _, lv) in enumerate(rows):
+        for j in (prev, cross):
+            if j >= 0:
+                last_use[j] = max(last_use[j], lv)
+    for j in last:
+        last_use[j] = 1 << 30
+    by_level: dict[int, list[int]] = {}
+    released: dict[int, list[int]] = {}
+    for i in range(n):
+        by_level.setdefault(level[i], []).append(i)
+        released.setdefault(last_use[i], []).append(i)
+    slot = [0] * n
+    free: list[int] = []
+    slots = 0
+    levels = []
+    for lv in range(1, max(level, default=0) + 1):
+        for j in released.get(lv - 1, ()):
+            free.append(slot[j])
+        ids = by_level.get(lv, [])
+        for i in ids:
+            if free:
+                slot[i] = free.pop()
+            else:
+                slot[i], slots = slots, slots + 1
+        levels.append(ids)
+    zero, minus_inf = slots, slots + 1
+    program = []
+    for ids in levels:
+        prev = [slot[rows[i][0]] if rows[i][0] >= 0 else zero for i in ids]
+        cross = [slot[rows[i][1]] if rows[i][1] >= 0 else minus_inf for i in ids]
+        program.append(tuple(np.array(x, dtype=np.int64) for x in
+                             ([slot[i] for i in ids], prev, cross, [rows[i][2] for i in ids])))
+    return Program(slots, tuple(program), np.array([slot[j] for j in last]).reshape(runs, pp))
 
 
 def _rank_tasks(pp: int, v: int, orders) -> list[list[tuple[tuple, tuple | None, int]]]:
@@ -141,7 +172,7 @@ def run_program(prog: Program, durations: np.ndarray, send: np.ndarray) -> np.nd
     (F, B per rank, already divided by the virtual stages). Rows run in chunks sized so one
     numpy call covers a few thousand values while ``done`` stays in cache."""
     rows = durations.shape[1]
-    chunk = int(min(max(4096 / prog.width, 1024), 8192))
+    chunk = int(min(max(2**19 // (prog.slots + 2), 1024), 16384))  # done: about 4 MB
     out = np.empty((*prog.last.shape, rows))
     for lo in range(0, rows, chunk):
         hi = min(lo + chunk, rows)
@@ -151,9 +182,9 @@ def run_program(prog: Program, durations: np.ndarray, send: np.ndarray) -> np.nd
 
 def _run(prog: Program, durations: np.ndarray, send: np.ndarray) -> np.ndarray:
     """``finish(task) = max(done[prev], done[cross] + send) + duration``, level by level."""
-    done = np.empty((prog.n_tasks + 2, durations.shape[1]))
-    done[prog.n_tasks] = 0.0
-    done[prog.n_tasks + 1] = -np.inf
+    done = np.empty((prog.slots + 2, durations.shape[1]))
+    done[prog.slots] = 0.0
+    done[prog.slots + 1] = -np.inf
     for ids, prev, cross, dur in prog.levels:
         t = done[cross]
         t += send

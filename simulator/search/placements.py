@@ -12,18 +12,17 @@ size for a fixed placement (ring, hierarchical, direct all-to-all and permute ar
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 import numpy as np
 
 from simulator.collectives import Collective, collective_time
 from simulator.errors import MeshcastError
-from simulator.graph.ops import CostContext
 from simulator.specs.sharding import AXES, DEFAULT_AXIS_ORDER
 from simulator.topology import AxisPart, Level, Topology, place_axes
 
-#: (axis group, collective) pairs the step graph issues; the columns of ``Placement.coef``.
+#: (axis group, collective) pairs the step graph issues; the columns of :func:`coefficients`.
 COLLECTIVES: tuple[tuple[str, Collective], ...] = (
     ("model", Collective.ALL_GATHER), ("model", Collective.REDUCE_SCATTER),
     ("seq", Collective.ALL_GATHER), ("seq", Collective.REDUCE_SCATTER),
@@ -44,11 +43,14 @@ _PROBE_BYTES = 2.0**30
 
 @dataclass(frozen=True)
 class Placement:
-    """One binding: ``order`` (all six axes, as ShardingSpec.axis_order) reproduces ``parts``."""
+    """One binding: ``order`` (all six axes, as ShardingSpec.axis_order) reproduces ``parts``;
+    ``key`` is the same per axis (AXES order) as ``((level index, factor), ...)`` or None."""
 
     order: tuple[str, ...]
     parts: tuple[tuple[str, tuple[AxisPart, ...]], ...]
     levels: tuple[Level, ...]
+    key: tuple = ()
+    affine_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
     def topology(self) -> Topology:
@@ -60,19 +62,40 @@ class Placement:
         return ", ".join(f"{a}->" + "+".join(f"{p.level.name}:{p.factor}" for p in parts)
                          for a, parts in self.parts) or "single device"
 
-    @property
-    def coef(self) -> np.ndarray:
-        """``[alpha, beta]`` per COLLECTIVES column: ``time = alpha * bytes + beta``."""
-        return _coef(self.parts, self.levels)
+    def factors(self) -> list[list[int]]:
+        """Per axis (AXES order), its factor on each level (1 where it has none)."""
+        out = [[1] * len(self.levels) for _ in AXES]
+        for a, comp in zip(range(len(AXES)), self.key):
+            for level, f in comp or ():
+                out[a][level] = f
+        return out
 
 
-@lru_cache(maxsize=65536)
-def _coef(parts, levels) -> np.ndarray:
-    ctx = CostContext(None, Topology(levels, dict(parts)))
-    return np.array([affine(kind, ctx.parts(axis)) for axis, kind in COLLECTIVES])
+def coefficients(placements: list[Placement], pids: np.ndarray) -> np.ndarray:
+    """``(len(pids), len(COLLECTIVES), 2)``: ``[alpha, beta]`` of each placement's collectives
+    (``time = alpha * bytes + beta``). A group ``a+b`` multiplies its axes' factors level by
+    level, as ``CostContext.parts`` merges them; each distinct group placement is read off
+    ``collective_time`` once."""
+    out = np.zeros((len(pids), len(COLLECTIVES), 2))
+    if len(pids) == 0:
+        return out
+    first = placements[int(pids[0])]
+    levels, cache = first.levels, first.affine_cache
+    F = np.array([placements[int(p)].factors() for p in pids], dtype=np.int64)
+    for col, (group, kind) in enumerate(COLLECTIVES):
+        merged = np.prod(F[:, [_AXIS_INDEX[a] for a in group.split("+")], :], axis=1)
+        uniq, inv = np.unique(merged, axis=0, return_inverse=True)
+        vals = []
+        for u in uniq:
+            compact = tuple((lv, int(f)) for lv, f in enumerate(u) if f > 1)
+            if (kind, compact) not in cache:
+                parts = tuple(AxisPart(levels[lv], f) for lv, f in compact)
+                cache[(kind, compact)] = affine(kind, parts)
+            vals.append(cache[(kind, compact)])
+        out[:, col] = np.array(vals)[inv.ravel()]
+    return out
 
 
-@lru_cache(maxsize=65536)
 def affine(kind: Collective, parts: tuple[AxisPart, ...]) -> tuple[float, float]:
     """``(alpha, beta)`` with ``collective_time(kind, parts, S) = alpha * S + beta`` for S > 0,
     read off two sizes (exact up to rounding: every formula is affine in S)."""
@@ -84,6 +107,15 @@ def affine(kind: Collective, parts: tuple[AxisPart, ...]) -> tuple[float, float]
     return alpha, t1 - alpha * _PROBE_BYTES
 
 
+_AXIS_INDEX = {a: i for i, a in enumerate(AXES)}
+
+
+@lru_cache(maxsize=256)
+def _orders(inner: tuple[str, ...], outer: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """Every order of the inner axes followed by every order of the outer ones."""
+    return tuple(i + o for i in itertools.permutations(inner) for o in itertools.permutations(outer))
+
+
 class PlacementFinder:
     """Distinct placements per mesh on one job's levels (memoised by the size sequence)."""
 
@@ -92,6 +124,7 @@ class PlacementFinder:
         self._greedy: dict[tuple[int, ...], tuple | None] = {}
         self.registry: list[Placement] = []
         self._ids: dict[tuple, int] = {}
+        self._affine: dict = {}
 
     def _place(self, sizes: tuple[int, ...]):
         """place_axes on anonymous axes of these sizes, in this order: per axis its parts and a
@@ -113,20 +146,21 @@ class PlacementFinder:
         inner = [a for a in INNER_AXES if mesh.get(a, 1) > 1]
         outer = [a for a in OUTER_AXES if mesh.get(a, 1) > 1]
         found: list[int] = []
-        for order in (i + o for i in itertools.permutations(inner)
-                      for o in itertools.permutations(outer)):
+        for order in _orders(tuple(inner), tuple(outer)):
             got = self._place(tuple(mesh[a] for a in order))
             if got is None:
                 continue
-            where = dict(zip(order, got[1]))
-            key = tuple(where.get(a) for a in AXES)
+            where = [None] * len(AXES)
+            for a, c in zip(order, got[1]):
+                where[_AXIS_INDEX[a]] = c
+            key = tuple(where)
             pid = self._ids.get(key)
             if pid is None:
                 full = tuple(order) + tuple(a for a in DEFAULT_AXIS_ORDER if a not in order)
                 parts = tuple((a, ps) for a, ps in sorted(zip(order, got[0]),
                                                           key=lambda ap: AXES.index(ap[0])))
                 pid = self._ids[key] = len(self.registry)
-                self.registry.append(Placement(full, parts, self.levels))
+                self.registry.append(Placement(full, parts, self.levels, key, self._affine))
             if pid not in found:
                 found.append(pid)
         return found

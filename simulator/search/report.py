@@ -170,5 +170,6 @@ def format_plan(res) -> str:
 
 
 def _short(reason: str) -> str:
-    text = reason.split(";")[0]
+    """The first clause of an error message (before its details and fix)."""
+    text = reason.split(";")[0].split(" (")[0]
     return text if len(text) < 100 else text[:97] + "..."
