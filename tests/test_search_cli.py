@@ -133,3 +133,8 @@ def test_rank_nothing_fits(capsys):
 def test_plan_bad_input(capsys, args, names):
     fails(capsys, ["plan", "--model", "llama3-8b", "--seq-len", "1024", "--global-batch", "16",
                    *args], *names)
+
+
+def test_rank_precision_the_chip_lacks(capsys):
+    fails(capsys, ["rank", "--model", "llama3-8b", "--hardware", "tpu-v5p", "--chips", "8",
+                   "--precision", "fp32"], "precision", "fp32", "bf16")

@@ -23,17 +23,22 @@ from simulator.pipeline import SIMULATED_MICROBATCHES, interleaved_order, one_f_
 class Program:
     """A compiled schedule on ``slots`` rows of ``done`` plus two: row ``slots`` reads 0 (no
     previous task on the rank), row ``slots + 1`` reads -inf (no cross-rank dependency).
-    Per level of mutually independent tasks: their rows, their previous task's row on the same
-    rank, their cross-rank dependency's row, and their duration row (``2 * rank +
-    is_backward``). ``last[i, r]`` holds rank ``r``'s last task of run ``i``."""
+    Tasks in level order: their rows, their previous task's row on the same rank, their
+    cross-rank dependency's row, and their duration row (``2 * rank + is_backward``); ``levels``
+    slices out each level of mutually independent tasks. ``last[i, r]`` holds rank ``r``'s last
+    task of run ``i``."""
 
     slots: int
-    levels: tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]
+    ids: np.ndarray
+    prev: np.ndarray
+    cross: np.ndarray
+    dur: np.ndarray
+    levels: tuple[tuple[int, int], ...]  # [start, end) into the four arrays above
     last: np.ndarray
 
     @property
     def n_tasks(self) -> int:
-        return sum(len(lv[0]) for lv in self.levels)
+        return len(self.ids)
 
 
 def _orders(pp: int, m: int, schedule: str, v: int):
@@ -54,7 +59,7 @@ def compile_schedule(pp: int, runs: tuple[int, ...], schedule: str, v: int) -> P
     base = None
     for m in (runs[-1], *runs[:-1]):
         orders, vv = _orders(pp, m, schedule, v)
-        tasks = _rank_tasks(pp, vv, orders)
+        tasks = _rank_tasks(pp, vv, orders, max(runs) + 1)
         placed = _place_run(tasks, base, rows)
         if base is None:
             index = {t[0]: row for ts, rs in zip(tasks, placed) for t, row in zip(ts, rs)}
@@ -68,59 +73,54 @@ def _allocate(rows, last: list[int], runs: int, pp: int) -> Program:
     """Give each task a row of ``done`` that is reused once its last reader has run (a task is
     read by its rank's next task and by its cross-rank dependant), so ``done`` holds only the
     tasks alive at once; the runs' final tasks stay to the end."""
-    n = len(rows)
-    level = [r[3] for r in rows]
-    last_use = [0] * n
-    for i, (prev, cross, _, lv) in enumerate(rows):
-        for j in (prev, cross):
-            if j >= 0:
-                last_use[j] = max(last_use[j], lv)
-    for j in last:
-        last_use[j] = 1 << 30
-    by_level: dict[int, list[int]] = {}
-    released: dict[int, list[int]] = {}
-    for i in range(n):
-        by_level.setdefault(level[i], []).append(i)
-        released.setdefault(last_use[i], []).append(i)
+    t = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    prev, cross, dur, level = t.T
+    n = len(t)
+    last_use = np.zeros(n, dtype=np.int64)
+    for src in (prev, cross):
+        ok = src >= 0
+        np.maximum.at(last_use, src[ok], level[ok])
+    last_use[last] = 1 << 40
+    by_level = np.argsort(level, kind="stable")
+    by_release = np.argsort(last_use, kind="stable").tolist()
+    releases = last_use[by_release].tolist()
     slot = [0] * n
     free: list[int] = []
-    slots = 0
-    levels = []
-    for lv in range(1, max(level, default=0) + 1):
-        for j in released.get(lv - 1, ()):
-            free.append(slot[j])
-        ids = by_level.get(lv, [])
-        for i in ids:
-            if free:
-                slot[i] = free.pop()
-            else:
-                slot[i], slots = slots, slots + 1
-        levels.append(ids)
-    zero, minus_inf = slots, slots + 1
-    program = []
-    for ids in levels:
-        prev = [slot[rows[i][0]] if rows[i][0] >= 0 else zero for i in ids]
-        cross = [slot[rows[i][1]] if rows[i][1] >= 0 else minus_inf for i in ids]
-        program.append(tuple(np.array(x, dtype=np.int64) for x in
-                             ([slot[i] for i in ids], prev, cross, [rows[i][2] for i in ids])))
-    return Program(slots, tuple(program), np.array([slot[j] for j in last]).reshape(runs, pp))
+    slots, j = 0, 0
+    levels_sorted = level[by_level].tolist()
+    for i, lv in zip(by_level.tolist(), levels_sorted):
+        while j < n and releases[j] < lv:  # every reader ran at an earlier level
+            free.append(slot[by_release[j]])
+            j += 1
+        if free:
+            slot[i] = free.pop()
+        else:
+            slot[i], slots = slots, slots + 1
+    slot_arr = np.array(slot, dtype=np.int64)
+    prev_slot = np.where(prev >= 0, slot_arr[np.maximum(prev, 0)], slots)
+    cross_slot = np.where(cross >= 0, slot_arr[np.maximum(cross, 0)], slots + 1)
+    bounds = np.searchsorted(level[by_level], np.arange(1, int(level.max(initial=0)) + 2))
+    return Program(slots, slot_arr[by_level], prev_slot[by_level], cross_slot[by_level],
+                   dur[by_level], tuple(zip(bounds[:-1].tolist(), bounds[1:].tolist())),
+                   slot_arr[last].reshape(runs, pp))
 
 
-def _rank_tasks(pp: int, v: int, orders) -> list[list[tuple[tuple, tuple | None, int]]]:
-    """Per rank, its tasks in order as (key, cross-rank dependency key or None, duration row).
-    ``F(k, i)`` depends on ``F(k-1, i)``, ``B(k, i)`` on ``B(k+1, i)`` (other virtual stages,
-    so other ranks); ``B(k, i)``'s wait for ``F(k, i)`` is implied by the rank's own order."""
-    nv = pp * v
+def _rank_tasks(pp: int, v: int, orders, span: int) -> list[list[tuple[int, int, int]]]:
+    """Per rank, its tasks in order as (key, cross-rank dependency's key or -1, duration row),
+    keys ``(k * span + i) * 2 + is_backward`` for task ``F|B(k, i)``. ``F(k, i)`` depends on
+    ``F(k-1, i)``, ``B(k, i)`` on ``B(k+1, i)`` (other virtual stages, so other ranks);
+    ``B(k, i)``'s wait for ``F(k, i)`` is implied by the rank's own order."""
+    last_stage = pp * v - 1
     out = []
     for r, order in enumerate(orders):
         tasks = []
         for kind, chunk, mb in order:
             k = chunk * pp + r
             if kind == "F":
-                cross = ("F", k - 1, mb) if k > 0 else None
+                tasks.append((2 * (k * span + mb), 2 * ((k - 1) * span + mb) if k else -1, 2 * r))
             else:
-                cross = ("B", k + 1, mb) if k < nv - 1 else None
-            tasks.append(((kind, k, mb), cross, 2 * r + (kind == "B")))
+                dep = 2 * ((k + 1) * span + mb) + 1 if k < last_stage else -1
+                tasks.append((2 * (k * span + mb) + 1, dep, 2 * r + 1))
         out.append(tasks)
     return out
 
@@ -130,7 +130,7 @@ def _place_run(tasks, base, rows) -> list[list[int]]:
     respects every dependency; returns each rank's task rows. -1 / -2 stand for "no previous
     task" / "no cross-rank dependency"."""
     pp = len(tasks)
-    row_of: dict[tuple, int] = {}
+    row_of: dict[int, int] = {}
     placed: list[list[int]] = [[] for _ in range(pp)]
     shared = [base is not None] * pp
     pos = [0] * pp
@@ -141,13 +141,13 @@ def _place_run(tasks, base, rows) -> list[list[int]]:
             mine, p, done = tasks[r], pos[r], placed[r]
             while p < len(mine):
                 key, dep, dur = mine[p]
-                cross = -2 if dep is None else row_of.get(dep, -3)
+                cross = -2 if dep < 0 else row_of.get(dep, -3)
                 if cross == -3:
                     break
                 if shared[r]:
                     b_tasks, b_placed, b_index = base
                     if (p < len(b_tasks[r]) and b_tasks[r][p][0] == key
-                            and (dep is None or cross == b_index[dep])):
+                            and (dep < 0 or cross == b_index[dep])):
                         row_of[key] = b_placed[r][p]
                         done.append(row_of[key])
                         p += 1
@@ -185,12 +185,13 @@ def _run(prog: Program, durations: np.ndarray, send: np.ndarray) -> np.ndarray:
     done = np.empty((prog.slots + 2, durations.shape[1]))
     done[prog.slots] = 0.0
     done[prog.slots + 1] = -np.inf
-    for ids, prev, cross, dur in prog.levels:
-        t = done[cross]
+    ids, prev, cross, dur = prog.ids, prog.prev, prog.cross, prog.dur
+    for a, b in prog.levels:
+        t = done[cross[a:b]]
         t += send
-        np.maximum(t, done[prev], out=t)
-        t += durations[dur]
-        done[ids] = t
+        np.maximum(t, done[prev[a:b]], out=t)
+        t += durations[dur[a:b]]
+        done[ids[a:b]] = t
     return done[prog.last]
 
 

@@ -108,6 +108,7 @@ def make_space(model, hardware, chips: int, *, global_batch: int | None = None,
                         seq, tuple(axes), tuple(remats), tuple(schedules),
                         tuple(micro_batches) if micro_batches else None, make_sharding(**base_fields))
     _ = space.levels  # chips that do not fit the hardware fail here, naming chips
+    hw.peak_flops(space.base.precision)  # a precision the chip has no peak for, likewise
     return space
 
 
