@@ -53,3 +53,11 @@ def dims_columns(space, mesh_cols: dict[str, np.ndarray], micro_batch: np.ndarra
                 dp=column(mesh_cols["data"]), cp=column(mesh_cols["seq"]),
                 pp=column(mesh_cols["pipeline"]), ab=4.0 if s.precision == "fp32" else 2.0,
                 wb=DTYPE_BYTES[s.precision], gb=DTYPE_BYTES[s.optimizer.grad_dtype])
+
+
+class DimsView:
+    """Dims fields as attributes over a dict of numpy columns (for the parameter counts of
+    :mod:`simulator.graph.layers`, which read only ``t``, ``e`` and ``fs``)."""
+
+    def __init__(self, dims: dict) -> None:
+        self.t, self.e, self.fs = dims["t"], dims["e"], dims["fs"]

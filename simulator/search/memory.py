@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from simulator.memory import in_flight_microbatches, layer_activation_elems
+from simulator.search.columns import DimsView
 from simulator.search.space import REMATS
 
 
@@ -43,16 +44,9 @@ def layer_params(space, dims: dict) -> dict[bool, np.ndarray]:
 
     m = space.model
     kinds = {m.is_moe_layer(i) for i in range(m.n_layers)}
-    d = _DimsView(dims)
+    d = DimsView(dims)
     return {k: np.add(*(np.asarray(x, dtype=float) for x in layer_params_local(m, d, k)))
             for k in kinds}
-
-
-class _DimsView:
-    """Dims fields as attributes over a dict of columns (what the parameter counts read)."""
-
-    def __init__(self, dims: dict) -> None:
-        self.t, self.e, self.fs = dims["t"], dims["e"], dims["fs"]
 
 
 def memory_bytes(params: dict[bool, np.ndarray], dims: dict, space, remat: np.ndarray,
@@ -61,7 +55,7 @@ def memory_bytes(params: dict[bool, np.ndarray], dims: dict, space, remat: np.nd
     from simulator.graph.layers import embedding_params_local
 
     m, s, d = space.model, space.base, dims
-    n_embed = np.asarray(embedding_params_local(m, _DimsView(d), first, last), dtype=float)
+    n_embed = np.asarray(embedding_params_local(m, DimsView(d), first, last), dtype=float)
     n = (sum(kinds.count(k) * params[k] for k in set(kinds)) + n_embed) / d["fs"]
     zero = d["dp"] if s.distributed_optimizer else 1
     state = 4 if s.optimizer.state_dtype == "fp32" else 2

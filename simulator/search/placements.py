@@ -157,8 +157,8 @@ class PlacementFinder:
             pid = self._ids.get(key)
             if pid is None:
                 full = tuple(order) + tuple(a for a in DEFAULT_AXIS_ORDER if a not in order)
-                parts = tuple((a, ps) for a, ps in sorted(zip(order, got[0]),
-                                                          key=lambda ap: AXES.index(ap[0])))
+                by_axis = dict(zip(order, got[0]))
+                parts = tuple((a, by_axis[a]) for a in AXES if a in by_axis)
                 pid = self._ids[key] = len(self.registry)
                 self.registry.append(Placement(full, parts, self.levels, key, self._affine))
             if pid not in found:

@@ -31,6 +31,7 @@ import numpy as np
 from simulator.collectives import Collective
 from simulator.graph.layers import embedding_params_local
 from simulator.search.chains import ChainTimes
+from simulator.search.columns import DimsView
 from simulator.search.stage_inputs import StageInputs
 
 AXES_FLOOR = ("model", "seq", "expert")
@@ -57,23 +58,35 @@ def _pick_comm(remat: np.ndarray, recs: dict[str, ChainTimes], axis: str) -> np.
                              for r in ("none", "selective", "full")])
 
 
-def compose(si: StageInputs, remat: np.ndarray, kinds: tuple[bool, ...], first: bool, last: bool,
-            space) -> StageTime:
-    """StageTime of a rank holding layers of ``kinds`` (in order), for rows of ``si``."""
-    K = {k: si.kinds[k] for k in set(kinds)}
-    F = {k: v.fwd.end for k, v in K.items()}
-    n = {k: v.fwd.first for k, v in K.items()}
-    B = {k: v.bwd.end for k, v in K.items()}
-    nb = {k: v.bwd.first for k, v in K.items()}
-    R = {k: _pick(remat, v.rec, "end") for k, v in K.items()}
-    g = {k: v.gather for k, v in K.items()}
-    w = {k: v.grad for k, v in K.items()}
-    gt = si.table_gather
-    J = len(kinds)
+@dataclass
+class _Layers:
+    """Per layer kind, per row: F, n, R (under each row's remat), B, nb, g, w."""
+
+    F: dict
+    n: dict
+    R: dict
+    B: dict
+    nb: dict
+    g: dict
+    w: dict
+
+    @classmethod
+    def of(cls, si: StageInputs, remat: np.ndarray, kinds) -> _Layers:
+        K = {k: si.kinds[k] for k in set(kinds)}
+        return cls({k: v.fwd.end for k, v in K.items()}, {k: v.fwd.first for k, v in K.items()},
+                   {k: _pick(remat, v.rec, "end") for k, v in K.items()},
+                   {k: v.bwd.end for k, v in K.items()}, {k: v.bwd.first for k, v in K.items()},
+                   {k: v.gather for k, v in K.items()}, {k: v.grad for k, v in K.items()})
+
+
+def _forward(L: _Layers, si: StageInputs, kinds, first: bool, last: bool):
+    """(t_fwd, end of the forward and head, when the fsdp stream frees) -- see the module
+    docstring; one kind of layer is an arithmetic series, mixed kinds are walked."""
+    F, n, g, gt = L.F, L.n, L.g, si.table_gather
     x = gt + np.maximum(si.embed_fwd.end, g[kinds[0]]) if first else g[kinds[0]]
-    gamma = (gt if first else 0.0) + g[kinds[0]]
-    if len(K) == 1:
-        k = kinds[0]
+    gamma = (gt if first else 0.0) + g[kinds[0]]  # when the fsdp stream has gathered the last layer
+    if len(set(kinds)) == 1:
+        k, J = kinds[0], len(kinds)
         step = np.maximum(F[k], n[k] + g[k])
         if J > 1:
             gamma = x + (J - 2) * step + n[k] + g[k]
@@ -83,49 +96,50 @@ def compose(si: StageInputs, remat: np.ndarray, kinds: tuple[bool, ...], first: 
             gamma = x + n[a] + g[b]
             x = x + np.maximum(F[a], n[a] + g[b])
     kl = kinds[-1]
-    if last:
-        h0 = x + np.maximum(F[kl], n[kl] + gt)
-        t_fwd = h0 + si.head_fwd.end
-        fs_free = h0 + si.head_fwd.first + gt
-        prev = h0 + np.maximum(si.head_fwd.end, si.head_fwd.first + gt) + si.head_bwd.end
-    else:
-        t_fwd = prev = x + F[kl]
-        fs_free = gamma
-    y = np.maximum(prev, fs_free + g[kl])
-    if len(K) == 1:
+    if not last:
+        return x + F[kl], x + F[kl], gamma
+    h0 = x + np.maximum(F[kl], n[kl] + gt)
+    head = si.head_fwd
+    end = h0 + np.maximum(head.end, head.first + gt) + si.head_bwd.end
+    return h0 + head.end, end, h0 + head.first + gt
+
+
+def _backward(L: _Layers, y: np.ndarray, kinds):
+    """(end of the last backward z_0, when the grad stream has taken every layer's gradients)."""
+    R, B, nb, g, w = L.R, L.B, L.nb, L.g, L.w
+    J = len(kinds)
+    if len(set(kinds)) == 1:
         k = kinds[0]
         pb = R[k] + np.maximum(B[k], nb[k] + g[k])
         z_top = y + R[k] + B[k]
-        z0 = z_top + (J - 1) * pb
-        grads = z_top + np.maximum(J * w[k], (J - 1) * pb + w[k])
-    else:
-        grads = None
-        for j in range(J - 1, -1, -1):
-            k = kinds[j]
-            z0 = y + R[k] + B[k]
-            grads = z0 + w[k] if grads is None else np.maximum(grads, z0) + w[k]
-            if j:
-                y = y + R[k] + np.maximum(B[k], nb[k] + g[kinds[j - 1]])
+        return z_top + (J - 1) * pb, z_top + np.maximum(J * w[k], (J - 1) * pb + w[k])
+    grads = None
+    for j in range(J - 1, -1, -1):
+        k = kinds[j]
+        z0 = y + R[k] + B[k]
+        grads = z0 + w[k] if grads is None else np.maximum(grads, z0) + w[k]
+        if j:
+            y = y + R[k] + np.maximum(B[k], nb[k] + g[kinds[j - 1]])
+    return z0, grads
+
+
+def compose(si: StageInputs, remat: np.ndarray, kinds: tuple[bool, ...], first: bool, last: bool,
+            space) -> StageTime:
+    """StageTime of a rank holding layers of ``kinds`` (in order), for rows of ``si``."""
+    L = _Layers.of(si, remat, kinds)
+    t_fwd, prev, fs_free = _forward(L, si, kinds, first, last)
+    z0, grads = _backward(L, np.maximum(prev, fs_free + L.g[kinds[-1]]), kinds)
     t_raw = z0 + si.embed_bwd.end if first else z0
+    n_embed = 0.0
     if first or last:
-        n_embed = np.asarray(embedding_params_local(space.model, _Dt(si), first, last), dtype=float)
-        grads = np.maximum(grads, t_raw) + si.grad_reduction(n_embed, 0.0,
-                                                             space.base.distributed_optimizer)[1]
-    else:
-        n_embed = 0.0
+        n_embed = np.asarray(embedding_params_local(space.model, DimsView(si.dims), first, last),
+                             dtype=float)
+        grads = np.maximum(grads, t_raw) + si.grad_reduction(
+            n_embed, 0.0, space.base.distributed_optimizer)[1]
     opt, ag = optimizer_time(si, space, kinds, n_embed)
-    floor = link_floor(si, remat, kinds, first, last, n_embed)
-    busy = _busy(si, remat, kinds, first, last)
-    t_mb = np.maximum(t_raw, floor)
+    t_mb = np.maximum(t_raw, link_floor(si, remat, kinds, first, last, n_embed))
     tail = np.maximum(grads - t_raw, 0.0) + opt + ag
-    return StageTime(t_fwd, t_mb, tail, busy, opt)
-
-
-class _Dt:
-    """The one Dims field embedding_params_local reads."""
-
-    def __init__(self, si: StageInputs) -> None:
-        self.t = si.dims["t"]
+    return StageTime(t_fwd, t_mb, tail, _busy(si, remat, kinds, first, last), opt)
 
 
 def stage_params(si: StageInputs, kinds: tuple[bool, ...], n_embed) -> np.ndarray:
