@@ -106,6 +106,8 @@ def rank(space: SearchSpace, objective: str = "step_time", top: int = 5,
          progress: Progress | None = None) -> RankResult:
     """Enumerate ``space`` and rank it (see :func:`rank_table`)."""
     t0 = time.perf_counter()
+    if progress:
+        progress("enumerate", 0.0)
     cands = enumerate_candidates(space)
     res = rank_table(cands, objective, top, finalists, tokens, progress)
     res.seconds["enumerate"] = time.perf_counter() - t0 - sum(res.seconds.values())
@@ -144,8 +146,8 @@ def rank_table(cands: Candidates, objective: str = "step_time", top: int = 5,
     evaluated = evaluated.take(best)
     times = StepTimes(times.step_s[best], times.compute_s[best], times.bubble_s[best])
     t0 = time.perf_counter()
-    report("graph path", 0.0)
-    chosen = _finalists(evaluated, times, objective, tokens, finalists or max(2 * top, 4))[:top]
+    chosen = _finalists(evaluated, times, objective, tokens, finalists or max(2 * top, 4),
+                        lambda frac: report("graph path", frac))[:top]
     seconds["finalists"] = time.perf_counter() - t0
     counts = {"candidates": len(cands), "evaluated": len(evaluated),
               "out_of_memory": int((~fits).sum()),
@@ -156,14 +158,16 @@ def rank_table(cands: Candidates, objective: str = "step_time", top: int = 5,
 
 
 def _finalists(table: Candidates, times: StepTimes, objective: str, tokens: int,
-               n: int) -> list[Finalist]:
+               n: int, progress: Callable[[float], None]) -> list[Finalist]:
     """Predict the first ``n`` rows with the graph path and order them by its objective."""
     from simulator.predict import predict_job
     from simulator.specs.job import make_job
 
     space = table.space
     out = []
-    for i in range(min(n, len(table))):
+    n = min(n, len(table))
+    for i in range(n):
+        progress(i / n)
         pred = predict_job(make_job(space.model, table.sharding(i), space.hardware, space.chips))
         value = float(objective_values(space, objective, pred.step_time_s, tokens))
         budget = Budget(tokens, space.tokens_per_step, pred.step_time_s, space.chips,
