@@ -141,8 +141,8 @@ def stage_inputs(space, mesh: np.ndarray, micro_batch: np.ndarray, coef: np.ndar
 
 
 def _assemble(space, out: _Collector, kinds, cols, micro_batch, T, vc: VectorCost) -> StageInputs:
-    from simulator.search.columns import dims_columns
-
+    """Fill in the traffic outside the chains: table and layer gathers, gradient reductions,
+    the pipeline send (``tokens * D / t * 2`` bytes, as predict sends it)."""
     m = space.model
     d = dims_columns(space, cols, micro_batch)
     dims = {"b": micro_batch, "t": cols["model"], "e": cols["expert"], "fs": cols["fsdp"],
