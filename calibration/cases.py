@@ -6,8 +6,11 @@ training triple of ``[m, k] x [k, n]`` -- the forward GEMM and both backward GEM
 weight gradients, with whatever layout changes the backend makes for them) -- so it counts
 ``6 m k n`` FLOPs, as a train step runs it. Attention cases time the reference model's own
 attention core forward and backward, counted in the simulator's units (causal half:
-``2 b s^2 h hd`` forward, times 3.5 for forward plus a 2.5x backward). Message sizes stay below
-32 MiB per device: larger CPU buffers are re-mapped and page-faulted on every call.
+``2 b s^2 h hd`` forward, times 3.5 for forward plus a 2.5x backward). Elementwise cases stream
+``x * a + b`` (the host's memory bandwidth) and run the reference layer's own elementwise ops
+forward and backward, counted in the simulator's bytes (what a step's elementwise ops
+achieve). Message sizes stay below 32 MiB per device: larger CPU buffers are re-mapped and
+page-faulted on every call (a layer case's buffers are a fraction of its counted bytes).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class Case:
             return f"attention:{self.m}x{self.k}x{self.n}x{self.hd}:{self.dtype}"
         if self.kind == "collective":
             return f"collective:{self.op}:{self.axis}:{int(self.nbytes)}:{self.dtype}"
+        if self.kind == "elementwise" and self.op == "layer":
+            return f"elementwise:layer:{self.m}x{self.k}x{self.n}:{self.dtype}"
         if self.kind == "elementwise":
             return f"elementwise:{int(self.nbytes)}:{self.dtype}"
         return f"{self.kind}:{self.dtype}"
@@ -88,6 +93,7 @@ def plan_cases(mesh_sizes: dict[str, int], job, quick: bool, dtype: str = "float
     cases += attention_cases(job, quick, dtype)
     sizes = [2**p for p in (range(12, 25, 2) if quick else range(10, 25, 1))]
     cases += [Case("elementwise", dtype=dtype, nbytes=b) for b in sizes]
+    cases += layer_elementwise_cases(job, sizes + [4 * sizes[-1]], dtype)
     for axis, size in mesh_sizes.items():
         if size <= 1:
             continue
@@ -111,4 +117,26 @@ def attention_cases(job, quick: bool, dtype: str = "float32") -> list[Case]:
             c = Case("attention", dtype=dtype, m=b, k=s, n=heads, hd=m.hd)
             if c.flops <= (4e9 if quick else 4e10):
                 out.append(c)
+    return out
+
+
+def layer_elementwise_bytes(rows: int, d: int, f: int, itemsize: int = 4) -> float:
+    """The simulator's bytes (simulator.graph.layers) for one layer's elementwise ops on
+    ``rows`` tokens, forward plus a 2x backward: norm ``2 r d``, SwiGLU activation ``3 r f``,
+    residual add ``3 r d`` elements: ``3 (5 d + 3 f) r x itemsize``."""
+    return 3.0 * (5 * d + 3 * f) * rows * itemsize
+
+
+def layer_elementwise_cases(job, sizes: list[int], dtype: str = "float32") -> list[Case]:
+    """The reference layer's own elementwise ops (RMSNorm, SwiGLU activation, residual add),
+    forward and backward, on as many token rows as make each size of the sweep."""
+    m = job.model
+    d, f = m.d_model, max(1, m.ffn_hidden // job.mesh.get("model", 1))
+    per_row = layer_elementwise_bytes(1, d, f)
+    out = []
+    for b in sizes:
+        rows = int(b // per_row)
+        if rows >= 1:
+            out.append(Case("elementwise", op="layer", dtype=dtype, m=rows, k=d, n=f,
+                            nbytes=layer_elementwise_bytes(rows, d, f)))
     return out

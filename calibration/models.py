@@ -7,7 +7,7 @@ Shardings follow meshcast's model: weights ``[D, F]`` over (fsdp, model), attent
 capacity ``C = cf * S_g / E`` and token dropping; an optional load-balance loss; einsum
 dispatch; a sharding change that moves the expert dimension onto ``expert`` (XLA lowers it to
 an all-to-all) before the expert FFN
-``wi[E, D, Fe]`` sharded (expert, fsdp, model), and back after ``wo[E, Fe, D]``.
+``wi[E, Fe, D]`` sharded (expert, model, fsdp), and back after ``wo[E, Fe, D]``.
 """
 
 from __future__ import annotations
@@ -25,16 +25,20 @@ BATCH = ("data", "fsdp", "expert")
 
 
 def param_specs(m: ModelSpec) -> dict:
-    """PartitionSpec of every parameter (per layer lists)."""
+    """PartitionSpec of every parameter (per layer lists). The SwiGLU gate and up weights are
+    stored ``[F, D]`` (``[E, Fe, D]`` for experts): their gradients then come out of the
+    backward GEMM in the weight's own layout. Stored ``[D, F]``, XLA:CPU transposes them
+    inside the optimizer update and the activation backward, about 10% of a CPU step that no
+    GEMM library on an accelerator pays and the simulator does not model."""
     layers = []
     for i in range(m.n_layers):
         layer = {"wq": P("fsdp", "model"), "wk": P("fsdp", "model"), "wv": P("fsdp", "model"),
                  "wo": P("model", "fsdp")}
         if m.is_moe_layer(i):
-            layer.update(router=P(None, None), wi=P("expert", "fsdp", "model"),
-                         wg=P("expert", "fsdp", "model"), wout=P("expert", "model", "fsdp"))
+            layer.update(router=P(None, None), wi=P("expert", "model", "fsdp"),
+                         wg=P("expert", "model", "fsdp"), wout=P("expert", "model", "fsdp"))
         else:
-            layer.update(w1=P("fsdp", "model"), w3=P("fsdp", "model"), w2=P("model", "fsdp"))
+            layer.update(w1=P("model", "fsdp"), w3=P("model", "fsdp"), w2=P("model", "fsdp"))
         layers.append(layer)
     return {"embed": P("model", "fsdp"), "layers": layers}
 
@@ -48,20 +52,21 @@ def init_params(m: ModelSpec, key, mesh) -> dict:
              "wo": (m.n_heads * hd, D)}
         if m.is_moe_layer(i):
             E, fe = m.moe.n_experts, m.moe.expert_ffn_hidden
-            s.update(router=(D, E), wi=(E, D, fe), wg=(E, D, fe), wout=(E, fe, D))
+            s.update(router=(D, E), wi=(E, fe, D), wg=(E, fe, D), wout=(E, fe, D))
         else:
-            s.update(w1=(D, m.ffn_hidden), w3=(D, m.ffn_hidden), w2=(m.ffn_hidden, D))
+            s.update(w1=(m.ffn_hidden, D), w3=(m.ffn_hidden, D), w2=(m.ffn_hidden, D))
         shapes.append(s)
     specs = param_specs(m)
     keys = iter(jax.random.split(key, 1 + sum(len(s) for s in shapes)))
 
-    def make(shape, spec):
-        w = jax.random.normal(next(keys), shape, jnp.float32) / math.sqrt(shape[-2])
+    def make(shape, spec, fan_in):
+        w = jax.random.normal(next(keys), shape, jnp.float32) / math.sqrt(fan_in)
         return jax.device_put(w, NamedSharding(mesh, spec))
 
-    return {"embed": make((m.vocab_size, D), specs["embed"]),
-            "layers": [{k: make(v, specs["layers"][i][k]) for k, v in s.items()}
-                       for i, s in enumerate(shapes)]}
+    out_major = ("w1", "w3", "wi", "wg")  # stored [..., out, in]
+    return {"embed": make((m.vocab_size, D), specs["embed"], D),
+            "layers": [{k: make(v, specs["layers"][i][k], v[-1] if k in out_major else v[-2])
+                        for k, v in s.items()} for i, s in enumerate(shapes)]}
 
 
 def _c(x, mesh, spec):
@@ -93,7 +98,9 @@ def attention_core(q, k, v):
 
 
 def dense_mlp(p, x):
-    return (jax.nn.silu(x @ p["w1"]) * (x @ p["w3"])) @ p["w2"]
+    """SwiGLU; the gate and up weights are stored ``[F, D]`` (see :func:`param_specs`)."""
+    up = jnp.einsum("bsd,fd->bsf", x, p["w1"]), jnp.einsum("bsd,fd->bsf", x, p["w3"])
+    return (jax.nn.silu(up[0]) * up[1]) @ p["w2"]
 
 
 def top_k_dispatch(logits, k: int, capacity: int):
@@ -142,8 +149,8 @@ def moe_mlp(p, x, m: ModelSpec, mesh):
     combine, dispatch = top_k_dispatch(logits, moe.top_k, capacity)
     xe = jnp.einsum("gsec,gsd->egcd", dispatch, g)
     xe = _c(xe, mesh, P("expert", ("data", "fsdp"), None, None))  # all-to-all over expert
-    h = jax.nn.silu(jnp.einsum("egcd,edf->egcf", xe, p["wi"])) * \
-        jnp.einsum("egcd,edf->egcf", xe, p["wg"])
+    h = jax.nn.silu(jnp.einsum("egcd,efd->egcf", xe, p["wi"])) * \
+        jnp.einsum("egcd,efd->egcf", xe, p["wg"])
     # keep the expert FFN where its weights are (else XLA gathers wout over expert instead)
     h = _c(h, mesh, P("expert", ("data", "fsdp"), None, "model"))
     ye = _c(jnp.einsum("egcf,efd->egcd", h, p["wout"]), mesh,

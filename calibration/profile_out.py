@@ -55,10 +55,15 @@ def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, me
         bw = chip["hbm_bandwidth_bytes_per_s"]["value"] if base else ew.params["rate"]
         if not base:
             chip["hbm_bandwidth_bytes_per_s"] = {"value": bw, "source": _src(date, digest, ew)}
-        raw["efficiency"]["memory"] = {"max_efficiency": min(1.0, ew.params["rate"] / bw),
-                                       "half_saturation": ew.params["half_saturation"],
-                                       "source": _src(date, digest, ew),
-                                       "calibrated_range": list(ew.size_range)}
+        # the memory curve is what a layer's own elementwise ops achieve, where measured
+        lay = fits.get("elementwise:layer") or ew
+        raw["efficiency"]["memory"] = {
+            "max_efficiency": min(1.0, lay.params["rate"] / bw),
+            "half_saturation": lay.params["half_saturation"],
+            "source": _src(date, digest, lay) + ("; the reference layer's norm, activation and "
+                                                 "residual ops over streaming bandwidth"
+                                                 if lay is not ew else ""),
+            "calibrated_range": list(lay.size_range)}
     at = fits.get("attention")
     if at:
         peaks = chip["peak_flops_per_s"]

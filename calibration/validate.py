@@ -3,7 +3,6 @@ each beside meshcast's forecast from the calibrated profile of the same director
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +37,7 @@ def measure_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, r
     """Median seconds of the real float32 sharded train step (compile and 2 warm-up steps excluded)."""
     import jax
 
+    from calibration.bench import clock
     from calibration.mesh import make_jax_mesh
     from calibration.models import batch, init_opt, init_params, make_train_step
     from calibration.reference import reference_model
@@ -50,11 +50,11 @@ def measure_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, r
     tokens = batch(m, global_batch, mesh, jax.random.PRNGKey(1))
     times = []
     for i in range(2 + reps):
-        t0 = time.perf_counter()
+        t0 = clock()
         params, opt, loss = step(params, opt, tokens)
         loss.block_until_ready()
         if i >= 2:
-            times.append(time.perf_counter() - t0)
+            times.append(clock() - t0)
     return float(np.median(times))
 
 

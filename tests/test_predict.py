@@ -169,3 +169,14 @@ def test_fp32_jobs_store_four_byte_activations(gpu_profile):
 
     with pytest.raises(MeshcastError, match="precision: synthetic has no peak for 'fp32'"):
         predict(model=TINY, hardware=gpu_profile, chips=1, precision="fp32")
+
+
+def test_moe_layer_without_expert_axis_reduces_both_gradient_groups(gpu_profile):
+    """expert=1, data>1: the non-expert and the expert gradients are both all-reduced over data
+    (two nodes; a name clash once dropped the non-expert one)."""
+    p = predict(model=MOE, hardware=gpu_profile, chips=8, mesh={"data": 8}, global_batch=8)
+    ops = _nodes(p)
+    dense, experts = ops["L1.grad_data"], ops["L1.grad_data_experts"]
+    m = MOE
+    assert dense.nbytes == pytest.approx((m.attention_params + m.router_params) * 4)
+    assert experts.nbytes == pytest.approx(m.moe.n_experts * m.expert_params * 4)

@@ -198,12 +198,12 @@ class StageGraphBuilder:
         rs = [self._collective(f"{tag}.grad_rs", RS, "fsdp", (dense + expert) * gb, "grad",
                                [after], "bwd")] if d.fs > 1 else [after]
         kind = RS if self.job.sharding.distributed_optimizer else AR
-        groups = [("data+expert" if d.e > 1 else "data", dense), ("data", expert)]
-        for axis, n in groups:
+        groups = [("data+expert" if d.e > 1 else "data", dense, ""), ("data", expert, "_experts")]
+        for axis, n, part in groups:
             size = self.ctx.group_size(axis)
             if n > 0 and size > 1:
-                out.append(self._collective(f"{tag}.grad_{axis}", kind, axis, n / d.fs * gb,
-                                            "grad", rs, "grad_sync"))
+                out.append(self._collective(f"{tag}.grad_{axis}{part}", kind, axis,
+                                            n / d.fs * gb, "grad", rs, "grad_sync"))
         return out or [r for r in rs if r != after]
 
     def _optimizer(self, deps: list[str], layers: list[int], first: bool, last: bool) -> None:
