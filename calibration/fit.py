@@ -14,7 +14,8 @@ The formulas are the simulator's own; only their numbers are fitted (design less
 
 Least squares on raw seconds fits only the largest sizes, so every residual is relative:
 ``(model - measured) / measured``. Sizes are split, not repetitions: every other size (sorted)
-of each group is held out and its error reported beside the in-sample one.
+of each group is held out and the error of a fit without it is reported beside the in-sample one;
+the parameters written to the profile are then refitted on every size.
 """
 
 from __future__ import annotations
@@ -79,24 +80,30 @@ def split(points: list[Point]) -> tuple[list[Point], list[Point]]:
     return pts[0::2], pts[1::2]
 
 
-def _fit(points, model, x0) -> tuple[np.ndarray, list[Point], list[Point]]:
-    """Fit positive parameters (in log space) on the training sizes."""
-    train, test = split(points)
-
+def _solve(points, model, x0) -> np.ndarray:
+    """Positive parameters (fitted in log space) minimising relative residuals on ``points``."""
     def resid(theta):
-        return np.array([(model(theta, p) - p.seconds) / p.seconds for p in train])
+        return np.array([(model(theta, p) - p.seconds) / p.seconds for p in points])
 
-    sol = least_squares(lambda log_theta: resid(np.exp(log_theta)), x0=np.log(x0))
-    return np.exp(sol.x), train, test
+    return np.exp(least_squares(lambda log_theta: resid(np.exp(log_theta)), x0=np.log(x0)).x)
 
 
-def _report(group, params, theta, model, train, test) -> GroupFit:
+def _fit(points, model, x0) -> tuple[np.ndarray, np.ndarray, list[Point], list[Point]]:
+    """(parameters fitted on every size, parameters fitted on the training sizes only, train,
+    held out): the held-out error is that of the second fit; the profile gets the first."""
+    train, test = split(points)
+    theta_train = _solve(train, model, x0)
+    return _solve(points, model, theta_train), theta_train, train, test
+
+
+def _report(group, params, theta_train, model, train, test) -> GroupFit:
+    """Errors of the training-sizes fit on its own sizes and on the held-out ones."""
     def err(pts):
-        return [abs(model(theta, p) - p.seconds) / p.seconds for p in pts]
+        return [abs(model(theta_train, p) - p.seconds) / p.seconds for p in pts]
 
     e_in, e_out = err(train), err(test)
-    preds = [(p.size, p.seconds, model(theta, p), p in test) for p in sorted(train + test,
-                                                                          key=lambda p: p.size)]
+    preds = [(p.size, p.seconds, model(theta_train, p), p in test)
+             for p in sorted(train + test, key=lambda p: p.size)]
     sizes = [p.size for p in train + test]
     params = {k: float(v) for k, v in params.items()}
     return GroupFit(group, params, float(np.median(e_in)),
@@ -112,9 +119,9 @@ def fit_throughput(group: str, points: list[Point], launch: float) -> GroupFit:
 
     big = max(points, key=lambda p: p.size)
     x0 = [big.size / max(big.seconds - launch, big.seconds * 0.5), max(big.size * 0.01, 1.0)]
-    theta, train, test = _fit(points, model, x0)
-    return _report(group, {"rate": theta[0], "half_saturation": theta[1]}, theta, model,
-                   train, test)
+    theta, theta_train, train, test = _fit(points, model, x0)
+    return _report(group, {"rate": theta[0], "half_saturation": theta[1]}, theta_train,
+                   model, train, test)
 
 
 def _coefficients(op: str, f: int) -> tuple[float, float]:
@@ -137,9 +144,9 @@ def fit_collective(group: str, points: list[Point]) -> GroupFit:
 
     small, big = min(points, key=lambda p: p.size), max(points, key=lambda p: p.size)
     x0 = [small.seconds / max(c_lat, 1e-9), c_bw * big.size / big.seconds]
-    theta, train, test = _fit(points, model, x0)
-    return _report(group, {"latency_s": theta[0], "bandwidth_bytes_per_s": theta[1]}, theta,
-                   model, train, test)
+    theta, theta_train, train, test = _fit(points, model, x0)
+    return _report(group, {"latency_s": theta[0], "bandwidth_bytes_per_s": theta[1]},
+                   theta_train, model, train, test)
 
 
 def fit_all(rows: list[dict]) -> tuple[float, dict[str, GroupFit]]:
