@@ -72,6 +72,11 @@ def build(case: Case, mesh):
         q = _place(mesh, jnp.ones((n_dev * case.m, case.k, case.n, case.hd), dt) * 0.01)
         fn = _train_triple(lambda q, kv: attention_core(q, kv, kv))
         args, in_specs, out_specs = (q, q), (spec, spec), (spec, spec, spec)
+    elif case.kind == "gather":
+        idx = _place(mesh, jnp.arange(n_dev * case.m, dtype=jnp.int32) * 7 % case.n)
+        table = _place(mesh, jnp.ones((n_dev * case.n, case.k), dt))
+        fn = _lookup_fwd_bwd
+        args, in_specs, out_specs = (idx, table), (spec, spec), (spec, spec)
     elif case.kind == "elementwise" and case.op == "layer":
         x = _place(mesh, jnp.ones((n_dev * case.m, case.k), dt))
         h = _place(mesh, jnp.ones((n_dev * case.m, case.n), dt) * 0.5)
@@ -96,6 +101,14 @@ def _layer_elementwise(x, h):
     from calibration.models import _norm
 
     return x + _norm(x), jax.nn.silu(h) * (h + 1.0)
+
+
+def _lookup_fwd_bwd(idx, table):
+    """``table[idx]`` and the table's gradient (a scatter-add of the rows back into it)."""
+    import jax
+
+    y, vjp = jax.vjp(lambda t: t[idx], table)
+    return y, vjp(y)[0]
 
 
 def _train_triple(f):

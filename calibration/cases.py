@@ -9,8 +9,9 @@ attention core forward and backward, counted in the simulator's units (causal ha
 ``2 b s^2 h hd`` forward, times 3.5 for forward plus a 2.5x backward). Elementwise cases stream
 ``x * a + b`` (the host's memory bandwidth) and run the reference layer's own elementwise ops
 forward and backward, counted in the simulator's bytes (what a step's elementwise ops
-achieve). Message sizes stay below 32 MiB per device: larger CPU buffers are re-mapped and
-page-faulted on every call (a layer case's buffers are a fraction of its counted bytes).
+achieve). Gather cases time the embedding lookup and its scatter-add gradient. Message sizes
+stay below 32 MiB per device: larger CPU buffers are re-mapped and page-faulted on every call
+(a layer case's buffers are a fraction of its counted bytes).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ COLLECTIVES = [c.value for c in Collective]
 class Case:
     """One benchmark case. Sizes are per device; ``nbytes`` follows simulator.collectives."""
 
-    kind: str  # launch | matmul | attention | elementwise | collective
+    kind: str  # launch | matmul | attention | elementwise | gather | collective
     op: str = ""
     axis: str = ""
     group_size: int = 1
@@ -52,6 +53,8 @@ class Case:
             return f"matmul:{self.m}x{self.k}x{self.n}:{self.dtype}"
         if self.kind == "attention":
             return f"attention:{self.m}x{self.k}x{self.n}x{self.hd}:{self.dtype}"
+        if self.kind == "gather":
+            return f"gather:{self.m}x{self.k}x{self.n}:{self.dtype}"
         if self.kind == "collective":
             return f"collective:{self.op}:{self.axis}:{int(self.nbytes)}:{self.dtype}"
         if self.kind == "elementwise" and self.op == "layer":
@@ -94,6 +97,7 @@ def plan_cases(mesh_sizes: dict[str, int], job, quick: bool, dtype: str = "float
     sizes = [2**p for p in (range(12, 25, 2) if quick else range(10, 25, 1))]
     cases += [Case("elementwise", dtype=dtype, nbytes=b) for b in sizes]
     cases += layer_elementwise_cases(job, sizes + [4 * sizes[-1]], dtype)
+    cases += gather_cases(job, quick, dtype)
     for axis, size in mesh_sizes.items():
         if size <= 1:
             continue
@@ -140,3 +144,16 @@ def layer_elementwise_cases(job, sizes: list[int], dtype: str = "float32") -> li
             out.append(Case("elementwise", op="layer", dtype=dtype, m=rows, k=d, n=f,
                             nbytes=layer_elementwise_bytes(rows, d, f)))
     return out
+
+
+def gather_cases(job, quick: bool, dtype: str = "float32") -> list[Case]:
+    """The embedding lookup and its scatter-add gradient: ``m`` tokens from a ``[n, k]`` table
+    (the job's vocabulary rows per model rank), counted as the simulator's ``embed`` op forward
+    plus its backward (2x, plus the dense gradient table): ``3 x 2 m k + n k`` elements."""
+    m = job.model
+    rows = max(1, m.vocab_size // job.mesh.get("model", 1))
+    tokens = [64, 256, 1024, 2048, 4096] if quick else [32, 64, 128, 256, 512, 1024, 2048, 4096,
+                                                         8192]
+    return [Case("gather", dtype=dtype, m=t, k=m.d_model, n=rows,
+                 nbytes=(6.0 * t + rows) * m.d_model * (2 if dtype == "bfloat16" else 4))
+            for t in tokens]

@@ -7,7 +7,8 @@ The formulas are the simulator's own; only their numbers are fitted (design less
   Matmul rows time forward plus both backward GEMMs (``6 m k n`` FLOPs, calibration.cases).
 - attention: the same curve in the simulator's attention FLOPs (forward plus backward).
 - elementwise: the same in bytes against HBM bandwidth (streaming ``x * a + b``); and
-  ``elementwise:layer``, a real layer's elementwise ops in the simulator's byte units.
+  ``elementwise:layer``, a real layer's elementwise ops in the simulator's byte units; and
+  ``gather``, the embedding lookup and its scatter-add gradient, likewise.
 - collectives: ``t = c_lat(op, f) * a + c_bw(op, f) * nbytes / W``, where ``c_lat`` and ``c_bw`` are
   read off :mod:`simulator.collectives` for the group (unit latency, unit bandwidth): fit the
   latency ``a`` and the achieved bandwidth ``W`` per network level.
@@ -61,6 +62,8 @@ def medians(rows: list[dict]) -> list[Point]:
         t = float(np.median([x["seconds"] for x in reps]))
         if r["kind"] in ("matmul", "attention"):
             pts.append(Point(r["kind"], r["flops"], t))
+        elif r["kind"] == "gather":
+            pts.append(Point("gather", r["nbytes"], t))
         elif r["kind"] == "elementwise":
             pts.append(Point("elementwise" + (":layer" if r["op"] == "layer" else ""),
                              r["nbytes"], t))

@@ -64,6 +64,14 @@ def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, me
                                                  "residual ops over streaming bandwidth"
                                                  if lay is not ew else ""),
             "calibrated_range": list(lay.size_range)}
+    ga = fits.get("gather")
+    if ga:
+        bw = chip["hbm_bandwidth_bytes_per_s"]["value"]
+        raw["efficiency"]["gather"] = {"max_efficiency": min(1.0, ga.params["rate"] / bw),
+                                       "half_saturation": ga.params["half_saturation"],
+                                       "source": _src(date, digest, ga) + "; embedding lookup "
+                                       "and scatter-add gradient, simulator byte units",
+                                       "calibrated_range": list(ga.size_range)}
     at = fits.get("attention")
     if at:
         peaks = chip["peak_flops_per_s"]

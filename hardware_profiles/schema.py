@@ -50,11 +50,14 @@ class EfficiencyCurve(_Frozen):
 
 
 class Efficiency(_Frozen):
-    """Compute efficiency curves: matmul and attention in FLOPs, memory-bound ops in bytes."""
+    """Compute efficiency curves: matmul and attention in FLOPs, memory-bound ops in bytes;
+    ``gather`` for indexed reads and scatter-adds (embedding lookup and its gradient, gather
+    dispatch), which run below streaming bandwidth: the ``memory`` curve when absent."""
 
     matmul: EfficiencyCurve
     attention: EfficiencyCurve
     memory: EfficiencyCurve
+    gather: EfficiencyCurve | None = None
 
 
 class Chip(_Frozen):

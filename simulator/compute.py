@@ -25,6 +25,7 @@ class ComputeModel:
     matmul: EfficiencyCurve
     attention: EfficiencyCurve
     memory: EfficiencyCurve
+    gather: EfficiencyCurve  # indexed reads / scatter-adds (the memory curve unless calibrated)
 
     @classmethod
     def from_profile(cls, profile: HardwareProfile, precision: str) -> ComputeModel:
@@ -33,7 +34,7 @@ class ComputeModel:
         attention_dtype = "fp32" if precision == "fp32" else "bf16"
         return cls(profile.peak_flops(precision), profile.peak_flops(attention_dtype),
                    c.hbm_bandwidth_bytes_per_s.value, c.launch_overhead_s.value,
-                   e.matmul, e.attention, e.memory)
+                   e.matmul, e.attention, e.memory, e.gather or e.memory)
 
     def memory_time(self, nbytes: float) -> float:
         """Memory-bound time ``bytes / (hbm_bw * eff_mem(bytes))``."""
@@ -58,6 +59,12 @@ class ComputeModel:
     def elementwise_time(self, nbytes: float) -> float:
         """Norms, activations, softmax, optimizer updates: ``memory_time(bytes) + launch``."""
         return self.memory_time(nbytes) + self.launch_s
+
+    def gather_time(self, nbytes: float) -> float:
+        """Gathers and scatter-adds: ``bytes / (hbm_bw * eff_gather(bytes)) + launch``."""
+        if nbytes <= 0:
+            return self.launch_s
+        return nbytes / (self.hbm_bw * self.gather.at(nbytes)) + self.launch_s
 
 
 def gemm_flops_bytes(m: float, k: float, n: float, dtype_bytes: float = 2.0, batch: float = 1.0):

@@ -151,19 +151,25 @@ def link_floor(g: nx.DiGraph) -> tuple[float, str]:
 
 def outside_calibrated_range(job: Job, g: nx.DiGraph) -> list[str]:
     """Say so when the graph's op sizes leave the range a calibrated curve was fitted on
-    (matmul: one GEMM's FLOPs; memory-bound ops: bytes): the efficiency is extrapolated."""
+    (matmul: one GEMM's FLOPs; attention: FLOPs; memory-bound ops and gathers: bytes): the
+    efficiency is extrapolated."""
     from simulator.graph.ops import OpKind
 
     eff = job.hardware.efficiency
-    checks = [("matmul", eff.matmul, OpKind.MATMUL, "FLOPs"),
-              ("memory", eff.memory, OpKind.ELEMENTWISE, "bytes")]
+    checks = [("matmul", eff.matmul, lambda o: o.kind is OpKind.MATMUL,
+               lambda o: o.unit_flops or o.flops, "FLOPs"),
+              ("attention", eff.attention, lambda o: o.kind is OpKind.ATTENTION,
+               lambda o: o.flops, "FLOPs"),
+              ("memory", eff.memory, lambda o: o.kind is OpKind.ELEMENTWISE and not o.gather,
+               lambda o: o.nbytes, "bytes"),
+              ("gather", eff.gather, lambda o: o.kind is OpKind.ELEMENTWISE and o.gather,
+               lambda o: o.nbytes, "bytes")]
     out = []
-    for name, curve, kind, unit in checks:
-        if curve.calibrated_range is None:
+    for name, curve, chosen, size, unit in checks:
+        if curve is None or curve.calibrated_range is None:
             continue
         lo, hi = curve.calibrated_range
-        sizes = [(a["op"].unit_flops or a["op"].flops) if kind is OpKind.MATMUL else a["op"].nbytes
-                 for a in g.nodes.values() if a["op"].kind is kind]
+        sizes = [size(a["op"]) for a in g.nodes.values() if chosen(a["op"])]
         outside = [x for x in sizes if x > 0 and not lo <= x <= hi]
         if outside:
             out.append(f"{len(outside)} of {len(sizes)} {name} ops fall outside the calibrated "

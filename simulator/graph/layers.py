@@ -41,8 +41,8 @@ class Template:
         return self._add(Op(name, OpKind.MATMUL, flops=flops, nbytes=nbytes,
                             unit_flops=flops / max(groups, 1.0), shape=(m, k, n)), deps)
 
-    def ew(self, name, nbytes, deps=None) -> str:
-        return self._add(Op(name, OpKind.ELEMENTWISE, nbytes=nbytes), deps)
+    def ew(self, name, nbytes, deps=None, gather: bool = False) -> str:
+        return self._add(Op(name, OpKind.ELEMENTWISE, nbytes=nbytes, gather=gather), deps)
 
     def coll(self, name, kind, axis, nbytes, stream, deps=None) -> str:
         return self._add(Op(name, OpKind.COLLECTIVE, stream=stream, nbytes=nbytes, collective=kind,
@@ -124,7 +124,7 @@ def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
         ec = kf * min(moe.group_size_tokens, T)
         tp.mm("dispatch", tl, ec, D, d)
     else:
-        tp.ew("dispatch", 2 * tl * kf * D * d.ab)
+        tp.ew("dispatch", 2 * tl * kf * D * d.ab, gather=True)
     a2a = tp.coll("a2a_dispatch", A2A, "expert", tl * kf * D * d.ab, "ep")
     ends = []
     if moe.n_shared_experts:
@@ -148,7 +148,7 @@ def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
     if moe.dispatch == "einsum":
         ends.append(tp.mm("combine", tl, ec, D, d))
     else:
-        ends.append(tp.ew("combine", 2 * tl * kf * D * d.ab))
+        ends.append(tp.ew("combine", 2 * tl * kf * D * d.ab, gather=True))
     return tp.ew("moe_res", 3 * tl * D * d.ab, deps=ends)
 
 
@@ -186,12 +186,14 @@ def stage_params_local(m: ModelSpec, d: Dims, layers: list[int], first: bool, la
 
 
 def embedding_ops(m: ModelSpec, d: Dims) -> list[Op]:
-    """Token embedding lookup (vocab-parallel): a memory-bound gather ``T * D / t`` rows, then
+    """Token embedding lookup (vocab-parallel): a gather of ``T * D / t`` rows (its backward a
+    scatter-add into the dense ``V/t x D`` gradient table, whose bytes it adds), then
     [RS model]: each model rank holds rows of ``V/t`` tokens only, so the ``[T, D]`` partial
     lookups are summed and scattered to the sequence-parallel layout (Megatron's
     VocabParallelEmbedding + reduce-scatter to the sequence-parallel region)."""
     tp = Template()
-    tp.ew("embed", 2 * d.T * m.d_model / d.t * d.ab)
+    tp.ew("embed", 2 * d.T * m.d_model / d.t * d.ab, gather=True)
+    tp.ops[-1].bwd_nbytes = m.vocab_size / d.t * m.d_model * d.gb  # the dense table gradient
     if d.t > 1:
         tp.coll("embed_rs", RS, "model", d.T * m.d_model * d.ab, "tp")
     return tp.ops

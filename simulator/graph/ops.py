@@ -44,6 +44,8 @@ class Op:
     phase: str = "fwd"
     duration: float = 0.0
     shape: tuple[float, float, float] | None = None  # GEMM (m, k, n), for calibration sweeps
+    gather: bool = False  # an indexed read / scatter-add (costed on the gather curve)
+    bwd_nbytes: float = 0.0  # bytes only the backward adds (e.g. a dense gradient table)
 
     @property
     def category(self) -> str:
@@ -84,6 +86,8 @@ def _attention(op: Op, ctx: CostContext) -> float:
 
 
 def _elementwise(op: Op, ctx: CostContext) -> float:
+    if op.gather:
+        return ctx.compute.gather_time(op.nbytes)
     return ctx.compute.elementwise_time(op.nbytes)
 
 

@@ -49,7 +49,8 @@ def backward_of(fwd: list[Op]) -> list[Op]:
             out.append(replace(op, name=f"bwd.{op.name}", collective=kind, deps=deps, phase="bwd"))
         else:
             s = BWD_SCALE[op.kind]
-            out.append(replace(op, name=f"bwd.{op.name}", flops=op.flops * s, nbytes=op.nbytes * s,
+            out.append(replace(op, name=f"bwd.{op.name}", flops=op.flops * s,
+                               nbytes=op.nbytes * s + op.bwd_nbytes, bwd_nbytes=0.0,
                                unit_flops=op.unit_flops, deps=deps, phase="bwd"))
     return out
 

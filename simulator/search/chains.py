@@ -50,6 +50,9 @@ class VectorCost:
         if op.kind is OpKind.COLLECTIVE:
             a, b = self.coef[:, COLUMN[(op.axis, op.collective)]].T
             return np.where(nbytes > 0, a * nbytes + b, 0.0)
+        if op.kind is OpKind.ELEMENTWISE and op.gather:
+            nb = np.maximum(nbytes, 1e-300)
+            return np.where(nbytes > 0, nbytes / (cm.hbm_bw * _eff(cm.gather, nb)), 0.0) + cm.launch_s
         if op.kind is OpKind.ELEMENTWISE:
             return self.memory_time(nbytes) + cm.launch_s
         if op.kind is OpKind.MATMUL:
