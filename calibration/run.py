@@ -93,7 +93,7 @@ def calibrate(out: str | Path, backend: str = "cpu", devices: int | None = None,
     log(f"calibrate: {len(cases)} cases on {n} {jax.devices()[0].device_kind} devices, "
         f"mesh {dict(jmesh.shape)}; {len(done)} done, {len(todo)} to run -> {raw_path(out)}")
     meta = run_metadata()
-    reps = 5 if quick else 20
+    reps = 9 if quick else 20
     for i, case in enumerate(todo[:limit] if limit is not None else todo, start=1):
         times = time_case(case, jmesh, reps)
         rows += _rows(case, times, meta)

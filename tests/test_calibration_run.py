@@ -42,7 +42,7 @@ def test_calibration_runs_end_to_end(full_run):
     reps = {}
     for r in rows:
         reps.setdefault(r["case_id"], []).append(r["rep"])
-    assert all(sorted(v) == list(range(5)) for v in reps.values())  # every repetition kept
+    assert all(sorted(v) == list(range(9)) for v in reps.values())  # every repetition kept
     # matmul shapes come from the simulator's step graph, not only squares
     assert any(r["m"] != r["k"] for r in rows if r["kind"] == "matmul")
 
