@@ -34,7 +34,8 @@ def full_run(tmp_path_factory) -> Path:
 def test_calibration_runs_end_to_end(full_run):
     rows = read_rows(full_run)
     kinds = {r["kind"] for r in rows}
-    assert kinds == {"launch", "matmul", "attention", "elementwise", "collective"}
+    assert kinds == {"launch", "matmul", "attention", "elementwise", "gather", "collective"}
+    assert {r["op"] for r in rows if r["kind"] == "elementwise"} == {"", "layer"}
     ops = {r["op"] for r in rows if r["kind"] == "collective"}
     assert ops == {"all_gather", "reduce_scatter", "all_reduce", "all_to_all", "permute"}
     assert {r["axis"] for r in rows if r["kind"] == "collective"} == {"data", "expert", "model"}

@@ -180,3 +180,20 @@ def test_moe_layer_without_expert_axis_reduces_both_gradient_groups(gpu_profile)
     m = MOE
     assert dense.nbytes == pytest.approx((m.attention_params + m.router_params) * 4)
     assert experts.nbytes == pytest.approx(m.moe.n_experts * m.expert_params * 4)
+
+
+def test_embedding_lookup_runs_on_the_gather_curve_and_its_gradient_writes_the_table(gpu_profile):
+    """The lookup is a gather (its own efficiency curve when the profile has one); its backward
+    scatter-adds into the dense V x D gradient table, whose bytes it counts."""
+    p = predict(model=TINY, hardware=gpu_profile, chips=1, mesh={"data": 1}, global_batch=1)
+    fwd, bwd = _nodes(p)["embed.embed"], _nodes(p)["embed.bwd.embed"]
+    assert fwd.gather and bwd.gather
+    assert bwd.nbytes == pytest.approx(2 * fwd.nbytes + TINY.vocab_size * TINY.d_model * 4)
+    half = gpu_profile.model_copy(update={"efficiency": gpu_profile.efficiency.model_copy(
+        update={"gather": gpu_profile.efficiency.memory.model_copy(update={"max_efficiency": 0.5})})})
+    slow = predict(model=TINY, hardware=half, chips=1, mesh={"data": 1}, global_batch=1)
+    launch = gpu_profile.chip.launch_overhead_s.value
+    for name in ("embed.embed", "embed.bwd.embed"):
+        a, b = _nodes(p)[name], _nodes(slow)[name]
+        assert b.duration - launch == pytest.approx(2 * (a.duration - launch))
+    assert _nodes(slow)["L0.mlp_norm"].duration == _nodes(p)["L0.mlp_norm"].duration
