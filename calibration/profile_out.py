@@ -133,7 +133,9 @@ def _host_skeleton(meta: dict) -> dict:
             "chip": {"name": str(meta["device_kind"]), "vendor": "other",
                      "peak_flops_per_s": {"bf16": one}, "hbm_capacity_bytes":
                      {"value": 16e9, "source": "not measured: a nominal host share"},
-                     "hbm_bandwidth_bytes_per_s": one, "launch_overhead_s": one},
+                     "hbm_bandwidth_bytes_per_s": one, "launch_overhead_s": one,
+                     # a CPU host's collectives are memory copies on the compute cores
+                     "collectives_use_compute": meta["backend"] == "cpu"},
             "efficiency": {"matmul": curve, "attention": dict(curve, source=
                            "not calibrated yet: matmul-like default"), "memory": curve},
             "network": [{"name": "host", "kind": "switch", "size": int(meta["n_devices"]),

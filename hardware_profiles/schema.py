@@ -69,6 +69,9 @@ class Chip(_Frozen):
     hbm_capacity_bytes: Sourced
     hbm_bandwidth_bytes_per_s: Sourced
     launch_overhead_s: Sourced = Field(description="Fixed cost of issuing one kernel/op.")
+    collectives_use_compute: bool = Field(
+        default=False, description="Collectives are copies run by the compute cores (a CPU "
+        "host), so they cannot overlap compute: the schedule runs them on the compute stream.")
 
     @model_validator(mode="after")
     def _needs_bf16(self) -> Chip:

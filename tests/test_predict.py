@@ -197,3 +197,21 @@ def test_embedding_lookup_runs_on_the_gather_curve_and_its_gradient_writes_the_t
         a, b = _nodes(p)[name], _nodes(slow)[name]
         assert b.duration - launch == pytest.approx(2 * (a.duration - launch))
     assert _nodes(slow)["L0.mlp_norm"].duration == _nodes(p)["L0.mlp_norm"].duration
+
+
+def test_collectives_on_compute_cores_do_not_overlap(gpu_profile):
+    """A host whose collectives are copies on the compute cores: every collective runs on the
+    compute stream, so the step is the sum of all its ops; with a network they overlap."""
+    from simulator.errors import MeshcastError
+    from simulator.search import make_space
+
+    host = gpu_profile.model_copy(update={"chip": gpu_profile.chip.model_copy(
+        update={"collectives_use_compute": True})})
+    kw = dict(model=TINY, chips=8, mesh={"data": 8}, global_batch=8, remat="none")
+    serial, overlapped = predict(hardware=host, **kw), predict(hardware=gpu_profile, **kw)
+    ops = list(_nodes(serial).values())
+    assert all(op.stream == COMPUTE for op in ops)
+    assert serial.step_time_s == pytest.approx(sum(op.duration for op in ops), rel=1e-9)
+    assert overlapped.step_time_s < serial.step_time_s
+    with pytest.raises(MeshcastError, match="hardware: .*compute cores"):
+        make_space(TINY, host, 8)

@@ -23,7 +23,7 @@ from simulator.graph.layers import (
     layer_template,
     stage_params_local,
 )
-from simulator.graph.ops import CostContext, Op, OpKind, cost
+from simulator.graph.ops import COMPUTE, CostContext, Op, OpKind, cost
 
 AG, RS, AR = Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_REDUCE
 _MIRROR = {AG: RS, RS: AG}
@@ -76,10 +76,14 @@ class StageGraphBuilder:
         self._edges: list[tuple[str, str]] = []
         self._templates: dict[bool, tuple[list[Op], list[Op], list[Op]]] = {}
         self._plans: dict[int, tuple] = {}
+        #: collectives that cannot overlap compute run on the compute stream
+        self._serial = job.hardware.chip.collectives_use_compute
 
     def _costed(self, ops: list[Op]) -> list[Op]:
         for op in ops:
             op.duration = cost(op, self.ctx)
+            if self._serial and op.kind is OpKind.COLLECTIVE:
+                op.stream = COMPUTE
         return ops
 
     def _template(self, moe: bool):
@@ -118,8 +122,8 @@ class StageGraphBuilder:
 
     def _collective(self, name: str, kind: Collective, axis: str, nbytes: float, stream: str,
                     deps: list[str], phase: str) -> str:
-        op = Op(name, OpKind.COLLECTIVE, stream=stream, nbytes=nbytes, collective=kind, axis=axis,
-                phase=phase)
+        op = Op(name, OpKind.COLLECTIVE, stream=COMPUTE if self._serial else stream,
+                nbytes=nbytes, collective=kind, axis=axis, phase=phase)
         op.duration = cost(op, self.ctx)
         return self._add(op, "", deps)
 
