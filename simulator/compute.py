@@ -36,9 +36,10 @@ class ComputeModel:
                    c.hbm_bandwidth_bytes_per_s.value, c.launch_overhead_s.value,
                    e.matmul, e.attention, e.memory, e.gather or e.memory)
 
-    def memory_time(self, nbytes: float) -> float:
-        """Memory-bound time ``bytes / (hbm_bw * eff_mem(bytes))``."""
-        return nbytes / (self.hbm_bw * self.memory.at(nbytes)) if nbytes > 0 else 0.0
+    def memory_time(self, nbytes: float, curve: EfficiencyCurve | None = None) -> float:
+        """Memory-bound time ``bytes / (hbm_bw * eff(bytes))`` on ``curve`` (default: memory)."""
+        curve = curve or self.memory
+        return nbytes / (self.hbm_bw * curve.at(nbytes)) if nbytes > 0 else 0.0
 
     def matmul_time(self, flops: float, nbytes: float, unit_flops: float = 0.0) -> float:
         """Roofline of a GEMM: ``max(flops / (peak * eff(u)), memory_time(bytes)) + launch``.
@@ -62,9 +63,7 @@ class ComputeModel:
 
     def gather_time(self, nbytes: float) -> float:
         """Gathers and scatter-adds: ``bytes / (hbm_bw * eff_gather(bytes)) + launch``."""
-        if nbytes <= 0:
-            return self.launch_s
-        return nbytes / (self.hbm_bw * self.gather.at(nbytes)) + self.launch_s
+        return self.memory_time(nbytes, self.gather) + self.launch_s
 
 
 def gemm_flops_bytes(m: float, k: float, n: float, dtype_bytes: float = 2.0, batch: float = 1.0):

@@ -8,7 +8,7 @@ levels (:class:`AxisPlacement`); a collective over that axis runs hierarchically
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import networkx as nx
@@ -39,7 +39,7 @@ class Level:
         """This level as collective ``kind`` sees it (its calibrated efficiency and latency)."""
         for k, eff, lat in self.per_kind:
             if k == kind:
-                return _kind_level(self, eff, lat)
+                return replace(self, efficiency=eff, latency_s=lat, per_kind=())
         return self
 
 
@@ -90,11 +90,6 @@ def job_levels(profile: HardwareProfile, chips: int, slice_shape: list[int] | No
         levels.append(_level(lv, size, lv.wraparound))
         remaining //= size
     return levels
-
-
-def _kind_level(lv: Level, efficiency: float, latency_s: float) -> Level:
-    return Level(lv.name, lv.kind, lv.size, lv.bandwidth_bytes_per_s, latency_s, efficiency,
-                 lv.wraparound)
 
 
 def _level(lv, size: int, wrap: bool) -> Level:

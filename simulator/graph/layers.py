@@ -41,8 +41,9 @@ class Template:
         return self._add(Op(name, OpKind.MATMUL, flops=flops, nbytes=nbytes,
                             unit_flops=flops / max(groups, 1.0), shape=(m, k, n)), deps)
 
-    def ew(self, name, nbytes, deps=None, gather: bool = False) -> str:
-        return self._add(Op(name, OpKind.ELEMENTWISE, nbytes=nbytes, gather=gather), deps)
+    def ew(self, name, nbytes, deps=None, gather: bool = False, bwd_nbytes: float = 0.0) -> str:
+        return self._add(Op(name, OpKind.ELEMENTWISE, nbytes=nbytes, gather=gather,
+                            bwd_nbytes=bwd_nbytes), deps)
 
     def coll(self, name, kind, axis, nbytes, stream, deps=None) -> str:
         return self._add(Op(name, OpKind.COLLECTIVE, stream=stream, nbytes=nbytes, collective=kind,
@@ -192,8 +193,8 @@ def embedding_ops(m: ModelSpec, d: Dims) -> list[Op]:
     lookups are summed and scattered to the sequence-parallel layout (Megatron's
     VocabParallelEmbedding + reduce-scatter to the sequence-parallel region)."""
     tp = Template()
-    tp.ew("embed", 2 * d.T * m.d_model / d.t * d.ab, gather=True)
-    tp.ops[-1].bwd_nbytes = m.vocab_size / d.t * m.d_model * d.gb  # the dense table gradient
+    tp.ew("embed", 2 * d.T * m.d_model / d.t * d.ab, gather=True,
+          bwd_nbytes=m.vocab_size / d.t * m.d_model * d.gb)  # the dense table gradient
     if d.t > 1:
         tp.coll("embed_rs", RS, "model", d.T * m.d_model * d.ab, "tp")
     return tp.ops

@@ -37,10 +37,11 @@ class VectorCost:
     def rows(self) -> int:
         return len(self.coef)
 
-    def memory_time(self, nbytes: np.ndarray) -> np.ndarray:
-        """``bytes / (hbm_bw * eff_mem(bytes))``, 0 for no bytes."""
+    def memory_time(self, nbytes: np.ndarray, curve=None) -> np.ndarray:
+        """``bytes / (hbm_bw * eff(bytes))`` on ``curve`` (default: memory), 0 for no bytes."""
         nb = np.maximum(nbytes, 1e-300)
-        return np.where(nbytes > 0, nbytes / (self.cm.hbm_bw * _eff(self.cm.memory, nb)), 0.0)
+        eff = _eff(curve or self.cm.memory, nb)
+        return np.where(nbytes > 0, nbytes / (self.cm.hbm_bw * eff), 0.0)
 
     def duration(self, op: Op) -> np.ndarray:
         n = self.rows
@@ -50,11 +51,8 @@ class VectorCost:
         if op.kind is OpKind.COLLECTIVE:
             a, b = self.coef[:, COLUMN[(op.axis, op.collective)]].T
             return np.where(nbytes > 0, a * nbytes + b, 0.0)
-        if op.kind is OpKind.ELEMENTWISE and op.gather:
-            nb = np.maximum(nbytes, 1e-300)
-            return np.where(nbytes > 0, nbytes / (cm.hbm_bw * _eff(cm.gather, nb)), 0.0) + cm.launch_s
         if op.kind is OpKind.ELEMENTWISE:
-            return self.memory_time(nbytes) + cm.launch_s
+            return self.memory_time(nbytes, cm.gather if op.gather else None) + cm.launch_s
         if op.kind is OpKind.MATMUL:
             unit = np.broadcast_to(np.asarray(op.unit_flops or op.flops, dtype=float), (n,))
             t_flops = flops / (cm.peak_flops * _eff(cm.matmul, unit))
