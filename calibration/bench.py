@@ -145,9 +145,9 @@ def _collective_fn(case: Case, itemsize: int):
 
 def time_case(case: Case, mesh, reps: int) -> list[float]:
     """Seconds of each timed repetition (compile and warm-up excluded)."""
-    compiled, args = build(case, mesh)
     import jax
 
+    compiled, args = build(case, mesh)
     for _ in range(WARMUP):
         jax.block_until_ready(compiled(*args))
     out = []

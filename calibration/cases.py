@@ -19,11 +19,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from simulator.collectives import Collective
+from simulator.graph.ops import OpKind
+from simulator.graph.step import BWD_SCALE
 
 MAX_MESSAGE_BYTES = 16 * 2**20
-#: forward + backward attention FLOPs over forward (simulator.graph.step: backward is 2.5x)
-ATTENTION_FWD_BWD = 3.5
 COLLECTIVES = [c.value for c in Collective]
+
+
+def fwd_bwd(kind: OpKind) -> float:
+    """Forward plus backward over forward, as the step graph charges ``kind`` (matmul 3,
+    attention 3.5, elementwise 3)."""
+    return 1.0 + BWD_SCALE[kind]
+
+
+def itemsize(dtype: str) -> int:
+    return 2 if dtype == "bfloat16" else 4
 
 
 @dataclass(frozen=True)
@@ -44,8 +54,8 @@ class Case:
     @property
     def flops(self) -> float:
         if self.kind == "attention":
-            return ATTENTION_FWD_BWD * 2.0 * self.m * self.k ** 2 * self.n * self.hd
-        return 6.0 * self.m * self.k * self.n
+            return fwd_bwd(OpKind.ATTENTION) * 2.0 * self.m * self.k ** 2 * self.n * self.hd
+        return fwd_bwd(OpKind.MATMUL) * 2.0 * self.m * self.k * self.n
 
     @property
     def case_id(self) -> str:
@@ -124,11 +134,11 @@ def attention_cases(job, quick: bool, dtype: str = "float32") -> list[Case]:
     return out
 
 
-def layer_elementwise_bytes(rows: int, d: int, f: int, itemsize: int = 4) -> float:
+def layer_elementwise_bytes(rows: int, d: int, f: int, size: int) -> float:
     """The simulator's bytes (simulator.graph.layers) for one layer's elementwise ops on
     ``rows`` tokens, forward plus a 2x backward: norm ``2 r d``, SwiGLU activation ``3 r f``,
-    residual add ``3 r d`` elements: ``3 (5 d + 3 f) r x itemsize``."""
-    return 3.0 * (5 * d + 3 * f) * rows * itemsize
+    residual add ``3 r d`` elements: ``3 (5 d + 3 f) r x size``."""
+    return fwd_bwd(OpKind.ELEMENTWISE) * (5 * d + 3 * f) * rows * size
 
 
 def layer_elementwise_cases(job, sizes: list[int], dtype: str = "float32") -> list[Case]:
@@ -136,24 +146,26 @@ def layer_elementwise_cases(job, sizes: list[int], dtype: str = "float32") -> li
     forward and backward, on as many token rows as make each size of the sweep."""
     m = job.model
     d, f = m.d_model, max(1, m.ffn_hidden // job.mesh.get("model", 1))
-    per_row = layer_elementwise_bytes(1, d, f)
+    per_row = layer_elementwise_bytes(1, d, f, itemsize(dtype))
     out = []
     for b in sizes:
         rows = int(b // per_row)
         if rows >= 1:
             out.append(Case("elementwise", op="layer", dtype=dtype, m=rows, k=d, n=f,
-                            nbytes=layer_elementwise_bytes(rows, d, f)))
+                            nbytes=layer_elementwise_bytes(rows, d, f, itemsize(dtype))))
     return out
 
 
 def gather_cases(job, quick: bool, dtype: str = "float32") -> list[Case]:
     """The embedding lookup and its scatter-add gradient: ``m`` tokens from a ``[n, k]`` table
     (the job's vocabulary rows per model rank), counted as the simulator's ``embed`` op forward
-    plus its backward (2x, plus the dense gradient table): ``3 x 2 m k + n k`` elements."""
+    plus its backward (2x, plus the dense gradient table): ``3 x 2 m k + n k`` elements
+    (simulator.graph.layers.embedding_ops)."""
     m = job.model
     rows = max(1, m.vocab_size // job.mesh.get("model", 1))
     tokens = [64, 256, 1024, 2048, 4096] if quick else [32, 64, 128, 256, 512, 1024, 2048, 4096,
                                                          8192]
     return [Case("gather", dtype=dtype, m=t, k=m.d_model, n=rows,
-                 nbytes=(6.0 * t + rows) * m.d_model * (2 if dtype == "bfloat16" else 4))
+                 nbytes=(fwd_bwd(OpKind.ELEMENTWISE) * 2.0 * t + rows) * m.d_model
+                 * itemsize(dtype))
             for t in tokens]

@@ -352,56 +352,23 @@ def compare(xla: list[HloCollective], sim: list[SimCollective], c: Ctx) -> list[
 
 
 # --- one reference case end to end ------------------------------------------------------
-def case_model(kind: str, seq_len: int):
-    """The reference ModelSpec as the JAX step runs it: ``calibration/models.py`` ties the LM
-    head to the embedding (``logits = x @ embed.T``), so the spec says ``tied_embeddings``."""
-    from calibration.reference import reference_model
-
-    return reference_model(kind).model_copy(update={"seq_len": seq_len, "tied_embeddings": True})
-
-
-def _profile(n_devices: int):
-    """The shapes-only host profile, with an fp32 peak so an fp32 job can be laid out."""
-    from calibration.reference import shape_profile
-    from hardware_profiles.schema import HardwareProfile
-
-    d = shape_profile(n_devices).model_dump()
-    d["chip"]["peak_flops_per_s"]["fp32"] = d["chip"]["peak_flops_per_s"]["bf16"]
-    return HardwareProfile.model_validate(d)
-
-
-def predict_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int):
-    """meshcast's forecast of the case as ``meshcast validate`` sets it up (one micro-batch per
-    batch shard, fp32, no remat), on a neutral profile: only the graph's shapes are used."""
-    from simulator.predict import predict
-    from simulator.specs.sharding import BATCH_AXES
-
-    n = math.prod(mesh_sizes.values())
-    shards = math.prod(mesh_sizes.get(a, 1) for a in BATCH_AXES)
-    return predict(model=case_model(kind, seq_len), hardware=_profile(n), chips=n, mesh=mesh_sizes,
-                   global_batch=global_batch, micro_batch=global_batch // shards, remat="none",
-                   precision="fp32")
-
-
 def xla_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int) -> list[HloCollective]:
     """The collectives of the compiled reference train step (jax must see the mesh's devices)."""
-    import jax
-
     from calibration.hlo import compiled_collectives
-    from calibration.mesh import make_jax_mesh
-    from calibration.models import batch, init_opt, init_params, make_train_step
-    from simulator.specs.sharding import ShardingSpec
+    from calibration.validate import reference_step
 
-    m = case_model(kind, seq_len)
-    mesh = make_jax_mesh(ShardingSpec(mesh=mesh_sizes), jax.devices()[:math.prod(mesh_sizes.values())])
-    params = init_params(m, jax.random.PRNGKey(0), mesh)
-    args = (params, init_opt(params), batch(m, global_batch, mesh, jax.random.PRNGKey(1)))
-    return compiled_collectives(make_train_step(m, mesh), args, mesh)
+    step, args, mesh = reference_step(kind, mesh_sizes, global_batch, seq_len)
+    return compiled_collectives(step, args, mesh)
 
 
 def compare_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int) -> list[Row]:
     """XLA vs meshcast collectives of one reference case, one row per paired group."""
-    pred = predict_case(kind, mesh_sizes, global_batch, seq_len)
+    from calibration.reference import shape_profile
+    from calibration.validate import predict_case
+
+    # only the graph's shapes are used: any profile lays it out
+    pred = predict_case(kind, mesh_sizes, global_batch, seq_len,
+                        shape_profile(math.prod(mesh_sizes.values())))
     return compare(xla_case(kind, mesh_sizes, global_batch, seq_len), sim_collectives(pred),
                    ctx_of(pred))
 

@@ -47,40 +47,29 @@ def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, me
             src = _src(date, digest, mm) + f"; measured in {meta.get('dtype', 'float32')}"
             chip["peak_flops_per_s"] = {"bf16": {"value": peak, "source": src},
                                         "fp32": {"value": peak, "source": src}}
-        raw["efficiency"]["matmul"] = {"max_efficiency": min(1.0, mm.params["rate"] / peak),
-                                       "half_saturation": mm.params["half_saturation"],
-                                       "source": _src(date, digest, mm),
-                                       "calibrated_range": list(mm.size_range)}
+        raw["efficiency"]["matmul"] = _curve(mm, peak, _src(date, digest, mm))
     if ew:
         bw = chip["hbm_bandwidth_bytes_per_s"]["value"] if base else ew.params["rate"]
         if not base:
             chip["hbm_bandwidth_bytes_per_s"] = {"value": bw, "source": _src(date, digest, ew)}
         # the memory curve is what a layer's own elementwise ops achieve, where measured
         lay = fits.get("elementwise:layer") or ew
-        raw["efficiency"]["memory"] = {
-            "max_efficiency": min(1.0, lay.params["rate"] / bw),
-            "half_saturation": lay.params["half_saturation"],
-            "source": _src(date, digest, lay) + ("; the reference layer's norm, activation and "
-                                                 "residual ops over streaming bandwidth"
-                                                 if lay is not ew else ""),
-            "calibrated_range": list(lay.size_range)}
+        raw["efficiency"]["memory"] = _curve(
+            lay, bw, _src(date, digest, lay) + ("; the reference layer's norm, activation and "
+                                                "residual ops over streaming bandwidth"
+                                                if lay is not ew else ""))
     ga = fits.get("gather")
     if ga:
-        bw = chip["hbm_bandwidth_bytes_per_s"]["value"]
-        raw["efficiency"]["gather"] = {"max_efficiency": min(1.0, ga.params["rate"] / bw),
-                                       "half_saturation": ga.params["half_saturation"],
-                                       "source": _src(date, digest, ga) + "; embedding lookup "
-                                       "and scatter-add gradient, simulator byte units",
-                                       "calibrated_range": list(ga.size_range)}
+        raw["efficiency"]["gather"] = _curve(
+            ga, chip["hbm_bandwidth_bytes_per_s"]["value"], _src(date, digest, ga)
+            + "; embedding lookup and scatter-add gradient, simulator byte units")
     at = fits.get("attention")
     if at:
         peaks = chip["peak_flops_per_s"]
         peak = (peaks["bf16"] if base else peaks.get("fp32", peaks["bf16"]))["value"]
-        raw["efficiency"]["attention"] = {"max_efficiency": min(1.0, at.params["rate"] / peak),
-                                          "half_saturation": at.params["half_saturation"],
-                                          "source": _src(date, digest, at) + "; forward+backward "
-                                          "of the reference attention, simulator FLOP units",
-                                          "calibrated_range": list(at.size_range)}
+        raw["efficiency"]["attention"] = _curve(
+            at, peak, _src(date, digest, at) + "; forward+backward of the reference attention, "
+            "simulator FLOP units")
     coll = [f for g, f in fits.items() if g.startswith("collective")]
     if coll and not base:
         raw["network"][0].update(_host_network(coll, date, digest))
@@ -90,6 +79,13 @@ def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, me
                     f"; raw rows sha256:{digest}. Per-collective fits: fit_report.json.").strip()
     raw["aliases"] = []
     return HardwareProfile.model_validate(raw)
+
+
+def _curve(fit: GroupFit, peak: float, source: str) -> dict:
+    """An efficiency curve from a throughput fit: ``max_efficiency = rate / peak`` (capped at 1)."""
+    return {"max_efficiency": min(1.0, fit.params["rate"] / peak),
+            "half_saturation": fit.params["half_saturation"], "source": source,
+            "calibrated_range": list(fit.size_range)}
 
 
 def _host_network(coll: list[GroupFit], date: str, digest: str) -> dict:

@@ -33,21 +33,29 @@ class Validation:
         return (self.forecast_s - self.measured_s) / self.measured_s
 
 
-def measure_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, reps: int) -> float:
-    """Median seconds of the real float32 sharded train step (compile and 2 warm-up steps excluded)."""
+def reference_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int):
+    """The jitted reference train step of one case and its arguments ``(params, opt, tokens)``,
+    on the first ``prod(mesh)`` devices."""
+    import math
+
     import jax
 
-    from calibration.bench import clock
     from calibration.mesh import make_jax_mesh
     from calibration.models import batch, init_opt, init_params, make_train_step
     from calibration.reference import reference_model
 
-    m = reference_model(kind).model_copy(update={"seq_len": seq_len})
-    mesh = make_jax_mesh(ShardingSpec(mesh=mesh_sizes))
+    m = reference_model(kind, seq_len)
+    mesh = make_jax_mesh(ShardingSpec(mesh=mesh_sizes), jax.devices()[:math.prod(mesh_sizes.values())])
     params = init_params(m, jax.random.PRNGKey(0), mesh)
-    opt = init_opt(params)
-    step = make_train_step(m, mesh)
-    tokens = batch(m, global_batch, mesh, jax.random.PRNGKey(1))
+    return make_train_step(m, mesh), (params, init_opt(params),
+                                      batch(m, global_batch, mesh, jax.random.PRNGKey(1))), mesh
+
+
+def measure_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, reps: int) -> float:
+    """Median seconds of the real float32 sharded train step (compile and 2 warm-up steps excluded)."""
+    from calibration.bench import clock
+
+    step, (params, opt, tokens), _ = reference_step(kind, mesh_sizes, global_batch, seq_len)
     times = []
     for i in range(2 + reps):
         t0 = clock()
@@ -58,16 +66,17 @@ def measure_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, r
     return float(np.median(times))
 
 
-def forecast_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, profile,
-                  n_devices: int) -> float:
+def predict_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, profile):
+    """meshcast's forecast of a case as the reference step runs it: one micro-batch per batch
+    shard, fp32, no remat, on the mesh's devices."""
     from calibration.reference import reference_model
     from simulator.predict import predict
 
-    m = reference_model(kind).model_copy(update={"seq_len": seq_len})
+    n = int(np.prod(list(mesh_sizes.values())))
     shards = int(np.prod([mesh_sizes.get(a, 1) for a in BATCH_AXES]))
-    return predict(model=m, hardware=profile, chips=n_devices, mesh=mesh_sizes,
-                   global_batch=global_batch, micro_batch=global_batch // shards,
-                   remat="none", precision="fp32").step_time_s
+    return predict(model=reference_model(kind, seq_len), hardware=profile, chips=n,
+                   mesh=mesh_sizes, global_batch=global_batch,
+                   micro_batch=global_batch // shards, remat="none", precision="fp32")
 
 
 def validate(directory: str | Path, quick: bool = False, hlo: bool = False, log=print) -> dict:
@@ -75,19 +84,16 @@ def validate(directory: str | Path, quick: bool = False, hlo: bool = False, log=
     sets XLA's compiled collectives beside the step graph's (:mod:`calibration.hlo_compare`)."""
     from dataclasses import asdict
 
-    import jax
-
     from calibration.profile_out import profile_from_rows
     from calibration.raw import read_rows
 
     profile = profile_from_rows(read_rows(directory))[0]
-    n = len(jax.devices())
     seq, reps = (128, 3) if quick else (256, 5)
     out = []
     for kind, mesh_sizes, gb in (QUICK_CASES if quick else CASES):
         label = f"{kind} " + ",".join(f"{a}={v}" for a, v in mesh_sizes.items())
         v = Validation(label, measure_step(kind, mesh_sizes, gb, seq, reps),
-                       forecast_step(kind, mesh_sizes, gb, seq, profile, n))
+                       predict_case(kind, mesh_sizes, gb, seq, profile).step_time_s)
         log(f"  {label:<34} measured {v.measured_s * 1e3:9.1f} ms  forecast "
             f"{v.forecast_s * 1e3:9.1f} ms  error {100 * v.error:+6.1f}%")
         row = {"case": v.case, "measured_s": v.measured_s, "forecast_s": v.forecast_s,

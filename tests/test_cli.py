@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.cli import main
+from tests.cli_helpers import fails, ok
 
 ROOT = Path(__file__).resolve().parents[1]
 MESHCAST = ROOT / ".venv" / "bin" / "meshcast"
@@ -23,34 +23,7 @@ MEMORY_KEYS = {"weights_bytes", "gradients_bytes", "optimizer_bytes", "activatio
                "transient_bytes", "per_device_bytes", "capacity_bytes", "fits"}
 
 
-def ok(capsys, argv: list[str]) -> str:
-    """Run the CLI, expect exit 0 and nothing on stderr; return stdout."""
-    code = main(argv)
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    assert "Traceback" not in err and "error" not in err.lower(), err
-    return out
-
-
-def fails(capsys, argv: list[str], *names: str) -> str:
-    """Run the CLI on bad input: exit 2, ``error:`` on stderr naming each of ``names``."""
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse-level errors (a non-integer --chips, ...)
-        code = e.code
-    out, err = capsys.readouterr()
-    assert code == 2, (code, out, err)
-    assert "Traceback" not in err and "Traceback" not in out
-    assert "error:" in err, err
-    msg = err[err.index("error:"):]
-    assert msg.strip() != "error:", err
-    for name in names:
-        assert name in msg, (name, msg)
-    return msg
-
-
 # --- predict -----------------------------------------------------------------------------------
-
 def test_predict_json_is_one_object_with_the_documented_keys(capsys):
     out = ok(capsys, [*BASE, "--chips", "16", "--mesh", "fsdp=8,data=-1", "--global-batch", "32",
                       "--json"])

@@ -8,32 +8,10 @@ import json
 
 import pytest
 
-from simulator.cli import main
+from tests.cli_helpers import fails, ok
 
 RANK = ["rank", "--model", "llama3-8b", "--hardware", "h100-sxm", "--seq-len", "1024",
         "--global-batch", "16"]
-
-
-def ok(capsys, argv: list[str]) -> str:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    assert "Traceback" not in err and "error" not in err.lower(), err
-    return out
-
-
-def fails(capsys, argv: list[str], *names: str) -> str:
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse-level errors
-        code = e.code
-    out, err = capsys.readouterr()
-    assert code == 2, (code, out, err)
-    assert "Traceback" not in err and "error:" in err, err
-    msg = err[err.index("error:"):]
-    for name in names:
-        assert name in msg, (name, msg)
-    return msg
 
 
 def test_rank_text_shows_top_k_with_mesh_step_mfu_headroom_breakdown(capsys):
