@@ -21,10 +21,10 @@ REQUIRED = {
     "deepseek-v3", "qwen3-30b-a3b", "gpt3-175b",
     "fuji-7b", "fuji-70b",
     "switch-base", "switch-large",
-    "dense-6.4b", "moe-6.4b",
+    "dense-6.4b", "moe-6.4b", "dense-12.6b", "moe-12.6b", "dense-29.6b", "moe-29.6b",
 }
 MOE_MODELS = {"mixtral-8x7b", "mixtral-8x22b", "deepseek-v3", "qwen3-30b-a3b",
-              "switch-base", "switch-large", "moe-6.4b"}
+              "switch-base", "switch-large", "moe-6.4b", "moe-12.6b", "moe-29.6b"}
 
 # Relative tolerances, one per published source.
 # Llama 3 model cards give 8.03B / 70.6B / 405.9B (3 significant figures; rounding is <= 0.07%);
@@ -107,6 +107,16 @@ def test_du_2024_dense_member_is_6p4b_class():
     assert moe.n_moe_layers == moe.n_layers // 2
     assert [moe.is_moe_layer(i) for i in range(4)] == [False, True, False, True]
     # One layer in two swaps a dense FFN for two experts of the same size (plus a router).
+    extra = moe.n_moe_layers * (moe.expert_params + moe.router_params)
+    assert moe.active_params == dense.total_params + extra
+
+
+@pytest.mark.parametrize("size,label", [("12.6b", 12.6e9), ("29.6b", 29.6e9)])
+def test_du_2024_larger_pairs_are_their_class_and_share_the_backbone(size, label):
+    dense, moe = load_model(f"dense-{size}"), load_model(f"moe-{size}")
+    assert dense.total_params == pytest.approx(label, rel=DU_2024_LABEL)
+    shared = ("n_layers", "d_model", "n_heads", "kv_heads", "hd", "ffn_hidden", "vocab_size")
+    assert all(getattr(dense, f) == getattr(moe, f) for f in shared)
     extra = moe.n_moe_layers * (moe.expert_params + moe.router_params)
     assert moe.active_params == dense.total_params + extra
 
