@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from simulator import cli_search
+from simulator import cli_compare, cli_search
 from simulator.errors import MeshcastError
 
 
@@ -39,6 +39,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--slice", help="TPU slice shape, e.g. 4x4x4")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", help="write a Chrome/Perfetto trace JSON here")
+    p.add_argument("--plot", help="write a PNG: breakdown bars and a one-layer timeline per stream")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     _add_predict(sub)
     cli_search.add_parsers(sub)
+    cli_compare.add_parser(sub)
     pr = sub.add_parser("profiles", help="list the hardware profiles")
     pr.add_argument("--json", action="store_true")
     ca = sub.add_parser("calibrate", help="time kernels and collectives with JAX into raw rows")
@@ -113,6 +115,10 @@ def _cmd_predict(a) -> int:
             pred.write_trace(a.trace)
         except OSError as e:
             raise MeshcastError(f"trace: cannot write {a.trace}: {e.strerror}") from None
+    if a.plot:
+        from simulator.plots import plot_prediction, save
+
+        save(plot_prediction(pred), a.plot)
     print(json.dumps(pred.to_dict(), indent=2) if a.json else format_prediction(pred))
     return 0
 
@@ -179,7 +185,8 @@ def _cmd_validate(a) -> int:
 
 COMMANDS = {"predict": _cmd_predict, "calibrate": _cmd_calibrate, "fit": _cmd_fit,
             "validate": _cmd_validate,
-            "profiles": _cmd_profiles, "models": _cmd_models, **cli_search.COMMANDS}
+            "profiles": _cmd_profiles, "models": _cmd_models, **cli_search.COMMANDS,
+            **cli_compare.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,81 @@
+"""``meshcast compare`` output: one JSON-ready dict and the text report."""
+
+from __future__ import annotations
+
+from simulator.decompose import INCREASE_PARTS
+from simulator.matched import VIEW_LABELS, VIEWS
+
+
+def _mesh(pred) -> str:
+    mesh = {a: v for a, v in pred.job.mesh.items() if v != 1} or {"data": 1}
+    return " ".join(f"{a}={v}" for a, v in mesh.items())
+
+
+def _run(pred) -> dict:
+    d = pred.to_dict()
+    keep = ("model", "mesh", "placement", "micro_batch", "microbatches", "remat", "step_time_s",
+            "tokens_per_s", "mfu", "breakdown_s", "warnings")
+    out = {k: d[k] for k in keep}
+    m = pred.job.model
+    out.update(total_params=m.total_params, active_params=m.active_params,
+               memory_fits=d["memory"]["fits"], memory_per_device_bytes=d["memory"]["per_device_bytes"])
+    return out
+
+
+def comparison_dict(c) -> dict:
+    """Everything ``compare`` computed, as plain data (``--json``)."""
+    dense = _run(c.dense)
+    dense["parts_s"] = dict(c.dense_attribution.by_part) if c.dense_attribution else {}
+    return {
+        "hardware": c.dense.job.hardware.name, "chips": c.dense.job.chips,
+        "seq_len": c.dense.job.seq_len, "global_batch_seqs": c.dense.job.global_batch,
+        "tokens_per_step": c.budget.tokens_per_step, "sharding": c.sharding,
+        "tokens_per_param": c.tokens_per_param, "view": c.view,
+        "dense": dict(dense, budget=c.budget.as_dict()),
+        "moe": [dict(_run(x.prediction), parts_s=dict(x.attribution["moe"].by_part),
+                     increase=x.increase.as_dict(),
+                     views={v: x.views[v].as_dict() for v in VIEWS},
+                     headline=x.headline.as_dict()) for x in c.moes],
+    }
+
+
+def _fmt_tokens(n: float) -> str:
+    return f"{n / 1e9:,.1f}B"
+
+
+def format_comparison(c) -> str:
+    b, dp = c.budget, c.dense
+    how = "each on its best sharding" if c.sharding == "best" else "given mesh"
+    head = [
+        f"meshcast compare: {dp.job.model.name} vs {', '.join(x.model.name for x in c.moes)} "
+        f"on {dp.job.hardware.name} x {dp.job.chips} chips, {dp.job.global_batch} seqs x "
+        f"{dp.job.seq_len} tokens per step ({how})",
+        f"  dense budget  {_fmt_tokens(b.tokens)} tokens ({c.tokens_per_param:g} per parameter of "
+        f"{dp.job.model.total_params / 1e9:.2f}B) = {b.steps:,} steps x {dp.step_time_s:.4g} s = "
+        f"{b.days:.2f} days",
+        f"  dense         step {dp.step_time_s:.4g} s, MFU {100 * dp.mfu:.1f} %, mesh {_mesh(dp)}, "
+        f"remat {dp.job.sharding.remat}, micro-batch {dp.job.sharding.micro_batch}",
+    ]
+    return "\n".join(head + [line for x in c.moes for line in _moe_lines(c, x)])
+
+
+def _moe_lines(c, x) -> list[str]:
+    p, inc = x.prediction, x.increase
+    lines = ["", f"  {x.model.name}  ({x.model.total_params / 1e9:.1f}B total, "
+             f"{x.model.active_params / 1e9:.2f}B active)",
+             f"    step {p.step_time_s:.4g} s, MFU {100 * p.mfu:.1f} %, mesh {_mesh(p)}, remat "
+             f"{p.job.sharding.remat}, micro-batch {p.job.sharding.micro_batch}",
+             f"    step-time increase over dense: {inc.total_s:+.4g} s ({100 * inc.fraction:+.1f} %)"
+             + ("  [within 20 %]" if inc.fraction <= 0.20 else "  [over 20 %]")]
+    for k in INCREASE_PARTS:
+        v = inc.parts_s[k]
+        if abs(v) >= 5e-4 * max(inc.dense_step_s, 1e-30):
+            lines.append(f"      {k:<18}{v:>+10.4g} s {100 * v / inc.dense_step_s:>+7.1f} % of dense")
+    lines.append(f"    {'yardstick':<34}{'steps':>10}{'tokens':>10}{'days':>8}  wall clock vs dense")
+    for v in VIEWS:
+        mv = x.views[v]
+        mark = " <" if v == c.view else ""
+        lines.append(f"    {VIEW_LABELS[v]:<34}{mv.steps:>10,}{_fmt_tokens(mv.tokens):>10}"
+                     f"{mv.seconds / 86400:>8.2f}  x{mv.wall_clock_ratio:.3f}{mark}")
+    lines += [f"    warning: {w}" for w in p.warnings]
+    return lines
