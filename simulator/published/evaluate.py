@@ -1,0 +1,60 @@
+"""Forecast each case and set it beside the measured step time.
+
+``error = predicted / measured - 1`` (signed: positive means the forecast is slow).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simulator.published.jobs import Case
+from simulator.predict import predict_job
+
+
+@dataclass(frozen=True)
+class RowResult:
+    id: str
+    model: str
+    hardware: str
+    kind: str  # "dense" | "moe"
+    source: str
+    chips: int
+    measured_step_time_s: float
+    predicted_step_time_s: float
+    measured_from: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def error(self) -> float:
+        return self.predicted_step_time_s / self.measured_step_time_s - 1.0
+
+    @property
+    def group(self) -> str:
+        """Model + hardware: the rows a rank correlation is taken within."""
+        return f"{self.model} @ {self.hardware}"
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "model": self.model, "hardware": self.hardware, "kind": self.kind,
+                "source": self.source, "chips": self.chips,
+                "measured_step_time_s": self.measured_step_time_s,
+                "predicted_step_time_s": self.predicted_step_time_s, "error": self.error,
+                "measured_from": self.measured_from, "notes": list(self.notes)}
+
+
+def base_model_name(name: str) -> str:
+    """The model a row belongs to for grouping and held-out splits: variant tags in
+    parentheses (``DeepSeekV3 (tokendrop)``) dropped, case and separators ignored."""
+    base = name.split("(")[0].strip().lower()
+    return "".join(ch for ch in base if ch.isalnum() or ch == ".")
+
+
+def result_of(case: Case, predicted_s: float) -> RowResult:
+    job = case.job
+    return RowResult(case.id, case.row.text("model"), job.hardware.name,
+                     "moe" if job.model.is_moe else "dense", case.row.text("source_id"), job.chips,
+                     case.measured.step_time_s, predicted_s, case.measured.how, case.notes)
+
+
+def evaluate(cases: list[Case]) -> list[RowResult]:
+    """Predict every case (graph path) and pair it with its measurement."""
+    return [result_of(c, predict_job(c.job).step_time_s) for c in cases]

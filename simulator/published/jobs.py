@@ -1,0 +1,134 @@
+"""One published row -> a :class:`Case` (a meshcast Job and the measured step time) or a
+:class:`Skip` with the reason.
+
+Parallelism follows Megatron's conventions: ``tp -> model``, ``pp -> pipeline``,
+``cp -> seq``, ``dp = n / (tp pp cp)`` when not published; EP is carved out of DP
+(``data = dp / ep``, ``expert = ep``); an EP wider than DP also spans TP, modelled as experts over
+``dp`` with expert tensor parallelism over ``model`` (the same expert weights and FLOPs per chip).
+Megatron-FSDP puts ``dp`` on ``fsdp``. MaxText rows: ``dp`` slices over DCN, ``tp`` on
+``model``, the rest of each slice on ``fsdp``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hardware_profiles.schema import HardwareProfile
+from simulator.errors import MeshcastError
+from simulator.published.measured import Measured, measured_step_time
+from simulator.published.model import model_of, pad_layers
+from simulator.published.names import precision_of, profile_for, remat_of
+from simulator.published.rows import PublishedRow, RowError
+from simulator.specs.job import Job, make_job
+from simulator.specs.sharding import make_sharding
+
+
+@dataclass(frozen=True)
+class Case:
+    row: PublishedRow
+    job: Job
+    measured: Measured
+    notes: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return self.row.id
+
+
+@dataclass(frozen=True)
+class Skip:
+    id: str
+    model: str
+    hardware: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "model": self.model, "hardware": self.hardware, "reason": self.reason}
+
+
+@dataclass
+class _Mesh:
+    mesh: dict[str, int]
+    bindings: dict[str, list[str]] = field(default_factory=dict)
+    slice_shape: list[int] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _megatron_mesh(row: PublishedRow, n: int, moe: bool) -> _Mesh:
+    tp, pp, cp = row.int("tp", default=1), row.int("pp", default=1), row.int("cp", default=1)
+    dp = row.int("dp") or n // (tp * pp * cp)
+    if tp * pp * cp * dp != n:
+        raise RowError(f"line {row.line}: tp x pp x cp x dp = {tp}x{pp}x{cp}x{dp} = "
+                       f"{tp * pp * cp * dp} but n_accel = {n}; fix dp or n_accel")
+    ep = row.int("ep", default=1) if moe else 1
+    out = _Mesh({"model": tp, "pipeline": pp, "seq": cp})
+    if "fsdp" in row.text("fsdp_zero").lower() and "col=0" not in row.text("fsdp_zero").lower():
+        out.mesh["fsdp"] = dp
+        dp = 1
+    if dp % ep == 0:
+        out.mesh.update(data=dp // ep, expert=ep)
+    elif ep % dp == 0 and ep <= dp * tp:
+        out.mesh.update(data=1, expert=dp)
+        out.notes.append(f"EP={ep} spans TP: modelled as expert={dp} x model={tp}")
+    else:
+        raise RowError(f"line {row.line}: ep: {ep} is neither a divisor of dp={dp} nor of "
+                       f"dp x tp={dp * tp}; Megatron carves EP out of DP x CP x TP")
+    return out
+
+
+def _maxtext_mesh(row: PublishedRow, n: int, profile: HardwareProfile) -> _Mesh:
+    slices, tp = row.int("dp", default=1), row.int("tp", default=1)
+    per_slice = n // slices
+    if per_slice * slices != n or per_slice % tp:
+        raise RowError(f"line {row.line}: dp: {slices} slices x tp {tp} does not divide "
+                       f"n_accel={n}; dp is the DCN data-parallel degree")
+    shapes = [s.shape for s in profile.slices if s.chips == per_slice]
+    if not shapes:
+        raise RowError(f"line {row.line}: n_accel/dp: {per_slice} chips per slice is no "
+                       f"{profile.name} slice; add the slice shape to the profile")
+    out = _Mesh({"model": tp, "fsdp": per_slice // tp, "data": slices}, slice_shape=shapes[0])
+    if slices > 1:
+        out.bindings["data"] = [lv.name for lv in profile.network if lv.kind != "torus"][:1]
+    return out
+
+
+def _sharding_fields(row: PublishedRow, m, mesh: _Mesh, maxtext: bool) -> dict:
+    vpp = row.int("vpp", default=1)
+    fields = dict(mesh=mesh.mesh, bindings=mesh.bindings, slice_shape=mesh.slice_shape,
+                  micro_batch=row.int("micro_batch", default=1),
+                  global_batch=row.int("global_batch_seqs", required=True),
+                  seq_len=row.int("seq_len", required=True), remat=remat_of(row),
+                  precision=precision_of(row))
+    if vpp > 1:
+        fields.update(pipeline_schedule="interleaved", virtual_stages=vpp)
+    if not maxtext and "narayanan" not in row.text("source_id").lower():
+        fields["distributed_optimizer"] = True
+    return fields
+
+
+def row_to_case(row: PublishedRow, profiles: dict[str, HardwareProfile] | None = None,
+                **execution) -> Case | Skip:
+    """Map one row; ``execution`` adds ShardingSpec fields (modelling switches) to every job."""
+    try:
+        return _row_to_case(row, profiles, execution)
+    except (RowError, MeshcastError) as e:
+        return Skip(row.id, row.text("model"), row.text("hardware"), str(e))
+
+
+def _row_to_case(row: PublishedRow, profiles, execution: dict) -> Case:
+    profile = profile_for(row, profiles)
+    n = row.int("n_accel", required=True)
+    model = model_of(row)
+    maxtext = "maxtext" in row.text("source_id").lower()
+    mesh = _maxtext_mesh(row, n, profile) if maxtext else _megatron_mesh(row, n, model.is_moe)
+    fields = _sharding_fields(row, model, mesh, maxtext)
+    fields.update(execution)
+    measured = measured_step_time(row, model, n, fields["global_batch"], fields["seq_len"],
+                                  profile.peak_flops("bf16"))
+    stages = mesh.mesh.get("pipeline", 1) * fields.get("virtual_stages", 1)
+    job_model, pad_note = pad_layers(model, stages)
+    notes = mesh.notes + ([pad_note] if pad_note else [])
+    job = make_job(job_model, make_sharding(**fields), profile, n)
+    return Case(row, job, measured, tuple(notes))
+
+

@@ -1,0 +1,69 @@
+"""Names used in published tables -> meshcast's: hardware profiles, precisions, remat policies.
+
+Hardware names resolve through the profiles' own aliases (case and punctuation ignored), so a
+CSV naming any hardware we have a profile for maps without code changes.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hardware_profiles.schema import HardwareProfile
+from simulator.published.rows import PublishedRow, RowError
+
+
+def profile_for(row: PublishedRow, profiles: dict[str, HardwareProfile] | None = None
+                ) -> HardwareProfile:
+    """The profile the row's ``hardware`` names; ``profiles`` (profile name -> profile) replaces
+    built-in ones, e.g. by a fitted profile. Unknown names raise RowError with the known ones."""
+    from hardware_profiles import load_profile
+    from simulator.errors import MeshcastError
+
+    name = row.text("hardware")
+    try:
+        prof = load_profile(name) if name else None
+    except MeshcastError as e:
+        raise RowError(f"line {row.line}: hardware: {e}".replace("hardware: hardware: ", "hardware: ")
+                       + "; add the name to a profile's aliases") from None
+    if prof is None:
+        raise RowError(f"line {row.line}: hardware: empty; name a profile or one of its aliases")
+    return (profiles or {}).get(prof.name, prof)
+
+
+def precision_of(row: PublishedRow) -> str:
+    """Matmul precision: any FP4 variant (NVFP4, MXFP4) -> fp4; any FP8 variant (FP8-CS,
+    MXFP8, FP8-MX, TE hybrid, blockwise) -> fp8; BF16, mixed FP16 (same peak on A100/H100) and
+    "bf16 activations, fp32 weights" -> bf16."""
+    t = row.text("precision").lower()
+    if "fp4" in t:
+        return "fp4"
+    if "fp8" in t:
+        return "fp8"
+    if "bf16" in t or "fp16" in t or not t or t.startswith("not stated"):
+        return "bf16"
+    raise RowError(f"line {row.line}: precision: unknown format (got {row.text('precision')!r}); "
+                   "use BF16, FP16, an FP8 variant or an FP4 variant")
+
+
+def remat_of(row: PublishedRow) -> str:
+    """``full`` (also MaxText's ``qkv_proj_offloaded``, which recomputes all but the offloaded
+    QKV projections); ``selective``; otherwise ``none``: Megatron's default when the recipe does
+    not say (flash attention's own recompute is part of meshcast's attention backward)."""
+    t = row.text("recompute").lower()
+    if "full" in t or "offload" in t:
+        return "full"
+    if "selective" in t:
+        return "selective"
+    return "none"
+
+
+def is_swiglu(row: PublishedRow) -> bool:
+    """Gated (SwiGLU) FFN unless the row says otherwise: GPT-2/3-style models (``GPT-``,
+    ``GPT3-``) use GELU and Nemotron-4-style models squared ReLU, both two matrices."""
+    text = " ".join(row.text(c) for c in ("notes", "moe_layer_notes", "shape_source")).lower()
+    if "swiglu" in text:
+        return True
+    if "squared-relu" in text or "squared relu" in text:
+        return False
+    name = row.text("model").lower()
+    return not (re.match(r"gpt[-0-9]", name) or name.startswith("nemotron-"))

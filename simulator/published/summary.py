@@ -1,0 +1,71 @@
+"""Summary statistics of forecast errors: by group, and rank agreement within model+hardware.
+
+Per group: ``n``, median and 90th-percentile absolute error, bias (mean signed error).
+Spearman's rho between measured and predicted step time is taken within each group of rows
+sharing model and hardware that has at least three distinct configurations; the summary gives
+their median and how many groups reach 0.8.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from simulator.published.evaluate import RowResult, base_model_name
+
+
+def error_stats(errors: list[float]) -> dict:
+    """``{"n", "median_abs_error", "p90_abs_error", "bias"}`` of signed relative errors."""
+    if not errors:
+        return {"n": 0, "median_abs_error": None, "p90_abs_error": None, "bias": None}
+    a = np.abs(np.asarray(errors, dtype=float))
+    return {"n": len(errors), "median_abs_error": float(np.median(a)),
+            "p90_abs_error": float(np.percentile(a, 90)), "bias": float(np.mean(errors))}
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rho (average ranks for ties); None when either side is constant."""
+    from scipy.stats import spearmanr
+
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    return float(spearmanr(x, y).statistic)
+
+
+def _config_key(r: RowResult) -> tuple:
+    return (r.chips, round(r.predicted_step_time_s, 12))
+
+
+def rank_groups(results: list[RowResult]) -> dict[str, float]:
+    """Spearman per model+hardware group with at least 3 distinct configurations."""
+    groups: dict[str, list[RowResult]] = defaultdict(list)
+    for r in results:
+        groups[f"{base_model_name(r.model)} @ {r.hardware}"].append(r)
+    out = {}
+    for name, rs in sorted(groups.items()):
+        if len({_config_key(r) for r in rs}) < 3:
+            continue
+        rho = spearman([r.measured_step_time_s for r in rs], [r.predicted_step_time_s for r in rs])
+        if rho is not None:
+            out[name] = rho
+    return out
+
+
+def summarize(results: list[RowResult]) -> dict:
+    """Overall, by hardware, by dense/MoE and by source; plus rank agreement."""
+    def by(key) -> dict:
+        groups: dict[str, list[float]] = defaultdict(list)
+        for r in results:
+            groups[key(r)].append(r.error)
+        return {k: error_stats(v) for k, v in sorted(groups.items())}
+
+    ranks = rank_groups(results)
+    rhos = list(ranks.values())
+    return {**error_stats([r.error for r in results]),
+            "by_hardware": by(lambda r: r.hardware), "by_kind": by(lambda r: r.kind),
+            "by_source": by(lambda r: r.source),
+            "spearman_by_group": ranks,
+            "spearman_median": float(np.median(rhos)) if rhos else None,
+            "spearman_groups": len(rhos),
+            "spearman_groups_at_least_0.8": sum(r >= 0.8 for r in rhos)}
