@@ -50,26 +50,35 @@ class Template:
                             axis=axis), deps)
 
 
+def _tp_overlapped(d: Dims) -> bool:
+    return bool(d.tp_overlap) and d.t > 1
+
+
 def attention_block(tp: Template, m: ModelSpec, d: Dims, prev: str | None) -> str:
     """Norm, [AG model], QKV, [AG seq of K,V], flash attention, out-proj, [RS model], residual.
 
     Causal attention FLOPs ``4 * T * s * (N/t) * Hd / 2`` (QK^T and AV, half masked).
+    With TP comm overlap (``d.tp_overlap``) the all-gather runs beside the QKV GEMM and the
+    reduce-scatter beside the out-projection (Megatron/TE pipeline them chunk by chunk), so each
+    pair costs about ``max(GEMM, collective)``; their consumers wait for both.
     """
     T, t, D, hd = d.T, d.t, m.d_model, m.hd
-    tp.ew("attn_norm", 2 * T * D / t * d.ab, deps=[prev] if prev else [])
-    if t > 1:
-        tp.coll("attn_ag", AG, "model", T * D * d.ab, "tp")
-    qkv = tp.mm("qkv", T, D, (m.n_heads + 2 * m.kv_heads) * hd / t, d)
-    deps = [qkv]
+    ov = _tp_overlapped(d)
+    norm = tp.ew("attn_norm", 2 * T * D / t * d.ab, deps=[prev] if prev else [])
+    ag = tp.coll("attn_ag", AG, "model", T * D * d.ab, "tp") if t > 1 else ""
+    qkv = tp.mm("qkv", T, D, (m.n_heads + 2 * m.kv_heads) * hd / t, d, deps=[norm] if ov else None)
+    deps = [qkv, ag] if ov else [qkv]
     if d.cp > 1:
         deps.append(tp.coll("cp_kv_ag", AG, "seq", d.b * d.s * 2 * m.kv_heads * hd / t * d.ab,
-                            "cp"))
+                            "cp", deps=[qkv]))
     flops = 4.0 * T * d.s * (m.n_heads / t) * hd * 0.5
     io = T * (2 * m.n_heads + 2 * m.kv_heads) * hd / t * d.ab
-    tp._add(Op("attn", OpKind.ATTENTION, flops=flops, nbytes=io), deps)
-    tp.mm("attn_out", T, m.n_heads * hd / t, D, d)
+    attn = tp._add(Op("attn", OpKind.ATTENTION, flops=flops, nbytes=io), deps)
+    out = tp.mm("attn_out", T, m.n_heads * hd / t, D, d)
     if t > 1:
-        tp.coll("attn_rs", RS, "model", T * D * d.ab, "tp")
+        rs = tp.coll("attn_rs", RS, "model", T * D * d.ab, "tp", deps=[attn] if ov else None)
+        if ov:
+            return tp.ew("attn_res", 3 * T * D / t * d.ab, deps=[out, rs])
     return tp.ew("attn_res", 3 * T * D / t * d.ab)
 
 
@@ -83,11 +92,17 @@ def _ffn(tp: Template, pre: str, m: ModelSpec, d: Dims, tokens: float, hidden: i
 
 
 def dense_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
+    """Norm, [AG model], FFN, [RS model], residual; with TP comm overlap the all-gather runs
+    beside the first GEMM and the reduce-scatter beside the second (as in attention_block)."""
     T, t, D = d.T, d.t, m.d_model
-    tp.ew("mlp_norm", 2 * T * D / t * d.ab, deps=[prev])
-    if t > 1:
-        tp.coll("mlp_ag", AG, "model", T * D * d.ab, "tp")
-    _ffn(tp, "mlp", m, d, T, m.ffn_hidden)
+    ov = _tp_overlapped(d)
+    norm = tp.ew("mlp_norm", 2 * T * D / t * d.ab, deps=[prev])
+    ag = tp.coll("mlp_ag", AG, "model", T * D * d.ab, "tp") if t > 1 else ""
+    out = _ffn(tp, "mlp", m, d, T, m.ffn_hidden, deps=[norm] if ov else None)
+    if ov:
+        tp.ops[-2].deps.append(ag)  # the activation needs the gathered input's GEMM and the gather
+        rs = tp.coll("mlp_rs", RS, "model", T * D * d.ab, "tp", deps=[tp.ops[-2].name])
+        return tp.ew("mlp_res", 3 * T * D / t * d.ab, deps=[out, rs])
     if t > 1:
         tp.coll("mlp_rs", RS, "model", T * D * d.ab, "tp")
     return tp.ew("mlp_res", 3 * T * D / t * d.ab)

@@ -102,7 +102,9 @@ def _sharding_fields(row: PublishedRow, m, mesh: _Mesh, maxtext: bool) -> dict:
     if vpp > 1:
         fields.update(pipeline_schedule="interleaved", virtual_stages=vpp)
     if not maxtext and "narayanan" not in row.text("source_id").lower():
-        fields["distributed_optimizer"] = True
+        # Megatron-Core era recipes (Megatron-LM README, NeMo, Megatron-Bridge): distributed
+        # optimizer and TP comm overlap on; Narayanan et al. 2021 predates both.
+        fields.update(distributed_optimizer=True, tp_comm_overlap=True)
     return fields
 
 

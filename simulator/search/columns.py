@@ -52,7 +52,8 @@ def dims_columns(space, mesh_cols: dict[str, np.ndarray], micro_batch: np.ndarra
                 e=column(mesh_cols["expert"]), fs=column(mesh_cols["fsdp"]),
                 dp=column(mesh_cols["data"]), cp=column(mesh_cols["seq"]),
                 pp=column(mesh_cols["pipeline"]), ab=4.0 if s.precision == "fp32" else 2.0,
-                wb=DTYPE_BYTES[s.precision], gb=DTYPE_BYTES[s.optimizer.grad_dtype])
+                wb=DTYPE_BYTES[s.precision], gb=DTYPE_BYTES[s.optimizer.grad_dtype],
+                tp_overlap=s.tp_comm_overlap)
 
 
 class DimsView:

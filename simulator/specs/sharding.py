@@ -51,7 +51,7 @@ class ShardingSpec(_Frozen):
     global_batch_tokens: int | None = Field(default=None, ge=1)
     seq_len: int | None = Field(default=None, ge=1)
     remat: Literal["none", "selective", "full"] = "selective"
-    precision: Literal["bf16", "fp8", "fp32"] = Field(
+    precision: Literal["bf16", "fp8", "fp4", "fp32"] = Field(
         default="bf16", description="matmul precision; fp32 also makes activations 4 bytes "
         "(as a CPU calibration host runs)")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
@@ -59,6 +59,10 @@ class ShardingSpec(_Frozen):
         default=False,
         description="ZeRO-1: optimizer state sharded over data (Megatron --use-distributed-optimizer)",
     )
+    tp_comm_overlap: bool = Field(
+        default=False,
+        description="tensor-parallel all-gather / reduce-scatter pipelined with the attention and "
+        "dense-MLP GEMMs they feed or follow (Megatron --tp-comm-overlap, TE userbuffers)")
     pipeline_schedule: Literal["1f1b", "interleaved"] = "1f1b"
     virtual_stages: int = Field(default=1, ge=1, description="model chunks per pipeline rank")
     slice_shape: list[int] | None = Field(default=None, description="TPU slice shape override")

@@ -1,0 +1,63 @@
+"""Text and JSON reports of a published-runs validation."""
+
+from __future__ import annotations
+
+from simulator.published.evaluate import RowResult
+from simulator.published.jobs import Skip
+
+
+def _pct(x: float | None) -> str:
+    return "   -  " if x is None else f"{100 * x:5.1f}%"
+
+
+def _stats_line(name: str, s: dict) -> str:
+    bias = "" if s["bias"] is None else f"{100 * s['bias']:+6.1f}%"
+    return (f"  {name:30s} {s['n']:4d}  {_pct(s['median_abs_error'])}  {_pct(s['p90_abs_error'])}  "
+            f"{bias}")
+
+
+def format_rows(results: list[RowResult]) -> list[str]:
+    out = [f"  {'id':38s} {'model':28s} {'hardware':14s} {'chips':>5s} {'measured s':>10s} "
+           f"{'forecast s':>10s} {'error':>7s}  measured from"]
+    for r in results:
+        out.append(f"  {r.id:38s} {r.model[:28]:28s} {r.hardware:14s} {r.chips:5d} "
+                   f"{r.measured_step_time_s:10.3f} {r.predicted_step_time_s:10.3f} "
+                   f"{100 * r.error:+6.1f}%  {r.measured_from}")
+    return out
+
+
+def format_summary(summary: dict, title: str = "summary") -> list[str]:
+    out = [f"{title}: {'':22s}    n  median|e|  p90|e|   bias (mean signed)",
+           _stats_line("all", summary)]
+    for key, label in (("by_kind", "kind"), ("by_hardware", "hardware"), ("by_source", "source")):
+        for name, s in summary[key].items():
+            out.append(_stats_line(f"{label} {name}", s))
+    med = summary["spearman_median"]
+    out.append(f"  rank agreement (Spearman, model+hardware groups with >= 3 configurations): "
+               f"median {'-' if med is None else f'{med:.2f}'} over {summary['spearman_groups']} "
+               f"groups, {summary['spearman_groups_at_least_0.8']} at >= 0.8")
+    for name, rho in summary["spearman_by_group"].items():
+        out.append(f"    {name:40s} {rho:+.2f}")
+    return out
+
+
+def format_skipped(skipped: list[Skip]) -> list[str]:
+    if not skipped:
+        return []
+    return [f"skipped ({len(skipped)}):"] + [f"  {s.id:38s} {s.model[:28]:28s} {s.reason}"
+                                            for s in skipped]
+
+
+def format_report(path: str, results: list[RowResult], summary: dict, skipped: list[Skip],
+                  header: str = "") -> str:
+    """The whole report: rows, summary, skipped rows with their reasons."""
+    lines = [f"meshcast validate --published {path}: {len(results)} rows forecast, "
+             f"{len(skipped)} skipped" + (f" ({header})" if header else ""),
+             "  error = forecast / measured - 1 (positive: forecast slower than measured)", ""]
+    lines += format_rows(results) + [""] + format_summary(summary) + [""] + format_skipped(skipped)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def report_json(results: list[RowResult], summary: dict, skipped: list[Skip]) -> dict:
+    return {"rows": [r.as_dict() for r in results], "summary": summary,
+            "skipped": [s.as_dict() for s in skipped]}
