@@ -41,6 +41,7 @@ def add_parsers(sub) -> None:
     r.add_argument("--objective", choices=OBJECTIVES, default="step_time")
     r.add_argument("--top", type=int, default=5, help="configurations to show (default 5)")
     r.add_argument("--out", help="write every evaluated configuration to this CSV file")
+    r.add_argument("--plot", help="write a PNG: every configuration and the top ones' breakdowns")
     r.add_argument("--precision", choices=["bf16", "fp8", "fp32"], default="bf16")
     _budget_args(r)
     p = sub.add_parser("plan", help="best configuration, time and cost per hardware and chip count")
@@ -95,6 +96,10 @@ def cmd_rank(a) -> int:
         progress.done()
     if a.out:
         write_csv(res, a.out)
+    if a.plot:
+        from simulator.plots import plot_rank, save
+
+        save(plot_rank(res), a.plot)
     print(json.dumps(rank_json(res), indent=2) if a.json else format_rank(res))
     return 0
 
