@@ -52,12 +52,16 @@ class EfficiencyCurve(_Frozen):
 class Efficiency(_Frozen):
     """Compute efficiency curves: matmul and attention in FLOPs, memory-bound ops in bytes;
     ``gather`` for indexed reads and scatter-adds (embedding lookup and its gradient, gather
-    dispatch), which run below streaming bandwidth: the ``memory`` curve when absent."""
+    dispatch), which run below streaming bandwidth: the ``memory`` curve when absent;
+    ``matmul_fp8`` for GEMMs in fp8 or fp4 (a fraction of that format's peak)."""
 
     matmul: EfficiencyCurve
     attention: EfficiencyCurve
     memory: EfficiencyCurve
     gather: EfficiencyCurve | None = None
+    matmul_fp8: EfficiencyCurve | None = Field(
+        default=None, description="GEMMs in fp8/fp4 (of that format's peak, scaling and casts "
+        "included): the matmul curve when absent")
 
 
 class Chip(_Frozen):
