@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from simulator import cli_compare, cli_search
+from simulator import cli_compare, cli_published, cli_search
 from simulator.errors import MeshcastError
 
 
@@ -60,17 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--mesh", help="mesh to calibrate collectives on, e.g. data=2,expert=2,model=2")
     ca.add_argument("--multi-host", action="store_true", help="call jax.distributed.initialize()")
     fi = sub.add_parser("fit", help="fit a calibrated hardware profile to raw rows")
-    fi.add_argument("directory", help="a calibration --out directory (holds raw.csv)")
+    fi.add_argument("directory", nargs="?", help="a calibration --out directory (holds raw.csv)")
     fi.add_argument("--out", required=True, help="where to write the calibrated profile YAML")
     fi.add_argument("--base", help="profile whose datasheet peaks and network to keep")
+    cli_published.add_fit_args(fi)
     va = sub.add_parser("validate", help="time real sharded train steps vs the forecast")
-    va.add_argument("--calibration", required=True, help="a calibration directory (raw.csv)")
+    va.add_argument("--calibration", help="a calibration directory (raw.csv)")
     va.add_argument("--backend", choices=["cpu", "gpu", "tpu"], default="cpu")
     va.add_argument("--devices", type=int, help="CPU: virtual devices (default 8)")
     va.add_argument("--quick", action="store_true", help="two cases, short sequences")
     va.add_argument("--hlo", action="store_true", help="also compare the collectives XLA "
                     "compiled with the step graph's, kind by kind")
     va.add_argument("--json", action="store_true")
+    cli_published.add_validate_args(va)
     mo = sub.add_parser("models", help="list the model zoo")
     mo.add_argument("--json", action="store_true")
     return ap
@@ -162,6 +164,10 @@ def _cmd_calibrate(a) -> int:
 
 
 def _cmd_fit(a) -> int:
+    if a.published:
+        return cli_published.cmd_fit(a)
+    if not a.directory:
+        raise MeshcastError("fit: give a calibration directory, or --published FILE.csv --hardware NAME")
     from calibration.fit_cli import run_fit
 
     print(run_fit(a.directory, a.out, a.base))
@@ -169,6 +175,11 @@ def _cmd_fit(a) -> int:
 
 
 def _cmd_validate(a) -> int:
+    if a.published:
+        return cli_published.cmd_validate(a)
+    if not a.calibration:
+        raise MeshcastError("validate: give --calibration DIR (JAX train steps) or --published "
+                            "FILE.csv (published runs)")
     from calibration.run import configure_backend
 
     configure_backend(a.backend, a.devices)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simulator.published.jobs import Case
 from simulator.predict import predict_job
+from simulator.published.jobs import Case
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,139 @@
+"""``meshcast validate --published FILE.csv`` and ``meshcast fit --published FILE.csv``.
+
+validate: forecast every row the built-in (or ``--profile``) hardware profiles can map, print
+measured vs forecast, the error summary and the skipped rows with their reasons; ``--fit`` also
+fits per-family matmul efficiencies on the file (in-sample) and forecasts each model with the
+values fitted on the other models (held out), which becomes the per-row report.
+fit: the same fit for one hardware profile, written as a profile YAML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+
+from simulator.errors import MeshcastError
+
+
+def add_validate_args(va) -> None:
+    va.add_argument("--published", help="a CSV with the columns of published_runs.csv")
+    va.add_argument("--plot", help="--published: write a predicted-vs-measured log-log plot here")
+    va.add_argument("--fit", action="store_true", help="--published: also fit per-family matmul "
+                    "efficiencies; report in-sample and held out by model")
+    va.add_argument("--profile", action="append", default=[],
+                    help="--published: a profile YAML replacing the built-in one of its name")
+
+
+def add_fit_args(fi) -> None:
+    fi.add_argument("--published", help="fit to a published-runs CSV instead of raw.csv")
+    fi.add_argument("--hardware", help="--published: the profile to fit (name, alias or YAML)")
+
+
+def _cases(path: str, profiles: dict):
+    from simulator.published import read_rows, row_to_case
+    from simulator.published.jobs import Case
+
+    mapped = [row_to_case(r, profiles) for r in read_rows(path)]
+    return [c for c in mapped if isinstance(c, Case)], [c for c in mapped if not isinstance(c, Case)]
+
+
+def _profiles(paths: list[str]) -> dict:
+    from hardware_profiles import load_profile_file
+
+    out = {}
+    for p in paths:
+        prof = load_profile_file(p)
+        out[prof.name] = prof
+    return out
+
+
+def cmd_validate(a) -> int:
+    from simulator.published import evaluate, summarize
+    from simulator.published.report import format_report, format_summary, report_json
+
+    cases, skipped = _cases(a.published, _profiles(a.profile))
+    if not cases:
+        raise MeshcastError(f"published: no row of {a.published} could be mapped to a job; "
+                            f"first reason: {skipped[0].reason}")
+    extra: dict = {}
+    if a.fit:
+        from simulator.published.fit import fit_published
+
+        fr = fit_published(cases)
+        results, header = fr.held_out, "held out by model; in-sample summary below"
+        extra = {"in_sample_summary": summarize(fr.in_sample), "fitted": fr.values_table()}
+    else:
+        results, header = evaluate(cases), "profiles as built in"
+    summary = summarize(results)
+    if a.plot:
+        from simulator.published.plot import plot_predicted_vs_measured
+
+        plot_predicted_vs_measured(results, a.plot, f"meshcast vs {Path(a.published).name} ({header})")
+    if a.json:
+        print(json.dumps({**report_json(results, summary, skipped), **extra}, indent=2))
+        return 0
+    text = format_report(a.published, results, summary, skipped, header)
+    if a.fit:
+        text += "\n" + "\n".join(format_summary(extra["in_sample_summary"], "in-sample")) + "\n"
+        text += "fitted: " + ", ".join(f"{v['hardware']} {v['curve']} {v['max_efficiency']:.3f} "
+                                       f"({v['rows']} rows)" for v in extra["fitted"]) + "\n"
+    print(text, end="")
+    return 0
+
+
+def cmd_fit(a) -> int:
+    from hardware_profiles import load_profile
+    from simulator.published.fit import fit_published, fitted_profiles
+    from simulator.published.report import format_summary
+    from simulator.published.summary import summarize
+
+    if not a.hardware:
+        raise MeshcastError("hardware: fit --published needs --hardware NAME (the profile to fit)")
+    base = load_profile(a.hardware)
+    cases, _ = _cases(a.published, {base.name: base})
+    mine = [c for c in cases if c.job.hardware.name == base.name]
+    if not mine:
+        seen = sorted({c.job.hardware.name for c in cases})
+        raise MeshcastError(f"hardware: no row of {a.published} maps to {base.name}; rows map to "
+                            f"{', '.join(seen) or 'nothing'}")
+    fr = fit_published(mine)
+    ins, held = summarize(fr.in_sample), summarize(fr.held_out)
+    sha = hashlib.sha256(Path(a.published).read_bytes()).hexdigest()[:16]
+    source = (f"fitted {date.today().isoformat()} to {len(mine)} published runs in "
+              f"{Path(a.published).name} (sha256 {sha}) by meshcast fit --published; median "
+              f"|error| in-sample {100 * ins['median_abs_error']:.1f}%, held out by model "
+              f"{100 * held['median_abs_error']:.1f}%")
+    prof = fitted_profiles({base.name: base}, fr.values, source)[base.name]
+    _write_profile(prof, a.out)
+    _write_predictions(fr, Path(a.out).with_suffix(".fit_predictions.csv"))
+    print("\n".join(format_summary(ins, "in-sample") + format_summary(held, "held out by model")))
+    for v in fr.values_table():
+        print(f"fitted {v['hardware']} {v['curve']}.max_efficiency = {v['max_efficiency']:.3f} "
+              f"({v['rows']} rows)")
+    print(a.out)
+    return 0
+
+
+def _write_profile(prof, out: str) -> None:
+    import yaml
+
+    text = yaml.safe_dump(prof.model_dump(mode="json", exclude_none=True), sort_keys=False,
+                          width=100)
+    try:
+        Path(out).write_text(text)
+    except OSError as e:
+        raise MeshcastError(f"out: cannot write {out}: {e.strerror}") from None
+
+
+def _write_predictions(fr, path: Path) -> None:
+    import csv
+
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "model", "hardware", "measured_step_time_s", "in_sample_predicted_s",
+                    "held_out_predicted_s", "held_out_error"])
+        for a, b in zip(fr.in_sample, fr.held_out):
+            w.writerow([a.id, a.model, a.hardware, a.measured_step_time_s,
+                        a.predicted_step_time_s, b.predicted_step_time_s, b.error])
