@@ -19,6 +19,7 @@ The increase is ``t(MoE) / t(dense) - 1`` and splits into parts (:mod:`simulator
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -65,10 +66,19 @@ class StudyRow:
             return None
         return self.moe_step_s / self.dense_step_s - 1.0
 
+    @property
+    def increase_beyond_ffn(self) -> float | None:
+        """The increase less its ``ffn_size`` part: what routing and sharding cost on top of the
+        larger activated FFN (all-to-all, dispatch/combine, router, padding, TP, sync, ...)."""
+        if self.increase is None:
+            return None
+        return self.increase - self.parts_s.get("ffn_size", 0.0) / self.dense_step_s
+
     def as_dict(self) -> dict:
         return {"hardware": self.hardware, "scale": self.scale, "layout": self.layout,
                 "chips": self.chips, "dense_step_s": self.dense_step_s,
-                "moe_step_s": self.moe_step_s, "increase": self.increase, "mesh": self.mesh,
+                "moe_step_s": self.moe_step_s, "increase": self.increase,
+                "increase_beyond_ffn": self.increase_beyond_ffn, "mesh": self.mesh,
                 "remat": self.remat, "parts_s": self.parts_s, "reason": self.reason}
 
 
@@ -115,10 +125,12 @@ def study_pair(dense: str, moe: str, hardware: str, chips: int, scale: str = "",
 
 
 def _short(msg: str) -> str:
-    """The first clause of a search error: 'no valid mesh' or 'does not fit' and why."""
+    """A search error in a few words: 'does not fit: <smallest footprint>' or 'no valid mesh:
+    <the rules the meshes broke>'."""
     if "fits in" in msg:
         return "does not fit: " + msg.split("; the smallest needs ", 1)[-1].split(":")[0]
-    return msg.split(": ", 1)[-1].split(";")[0]
+    why = re.search(r"global batch \d+: (.*?); try another", msg)
+    return "no valid mesh: " + why.group(1) if why else msg.split(": ", 1)[-1]
 
 
 def sharding_study(hardware=("h100-sxm", "tpu-v5p"), scales=tuple(PAIRS), chips: int = 256,
@@ -136,17 +148,18 @@ def sharding_study(hardware=("h100-sxm", "tpu-v5p"), scales=tuple(PAIRS), chips:
 
 
 def format_study(rows: list[StudyRow]) -> str:
-    """The study as a table: one line per row, the increase marked against 20%."""
-    out = [f"{'hardware':<10}{'scale':>7}  {'layout':<15}{'dense s':>9}{'MoE s':>9}"
-           f"{'increase':>10}  {'<20%':<5} best MoE configuration"]
+    """The study as a table: one line per row, the increase (and the increase beyond the FFN
+    size part) marked against 20%."""
+    out = [f"{'hardware':<10}{'chips':>6}{'scale':>7}  {'layout':<15}{'dense s':>9}{'MoE s':>9}"
+           f"{'increase':>10}{'<20%':>5}{'beyond FFN':>11}{'<20%':>5}  best MoE configuration"]
     for r in rows:
         dense = f"{r.dense_step_s:.3f}" if r.dense_step_s is not None else "-"
+        lead = f"{r.hardware:<10}{r.chips:>6}{r.scale:>7}  {r.layout:<15}{dense:>9}"
         if r.increase is None:
-            out.append(f"{r.hardware:<10}{r.scale:>7}  {r.layout:<15}{dense:>9}{'-':>9}{'-':>10}"
-                       f"  {'-':<5} {r.reason}")
+            out.append(f"{lead}{'-':>9}{'-':>10}{'-':>5}{'-':>11}{'-':>5}  {r.reason}")
             continue
         mesh = " ".join(f"{a}={v}" for a, v in r.mesh.items())
-        ok = "yes" if r.increase < THRESHOLD else "no"
-        out.append(f"{r.hardware:<10}{r.scale:>7}  {r.layout:<15}{dense:>9}{r.moe_step_s:>9.3f}"
-                   f"{100 * r.increase:>9.1f}%  {ok:<5} {mesh}, remat {r.remat}")
+        ok, ok2 = ("yes" if x < THRESHOLD else "no" for x in (r.increase, r.increase_beyond_ffn))
+        out.append(f"{lead}{r.moe_step_s:>9.3f}{100 * r.increase:>9.1f}%{ok:>5}"
+                   f"{100 * r.increase_beyond_ffn:>10.1f}%{ok2:>5}  {mesh}, remat {r.remat}")
     return "\n".join(out)
