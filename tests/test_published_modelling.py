@@ -1,0 +1,44 @@
+"""Modelling switches added for published runs: TP comm overlap and the fp8 matmul curve. Both
+default to off / absent, leaving every other forecast as it was."""
+
+from __future__ import annotations
+
+import pytest
+
+from hardware_profiles import load_profile
+from simulator.predict import predict
+from simulator.published.fit import with_efficiency
+
+JOB = dict(model="llama3-8b", chips=8, seq_len=4096, global_batch=16, remat="none")
+
+
+def _exposed_tp(p) -> float:
+    return sum(v for k, v in p.breakdown_s.items() if k.endswith(".model"))
+
+
+def test_tp_overlap_hides_tp_collectives_behind_gemms():
+    hw = load_profile("h100-sxm")
+    plain = predict(hardware=hw, mesh={"model": 8}, **JOB)
+    over = predict(hardware=hw, mesh={"model": 8}, tp_comm_overlap=True, **JOB)
+    assert over.step_time_s < plain.step_time_s
+    assert _exposed_tp(over) < 0.5 * _exposed_tp(plain)
+    # it cannot beat the GEMMs and the links: compute alone, and the model axis' traffic, bound it
+    assert over.step_time_s >= over.breakdown_s["compute"]
+
+
+def test_tp_overlap_is_a_no_op_without_tensor_parallelism():
+    hw = load_profile("h100-sxm")
+    a = predict(hardware=hw, mesh={"data": 8}, **JOB)
+    b = predict(hardware=hw, mesh={"data": 8}, tp_comm_overlap=True, **JOB)
+    assert a.step_time_s == b.step_time_s
+
+
+def test_fp8_curve_applies_to_fp8_and_fp4_only():
+    hw = load_profile("b200")
+    slow = with_efficiency(hw, "matmul_fp8", 0.3, "test: a low fp8 efficiency")
+    for prec in ("fp8", "fp4"):
+        assert (predict(hardware=slow, mesh={"data": 8}, precision=prec, **JOB).step_time_s
+                > predict(hardware=hw, mesh={"data": 8}, precision=prec, **JOB).step_time_s)
+    assert (predict(hardware=slow, mesh={"data": 8}, precision="bf16", **JOB).step_time_s
+            == pytest.approx(predict(hardware=hw, mesh={"data": 8}, precision="bf16", **JOB)
+                             .step_time_s, rel=1e-15))
