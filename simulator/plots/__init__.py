@@ -5,7 +5,7 @@ pyplot (so no GUI backend is needed); :func:`save` writes a PNG, :func:`png_byte
 """
 
 from simulator.plots.calibration import plot_fit, plot_validation
-from simulator.plots.common import png_bytes, save
+from simulator.plots.common import png_bytes, save, show
 from simulator.plots.compare import plot_comparison
 from simulator.plots.plan import plot_plan
 from simulator.plots.predict import plot_prediction
@@ -13,4 +13,4 @@ from simulator.plots.rank import plot_rank
 from simulator.plots.study import plot_study
 
 __all__ = ["plot_comparison", "plot_fit", "plot_plan", "plot_prediction", "plot_rank",
-           "plot_study", "plot_validation", "png_bytes", "save"]
+           "plot_study", "plot_validation", "png_bytes", "save", "show"]

@@ -65,3 +65,10 @@ def stacked_bars(ax, labels: list[str], parts: list[dict[str, float]], order, ho
             ax.bar(labels, vals, bottom=base, color=colour(p, i), label=p)
         base = [b + v for b, v in zip(base, vals)]
     return base
+
+
+def show(fig: Figure, dpi: int = 80) -> None:
+    """Display ``fig`` as a PNG in a notebook (works whatever matplotlib backend is active)."""
+    from IPython.display import Image, display
+
+    display(Image(png_bytes(fig, dpi)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from matplotlib.ticker import FormatStrFormatter
+
 from simulator.plots.common import colour, figure
 
 
@@ -10,15 +12,15 @@ def plot_plan(res):
     cost against days for every feasible (hardware, chips), the Pareto front joined."""
     fig, (tline, cost) = figure(12, 4.5, 1, 2)
     hws = list(dict.fromkeys(e.hardware for e in res.entries))
-    for hw in hws:
+    for i, hw in enumerate(hws):
         ok = sorted((e for e in res.entries if e.hardware == hw and e.ok), key=lambda e: e.chips)
         if not ok:
             continue
-        tline.plot([e.chips for e in ok], [e.budget.days for e in ok], "o-", color=colour(hw),
+        tline.plot([e.chips for e in ok], [e.budget.days for e in ok], "o-", color=colour(hw, i),
                    label=hw)
         priced = [e for e in ok if e.budget.cost_usd is not None]
         cost.scatter([e.budget.days for e in priced], [e.budget.cost_usd / 1e3 for e in priced],
-                     color=colour(hw), label=hw)
+                     color=colour(hw, i), label=hw)
         for e in priced:
             cost.annotate(str(e.chips), (e.budget.days, e.budget.cost_usd / 1e3), fontsize=6,
                           xytext=(3, 3), textcoords="offset points")
@@ -29,6 +31,8 @@ def plot_plan(res):
               lw=1, label="Pareto front")
     tline.set_xscale("log", base=2)
     tline.set_yscale("log")
+    chips = sorted({e.chips for e in res.entries})
+    tline.set_xticks(chips, [str(c) for c in chips])
     tline.set_xlabel("chips")
     tline.set_ylabel("days to train")
     tline.set_title(f"{res.model}: {res.tokens / 1e9:,.0f}B tokens", fontsize=10)
@@ -38,4 +42,7 @@ def plot_plan(res):
     cost.set_ylabel("cost (k$, profile prices UNVERIFIED)")
     cost.set_title("cost vs time (labels: chips)", fontsize=10)
     cost.legend(fontsize=7)
+    for axis in (tline.yaxis, cost.xaxis):
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(FormatStrFormatter("%g"))
     return fig

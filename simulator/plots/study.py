@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from matplotlib.ticker import FormatStrFormatter
+
 from simulator.plots.common import colour, figure
 from simulator.study import LAYOUTS, THRESHOLD
 
@@ -10,8 +12,9 @@ _LAYOUT_COLOURS = {"3d": "#4e79a7", "no_expert": "#f28e2b", "expert_in_data": "#
 
 
 def plot_study(rows):
-    """Top: per hardware, the increase ``t(MoE)/t(dense) - 1`` per scale and layout (missing
-    bars: no valid or fitting configuration), the 20 % line of Du et al. 2024. Bottom: per
+    """Top: per hardware, the increase ``t(MoE)/t(dense) - 1`` per scale and layout (hatched:
+    its ``ffn_size`` part; missing bars: no valid or fitting configuration), the 20 % line of
+    Du et al. 2024. Bottom: per
     hardware, the dense step and each layout's MoE step against scale."""
     hws = list(dict.fromkeys(r.hardware for r in rows))
     scales = list(dict.fromkeys(r.scale for r in rows))
@@ -27,6 +30,10 @@ def plot_study(rows):
             ys = [100 * mine[(s, lay)].increase for s in scales if mine.get((s, lay)) and
                   mine[(s, lay)].increase is not None]
             bars.bar(xs, ys, width, color=_LAYOUT_COLOURS.get(lay, colour(lay)), label=lay)
+            ffn = [100 * mine[(s, lay)].parts_s.get("ffn_size", 0.0) / mine[(s, lay)].dense_step_s
+                   for s in scales if mine.get((s, lay)) and mine[(s, lay)].increase is not None]
+            bars.bar(xs, ffn, width, fill=False, hatch="//", edgecolor="white", lw=0,
+                     label="of which FFN size" if j == 0 else None)
             pts = [(s, mine[(s, lay)].moe_step_s) for s in scales
                    if mine.get((s, lay)) and mine[(s, lay)].moe_step_s is not None]
             lines.plot([scales.index(s) for s, _ in pts], [t for _, t in pts], "o-",
@@ -42,6 +49,8 @@ def plot_study(rows):
                    label="dense")
         lines.set_xticks(range(len(scales)), scales)
         lines.set_yscale("log")
+        lines.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        lines.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         lines.set_xlabel("dense size class")
         lines.set_ylabel("step time (s)")
         lines.legend(fontsize=7)
