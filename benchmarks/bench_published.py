@@ -1,0 +1,61 @@
+"""Accuracy against published training runs (issue 5): meshcast's forecast of every mappable
+row of ``benchmarks/data/published_runs.csv`` with the built-in profiles, then with per-family
+matmul efficiencies fitted on the file (in-sample) and held out by model (each model forecast
+with values fitted on the other models only). Prints the report and the targets; run with
+`make bench` or `pytest benchmarks/bench_published.py -m benchmark -s`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from simulator.published import evaluate, read_rows, row_to_case, summarize
+from simulator.published.fit import fit_published
+from simulator.published.jobs import Case
+from simulator.published.report import format_rows, format_skipped, format_summary
+
+DATA = Path(__file__).resolve().parent / "data" / "published_runs.csv"
+TARGETS = (("dense", "median_abs_error", 0.10), ("moe", "median_abs_error", 0.15))
+
+
+def _targets(held: dict) -> list[str]:
+    out = []
+    for kind, key, limit in TARGETS:
+        v = held["by_kind"][kind][key]
+        out.append(f"  held-out {kind} median |error| {100 * v:.1f}% (target <= {100 * limit:.0f}%): "
+                   f"{'met' if v <= limit else 'NOT met'}")
+    p90 = held["p90_abs_error"]
+    out.append(f"  held-out p90 |error| {100 * p90:.1f}% (target <= 25%): "
+               f"{'met' if p90 <= 0.25 else 'NOT met'}")
+    rho = held["spearman_median"]
+    out.append(f"  held-out Spearman within model+hardware, median over {held['spearman_groups']} "
+               f"groups {rho:.2f} (target >= 0.8): {'met' if rho >= 0.8 else 'NOT met'}; "
+               f"{held['spearman_groups_at_least_0.8']} of {held['spearman_groups']} groups >= 0.8")
+    return out
+
+
+@pytest.mark.benchmark
+def test_published_runs_report():
+    t0 = time.perf_counter()
+    mapped = [row_to_case(r) for r in read_rows(DATA)]
+    cases = [c for c in mapped if isinstance(c, Case)]
+    skipped = [c for c in mapped if not isinstance(c, Case)]
+    raw = summarize(evaluate(cases))
+    fr = fit_published(cases)
+    ins, held = summarize(fr.in_sample), summarize(fr.held_out)
+    lines = [f"\nmeshcast vs {DATA.name}: {len(mapped)} rows, {len(cases)} forecast, "
+             f"{len(skipped)} skipped ({time.perf_counter() - t0:.0f} s on this machine)", ""]
+    lines += format_summary(raw, "built-in profiles (no fit)") + [""]
+    lines += ["fitted max efficiency (all rows):"] + [
+        f"  {v['hardware']:14s} {v['curve']:11s} {v['max_efficiency']:.3f}  ({v['rows']} rows)"
+        for v in fr.values_table()] + [""]
+    lines += format_summary(ins, "in-sample (fitted on every row)") + [""]
+    lines += format_summary(held, "held out by model (fitted on the other models)") + [""]
+    lines += ["targets (held out by model):"] + _targets(held) + [""]
+    lines += ["per row, held out by model:"] + format_rows(fr.held_out) + [""]
+    lines += format_skipped(skipped)
+    print("\n".join(lines))
+    assert len(cases) + len(skipped) == len(mapped)
+    assert held["n"] == len(cases)
