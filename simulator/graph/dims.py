@@ -14,7 +14,8 @@ class Dims:
     Mesh sizes: ``t`` model, ``e`` expert, ``fs`` fsdp, ``dp`` data, ``cp`` seq, ``pp`` pipeline.
     ``ab`` activation bytes (bf16), ``wb`` bytes of a weight as fed to the GEMM (fp8: 1),
     ``gb`` gradient reduction bytes. ``tp_overlap``: tensor-parallel collectives run beside the
-    GEMMs they feed (Megatron's TP comm overlap).
+    GEMMs they feed (Megatron's TP comm overlap); ``ep_overlap``: expert all-to-alls run under
+    another micro-batch's compute.
     """
 
     b: int
@@ -29,6 +30,7 @@ class Dims:
     wb: float
     gb: float
     tp_overlap: bool = False
+    ep_overlap: bool = False
 
     @property
     def T(self) -> int:  # noqa: N802 - scaling-book symbol
@@ -41,4 +43,5 @@ class Dims:
                    fs=job.axis("fsdp"), dp=job.axis("data"), cp=job.axis("seq"),
                    pp=job.axis("pipeline"), ab=4.0 if s.precision == "fp32" else 2.0,
                    wb=DTYPE_BYTES[s.precision],
-                   gb=DTYPE_BYTES[s.optimizer.grad_dtype], tp_overlap=s.tp_comm_overlap)
+                   gb=DTYPE_BYTES[s.optimizer.grad_dtype], tp_overlap=s.tp_comm_overlap,
+                   ep_overlap=s.ep_comm_overlap)

@@ -126,6 +126,10 @@ def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
     memory-bound permutation. After the all-to-all a device holds ``(T/t) * kf`` slots of its
     ``E/e`` experts, gathered over ``model`` to ``T * kf`` rows for the model-sharded expert FFN.
     Shared experts run beside the all-to-all path (they only need the normed input).
+    With EP comm overlap (``d.ep_overlap``, Megatron's --overlap-moe-expert-parallel-comm: one
+    micro-batch's all-to-alls run under another's compute) the expert FFN and the combine do not
+    wait for the all-to-alls; they still occupy the expert links (the stage's per-axis link
+    floor), so a micro-batch costs about ``max(compute, all-to-all)``.
     """
     moe = m.moe
     T, t, D, E = d.T, d.t, m.d_model, moe.n_experts
@@ -138,10 +142,11 @@ def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
     tp.ew("router_topk", 3 * tl * E * 4)
     if moe.dispatch == "einsum":
         ec = kf * min(moe.group_size_tokens, T)
-        tp.mm("dispatch", tl, ec, D, d)
+        disp = tp.mm("dispatch", tl, ec, D, d)
     else:
-        tp.ew("dispatch", 2 * tl * kf * D * d.ab, gather=True)
+        disp = tp.ew("dispatch", 2 * tl * kf * D * d.ab, gather=True)
     a2a = tp.coll("a2a_dispatch", A2A, "expert", tl * kf * D * d.ab, "ep")
+    ov = bool(d.ep_overlap) and d.e > 1
     ends = []
     if moe.n_shared_experts:
         # Program order puts the shared expert right after the dispatch all-to-all is issued,
@@ -154,17 +159,19 @@ def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
         if t > 1:
             tp.coll("shared_rs", RS, "model", T * D * d.ab, "tp")
         ends.append(tp.ops[-1].name)
-    prev = a2a
+    prev = disp if ov else a2a
     if t > 1:
-        prev = tp.coll("moe_ag", AG, "model", T * kf * D * d.ab, "tp", deps=[a2a])
+        prev = tp.coll("moe_ag", AG, "model", T * kf * D * d.ab, "tp", deps=[prev])
     _ffn(tp, "expert", m, d, T * kf, moe.expert_ffn_hidden, groups=max(E / d.e, 1.0), deps=[prev])
     if t > 1:
         tp.coll("moe_rs", RS, "model", T * kf * D * d.ab, "tp")
+    done = tp.ops[-1].name
     tp.coll("a2a_combine", A2A, "expert", tl * kf * D * d.ab, "ep")
+    after = [done] if ov else None
     if moe.dispatch == "einsum":
-        ends.append(tp.mm("combine", tl, ec, D, d))
+        ends.append(tp.mm("combine", tl, ec, D, d, deps=after))
     else:
-        ends.append(tp.ew("combine", 2 * tl * kf * D * d.ab, gather=True))
+        ends.append(tp.ew("combine", 2 * tl * kf * D * d.ab, gather=True, deps=after))
     return tp.ew("moe_res", 3 * tl * D * d.ab, deps=ends)
 
 

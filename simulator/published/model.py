@@ -2,8 +2,8 @@
 
 Shapes the row does not give are never guessed: an empty required cell skips the row. Hybrid
 Mamba models and LoRA fine-tuning are not modelled (skipped). MLA attention (DeepSeek-V3) is an
-equivalent GQA with the same projection parameters, as in the zoo's ``deepseek-v3``: ``N`` heads, ``K = N/16``,
-``Hd = P_mla / (D (2N + 2K))``.
+equivalent GQA with the same projection parameters, as in the zoo's ``deepseek-v3``: ``N`` heads,
+``K = N/16``, ``Hd = P_mla / (D (2N + 2K))``.
 """
 
 from __future__ import annotations

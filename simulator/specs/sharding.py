@@ -63,6 +63,10 @@ class ShardingSpec(_Frozen):
         default=False,
         description="tensor-parallel all-gather / reduce-scatter pipelined with the attention and "
         "dense-MLP GEMMs they feed or follow (Megatron --tp-comm-overlap, TE userbuffers)")
+    ep_comm_overlap: bool = Field(
+        default=False,
+        description="MoE all-to-alls overlapped with another micro-batch's compute (Megatron "
+        "--overlap-moe-expert-parallel-comm); they still occupy the expert links")
     pipeline_schedule: Literal["1f1b", "interleaved"] = "1f1b"
     virtual_stages: int = Field(default=1, ge=1, description="model chunks per pipeline rank")
     slice_shape: list[int] | None = Field(default=None, description="TPU slice shape override")
