@@ -41,7 +41,7 @@ def plot_fit(rows: list[dict], groups: list[str] | None = None):
     fig, (curves, resid) = figure(12, 4.8, 1, 2)
     for i, g in enumerate(groups):
         mine = sorted((r for r in rows if r["group"] == g), key=lambda r: r["size"])
-        c = colour(g)
+        c = colour(g, i)
         curves.plot([r["size"] for r in mine], [r["predicted_s"] for r in mine], "-", color=c,
                     lw=1, label=g)
         for held in (False, True):
