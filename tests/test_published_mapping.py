@@ -51,6 +51,7 @@ def test_megatron_bridge_qwen3_235b_h100():
     assert (j.sharding.precision, j.sharding.remat, j.sharding.micro_batch, j.global_batch) == (
         "fp8", "none", 1, 8192)
     assert j.sharding.distributed_optimizer and j.sharding.tp_comm_overlap
+    assert j.sharding.ep_comm_overlap
     moe = j.model.moe
     assert (moe.n_experts, moe.top_k, moe.expert_ffn_hidden, moe.capacity_factor, moe.dispatch) == (
         128, 8, 1536, None, "gather")
@@ -80,6 +81,7 @@ def test_narayanan_gpt_76b_a100():
     assert j.mesh == {**MESH0, "data": 32, "model": 8, "pipeline": 4}
     assert (j.sharding.precision, j.sharding.remat, j.global_batch) == ("bf16", "full", 1792)
     assert not j.sharding.distributed_optimizer and not j.sharding.tp_comm_overlap
+    assert not j.sharding.ep_comm_overlap
     assert (j.model.ffn_kind, j.model.ffn_hidden, j.model.d_model) == ("gelu", 40960, 10240)
     B, s, L, h, V = 1792, 2048, 60, 10240, 51200
     f = 96 * B * s * L * h * h * (1 + s / (6 * h) + V / (16 * L * h))

@@ -1,17 +1,21 @@
-"""Fit per-hardware-family matmul efficiencies to published runs, whole models held out.
+"""Fit per-hardware-family efficiencies to published runs, whole models held out.
 
-Parameters: for each hardware profile (family), the ``max_efficiency`` of its ``matmul`` curve
-(bf16/fp16 GEMMs) and of its ``matmul_fp8`` curve (fp8/fp4 GEMMs, their scaling and casts
-included); half-saturation sizes stay as the profile has them. Each row depends on exactly one
-parameter, so each is a one-dimensional fit: every row is forecast on a grid of efficiencies
-:data:`GRID`, ``log(forecast)`` is interpolated linearly in ``log(efficiency)``, and the value
-minimising the mean ``|log(forecast / measured)|`` (an L1 loss: a few rows with doubtful configs
-do not pull the fit) is taken. Reported errors always come from a fresh forecast at the fitted
-value, never from the interpolation.
+Parameters, per hardware profile (family): the ``max_efficiency`` of its ``matmul`` curve
+(bf16/fp16 GEMMs), of its ``matmul_fp8`` curve (fp8/fp4 GEMMs, scaling and casts included)
+and of its ``gather`` curve (the MoE token permutation: dispatch and combine, which Megatron runs
+as several gather / scatter / pad kernels). Half-saturation sizes stay as the profile has them.
+
+Two stages, each a set of one-dimensional fits: (1) the matmul curves on dense rows only (a
+precision with no dense row of its family takes the family's other matmul value); (2) the gather
+curve on MoE rows, with stage 1's values. For each fit every row is forecast on a grid of values,
+``log(forecast)`` is interpolated linearly in ``log(value)``, and the value minimising the mean
+``|log(forecast / measured)|`` (L1: a few rows with doubtful configs do not pull the fit) is
+taken. Reported errors always come from fresh forecasts at the fitted values.
 
 Held out by model: each model (variants such as "(tokendrop)" count as the same model) is
-forecast with parameters fitted on the other models' rows only; a parameter with no row from
-another model keeps the profile's own value for that model (and says so).
+forecast with values fitted on the other models' rows only. Holding out an MoE model leaves
+stage 1 unchanged (it sees dense rows only), so stage 2's grid, forecast once at stage 1's
+values, serves every fold without leaking the held-out rows.
 """
 
 from __future__ import annotations
@@ -27,57 +31,82 @@ from simulator.published.evaluate import RowResult, base_model_name, result_of
 from simulator.published.jobs import Case
 from simulator.specs.job import make_job
 
-#: Efficiencies every row is forecast at (fraction of the format's dense peak).
-GRID = np.round(np.linspace(0.25, 1.0, 16), 4)
-_FINE = np.exp(np.linspace(np.log(GRID[0]), np.log(GRID[-1]), 400))
+Param = tuple[str, str]  # (profile name, curve: "matmul" | "matmul_fp8" | "gather")
 
-Param = tuple[str, str]  # (profile name, "matmul" | "matmul_fp8")
+#: Values every row is forecast at, per curve.
+GRIDS = {"matmul": np.round(np.linspace(0.25, 1.0, 16), 4),
+         "gather": np.round(np.geomspace(0.01, 1.0, 16), 5)}
+GRIDS["matmul_fp8"] = GRIDS["matmul"]
 
 
-def param_of(case: Case) -> Param:
+def matmul_param(case: Case) -> Param:
     low = case.job.sharding.precision in ("fp8", "fp4")
     return case.job.hardware.name, "matmul_fp8" if low else "matmul"
 
 
+def stage_param(case: Case) -> Param:
+    """The parameter a row is fitted for: matmul (dense rows) or gather (MoE rows)."""
+    return (case.job.hardware.name, "gather") if case.job.model.is_moe else matmul_param(case)
+
+
 def with_efficiency(profile: HardwareProfile, curve: str, value: float, source: str) -> HardwareProfile:
-    """``profile`` with ``efficiency.<curve>.max_efficiency = value`` (``matmul_fp8``, when the
-    profile has none, starts from its ``matmul`` curve)."""
+    """``profile`` with ``efficiency.<curve>.max_efficiency = value``; an absent ``matmul_fp8``
+    starts from the ``matmul`` curve, an absent ``gather`` from the ``memory`` curve."""
     eff = profile.efficiency
-    base = getattr(eff, curve) or eff.matmul
+    base = getattr(eff, curve) or (eff.matmul if curve == "matmul_fp8" else eff.memory)
     new = base.model_copy(update={"max_efficiency": float(value), "source": source,
                                   "calibrated_range": None})
     return profile.model_copy(update={"efficiency": eff.model_copy(update={curve: new})})
 
 
 def forecast_at(case: Case, values: dict[Param, float]) -> float:
-    """Step time of ``case`` with its parameter set to ``values`` (profile value if absent)."""
-    p = param_of(case)
-    if p not in values:
-        return predict_job(case.job).step_time_s
-    prof = with_efficiency(case.job.hardware, p[1], values[p], "fit trial")
-    j = case.job
+    """Step time of ``case`` with the parameters it uses set from ``values`` (profile otherwise)."""
+    prof, j = case.job.hardware, case.job
+    used = [matmul_param(case)] + ([(prof.name, "gather")] if j.model.is_moe else [])
+    for p in used:
+        if p in values:
+            prof = with_efficiency(prof, p[1], values[p], "fit trial")
+    if prof is j.hardware:
+        return predict_job(j).step_time_s
     return predict_job(make_job(j.model, j.sharding, prof, j.chips)).step_time_s
 
 
-def response(cases: list[Case]) -> dict[str, np.ndarray]:
-    """``log(forecast)`` of each case on :data:`GRID`."""
-    return {c.id: np.log([forecast_at(c, {param_of(c): e}) for e in GRID]) for c in cases}
-
-
-def best_value(cases: list[Case], curves: dict[str, np.ndarray]) -> float:
-    """The efficiency minimising mean ``|log(forecast / measured)|`` over ``cases``."""
-    loss = np.zeros_like(_FINE)
+def response(cases: list[Case], fixed: dict[Param, float]) -> dict[str, np.ndarray]:
+    """``log(forecast)`` of each case on its stage parameter's grid, other parameters ``fixed``."""
+    out = {}
     for c in cases:
-        logf = np.interp(np.log(_FINE), np.log(GRID), curves[c.id])
-        loss += np.abs(logf - np.log(c.measured.step_time_s))
-    return float(_FINE[int(np.argmin(loss))])
+        p = stage_param(c)
+        out[c.id] = np.log([forecast_at(c, {**fixed, p: v}) for v in GRIDS[p[1]]])
+    return out
 
 
-def fit_values(cases: list[Case], curves: dict[str, np.ndarray]) -> dict[Param, float]:
+def best_value(cases: list[Case], curves: dict[str, np.ndarray], grid: np.ndarray) -> float:
+    """The value minimising mean ``|log(forecast / measured)|`` over ``cases``."""
+    fine = np.exp(np.linspace(np.log(grid[0]), np.log(grid[-1]), 400))
+    loss = np.zeros_like(fine)
+    for c in cases:
+        loss += np.abs(np.interp(np.log(fine), np.log(grid), curves[c.id])
+                       - np.log(c.measured.step_time_s))
+    return float(fine[int(np.argmin(loss))])
+
+
+def fit_stage(cases: list[Case], curves: dict[str, np.ndarray]) -> dict[Param, float]:
     groups: dict[Param, list[Case]] = defaultdict(list)
     for c in cases:
-        groups[param_of(c)].append(c)
-    return {p: best_value(cs, curves) for p, cs in sorted(groups.items())}
+        groups[stage_param(c)].append(c)
+    return {p: best_value(cs, curves, GRIDS[p[1]]) for p, cs in sorted(groups.items())}
+
+
+def fill_precisions(values: dict[Param, float], families: set[str]) -> dict[Param, float]:
+    """A family with one matmul value fitted lends it to the other precision."""
+    out = dict(values)
+    for fam in families:
+        a, b = (fam, "matmul"), (fam, "matmul_fp8")
+        if a in out and b not in out:
+            out[b] = out[a]
+        elif b in out and a not in out:
+            out[a] = out[b]
+    return out
 
 
 @dataclass
@@ -85,35 +114,53 @@ class FitResult:
     values: dict[Param, float]
     in_sample: list[RowResult]
     held_out: list[RowResult]
-    held_out_values: dict[str, float | None] = field(default_factory=dict)  # case id -> value
+    held_out_values: dict[str, dict[Param, float]] = field(default_factory=dict)  # case id ->
     counts: dict[Param, int] = field(default_factory=dict)
 
     def values_table(self) -> list[dict]:
-        return [{"hardware": p[0], "curve": p[1], "max_efficiency": v, "rows": self.counts[p]}
-                for p, v in self.values.items()]
+        return [{"hardware": p[0], "curve": p[1], "max_efficiency": v,
+                 "rows": self.counts.get(p, 0)} for p, v in sorted(self.values.items())]
+
+
+class _Fitter:
+    """Both stages on a training subset; stage 2's grid is forecast once (module docstring)."""
+
+    def __init__(self, cases: list[Case]) -> None:
+        self.dense = [c for c in cases if not c.job.model.is_moe]
+        self.moe = [c for c in cases if c.job.model.is_moe]
+        self.families = {c.job.hardware.name for c in cases}
+        self.dense_curves = response(self.dense, {})
+        self.stage1 = fill_precisions(fit_stage(self.dense, self.dense_curves), self.families)
+        self.moe_curves = response(self.moe, self.stage1)
+
+    def values(self, exclude: str | None = None) -> dict[Param, float]:
+        keep = [c for c in self.dense if _model(c) != exclude]
+        v = fill_precisions(fit_stage(keep, self.dense_curves), self.families)
+        v.update(fit_stage([c for c in self.moe if _model(c) != exclude], self.moe_curves))
+        return v
+
+
+def _model(case: Case) -> str:
+    return base_model_name(case.row.text("model"))
 
 
 def fit_published(cases: list[Case]) -> FitResult:
     """In-sample values (all rows) and held-out-by-model forecasts (see module docstring)."""
-    curves = response(cases)
-    values = fit_values(cases, curves)
-    counts = defaultdict(int)
+    fitter = _Fitter(cases)
+    values = fitter.values()
+    counts: dict[Param, int] = defaultdict(int)
     for c in cases:
-        counts[param_of(c)] += 1
+        counts[stage_param(c)] += 1
     in_sample = [result_of(c, forecast_at(c, values)) for c in cases]
-    by_model: dict[str, list[Case]] = defaultdict(list)
-    for c in cases:
-        by_model[base_model_name(c.row.text("model"))].append(c)
     held, used = [], {}
-    for model, test in by_model.items():
-        train = [c for c in cases if base_model_name(c.row.text("model")) != model]
-        fold = fit_values(train, curves)
-        for c in test:
-            used[c.id] = fold.get(param_of(c))
+    for model in sorted({_model(c) for c in cases}):
+        fold = fitter.values(exclude=model)
+        for c in (c for c in cases if _model(c) == model):
+            used[c.id] = fold
             r = result_of(c, forecast_at(c, fold))
-            if used[c.id] is None:
+            if stage_param(c) not in fold:
                 r = RowResult(**{**r.__dict__, "notes": r.notes + (
-                    "held out: no other model shares its parameter; profile value kept",)})
+                    "held out: no other model fits its parameter; profile value kept",)})
             held.append(r)
     order = {c.id: i for i, c in enumerate(cases)}
     held.sort(key=lambda r: order[r.id])

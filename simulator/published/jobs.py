@@ -103,8 +103,9 @@ def _sharding_fields(row: PublishedRow, m, mesh: _Mesh, maxtext: bool) -> dict:
         fields.update(pipeline_schedule="interleaved", virtual_stages=vpp)
     if not maxtext and "narayanan" not in row.text("source_id").lower():
         # Megatron-Core era recipes (Megatron-LM README, NeMo, Megatron-Bridge): distributed
-        # optimizer and TP comm overlap on; Narayanan et al. 2021 predates both.
-        fields.update(distributed_optimizer=True, tp_comm_overlap=True)
+        # optimizer, TP and EP comm overlap on (the tables do not publish overlap settings; the
+        # README's notes list DP/TP/PP overlap); Narayanan et al. 2021 predates all three.
+        fields.update(distributed_optimizer=True, tp_comm_overlap=True, ep_comm_overlap=True)
     return fields
 
 
