@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from simulator.search import make_space, rank
 from tests.cli_helpers import fails, ok
 
 JOB = ["--hardware", "h100-sxm", "--chips", "32", "--seq-len", "2048", "--global-batch", "64"]
@@ -40,8 +41,11 @@ def test_compare_best_searches_each_model(capsys):
                                "--hardware", "h100-sxm", "--chips", "16", "--seq-len", "1024",
                                "--global-batch", "32", "--best", "--json"]))
     assert d["sharding"] == "best"
-    assert "expert" not in d["dense"]["mesh"]
-    assert d["moe"][0]["memory_fits"] and d["dense"]["memory_fits"]
+    for key, model in (("dense", "llama3-8b"), ("moe", "mixtral-8x7b")):
+        best = rank(make_space(model, "h100-sxm", 16, global_batch=32, seq_len=1024), top=1).top[0]
+        run = d["dense"] if key == "dense" else d["moe"][0]
+        assert run["step_time_s"] == best.prediction.step_time_s
+        assert run["mesh"] == best.row["mesh"] and run["memory_fits"]
 
 
 def test_compare_plot_writes_a_png(capsys, tmp_path):
