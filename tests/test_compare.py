@@ -66,19 +66,22 @@ def _imbalanced(x: float):
 
 
 CASES = {
-    "moe-6.4b, no slack (cf = top-k)": ("dense-6.4b", "moe-6.4b", MESH),
-    "cf 2.5 over top-2": ("dense-6.4b", _padded(2.5), MESH),
-    "cf 1.5 under top-2 (drops tokens)": ("dense-6.4b", _padded(1.5), {"fsdp": -1, "expert": 4}),
-    "dropless, imbalance 1.3": ("llama3-8b", _imbalanced(1.3), {"data": -1, "expert": 8}),
-    "pipeline": ("dense-6.4b", "moe-6.4b", {"data": -1, "expert": 4, "pipeline": 2}),
+    "moe-6.4b, no slack (cf = top-k)": ("dense-6.4b", "moe-6.4b", MESH, {}),
+    "cf 2.5 over top-2": ("dense-6.4b", _padded(2.5), MESH, {}),
+    "cf 1.5 under top-2 (drops tokens)": ("dense-6.4b", _padded(1.5), {"fsdp": -1, "expert": 4}, {}),
+    "dropless, imbalance 1.3": ("llama3-8b", _imbalanced(1.3), {"data": -1, "expert": 8}, {}),
+    "pipeline": ("dense-6.4b", "moe-6.4b", {"data": -1, "expert": 4, "pipeline": 2}, {}),
+    "TP and EP comm overlap": ("dense-6.4b", "moe-6.4b", MESH,
+                               {"tp_comm_overlap": True, "ep_comm_overlap": True}),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_moe_increase_decomposes_exactly_into_its_parts(case):
-    dense, moe, mesh = CASES[case]
-    dpred = predict(model=load_model(dense), mesh=dense_mesh(mesh), **JOB)
-    mpred = predict(model=moe if not isinstance(moe, str) else load_model(moe), mesh=mesh, **JOB)
+    dense, moe, mesh, extra = CASES[case]
+    dpred = predict(model=load_model(dense), mesh=dense_mesh(mesh), **JOB, **extra)
+    mpred = predict(model=moe if not isinstance(moe, str) else load_model(moe), mesh=mesh, **JOB,
+                    **extra)
     inc, att = decompose_predictions(dpred, mpred)
     assert set(inc.parts_s) == set(INCREASE_PARTS)
     assert sum(inc.parts_s.values()) == pytest.approx(mpred.step_time_s - dpred.step_time_s,
