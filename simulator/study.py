@@ -137,6 +137,8 @@ def sharding_study(hardware=("h100-sxm", "tpu-v5p"), scales=tuple(PAIRS), chips:
                    layouts=tuple(LAYOUTS), finalists: int = 2, **batch) -> list[StudyRow]:
     """Every (hardware, scale, layout) row of the study; ``batch`` takes ``global_batch``,
     ``global_batch_tokens`` and ``seq_len`` (default: about 4M tokens of 4,096)."""
+    hardware = (hardware,) if isinstance(hardware, str) else tuple(hardware)
+    scales = (scales,) if isinstance(scales, str) else tuple(scales)
     bad = [s for s in scales if s not in PAIRS]
     if bad:
         raise MeshcastError(f"scale: {bad[0]!r} is not one of {', '.join(PAIRS)}")
