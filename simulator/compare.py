@@ -54,7 +54,10 @@ class Comparison:
 def _load(name, role: str, want_moe: bool) -> ModelSpec:
     from simulator.zoo import load_model
 
-    m = load_model(name) if isinstance(name, (str, Path)) else name
+    try:
+        m = load_model(name) if isinstance(name, (str, Path)) else name
+    except MeshcastError as e:  # name the option: "moe: unknown model 'x'; known models: ..."
+        raise MeshcastError(f"{role}: " + str(e).removeprefix("model: ")) from None
     if want_moe and m.moe is None:
         raise MeshcastError(f"moe: {m.name} is a dense model; give MoE models to --moe "
                             "(e.g. moe-6.4b) and the dense reference to --dense")

@@ -56,7 +56,7 @@ def test_compare_plot_writes_a_png(capsys, tmp_path):
 
 @pytest.mark.parametrize("argv,names", [
     (["--moe", "dense-6.4b", *MESH], ["moe:", "dense-6.4b", "--moe"]),
-    (["--moe", "moe-6.4b,nope", *MESH], ["model:", "nope", "known models"]),
+    (["--moe", "moe-6.4b,nope", *MESH], ["moe:", "nope", "known models"]),
     (["--moe", ",", *MESH], ["moe:", "names no model"]),
     (["--moe", "moe-6.4b", "--mesh", "data=-1,experts=8"], ["mesh:", "experts=8"]),
     (["--moe", "moe-6.4b", *MESH, "--tokens-per-param", "-1"], ["tokens-per-param", "-1"]),
