@@ -48,9 +48,7 @@ def test_published_runs_report():
     lines = [f"\nmeshcast vs {DATA.name}: {len(mapped)} rows, {len(cases)} forecast, "
              f"{len(skipped)} skipped ({time.perf_counter() - t0:.0f} s on this machine)", ""]
     lines += format_summary(raw, "built-in profiles (no fit)") + [""]
-    lines += ["fitted max efficiency (all rows):"] + [
-        f"  {v['hardware']:14s} {v['curve']:11s} {v['max_efficiency']:.3f}  ({v['rows']} rows)"
-        for v in fr.values_table()] + [""]
+    lines += ["fitted max efficiency (all rows):"] + [f"  {x}" for x in fr.describe()] + [""]
     lines += format_summary(ins, "in-sample (fitted on every row)") + [""]
     lines += format_summary(held, "held out by model (fitted on the other models)") + [""]
     lines += ["targets (held out by model):"] + _targets(held) + [""]

@@ -77,8 +77,7 @@ def cmd_validate(a) -> int:
     text = format_report(a.published, results, summary, skipped, header)
     if a.fit:
         text += "\n" + "\n".join(format_summary(extra["in_sample_summary"], "in-sample")) + "\n"
-        text += "fitted: " + ", ".join(f"{v['hardware']} {v['curve']} {v['max_efficiency']:.3f} "
-                                       f"({v['rows']} rows)" for v in extra["fitted"]) + "\n"
+        text += "fitted max efficiency:\n" + "".join(f"  {x}\n" for x in fr.describe())
     print(text, end="")
     return 0
 
@@ -109,9 +108,8 @@ def cmd_fit(a) -> int:
     _write_profile(prof, a.out)
     _write_predictions(fr, Path(a.out).with_suffix(".fit_predictions.csv"))
     print("\n".join(format_summary(ins, "in-sample") + format_summary(held, "held out by model")))
-    for v in fr.values_table():
-        print(f"fitted {v['hardware']} {v['curve']}.max_efficiency = {v['max_efficiency']:.3f} "
-              f"({v['rows']} rows)")
+    for x in fr.describe():
+        print(f"fitted max efficiency: {x}")
     print(a.out)
     return 0
 

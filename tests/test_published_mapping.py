@@ -129,3 +129,15 @@ def test_hybrid_mamba_lora_and_missing_shape_are_skipped():
     assert "Mamba" in reasons[34].reason
     assert "LoRA" in reasons[36].reason
     assert "n_layers" in reasons[48].reason and "needed but empty" in reasons[48].reason
+
+
+def test_maxtext_moe_row_puts_ep_inside_the_slice():
+    """A MaxText MoE row (none is in the file yet): ep shards experts within each slice, the
+    rest of the slice after tp and ep stays on fsdp."""
+    row = row_at(27)
+    moe = {**row.raw, "is_moe": "yes", "n_experts": "16", "top_k": "2",
+           "expert_ffn_hidden": "8192", "ep": "4"}
+    c = row_to_case(type(row)(row.line, moe))
+    assert isinstance(c, Case), c
+    assert c.job.mesh == {**MESH0, "data": 2, "model": 16, "expert": 4, "fsdp": 4}
+    assert c.job.model.moe.capacity_factor is None  # no token-drop tag: dropless

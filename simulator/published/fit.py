@@ -118,8 +118,14 @@ class FitResult:
     counts: dict[Param, int] = field(default_factory=dict)
 
     def values_table(self) -> list[dict]:
+        """One entry per parameter; ``rows`` 0 means lent by the family's other matmul curve."""
         return [{"hardware": p[0], "curve": p[1], "max_efficiency": v,
                  "rows": self.counts.get(p, 0)} for p, v in sorted(self.values.items())]
+
+    def describe(self) -> list[str]:
+        return [f"{v['hardware']:14s} {v['curve']:11s} {v['max_efficiency']:.3f}  "
+                + (f"({v['rows']} rows)" if v["rows"] else "(no rows: the family's other matmul value)")
+                for v in self.values_table()]
 
 
 class _Fitter:

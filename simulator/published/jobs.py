@@ -6,7 +6,7 @@ Parallelism follows Megatron's conventions: ``tp -> model``, ``pp -> pipeline``,
 (``data = dp / ep``, ``expert = ep``); an EP wider than DP also spans TP, modelled as experts over
 ``dp`` with expert tensor parallelism over ``model`` (the same expert weights and FLOPs per chip).
 Megatron-FSDP puts ``dp`` on ``fsdp``. MaxText rows: ``dp`` slices over DCN, ``tp`` on
-``model``, the rest of each slice on ``fsdp``.
+``model``, ``ep`` (MoE) on ``expert``, the rest of each slice on ``fsdp``.
 """
 
 from __future__ import annotations
@@ -86,7 +86,12 @@ def _maxtext_mesh(row: PublishedRow, n: int, profile: HardwareProfile) -> _Mesh:
     if not shapes:
         raise RowError(f"line {row.line}: n_accel/dp: {per_slice} chips per slice is no "
                        f"{profile.name} slice; add the slice shape to the profile")
-    out = _Mesh({"model": tp, "fsdp": per_slice // tp, "data": slices}, slice_shape=shapes[0])
+    ep = row.int("ep", default=1) if row.yes("is_moe") else 1
+    if (per_slice // tp) % ep:
+        raise RowError(f"line {row.line}: ep: {ep} does not divide the {per_slice // tp} chips per "
+                       "slice left after tp; MaxText shards experts within a slice")
+    out = _Mesh({"model": tp, "expert": ep, "fsdp": per_slice // (tp * ep), "data": slices},
+                slice_shape=shapes[0])
     if slices > 1:
         out.bindings["data"] = [lv.name for lv in profile.network if lv.kind != "torus"][:1]
     return out
