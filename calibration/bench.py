@@ -14,8 +14,10 @@ import time
 import numpy as np
 
 from calibration.cases import Case
+from calibration.context import CONTEXT_KINDS
 
 WARMUP = 2
+MIN_REPS = 5
 
 
 def clock():
@@ -77,11 +79,12 @@ def build(case: Case, mesh):
         table = _place(mesh, jnp.ones((n_dev * case.n, case.k), dt))
         fn = _lookup_fwd_bwd
         args, in_specs, out_specs = (idx, table), (spec, spec), (spec, spec)
-    elif case.kind == "elementwise" and case.op == "layer":
-        x = _place(mesh, jnp.ones((n_dev * case.m, case.k), dt))
-        h = _place(mesh, jnp.ones((n_dev * case.m, case.n), dt) * 0.5)
-        fn = _train_triple(_layer_elementwise)
-        args, in_specs, out_specs = (x, h), (spec, spec), ((spec, spec), spec, spec)
+    elif case.kind in CONTEXT_KINDS:
+        from calibration.context import jax_case
+
+        fn, local = jax_case(case.kind, case.m, case.k, dt)
+        args = tuple(_place(mesh, jnp.tile(a, (n_dev,) + (1,) * (a.ndim - 1))) for a in local)
+        in_specs, out_specs = (spec,) * len(args), spec
     elif case.kind == "elementwise":
         elems = max(1, int(case.nbytes // 2 // itemsize))  # nbytes = read + write
         fn = lambda x: x * 1.0001 + 1.0  # noqa: E731
@@ -91,16 +94,6 @@ def build(case: Case, mesh):
         args, in_specs, out_specs = (_place(mesh, jnp.ones((n_dev * elems,), dt)),), (spec,), spec
     sm = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
     return jax.jit(sm).lower(*args).compile(), args
-
-
-def _layer_elementwise(x, h):
-    """A layer's elementwise ops as calibration.models writes them: RMSNorm and the residual add
-    on ``x [r, d]``, the SwiGLU activation on ``h [r, f]`` (gate and up halves alike)."""
-    import jax
-
-    from calibration.models import _norm
-
-    return x + _norm(x), jax.nn.silu(h) * (h + 1.0)
 
 
 def _lookup_fwd_bwd(idx, table):
@@ -143,15 +136,17 @@ def _collective_fn(case: Case, itemsize: int):
     raise ValueError(f"unknown collective {case.op!r}")
 
 
-def time_case(case: Case, mesh, reps: int) -> list[float]:
-    """Seconds of each timed repetition (compile and warm-up excluded)."""
+def time_case(case: Case, mesh, reps: int, budget_s: float = 4.0) -> list[float]:
+    """Seconds of each timed repetition (compile and warm-up excluded): ``reps`` of them, or
+    fewer (never under :data:`MIN_REPS`) once the timed ones add up to ``budget_s``, so a
+    whole-layer case costs seconds, not minutes."""
     import jax
 
     compiled, args = build(case, mesh)
     for _ in range(WARMUP):
         jax.block_until_ready(compiled(*args))
-    out = []
-    for _ in range(reps):
+    out: list[float] = []
+    while len(out) < reps and (len(out) < MIN_REPS or sum(out) < budget_s):
         t0 = clock()
         jax.block_until_ready(compiled(*args))
         out.append(clock() - t0)

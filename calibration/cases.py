@@ -7,17 +7,18 @@ weight gradients, with whatever layout changes the backend makes for them) -- so
 ``6 m k n`` FLOPs, as a train step runs it. Attention cases time the reference model's own
 attention core forward and backward, counted in the simulator's units (causal half:
 ``2 b s^2 h hd`` forward, times 3.5 for forward plus a 2.5x backward). Elementwise cases stream
-``x * a + b`` (the host's memory bandwidth) and run the reference layer's own elementwise ops
-forward and backward, counted in the simulator's bytes (what a step's elementwise ops
-achieve). Gather cases time the embedding lookup and its scatter-add gradient. Message sizes
-stay below 32 MiB per device: larger CPU buffers are re-mapped and page-faulted on every call
-(a layer case's buffers are a fraction of its counted bytes).
+``x * a + b`` (the host's memory bandwidth); what a step's elementwise ops achieve is measured in
+context, by timing the reference layer and head whole (``block`` and ``head`` cases,
+:mod:`calibration.context`). Gather cases time the embedding lookup and its scatter-add
+gradient. Message sizes stay below 32 MiB per device: larger CPU buffers are re-mapped and
+page-faulted on every call.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from calibration.context import CONTEXT_KINDS, context_ops, context_sizes, elementwise_bytes
 from simulator.collectives import Collective
 from simulator.graph.ops import OpKind
 from simulator.graph.step import BWD_SCALE
@@ -40,7 +41,7 @@ def itemsize(dtype: str) -> int:
 class Case:
     """One benchmark case. Sizes are per device; ``nbytes`` follows simulator.collectives."""
 
-    kind: str  # launch | matmul | attention | elementwise | gather | collective
+    kind: str  # launch | matmul | attention | elementwise | gather | collective | block | head
     op: str = ""
     axis: str = ""
     group_size: int = 1
@@ -53,6 +54,9 @@ class Case:
 
     @property
     def flops(self) -> float:
+        if self.kind in CONTEXT_KINDS:  # the step graph's GEMM and attention FLOPs of the case
+            return sum(op.flops for op in context_ops(self.kind, self.m, self.k)
+                       if op.kind is not OpKind.ELEMENTWISE)
         if self.kind == "attention":
             return fwd_bwd(OpKind.ATTENTION) * 2.0 * self.m * self.k ** 2 * self.n * self.hd
         return fwd_bwd(OpKind.MATMUL) * 2.0 * self.m * self.k * self.n
@@ -63,12 +67,12 @@ class Case:
             return f"matmul:{self.m}x{self.k}x{self.n}:{self.dtype}"
         if self.kind == "attention":
             return f"attention:{self.m}x{self.k}x{self.n}x{self.hd}:{self.dtype}"
+        if self.kind in CONTEXT_KINDS:
+            return f"{self.kind}:{self.m}x{self.k}:{self.dtype}"
         if self.kind == "gather":
             return f"gather:{self.m}x{self.k}x{self.n}:{self.dtype}"
         if self.kind == "collective":
             return f"collective:{self.op}:{self.axis}:{int(self.nbytes)}:{self.dtype}"
-        if self.kind == "elementwise" and self.op == "layer":
-            return f"elementwise:layer:{self.m}x{self.k}x{self.n}:{self.dtype}"
         if self.kind == "elementwise":
             return f"elementwise:{int(self.nbytes)}:{self.dtype}"
         return f"{self.kind}:{self.dtype}"
@@ -97,7 +101,8 @@ def graph_matmul_shapes(job, max_flops: float) -> list[tuple[int, int, int]]:
 
 
 def plan_cases(mesh_sizes: dict[str, int], job, quick: bool, dtype: str = "float32") -> list[Case]:
-    """Every case for one run: launch baseline, matmuls, elementwise, collectives per axis."""
+    """Every case for one run: launch baseline, matmuls, attention, elementwise, gathers, the
+    in-context layer and head, collectives per axis."""
     cases = [Case("launch", dtype=dtype)]
     max_flops = 1e9 if quick else 1e10
     squares = [128, 256, 512] if quick else [128, 256, 512, 1024, 2048]
@@ -106,8 +111,9 @@ def plan_cases(mesh_sizes: dict[str, int], job, quick: bool, dtype: str = "float
     cases += attention_cases(job, quick, dtype)
     sizes = [2**p for p in (range(12, 25, 2) if quick else range(10, 25, 1))]
     cases += [Case("elementwise", dtype=dtype, nbytes=b) for b in sizes]
-    cases += layer_elementwise_cases(job, sizes + [4 * sizes[-1]], dtype)
     cases += gather_cases(job, quick, dtype)
+    cases += [Case(kind, dtype=dtype, m=b, k=s, nbytes=elementwise_bytes(kind, b, s))
+              for kind in CONTEXT_KINDS for b, s in context_sizes(quick)]
     for axis, size in mesh_sizes.items():
         if size <= 1:
             continue
@@ -131,28 +137,6 @@ def attention_cases(job, quick: bool, dtype: str = "float32") -> list[Case]:
             c = Case("attention", dtype=dtype, m=b, k=s, n=heads, hd=m.hd)
             if c.flops <= (4e9 if quick else 4e10):
                 out.append(c)
-    return out
-
-
-def layer_elementwise_bytes(rows: int, d: int, f: int, size: int) -> float:
-    """The simulator's bytes (simulator.graph.layers) for one layer's elementwise ops on
-    ``rows`` tokens, forward plus a 2x backward: norm ``2 r d``, SwiGLU activation ``3 r f``,
-    residual add ``3 r d`` elements: ``3 (5 d + 3 f) r x size``."""
-    return fwd_bwd(OpKind.ELEMENTWISE) * (5 * d + 3 * f) * rows * size
-
-
-def layer_elementwise_cases(job, sizes: list[int], dtype: str = "float32") -> list[Case]:
-    """The reference layer's own elementwise ops (RMSNorm, SwiGLU activation, residual add),
-    forward and backward, on as many token rows as make each size of the sweep."""
-    m = job.model
-    d, f = m.d_model, max(1, m.ffn_hidden // job.mesh.get("model", 1))
-    per_row = layer_elementwise_bytes(1, d, f, itemsize(dtype))
-    out = []
-    for b in sizes:
-        rows = int(b // per_row)
-        if rows >= 1:
-            out.append(Case("elementwise", op="layer", dtype=dtype, m=rows, k=d, n=f,
-                            nbytes=layer_elementwise_bytes(rows, d, f, itemsize(dtype))))
     return out
 
 

@@ -7,8 +7,9 @@ The formulas are the simulator's own; only their numbers are fitted (design less
   Matmul rows time forward plus both backward GEMMs (``6 m k n`` FLOPs, calibration.cases).
 - attention: the same curve in the simulator's attention FLOPs (forward plus backward).
 - elementwise: the same in bytes against HBM bandwidth (streaming ``x * a + b``); and
-  ``elementwise:layer``, a real layer's elementwise ops in the simulator's byte units; and
   ``gather``, the embedding lookup and its scatter-add gradient, likewise.
+- in context (``block``, ``head``): the memory curve again, fitted to whole layers and heads
+  with the GEMM and attention terms held at their curves (:mod:`calibration.fit_context`).
 - collectives: ``t = c_lat(op, f) * a + c_bw(op, f) * nbytes / W``, where ``c_lat`` and ``c_bw`` are
   read off :mod:`simulator.collectives` for the group (unit latency, unit bandwidth): fit the
   latency ``a`` and the achieved bandwidth ``W`` per network level.
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
+from calibration.context import CONTEXT_KINDS
 from simulator.collectives import Collective, collective_time
 from simulator.topology import AxisPart, Level
 
@@ -38,6 +40,7 @@ class Point:
     seconds: float  # median over repetitions
     group_size: int = 1
     op: str = ""
+    shape: tuple[int, ...] = ()  # in-context cases: (sequences, tokens per sequence)
 
 
 @dataclass
@@ -62,9 +65,12 @@ def medians(rows: list[dict]) -> list[Point]:
         t = float(np.median([x["seconds"] for x in reps]))
         if r["kind"] in ("matmul", "attention"):
             pts.append(Point(r["kind"], r["flops"], t))
+        elif r["kind"] in CONTEXT_KINDS:
+            pts.append(Point(r["kind"], r["nbytes"], t, op=r["kind"], shape=(r["m"], r["k"])))
         elif r["kind"] == "gather":
             pts.append(Point("gather", r["nbytes"], t))
         elif r["kind"] == "elementwise":
+            # (raw files before the in-context cases also hold "layer" rows: kept apart)
             pts.append(Point("elementwise" + (":layer" if r["op"] == "layer" else ""),
                              r["nbytes"], t))
         elif r["kind"] == "collective":
@@ -159,7 +165,7 @@ def fit_all(rows: list[dict]) -> tuple[float, dict[str, GroupFit]]:
     launch = float(np.median(launch_pts)) if launch_pts else 0.0
     groups: dict[str, list[Point]] = defaultdict(list)
     for p in pts:
-        if p.group != "launch":
+        if p.group != "launch" and p.group not in CONTEXT_KINDS:  # see calibration.fit_context
             groups[p.group].append(p)
     fits = {}
     for g, gp in sorted(groups.items()):

@@ -36,7 +36,7 @@ AG, RS, AR, A2A = (Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.
                    Collective.ALL_TO_ALL)
 #: jax functions of calibration/models.py whose collectives belong to the MoE layer / the loss.
 MOE_SITES = ("moe_mlp", "top_k_dispatch")
-LOSS_SITE = "loss_fn"
+LOSS_SITES = ("loss_fn", "head_loss")  # the embedding lookup; the LM head and loss
 AUX_SITE = "load_balance_loss"
 
 
@@ -170,7 +170,7 @@ def _primitive(c: Piece) -> str:
 
 def _lookup(c: Piece) -> bool:
     """Collectives XLA emitted for the embedding lookup (forward gather, backward scatter-add)."""
-    return _site(c) == LOSS_SITE and _primitive(c) in ("gather", "scatter-add")
+    return _site(c) in LOSS_SITES and _primitive(c) in ("gather", "scatter-add")
 
 
 def ctx_of(prediction) -> Ctx:
@@ -202,7 +202,8 @@ def rules(c: Ctx, xla: list[Piece], sim: list[SimCollective]) -> list[Rule]:
     fsdp_ag = [x for x in xla if x.kind is AG and x.axes == ("fsdp",)]
 
     def gathered(site, phase, nbytes=None):
-        return [x for x in fsdp_ag if _site(x) == site and x.phase == phase
+        sites = site if isinstance(site, tuple) else (site,)
+        return [x for x in fsdp_ag if _site(x) in sites and x.phase == phase
                 and (nbytes is None or x.nbytes == nbytes)]
 
     # per layer site, XLA either re-gathers the weights for the backward or keeps the forward's
@@ -212,9 +213,9 @@ def rules(c: Ctx, xla: list[Piece], sim: list[SimCollective]) -> list[Rule]:
     kept = sum(x.nbytes * x.count for st in kept_sites for x in gathered(st, "fwd"))
     # the table: gathered for the lookup or not (token ids gathered instead); the LM head's
     # forward gather kept for its backward or not
-    lookup_table = table * c.wb if c.fs > 1 and len(gathered(LOSS_SITE, "fwd", table * c.wb)) < 2 \
+    lookup_table = table * c.wb if c.fs > 1 and len(gathered(LOSS_SITES, "fwd", table * c.wb)) < 2 \
         else 0.0
-    kept_head = table * c.wb if c.fs > 1 and not gathered(LOSS_SITE, "bwd", table * c.wb) else 0.0
+    kept_head = table * c.wb if c.fs > 1 and not gathered(LOSS_SITES, "bwd", table * c.wb) else 0.0
     is_moe = c.n_moe > 0 and c.e > 1
     out = [
         Rule(lambda x: x.kind is AR and x.axes == ("model",),
@@ -279,7 +280,7 @@ def rules(c: Ctx, xla: list[Piece], sim: list[SimCollective]) -> list[Rule]:
              "load-balance loss: each MoE layer reduces its per-expert first-choice shares and "
              "mean router probabilities (2 x E fp32) over the batch shards; not in meshcast",
              expected=lambda s: 2.0 * c.E * 4 * c.n_moe * c.m),
-        Rule(lambda x: x.kind is AR and _site(x) == LOSS_SITE and x.nbytes <= 8, lambda s: False,
+        Rule(lambda x: x.kind is AR and _site(x) in LOSS_SITES and x.nbytes <= 8, lambda s: False,
              "loss mean over the batch shards: one fp32 scalar per step, not in meshcast",
              expected=lambda s: 4.0 * c.m),
     ]

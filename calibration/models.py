@@ -70,7 +70,9 @@ def init_params(m: ModelSpec, key, mesh) -> dict:
 
 
 def _c(x, mesh, spec):
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+    """Constrain ``x`` to ``spec`` on ``mesh``; a no-op without a mesh (inside ``shard_map``,
+    where the calibration times a layer per device)."""
+    return x if mesh is None else jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
 def _norm(x):
@@ -160,6 +162,20 @@ def moe_mlp(p, x, m: ModelSpec, mesh):
     return y, load_balance_loss(logits)
 
 
+def dense_block(p, x, m: ModelSpec, mesh=None):
+    """One pre-norm decoder layer with a dense SwiGLU MLP: ``x + attn(norm x)``, then
+    ``+ mlp(norm x)``."""
+    x = x + attention(p, _norm(x), m, mesh)
+    return x + dense_mlp(p, _norm(x))
+
+
+def head_loss(embed, x, tokens):
+    """Final norm, the tied LM head ``norm(x) @ embed^T`` and the next-token cross-entropy."""
+    logits = _norm(x) @ embed.T
+    logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
+    return -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1))
+
+
 def loss_fn(params, tokens, m: ModelSpec, mesh, aux_weight: float = 0.0):
     """Next-token cross-entropy, plus ``aux_weight`` times the mean load-balance loss of the
     MoE layers (0 turns it off)."""
@@ -167,17 +183,14 @@ def loss_fn(params, tokens, m: ModelSpec, mesh, aux_weight: float = 0.0):
     x = _c(x, mesh, P(BATCH, None, None))
     aux = []
     for i, p in enumerate(params["layers"]):
+        if not m.is_moe_layer(i):
+            x = dense_block(p, x, m, mesh)
+            continue
         x = x + attention(p, _norm(x), m, mesh)
-        y = _norm(x)
-        if m.is_moe_layer(i):
-            y, a = moe_mlp(p, y, m, mesh)
-            aux.append(a)
-        else:
-            y = dense_mlp(p, y)
+        y, a = moe_mlp(p, _norm(x), m, mesh)
+        aux.append(a)
         x = x + y
-    logits = _norm(x) @ params["embed"].T
-    logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
-    loss = -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1))
+    loss = head_loss(params["embed"], x, tokens)
     if aux and aux_weight:
         loss = loss + aux_weight * sum(aux) / len(aux)
     return loss

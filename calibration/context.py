@@ -1,0 +1,88 @@
+"""In-context cases: the reference model's own layer and its embedding + LM head, timed whole.
+
+A compiler fuses elementwise work into and around the GEMMs it feeds (layout copies for the
+backward GEMMs, the tied table's gradient accumulation, the loss over the logits), so the
+elementwise ops a step really runs can only be observed in context. A ``block`` case times one
+dense decoder layer (:func:`calibration.models.dense_block`) forward and backward on ``m``
+sequences of ``k`` tokens per device; a ``head`` case the embedding lookup, final norm, tied LM
+head and cross-entropy (:func:`calibration.models.head_loss`), forward and backward. All devices
+run at once, as in a step.
+
+:func:`context_ops` lays the same work out as meshcast's step graph does (compute ops only,
+forward and backward), so the fit (:mod:`calibration.fit_context`) can hold the GEMM and
+attention terms at their own sweeps' curves and fit what the elementwise ops achieve.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from calibration.reference import reference_model, shape_profile
+
+CONTEXT_KINDS = ("block", "head")
+
+
+@lru_cache(maxsize=64)
+def context_ops(kind: str, b: int, s: int) -> tuple:
+    """The step graph's compute ops (forward and backward) of one reference layer (``block``)
+    or of the embedding and head (``head``) for ``b`` sequences of ``s`` tokens per device."""
+    from simulator.compute import ComputeModel
+    from simulator.graph.ops import COMPUTE, CostContext
+    from simulator.graph.step import build_stage_graph
+    from simulator.specs.job import make_job
+    from simulator.specs.sharding import ShardingSpec
+
+    m = reference_model("dense", s).model_copy(update={"n_layers": 1})
+    job = make_job(m, ShardingSpec(mesh={"data": 1}, micro_batch=b, global_batch=b,
+                                   remat="none", precision="fp32"), shape_profile(1), 1)
+    ctx = CostContext(ComputeModel.from_profile(job.hardware, "fp32"), job.topology)
+    g = build_stage_graph(job, ctx, [0], True, True)
+    in_block = lambda name: name.startswith("L0.")  # noqa: E731
+    return tuple(a["op"] for name, a in g.nodes.items()
+                 if a["op"].stream == COMPUTE and a["op"].phase in ("fwd", "bwd")
+                 and in_block(name) == (kind == "block"))
+
+
+def elementwise_bytes(kind: str, b: int, s: int) -> float:
+    """Bytes the step graph's elementwise ops of the case move (its size on the fit's axis)."""
+    from simulator.graph.ops import OpKind
+
+    return sum(op.nbytes for op in context_ops(kind, b, s) if op.kind is OpKind.ELEMENTWISE)
+
+
+def jax_case(kind: str, b: int, s: int, dtype):
+    """``(fn, per-device arrays)``: ``fn`` runs the case forward and backward on one device's
+    arrays and returns the output and every input's gradient."""
+    import jax
+    import jax.numpy as jnp
+
+    from calibration.models import dense_block, head_loss
+
+    m = reference_model("dense", s)
+    D, hd, F, V = m.d_model, m.hd, m.ffn_hidden, m.vocab_size
+    x = jnp.ones((b, s, D), dtype) * 0.1
+    if kind == "head":
+        embed = jnp.ones((V, D), dtype) * 0.02
+        tokens = (jnp.arange(b * s, dtype=jnp.int32) * 7 % V).reshape(b, s)
+
+        def head(embed, x, tokens):
+            loss, vjp = jax.vjp(lambda e, h: head_loss(e, e[tokens] + h, tokens), embed, x)
+            return (loss.reshape(1), *vjp(jnp.ones_like(loss)))
+
+        return head, (embed, x, tokens)
+    shapes = {"wq": (D, m.n_heads * hd), "wk": (D, m.kv_heads * hd), "wv": (D, m.kv_heads * hd),
+              "wo": (m.n_heads * hd, D), "w1": (F, D), "w3": (F, D), "w2": (F, D)}
+    names = sorted(shapes)
+
+    def block(x, *ws):
+        f = lambda x, *ws: dense_block(dict(zip(names, ws)), x, m)  # noqa: E731
+        y, vjp = jax.vjp(f, x, *ws)
+        return (y, *vjp(y))
+
+    return block, (x, *(jnp.ones(shapes[k], dtype) * 0.02 for k in names))
+
+
+def context_sizes(quick: bool) -> list[tuple[int, int]]:
+    """(sequences, tokens per sequence) per device: the validation steps' 128..1024 tokens."""
+    return [(1, 128), (2, 128), (2, 256)] if quick else [(1, 128), (2, 128), (2, 256), (4, 256),
+                                                          (2, 512)]

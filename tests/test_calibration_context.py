@@ -1,0 +1,88 @@
+"""In-context calibration: the reference layer and head laid out as the step graph does, run
+for real in JAX, and the memory curve fitted to them with the GEMM terms held fixed."""
+
+from __future__ import annotations
+
+import pytest
+
+from calibration.context import context_ops, elementwise_bytes, jax_case
+from calibration.fit import medians
+from calibration.fit_context import GROUP, _fixed_and_bytes
+from calibration.profile_out import profile_from_rows
+from simulator.graph.ops import OpKind
+from tests.test_calibration_fit import row, synthetic_rows
+
+
+def test_block_and_head_hold_the_step_graphs_compute_ops_forward_and_backward():
+    block = {op.name for op in context_ops("block", 2, 128)}
+    head = {op.name for op in context_ops("head", 2, 128)}
+    assert {"qkv", "attn", "mlp_in", "mlp_act", "bwd.qkv", "bwd.attn", "bwd.mlp_act"} <= block
+    assert head == {"embed", "final_norm", "lm_head", "loss", "bwd.embed", "bwd.final_norm",
+                    "bwd.lm_head", "bwd.loss"}
+    assert not block & head
+    ops = context_ops("block", 2, 128) + context_ops("head", 2, 128)
+    assert all(op.kind is not OpKind.COLLECTIVE and op.phase in ("fwd", "bwd") for op in ops)
+    # fp32 bytes, linear in tokens: twice the sequences, twice the elementwise bytes
+    assert elementwise_bytes("block", 4, 128) == pytest.approx(2 * elementwise_bytes("block", 2, 128))
+
+
+@pytest.mark.parametrize("kind", ["block", "head"])
+def test_jax_case_returns_the_output_and_a_gradient_for_every_input(kind):
+    import jax
+    import jax.numpy as jnp
+
+    fn, args = jax_case(kind, 1, 16, jnp.float32)
+    out = jax.jit(fn)(*args)
+    grads = out[1:]
+    assert len(grads) == (2 if kind == "head" else len(args))
+    for g, a in zip(grads, args):
+        assert g.shape == a.shape
+        assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0
+
+
+def _with_context_rows(rate: float, half: float, launch: float = 5e-5) -> list[dict]:
+    """Synthetic isolated sweeps plus block/head rows generated from the fit's own formula."""
+    rows = synthetic_rows(launch=launch)
+    rows += [row(f"ew{b}", "elementwise", launch + b / 2e9, nbytes=float(b))
+             for b in (2**p for p in range(12, 25, 2))]
+    base = profile_from_rows(rows)[0]
+    for kind in ("block", "head"):
+        for b, s in [(1, 64), (2, 64), (2, 128), (4, 128)]:
+            nb = elementwise_bytes(kind, b, s)
+            probe = row("x", kind, 1.0, m=b, k=s, nbytes=nb)
+            fixed, ew = _fixed_and_bytes(medians([probe])[0], base)
+            t = fixed + sum(launch + (x + half) / rate for x in ew)
+            rows.append(row(f"{kind}:{b}x{s}", kind, t, m=b, k=s, nbytes=nb))
+    return rows
+
+
+def test_context_fit_recovers_the_elementwise_rate_with_gemms_held_fixed():
+    rate, half = 8e8, 3e5  # elementwise in context well below the 2 GB/s stream
+    profile, _, fits, _ = profile_from_rows(_with_context_rows(rate, half))
+    f = fits[GROUP]
+    assert f.params["rate"] == pytest.approx(rate, rel=1e-5)
+    assert f.params["half_saturation"] == pytest.approx(half, rel=1e-3)
+    assert f.held_out_error < 1e-6 and f.predictions and any(p[3] for p in f.predictions)
+    mem = profile.efficiency.memory
+    bw = profile.chip.hbm_bandwidth_bytes_per_s.value
+    assert bw == pytest.approx(fits["elementwise"].params["rate"])  # the stream stays the peak
+    assert mem.max_efficiency * bw == pytest.approx(rate, rel=1e-5)
+    assert "inside the reference layer" in mem.source
+    lo, hi = mem.calibrated_range
+    assert lo < hi <= max(elementwise_bytes("head", 4, 128), elementwise_bytes("block", 4, 128))
+
+
+def test_context_faster_than_streaming_raises_the_hosts_bandwidth_not_past_one():
+    profile, _, fits, _ = profile_from_rows(_with_context_rows(6e9, 1e5))
+    bw = profile.chip.hbm_bandwidth_bytes_per_s.value
+    assert bw == pytest.approx(6e9, rel=1e-5)
+    assert profile.efficiency.memory.max_efficiency == pytest.approx(1.0)
+
+
+def test_without_context_rows_the_memory_curve_is_streaming():
+    rows = synthetic_rows() + [row(f"ew{b}", "elementwise", 5e-5 + b / 2e9, nbytes=float(b))
+                               for b in (2**p for p in range(12, 25, 2))]
+    profile, _, fits, _ = profile_from_rows(rows)
+    assert GROUP not in fits
+    assert profile.efficiency.memory.max_efficiency == pytest.approx(1.0)
+    assert profile.chip.hbm_bandwidth_bytes_per_s.value == pytest.approx(2e9, rel=1e-4)
