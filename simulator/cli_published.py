@@ -61,7 +61,8 @@ def cmd_validate(a) -> int:
     if a.fit:
         from simulator.published.fit import fit_published
 
-        fr = fit_published(cases)
+        fr = fit_published(cases, _progress)
+        _progress("")
         results, header = fr.held_out, "held out by model; in-sample summary below"
         extra = {"in_sample_summary": summarize(fr.in_sample), "fitted": fr.values_table()}
     else:
@@ -97,7 +98,8 @@ def cmd_fit(a) -> int:
         seen = sorted({c.job.hardware.name for c in cases})
         raise MeshcastError(f"hardware: no row of {a.published} maps to {base.name}; rows map to "
                             f"{', '.join(seen) or 'nothing'}")
-    fr = fit_published(mine)
+    fr = fit_published(mine, _progress)
+    _progress("")
     ins, held = summarize(fr.in_sample), summarize(fr.held_out)
     sha = hashlib.sha256(Path(a.published).read_bytes()).hexdigest()[:16]
     source = (f"fitted {date.today().isoformat()} to {len(mine)} published runs in "
@@ -112,6 +114,14 @@ def cmd_fit(a) -> int:
         print(f"fitted max efficiency: {x}")
     print(a.out)
     return 0
+
+
+def _progress(msg: str) -> None:
+    """Progress on stderr, one line rewritten in place on a terminal ("" clears it)."""
+    import sys
+
+    if sys.stderr.isatty():
+        print(f"\r{msg[:100]:100s}" + ("" if msg else "\r"), end="", file=sys.stderr, flush=True)
 
 
 def _write_profile(prof, out: str) -> None:

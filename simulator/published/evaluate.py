@@ -56,5 +56,15 @@ def result_of(case: Case, predicted_s: float) -> RowResult:
 
 
 def evaluate(cases: list[Case]) -> list[RowResult]:
-    """Predict every case (graph path) and pair it with its measurement."""
-    return [result_of(c, predict_job(c.job).step_time_s) for c in cases]
+    """Predict every case (graph path) and pair it with its measurement; a forecast whose memory
+    does not fit says so in its notes (the published run did fit: an assumption is off)."""
+    out = []
+    for c in cases:
+        p = predict_job(c.job)
+        r = result_of(c, p.step_time_s)
+        if not p.memory.fits:
+            r = RowResult(**{**r.__dict__, "notes": r.notes + (
+                f"forecast memory {p.memory.per_device_bytes / 2**30:.0f} GiB exceeds "
+                f"{p.memory.capacity_bytes / 2**30:.0f} GiB under remat={c.job.sharding.remat}",)})
+        out.append(r)
+    return out

@@ -71,10 +71,12 @@ def forecast_at(case: Case, values: dict[Param, float]) -> float:
     return predict_job(make_job(j.model, j.sharding, prof, j.chips)).step_time_s
 
 
-def response(cases: list[Case], fixed: dict[Param, float]) -> dict[str, np.ndarray]:
+def response(cases: list[Case], fixed: dict[Param, float], log=None) -> dict[str, np.ndarray]:
     """``log(forecast)`` of each case on its stage parameter's grid, other parameters ``fixed``."""
     out = {}
-    for c in cases:
+    for i, c in enumerate(cases):
+        if log:
+            log(f"fit: row {i + 1}/{len(cases)} on the grid ({c.id})")
         p = stage_param(c)
         out[c.id] = np.log([forecast_at(c, {**fixed, p: v}) for v in GRIDS[p[1]]])
     return out
@@ -131,13 +133,13 @@ class FitResult:
 class _Fitter:
     """Both stages on a training subset; stage 2's grid is forecast once (module docstring)."""
 
-    def __init__(self, cases: list[Case]) -> None:
+    def __init__(self, cases: list[Case], log=None) -> None:
         self.dense = [c for c in cases if not c.job.model.is_moe]
         self.moe = [c for c in cases if c.job.model.is_moe]
         self.families = {c.job.hardware.name for c in cases}
-        self.dense_curves = response(self.dense, {})
+        self.dense_curves = response(self.dense, {}, log)
         self.stage1 = fill_precisions(fit_stage(self.dense, self.dense_curves), self.families)
-        self.moe_curves = response(self.moe, self.stage1)
+        self.moe_curves = response(self.moe, self.stage1, log)
 
     def values(self, exclude: str | None = None) -> dict[Param, float]:
         keep = [c for c in self.dense if _model(c) != exclude]
@@ -150,9 +152,10 @@ def _model(case: Case) -> str:
     return base_model_name(case.row.text("model"))
 
 
-def fit_published(cases: list[Case]) -> FitResult:
-    """In-sample values (all rows) and held-out-by-model forecasts (see module docstring)."""
-    fitter = _Fitter(cases)
+def fit_published(cases: list[Case], log=None) -> FitResult:
+    """In-sample values (all rows) and held-out-by-model forecasts (see module docstring);
+    ``log(message)`` hears progress."""
+    fitter = _Fitter(cases, log)
     values = fitter.values()
     counts: dict[Param, int] = defaultdict(int)
     for c in cases:
