@@ -216,6 +216,14 @@ def rules(c: Ctx, xla: list[Piece], sim: list[SimCollective]) -> list[Rule]:
     lookup_table = table * c.wb if c.fs > 1 and len(gathered(LOSS_SITES, "fwd", table * c.wb)) < 2 \
         else 0.0
     kept_head = table * c.wb if c.fs > 1 and not gathered(LOSS_SITES, "bwd", table * c.wb) else 0.0
+    def tied_extra(axis: str, nbytes: float) -> float:
+        """One more table per extra reduction of the tied table's partial gradients (lookup
+        scatter-add, LM head) that XLA emits separately over ``axis`` (meshcast: one)."""
+        n = sum(x.count for x in xla if x.kind is AR and x.axis == axis and x.weight
+                and x.nbytes == nbytes and _site(x) in LOSS_SITES)
+        return nbytes * max(0, n - 1)
+
+    tied_fsdp, tied_dp = tied_extra("fsdp", table * c.gb), tied_extra(c.embed_axis, table / c.fs * c.gb)
     is_moe = c.n_moe > 0 and c.e > 1
     out = [
         Rule(lambda x: x.kind is AR and x.axes == ("model",),
@@ -245,14 +253,17 @@ def rules(c: Ctx, xla: list[Piece], sim: list[SimCollective]) -> list[Rule]:
              lambda s: s.kind is RS and s.axis == "fsdp",
              "gradient reduce-scatter over fsdp: XLA:CPU emits it as an all-reduce of the full "
              "gradient and a dynamic-slice (the same S bytes in meshcast's convention, twice a "
-             "reduce-scatter's wire traffic), all layers combined into one tuple all-reduce",
-             expected=lambda s: s),
+             "reduce-scatter's wire traffic), all layers combined into one tuple all-reduce"
+             + (". The embedding is tied: XLA reduces its two partial gradients (lookup "
+                "scatter-add, LM head) separately: + V x D / t x 4 B" if tied_fsdp else ""),
+             expected=lambda s: s + tied_fsdp),
         Rule(lambda x: x.kind is AR and x.axis == c.embed_axis and x.weight,
              lambda s: s.kind is AR and s.axis == c.embed_axis,
              f"gradient all-reduce over {c.embed_axis}, combined by XLA into one tuple "
-             "all-reduce. The embedding is tied: XLA reduces its two partial gradients (lookup "
-             "scatter-add, LM head) separately: + V x D / (t x fs) x 4 B",
-             expected=lambda s: s + table / c.fs * c.gb),
+             "all-reduce" + (". The embedding is tied: XLA reduces its two partial gradients "
+                             "(lookup scatter-add, LM head) separately: + V x D / (t x fs) x 4 B"
+                             if tied_dp else ""),
+             expected=lambda s: s + tied_dp),
     ]
     if is_moe:
         out += [
@@ -272,9 +283,9 @@ def rules(c: Ctx, xla: list[Piece], sim: list[SimCollective]) -> list[Rule]:
         ]
     out += [
         Rule(_lookup, lambda s: False,
-             "embedding lookup, by source site: the table is sharded (vocab over model, D over "
-             "fsdp); XLA gathers token ids and redistributes the looked-up rows over the batch "
-             "axes (SPMD involuntary full rematerialization); meshcast gathers the table (fsdp row)",
+             "embedding lookup, by source site: the table is vocab-parallel over model; XLA "
+             "moves token ids or looked-up rows between the batch shards to do the lookup "
+             "(SPMD); meshcast gathers the table over fsdp (fsdp row) and looks up locally",
              split=True),
         Rule(lambda x: x.kind is AR and _site(x) == AUX_SITE, lambda s: False,
              "load-balance loss: each MoE layer reduces its per-expert first-choice shares and "

@@ -179,7 +179,9 @@ def head_loss(embed, x, tokens):
 def loss_fn(params, tokens, m: ModelSpec, mesh, aux_weight: float = 0.0):
     """Next-token cross-entropy, plus ``aux_weight`` times the mean load-balance loss of the
     MoE layers (0 turns it off)."""
-    x = params["embed"][tokens]
+    # FSDP: gather the table over fsdp before the lookup (as any FSDP weight before its use);
+    # left to itself, SPMD replicates the looked-up rows and partitions them again
+    x = _c(params["embed"], mesh, P("model", None))[tokens]
     x = _c(x, mesh, P(BATCH, None, None))
     aux = []
     for i, p in enumerate(params["layers"]):

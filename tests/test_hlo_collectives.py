@@ -300,7 +300,8 @@ def test_dense_case_rows(compiled):
     assert grads["xla_bytes"] == grads["sim_bytes"] == 4 * layer + table
     gathers = rows[("all_gather fsdp", "all_gather fsdp")]
     assert gathers["sim_count"] == 2 * 4 + 3  # layers fwd+bwd; embedding; LM head fwd+bwd
-    assert abs(gathers["xla_bytes"] - (8 * layer + 2 * table)) < 4096  # + token ids
+    # the reference model gathers the table over fsdp for the lookup, as meshcast does
+    assert gathers["xla_bytes"] == 8 * layer + 3 * table
 
 
 def test_moe_case_rows(compiled):
