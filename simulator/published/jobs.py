@@ -97,7 +97,7 @@ def _maxtext_mesh(row: PublishedRow, n: int, profile: HardwareProfile) -> _Mesh:
     return out
 
 
-def _sharding_fields(row: PublishedRow, m, mesh: _Mesh, maxtext: bool) -> dict:
+def _sharding_fields(row: PublishedRow, mesh: _Mesh, maxtext: bool) -> dict:
     vpp = row.int("vpp", default=1)
     fields = dict(mesh=mesh.mesh, bindings=mesh.bindings, slice_shape=mesh.slice_shape,
                   micro_batch=row.int("micro_batch", default=1),
@@ -129,7 +129,7 @@ def _row_to_case(row: PublishedRow, profiles, execution: dict) -> Case:
     model = model_of(row)
     maxtext = "maxtext" in row.text("source_id").lower()
     mesh = _maxtext_mesh(row, n, profile) if maxtext else _megatron_mesh(row, n, model.is_moe)
-    fields = _sharding_fields(row, model, mesh, maxtext)
+    fields = _sharding_fields(row, mesh, maxtext)
     fields.update(execution)
     measured = measured_step_time(row, model, n, fields["global_batch"], fields["seq_len"],
                                   profile.peak_flops("bf16"))
