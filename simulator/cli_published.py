@@ -63,7 +63,7 @@ def cmd_validate(a) -> int:
 
         fr = fit_published(cases, _progress)
         _progress("")
-        results, header = fr.held_out, "held out by model; in-sample summary below"
+        results, header = fr.held_out, "held out by model"
         extra = {"in_sample_summary": summarize(fr.in_sample), "fitted": fr.values_table()}
     else:
         results, header = evaluate(cases), "profiles as built in"
@@ -77,7 +77,8 @@ def cmd_validate(a) -> int:
         return 0
     text = format_report(a.published, results, summary, skipped, header)
     if a.fit:
-        text += "\n" + "\n".join(format_summary(extra["in_sample_summary"], "in-sample")) + "\n"
+        text += "\n" + "\n".join(format_summary(extra["in_sample_summary"], "summary (in-sample)"))
+        text += "\n"
         text += "fitted max efficiency:\n" + "".join(f"  {x}\n" for x in fr.describe())
     print(text, end="")
     return 0
@@ -109,7 +110,8 @@ def cmd_fit(a) -> int:
     prof = fitted_profiles({base.name: base}, fr.values, source)[base.name]
     _write_profile(prof, a.out)
     _write_predictions(fr, Path(a.out).with_suffix(".fit_predictions.csv"))
-    print("\n".join(format_summary(ins, "in-sample") + format_summary(held, "held out by model")))
+    print("\n".join(format_summary(ins, "summary (in-sample)")
+                     + format_summary(held, "summary (held out by model)")))
     for x in fr.describe():
         print(f"fitted max efficiency: {x}")
     print(a.out)

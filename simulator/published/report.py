@@ -54,7 +54,9 @@ def format_report(path: str, results: list[RowResult], summary: dict, skipped: l
     lines = [f"meshcast validate --published {path}: {len(results)} rows forecast, "
              f"{len(skipped)} skipped" + (f" ({header})" if header else ""),
              "  error = forecast / measured - 1 (positive: forecast slower than measured)", ""]
-    lines += format_rows(results) + [""] + format_summary(summary) + [""] + format_skipped(skipped)
+    title = f"summary ({header})" if header else "summary"
+    lines += format_rows(results) + [""] + format_summary(summary, title) + [""]
+    lines += format_skipped(skipped)
     return "\n".join(lines).rstrip() + "\n"
 
 
