@@ -37,6 +37,18 @@ def itemsize(dtype: str) -> int:
     return 2 if dtype == "bfloat16" else 4
 
 
+def run_dtype(backend: str) -> str:
+    """The dtype a run calibrates in: the one its training steps use. Accelerators train in
+    bfloat16; a CPU runs bfloat16 GEMMs through float32 (slower), so a CPU host calibrates and
+    validates in float32."""
+    return "float32" if backend == "cpu" else "bfloat16"
+
+
+def precision_of(dtype: str) -> str:
+    """meshcast's ``precision`` for a calibration dtype."""
+    return "fp32" if dtype == "float32" else "bf16"
+
+
 @dataclass(frozen=True)
 class Case:
     """One benchmark case. Sizes are per device; ``nbytes`` follows simulator.collectives."""
@@ -55,7 +67,7 @@ class Case:
     @property
     def flops(self) -> float:
         if self.kind in CONTEXT_KINDS:  # the step graph's GEMM and attention FLOPs of the case
-            return sum(op.flops for op in context_ops(self.kind, self.m, self.k)
+            return sum(op.flops for op in context_ops(self.kind, self.m, self.k, self.dtype)
                        if op.kind is not OpKind.ELEMENTWISE)
         if self.kind == "attention":
             return fwd_bwd(OpKind.ATTENTION) * 2.0 * self.m * self.k ** 2 * self.n * self.hd
@@ -112,7 +124,7 @@ def plan_cases(mesh_sizes: dict[str, int], job, quick: bool, dtype: str = "float
     sizes = [2**p for p in (range(12, 25, 2) if quick else range(10, 25, 1))]
     cases += [Case("elementwise", dtype=dtype, nbytes=b) for b in sizes]
     cases += gather_cases(job, quick, dtype)
-    cases += [Case(kind, dtype=dtype, m=b, k=s, nbytes=elementwise_bytes(kind, b, s))
+    cases += [Case(kind, dtype=dtype, m=b, k=s, nbytes=elementwise_bytes(kind, b, s, dtype))
               for kind in CONTEXT_KINDS for b, s in context_sizes(quick)]
     for axis, size in mesh_sizes.items():
         if size <= 1:

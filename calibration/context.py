@@ -23,9 +23,11 @@ CONTEXT_KINDS = ("block", "head")
 
 
 @lru_cache(maxsize=64)
-def context_ops(kind: str, b: int, s: int) -> tuple:
+def context_ops(kind: str, b: int, s: int, dtype: str = "float32") -> tuple:
     """The step graph's compute ops (forward and backward) of one reference layer (``block``)
-    or of the embedding and head (``head``) for ``b`` sequences of ``s`` tokens per device."""
+    or of the embedding and head (``head``) for ``b`` sequences of ``s`` tokens per device, in
+    ``dtype`` (float32 or bfloat16 activations)."""
+    from calibration.cases import precision_of
     from simulator.compute import ComputeModel
     from simulator.graph.ops import COMPUTE, CostContext
     from simulator.graph.step import build_stage_graph
@@ -34,7 +36,8 @@ def context_ops(kind: str, b: int, s: int) -> tuple:
 
     m = reference_model("dense", s).model_copy(update={"n_layers": 1})
     job = make_job(m, ShardingSpec(mesh={"data": 1}, micro_batch=b, global_batch=b,
-                                   remat="none", precision="fp32"), shape_profile(1), 1)
+                                   remat="none", precision=precision_of(dtype)),
+                   shape_profile(1), 1)
     ctx = CostContext(ComputeModel.from_profile(job.hardware, "fp32"), job.topology)
     g = build_stage_graph(job, ctx, [0], True, True)
     in_block = lambda name: name.startswith("L0.")  # noqa: E731
@@ -43,11 +46,12 @@ def context_ops(kind: str, b: int, s: int) -> tuple:
                  and in_block(name) == (kind == "block"))
 
 
-def elementwise_bytes(kind: str, b: int, s: int) -> float:
+def elementwise_bytes(kind: str, b: int, s: int, dtype: str = "float32") -> float:
     """Bytes the step graph's elementwise ops of the case move (its size on the fit's axis)."""
     from simulator.graph.ops import OpKind
 
-    return sum(op.nbytes for op in context_ops(kind, b, s) if op.kind is OpKind.ELEMENTWISE)
+    return sum(op.nbytes for op in context_ops(kind, b, s, dtype)
+               if op.kind is OpKind.ELEMENTWISE)
 
 
 def jax_case(kind: str, b: int, s: int, dtype):

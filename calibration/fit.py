@@ -41,6 +41,7 @@ class Point:
     group_size: int = 1
     op: str = ""
     shape: tuple[int, ...] = ()  # in-context cases: (sequences, tokens per sequence)
+    dtype: str = "float32"
 
 
 @dataclass
@@ -66,7 +67,8 @@ def medians(rows: list[dict]) -> list[Point]:
         if r["kind"] in ("matmul", "attention"):
             pts.append(Point(r["kind"], r["flops"], t))
         elif r["kind"] in CONTEXT_KINDS:
-            pts.append(Point(r["kind"], r["nbytes"], t, op=r["kind"], shape=(r["m"], r["k"])))
+            pts.append(Point(r["kind"], r["nbytes"], t, op=r["kind"], shape=(r["m"], r["k"]),
+                             dtype=r["dtype"]))
         elif r["kind"] == "gather":
             pts.append(Point("gather", r["nbytes"], t))
         elif r["kind"] == "elementwise":

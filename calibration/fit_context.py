@@ -26,10 +26,10 @@ def _fixed_and_bytes(p: Point, profile) -> tuple[float, list[float]]:
 
     # the calibrated curves are rates over the profile's bf16 peak (a host's fp32 peak equals
     # it), so the bf16 compute model reproduces the fitted GEMM and attention times; the ops'
-    # bytes are fp32 (context_ops)
+    # bytes are the run's dtype (context_ops)
     ctx = CostContext(ComputeModel.from_profile(profile, "bf16"), None)
     fixed, ew = 0.0, []
-    for op in context_ops(p.op, *p.shape):
+    for op in context_ops(p.op, *p.shape, p.dtype):
         if op.kind is OpKind.ELEMENTWISE and not op.gather:
             ew.append(op.nbytes)
         else:

@@ -43,8 +43,8 @@ def param_specs(m: ModelSpec) -> dict:
     return {"embed": P("model", "fsdp"), "layers": layers}
 
 
-def init_params(m: ModelSpec, key, mesh) -> dict:
-    """Random parameters placed on ``mesh`` with :func:`param_specs`."""
+def init_params(m: ModelSpec, key, mesh, dtype=jnp.float32) -> dict:
+    """Random ``dtype`` parameters placed on ``mesh`` with :func:`param_specs`."""
     D, hd = m.d_model, m.hd
     shapes = []
     for i in range(m.n_layers):
@@ -60,7 +60,7 @@ def init_params(m: ModelSpec, key, mesh) -> dict:
     keys = iter(jax.random.split(key, 1 + sum(len(s) for s in shapes)))
 
     def make(shape, spec, fan_in):
-        w = jax.random.normal(next(keys), shape, jnp.float32) / math.sqrt(fan_in)
+        w = (jax.random.normal(next(keys), shape, jnp.float32) / math.sqrt(fan_in)).astype(dtype)
         return jax.device_put(w, NamedSharding(mesh, spec))
 
     out_major = ("w1", "w3", "wi", "wg")  # stored [..., out, in]
@@ -207,8 +207,9 @@ def make_train_step(m: ModelSpec, mesh, lr: float = 1e-3, aux_weight: float = 0.
         mu = jax.tree.map(lambda a, g: 0.9 * a + 0.1 * g, opt["mu"], grads)
         nu = jax.tree.map(lambda a, g: 0.95 * a + 0.05 * g * g, opt["nu"], grads)
         c1, c2 = 1 - 0.9 ** t, 1 - 0.95 ** t
-        params = jax.tree.map(lambda w, a, b: w - lr * (a / c1) / (jnp.sqrt(b / c2) + 1e-8),
-                              params, mu, nu)
+        params = jax.tree.map(  # in the weights' own dtype (bf16 on accelerators)
+            lambda w, a, b: (w - lr * (a / c1) / (jnp.sqrt(b / c2) + 1e-8)).astype(w.dtype),
+            params, mu, nu)
         return params, {"t": t, "mu": mu, "nu": nu}, loss
 
     return jax.jit(step, donate_argnums=(0, 1))

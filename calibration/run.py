@@ -13,7 +13,7 @@ import socket
 import sys
 from pathlib import Path
 
-from calibration.cases import Case, plan_cases
+from calibration.cases import Case, plan_cases, run_dtype
 from calibration.raw import raw_path, read_rows, write_rows
 from simulator.errors import MeshcastError
 from simulator.specs.sharding import ShardingSpec
@@ -87,7 +87,8 @@ def calibrate(out: str | Path, backend: str = "cpu", devices: int | None = None,
     default = {"data": 2, "expert": 2, "model": -1} if n % 4 == 0 else {"data": -1}
     sharding = ShardingSpec(mesh=mesh or default)
     jmesh = make_jax_mesh(sharding)
-    cases = plan_cases(dict(jmesh.shape), shape_job(sharding, n), quick)
+    cases = plan_cases(dict(jmesh.shape), shape_job(sharding, n), quick,
+                       run_dtype(jax.default_backend()))
     done = {r["case_id"] for r in rows}
     todo = [c for c in cases if c.case_id not in done]
     log(f"calibrate: {len(cases)} cases on {n} {jax.devices()[0].device_kind} devices, "

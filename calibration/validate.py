@@ -3,11 +3,13 @@ each beside meshcast's forecast from the calibrated profile of the same director
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from simulator.errors import MeshcastError
 from simulator.specs.sharding import BATCH_AXES, ShardingSpec
 
 #: (model kind, mesh, global batch): dense and MoE, including the 3D (data, expert, model) mesh.
@@ -33,9 +35,10 @@ class Validation:
         return (self.forecast_s - self.measured_s) / self.measured_s
 
 
-def reference_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int):
+def reference_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int,
+                   dtype: str = "float32"):
     """The jitted reference train step of one case and its arguments ``(params, opt, tokens)``,
-    on the first ``prod(mesh)`` devices."""
+    on the first ``prod(mesh)`` devices, with ``dtype`` weights and activations."""
     import math
 
     import jax
@@ -46,16 +49,17 @@ def reference_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int)
 
     m = reference_model(kind, seq_len)
     mesh = make_jax_mesh(ShardingSpec(mesh=mesh_sizes), jax.devices()[:math.prod(mesh_sizes.values())])
-    params = init_params(m, jax.random.PRNGKey(0), mesh)
+    params = init_params(m, jax.random.PRNGKey(0), mesh, jax.numpy.dtype(dtype))
     return make_train_step(m, mesh), (params, init_opt(params),
                                       batch(m, global_batch, mesh, jax.random.PRNGKey(1))), mesh
 
 
-def measure_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, reps: int) -> float:
-    """Median seconds of the real float32 sharded train step (compile and 2 warm-up steps excluded)."""
+def measure_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, reps: int,
+                 dtype: str = "float32") -> float:
+    """Median seconds of the real sharded train step (compile and 2 warm-up steps excluded)."""
     from calibration.bench import clock
 
-    step, (params, opt, tokens), _ = reference_step(kind, mesh_sizes, global_batch, seq_len)
+    step, (params, opt, tokens), _ = reference_step(kind, mesh_sizes, global_batch, seq_len, dtype)
     times = []
     for i in range(2 + reps):
         t0 = clock()
@@ -66,9 +70,10 @@ def measure_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, r
     return float(np.median(times))
 
 
-def predict_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, profile):
+def predict_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, profile,
+                 precision: str = "fp32"):
     """meshcast's forecast of a case as the reference step runs it: one micro-batch per batch
-    shard, fp32, no remat, on the mesh's devices."""
+    shard, no remat, on the mesh's devices, in the run's precision (fp32 on a CPU host)."""
     from calibration.reference import reference_model
     from simulator.predict import predict
 
@@ -76,7 +81,7 @@ def predict_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, p
     shards = int(np.prod([mesh_sizes.get(a, 1) for a in BATCH_AXES]))
     return predict(model=reference_model(kind, seq_len), hardware=profile, chips=n,
                    mesh=mesh_sizes, global_batch=global_batch,
-                   micro_batch=global_batch // shards, remat="none", precision="fp32")
+                   micro_batch=global_batch // shards, remat="none", precision=precision)
 
 
 def validate(directory: str | Path, quick: bool = False, hlo: bool = False, log=print) -> dict:
@@ -84,16 +89,23 @@ def validate(directory: str | Path, quick: bool = False, hlo: bool = False, log=
     sets XLA's compiled collectives beside the step graph's (:mod:`calibration.hlo_compare`)."""
     from dataclasses import asdict
 
+    from calibration.cases import precision_of
     from calibration.profile_out import profile_from_rows
-    from calibration.raw import read_rows
+    from calibration.raw import raw_path, read_rows
 
-    profile = profile_from_rows(read_rows(directory))[0]
+    rows = read_rows(directory)
+    if not rows:
+        raise MeshcastError(f"validate: no measurements in {raw_path(directory)}; run meshcast "
+                            "calibrate --out DIR first")
+    profile = profile_from_rows(rows)[0]
+    dtype = Counter(r["dtype"] for r in rows).most_common(1)[0][0]  # the run's (run_dtype)
     seq, reps = (128, 3) if quick else (256, 5)
     out = []
     for kind, mesh_sizes, gb in (QUICK_CASES if quick else CASES):
         label = f"{kind} " + ",".join(f"{a}={v}" for a, v in mesh_sizes.items())
-        v = Validation(label, measure_step(kind, mesh_sizes, gb, seq, reps),
-                       predict_case(kind, mesh_sizes, gb, seq, profile).step_time_s)
+        v = Validation(label, measure_step(kind, mesh_sizes, gb, seq, reps, dtype),
+                       predict_case(kind, mesh_sizes, gb, seq, profile,
+                                    precision_of(dtype)).step_time_s)
         log(f"  {label:<34} measured {v.measured_s * 1e3:9.1f} ms  forecast "
             f"{v.forecast_s * 1e3:9.1f} ms  error {100 * v.error:+6.1f}%")
         row = {"case": v.case, "measured_s": v.measured_s, "forecast_s": v.forecast_s,

@@ -86,3 +86,55 @@ def test_without_context_rows_the_memory_curve_is_streaming():
     assert GROUP not in fits
     assert profile.efficiency.memory.max_efficiency == pytest.approx(1.0)
     assert profile.chip.hbm_bandwidth_bytes_per_s.value == pytest.approx(2e9, rel=1e-4)
+
+
+def test_accelerator_runs_calibrate_in_bfloat16_and_cpu_in_float32():
+    from calibration.cases import plan_cases, precision_of, run_dtype
+    from calibration.run import shape_job
+    from simulator.specs.sharding import ShardingSpec
+
+    assert (run_dtype("cpu"), run_dtype("gpu"), run_dtype("tpu")) == ("float32", "bfloat16",
+                                                                      "bfloat16")
+    assert (precision_of("float32"), precision_of("bfloat16")) == ("fp32", "bf16")
+    job = shape_job(ShardingSpec(mesh={"data": 8}), 8)
+    f32 = {c.case_id: c for c in plan_cases({"data": 8}, job, True, run_dtype("cpu"))}
+    b16 = {c.case_id: c for c in plan_cases({"data": 8}, job, True, run_dtype("gpu"))}
+    assert {c.dtype for c in b16.values()} == {"bfloat16"}
+    for cid, c in f32.items():
+        if c.kind in ("block", "head"):
+            half = b16[cid.replace("float32", "bfloat16")]
+            assert half.flops == c.flops
+            if c.kind == "block":  # bf16 activations
+                assert half.nbytes == pytest.approx(c.nbytes / 2)
+            else:  # the loss over the logits stays fp32
+                assert c.nbytes / 2 < half.nbytes < c.nbytes
+
+
+def test_validate_of_an_empty_directory_is_a_clear_error(tmp_path):
+    from calibration.validate import validate
+    from simulator.errors import MeshcastError
+
+    with pytest.raises(MeshcastError, match="validate: no measurements"):
+        validate(tmp_path)
+
+
+def test_a_bfloat16_reference_step_trains_on_the_same_code_path():
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import os
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+        os.environ["JAX_PLATFORMS"] = "cpu"
+        import jax, jax.numpy as jnp
+        from calibration.validate import reference_step
+        step, (params, opt, toks), _ = reference_step("moe", {"data": 2, "expert": 2}, 4, 32,
+                                                      "bfloat16")
+        assert params["embed"].dtype == jnp.bfloat16
+        params, opt, loss = step(params, opt, toks)
+        assert params["layers"][1]["wi"].dtype == jnp.bfloat16 and bool(jnp.isfinite(loss))
+        print("ok", float(loss))
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.startswith("ok"), res.stderr[-2000:]
