@@ -4,7 +4,9 @@ validate: forecast every row the built-in (or ``--profile``) hardware profiles c
 measured vs forecast, the error summary and the skipped rows with their reasons; ``--fit`` also
 fits per-family matmul efficiencies on the file (in-sample) and forecasts each model with the
 values fitted on the other models (held out), which becomes the per-row report.
-fit: the same fit for one hardware profile, written as a profile YAML.
+fit: the same fit for one hardware profile, written as a profile YAML, beside it
+``<out>.fit_predictions.csv`` (measured, in-sample and held-out forecast per row) and
+``<out>.fit_report.json`` (fitted values, in-sample and held-out summaries, the CSV's sha256).
 """
 
 from __future__ import annotations
@@ -110,6 +112,9 @@ def cmd_fit(a) -> int:
     prof = fitted_profiles({base.name: base}, fr.values, source)[base.name]
     _write_profile(prof, a.out)
     _write_predictions(fr, Path(a.out).with_suffix(".fit_predictions.csv"))
+    report = {"published": str(a.published), "sha256": sha, "hardware": base.name,
+              "fitted": fr.values_table(), "in_sample": ins, "held_out_by_model": held}
+    Path(a.out).with_suffix(".fit_report.json").write_text(json.dumps(report, indent=2))
     print("\n".join(format_summary(ins, "summary (in-sample)")
                      + format_summary(held, "summary (held out by model)")))
     for x in fr.describe():

@@ -50,6 +50,8 @@ def test_fit_writes_a_profile_that_validate_can_use(capsys, small_csv, tmp_path)
     assert p.name == "h100-sxm" and "fitted" in p.efficiency.matmul.source
     assert p.efficiency.matmul_fp8 is not None and "3 published runs" in p.efficiency.matmul_fp8.source
     assert (tmp_path / "h100-fit.fit_predictions.csv").read_text().count("\n") == 4
+    rep = json.loads((tmp_path / "h100-fit.fit_report.json").read_text())
+    assert rep["hardware"] == "h100-sxm" and rep["held_out_by_model"]["n"] == 3
     before = json.loads(ok(capsys, ["validate", "--published", str(small_csv), "--json"]))
     after = json.loads(ok(capsys, ["validate", "--published", str(small_csv), "--json",
                                    "--profile", str(prof)]))
