@@ -68,7 +68,7 @@ def cmd_validate(a) -> int:
         results, header = fr.held_out, "held out by model"
         extra = {"in_sample_summary": summarize(fr.in_sample), "fitted": fr.values_table()}
     else:
-        results, header = evaluate(cases), "profiles as built in"
+        results, header = evaluate(cases), "profiles as built in; --fit fits them, held out by model"
     summary = summarize(results)
     if a.plot:
         from simulator.published.plot import plot_predicted_vs_measured
