@@ -66,7 +66,7 @@ def calibrate(out: str | Path, backend: str = "cpu", devices: int | None = None,
               multi_host: bool = False, limit: int | None = None, log=print) -> Path:
     """Measure every planned case into ``out/raw.csv``; returns its path.
 
-    ``limit`` stops after that many new cases (used to test resuming)."""
+    ``limit`` stops after that many new cases (a long run in chunks; ``resume`` continues)."""
     configure_backend(backend, devices)
     import jax
 

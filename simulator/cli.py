@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--resume", action="store_true", help="continue an interrupted run")
     ca.add_argument("--mesh", help="mesh to calibrate collectives on, e.g. data=2,expert=2,model=2")
     ca.add_argument("--multi-host", action="store_true", help="call jax.distributed.initialize()")
+    ca.add_argument("--limit", type=int, help="measure at most N new cases, then stop (continue "
+                    "later with --resume)")
     fi = sub.add_parser("fit", help="fit a calibrated hardware profile to raw rows")
     fi.add_argument("directory", nargs="?", help="a calibration --out directory (holds raw.csv)")
     fi.add_argument("--out", required=True, help="where to write the calibrated profile YAML")
@@ -158,7 +160,8 @@ def _cmd_calibrate(a) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     path = calibrate(a.out, backend=a.backend, devices=a.devices, quick=a.quick, resume=a.resume,
-                     mesh=parse_mesh(a.mesh) if a.mesh else None, multi_host=a.multi_host, log=log)
+                     mesh=parse_mesh(a.mesh) if a.mesh else None, multi_host=a.multi_host,
+                     limit=a.limit, log=log)
     print(path)
     return 0
 
