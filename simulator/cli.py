@@ -25,7 +25,7 @@ def _add_predict(sub) -> None:
     g.add_argument("--global-batch-tokens", type=int, help="tokens per step")
     p.add_argument("--micro-batch", type=int, default=1, help="sequences per batch shard")
     p.add_argument("--seq-len", type=int)
-    p.add_argument("--precision", choices=["bf16", "fp8", "fp32"], default="bf16")
+    p.add_argument("--precision", choices=["bf16", "fp8", "fp4", "fp32"], default="bf16")
     p.add_argument("--remat", choices=["none", "selective", "full"], default="selective")
     p.add_argument("--pipeline-schedule", choices=["1f1b", "interleaved"], default="1f1b")
     p.add_argument("--virtual-stages", type=int, default=1)
@@ -35,6 +35,10 @@ def _add_predict(sub) -> None:
                    help="dtype gradients are accumulated and reduced in")
     p.add_argument("--distributed-optimizer", action="store_true",
                    help="shard optimizer state over data (ZeRO-1)")
+    p.add_argument("--tp-comm-overlap", action="store_true",
+                   help="tensor-parallel collectives pipelined with their GEMMs (Megatron)")
+    p.add_argument("--ep-comm-overlap", action="store_true",
+                   help="MoE all-to-alls under another micro-batch's compute (Megatron)")
     p.add_argument("--load-imbalance", type=float, help="MoE: busiest expert's share / mean")
     p.add_argument("--slice", help="TPU slice shape, e.g. 4x4x4")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -100,6 +104,7 @@ def _job_from_args(a):
                   global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len,
                   remat=a.remat, precision=a.precision, pipeline_schedule=a.pipeline_schedule,
                   virtual_stages=a.virtual_stages, distributed_optimizer=a.distributed_optimizer,
+                  tp_comm_overlap=a.tp_comm_overlap, ep_comm_overlap=a.ep_comm_overlap,
                   optimizer=OptimizerSpec(state_dtype=a.optimizer_state, grad_dtype=a.grad_dtype))
     if a.slice:
         try:
