@@ -18,6 +18,9 @@ JOBS = {
     "moe-gpu": dict(model="mixtral-8x7b", hardware="h100-sxm", chips=32),
     "dense-tpu": dict(model="llama3-8b", hardware="tpu-v5p", chips=32),
     "moe-tpu": dict(model="moe-6.4b", hardware="tpu-v5p", chips=32),  # dense and MoE layers
+    # Megatron's TP and EP communication overlap (meshes with and without TP / EP in one space)
+    "moe-gpu-overlap": dict(model="mixtral-8x7b", hardware="h100-sxm", chips=32,
+                            tp_comm_overlap=True, ep_comm_overlap=True),
 }
 
 

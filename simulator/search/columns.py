@@ -32,13 +32,17 @@ def column(x) -> Column:
     return np.asarray(x).view(Column)
 
 
-def structure_key(model, t: np.ndarray, cp: np.ndarray, T: np.ndarray) -> np.ndarray:
+def structure_key(model, t: np.ndarray, cp: np.ndarray, T: np.ndarray,
+                  e: np.ndarray | None = None) -> np.ndarray:
     """Integer code of the templates' branches per row: tensor parallel (``t > 1``), context
-    parallel (``cp > 1``) and, for MoE einsum dispatch, ``T < group_size_tokens`` (which side of
-    ``min(group, T)`` the dispatch takes)."""
+    parallel (``cp > 1``) and, for MoE, ``T < group_size_tokens`` (which side of
+    ``min(group, T)`` einsum dispatch takes) and expert parallel (``e > 1``: whether EP comm
+    overlap applies)."""
     key = (t > 1).astype(np.int64) + 2 * (cp > 1)
     if model.moe is not None:
         key = key + 4 * (T < model.moe.group_size_tokens)
+        if e is not None:
+            key = key + 8 * (e > 1)
     return key
 
 

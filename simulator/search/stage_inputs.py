@@ -116,7 +116,7 @@ def stage_inputs(space, mesh: np.ndarray, micro_batch: np.ndarray, coef: np.ndar
     cols = {a: mesh[:, i] for a, i in AXIS.items()}
     cm = ComputeModel.from_profile(space.hardware, space.base.precision)
     T = micro_batch * space.seq_len // cols["seq"]
-    key = structure_key(m, cols["model"], cols["seq"], T)
+    key = structure_key(m, cols["model"], cols["seq"], T, cols["expert"])
     kinds = [False, True] if m.is_moe else [False]
     kinds = [k for k in kinds if any(m.is_moe_layer(i) == k for i in range(m.n_layers))]
     out = _Collector(n)
