@@ -22,9 +22,9 @@ def add_parser(sub) -> None:
     b.add_argument("--global-batch", type=int, help="sequences per step (default about 4M tokens)")
     b.add_argument("--global-batch-tokens", type=int, help="tokens per step")
     p.add_argument("--seq-len", type=int, help="tokens per sequence (default: the dense model's)")
-    p.add_argument("--remat", choices=["none", "selective", "full"], default="selective",
-                   help="with --mesh (searched with --best)")
-    p.add_argument("--micro-batch", type=int, default=1, help="with --mesh (searched with --best)")
+    p.add_argument("--remat", choices=["none", "selective", "full"],
+                   help="with --mesh (default selective; searched otherwise)")
+    p.add_argument("--micro-batch", type=int, help="with --mesh (default 1; searched otherwise)")
     p.add_argument("--tokens-per-param", type=float, default=20.0,
                    help="Chinchilla ratio over the dense model's parameters (default 20)")
     p.add_argument("--view", choices=VIEWS, default="step_time",
@@ -41,7 +41,18 @@ def cmd_compare(a) -> int:
     moes = [m.strip() for m in a.moe.split(",") if m.strip()]
     if not moes:
         raise MeshcastError(f"moe: {a.moe!r} names no model; give e.g. --moe moe-6.4b")
-    extra = {} if a.mesh is None else {"remat": a.remat, "micro_batch": a.micro_batch}
+    if a.mesh is None:
+        for flag, v in (("remat", a.remat), ("micro-batch", a.micro_batch)):
+            if v is not None:
+                raise MeshcastError(f"{flag}: {v} is searched when no --mesh is given; pass "
+                                    "--mesh too, or drop it")
+        extra = {}
+    else:
+        extra = {"remat": a.remat or "selective", "micro_batch": a.micro_batch or 1}
+    if a.plot:
+        from simulator.plots.common import check_png_path
+
+        check_png_path(a.plot)  # before the searches
     c = compare(a.dense, moes, a.hardware, a.chips, mesh=parse_mesh(a.mesh) if a.mesh else None,
                 tokens_per_param=a.tokens_per_param, view=a.view, global_batch=a.global_batch,
                 global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len, **extra)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulator.budget import Budget, chinchilla_tokens, price_of
+from simulator.budget import Budget, check_tokens_per_param, chinchilla_tokens, price_of
 from simulator.decompose import Increase, decompose_predictions
 from simulator.errors import MeshcastError
 from simulator.matched import VIEWS, Matched, check_view, matched
@@ -103,6 +103,7 @@ def compare(dense, moes, hardware, chips: int, *, mesh: dict[str, int] | None = 
     from simulator.search.space import DEFAULT_BATCH_TOKENS
 
     check_view(view)
+    check_tokens_per_param(tokens_per_param)  # before any forecast
     d = _load(dense, "dense", want_moe=False)
     ms = [_load(m, "moe", want_moe=True) for m in (moes if isinstance(moes, (list, tuple)) else [moes])]
     if not ms:
@@ -120,7 +121,7 @@ def compare(dense, moes, hardware, chips: int, *, mesh: dict[str, int] | None = 
     for m in ms:
         mpred = _forecast(m, hw, chips, mesh, batch, sharding)
         inc, att = decompose_predictions(dpred, mpred)
-        dense_att = att["dense"]
+        dense_att = dense_att or att["dense"]
         views = {v: matched(v, budget.steps, tokens_per_step, d, m, seq, dpred.step_time_s,
                             mpred.step_time_s) for v in VIEWS}
         out.append(MoEComparison(mpred, inc, att, views, views[view]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from simulator.decompose import INCREASE_PARTS
 from simulator.matched import VIEW_LABELS, VIEWS
+from simulator.study import THRESHOLD
 
 
 def _mesh(pred) -> str:
@@ -55,7 +56,7 @@ def format_comparison(c) -> str:
         f"{b.days:.2f} days",
         f"  dense         step {dp.step_time_s:.4g} s, MFU {100 * dp.mfu:.1f} %, mesh {_mesh(dp)}, "
         f"remat {dp.job.sharding.remat}, micro-batch {dp.job.sharding.micro_batch}",
-    ]
+    ] + [f"    warning: {w}" for w in dp.warnings]
     return "\n".join(head + [line for x in c.moes for line in _moe_lines(c, x)])
 
 
@@ -66,11 +67,19 @@ def _moe_lines(c, x) -> list[str]:
              f"    step {p.step_time_s:.4g} s, MFU {100 * p.mfu:.1f} %, mesh {_mesh(p)}, remat "
              f"{p.job.sharding.remat}, micro-batch {p.job.sharding.micro_batch}",
              f"    step-time increase over dense: {inc.total_s:+.4g} s ({100 * inc.fraction:+.1f} %)"
-             + ("  [within 20 %]" if inc.fraction <= 0.20 else "  [over 20 %]")]
+             + ("  [under 20 %]" if inc.fraction < THRESHOLD else "  [20 % or more]")]
+    if _mesh(p) != _mesh(c.dense) or p.job.sharding.micro_batch != c.dense.job.sharding.micro_batch:
+        lines.append("    (the two run on different shardings: the parts include that difference)")
+    small = 0.0
     for k in INCREASE_PARTS:
         v = inc.parts_s[k]
         if abs(v) >= 5e-4 * max(inc.dense_step_s, 1e-30):
             lines.append(f"      {k:<18}{v:>+10.4g} s {100 * v / inc.dense_step_s:>+7.1f} % of dense")
+        else:
+            small += v
+    if small:
+        lines.append(f"      {'(smaller parts)':<18}{small:>+10.4g} s "
+                     f"{100 * small / inc.dense_step_s:>+7.1f} % of dense")
     lines.append(f"    {'yardstick':<34}{'steps':>10}{'tokens':>10}{'days':>8}  wall clock vs dense")
     for v in VIEWS:
         mv = x.views[v]

@@ -103,10 +103,13 @@ def study_pair(dense: str, moe: str, hardware: str, chips: int, scale: str = "",
     """One row per layout for one (dense, MoE) pair on ``chips`` of ``hardware``."""
     from simulator.decompose import decompose_predictions
 
+    _check_layouts(layouts)
     try:
         dpred = best_in(dense, hardware, chips, DENSE_AXES, None, finalists, **batch)
     except MeshcastError as e:
-        return [StudyRow(hardware, scale, lay, chips, None, reason=f"dense: {e}") for lay in layouts]
+        _outcome_or_raise(e)
+        return [StudyRow(hardware, scale, lay, chips, None, reason=f"dense: {_short(str(e))}")
+                for lay in layouts]
     rows = []
     for lay in layouts:
         _, axes, keep = LAYOUTS[lay]
@@ -114,6 +117,7 @@ def study_pair(dense: str, moe: str, hardware: str, chips: int, scale: str = "",
         try:
             mpred = best_in(moe, hardware, chips, axes, keep, finalists, **batch)
         except MeshcastError as e:
+            _outcome_or_raise(e)
             row.reason = _short(str(e))
         else:
             inc, _ = decompose_predictions(dpred, mpred)
@@ -122,6 +126,20 @@ def study_pair(dense: str, moe: str, hardware: str, chips: int, scale: str = "",
             row.remat = mpred.job.sharding.remat
         rows.append(row)
     return rows
+
+
+def _check_layouts(layouts) -> None:
+    bad = [lay for lay in layouts if lay not in LAYOUTS]
+    if bad:
+        raise MeshcastError(f"layout: {bad[0]!r} is not one of {', '.join(LAYOUTS)}")
+
+
+def _outcome_or_raise(e: MeshcastError) -> None:
+    """A search that found nothing feasible is a row of the study (its reason); anything else
+    (unknown hardware, a bad chip count or batch) is the caller's error and is raised."""
+    msg = str(e)
+    if not ("fits in" in msg or "no valid mesh" in msg or "try another" in msg):
+        raise e
 
 
 def _short(msg: str) -> str:
@@ -142,9 +160,7 @@ def sharding_study(hardware=("h100-sxm", "tpu-v5p"), scales=tuple(PAIRS), chips:
     bad = [s for s in scales if s not in PAIRS]
     if bad:
         raise MeshcastError(f"scale: {bad[0]!r} is not one of {', '.join(PAIRS)}")
-    bad = [lay for lay in layouts if lay not in LAYOUTS]
-    if bad:
-        raise MeshcastError(f"layout: {bad[0]!r} is not one of {', '.join(LAYOUTS)}")
+    _check_layouts(layouts)
     return [row for hw in hardware for s in scales
             for row in study_pair(*PAIRS[s], hw, chips, s, layouts, finalists, **batch)]
 

@@ -70,3 +70,28 @@ def test_compare_bad_input_exits_2_naming_it(capsys, argv, names):
 def test_compare_moe_given_as_dense_exits_2_naming_it(capsys):
     fails(capsys, ["compare", "--dense", "moe-6.4b", "--moe", "moe-6.4b", *JOB, *MESH],
           "dense:", "moe-6.4b", "--dense")
+
+
+def test_compare_text_shows_the_dense_models_warnings(capsys):
+    out = ok(capsys, ["compare", "--dense", "dense-6.4b", "--moe", "moe-6.4b", "--hardware",
+                      "h100-sxm", "--chips", "8", "--mesh", "data=-1,expert=8",
+                      "--global-batch", "16", "--seq-len", "2048"])
+    dense_part = out.split("moe-6.4b  (")[0]
+    assert "warning:" in dense_part and "does not fit" in dense_part
+
+
+def test_compare_printed_parts_add_up_to_the_increase(capsys):
+    out = ok(capsys, [*CMP, "--moe", "moe-6.4b", *MESH])
+    lines = out.split("step-time increase over dense: ")[1].splitlines()
+    total = float(lines[0].split(" s ")[0])
+    parts = [float(x.split()[-6]) for x in lines[1:] if x.strip().endswith("% of dense")]
+    assert sum(parts) == pytest.approx(total, rel=2e-3, abs=2e-3 * abs(total))
+
+
+@pytest.mark.parametrize("extra, names", [
+    (["--tokens-per-param", "nan"], ["tokens-per-param", "nan"]),
+    (["--remat", "full"], ["remat", "--mesh"]),
+    (["--micro-batch", "2"], ["micro-batch", "--mesh"]),
+])
+def test_compare_bad_options_are_clear_errors(capsys, extra, names):
+    fails(capsys, [*CMP, "--moe", "moe-6.4b", *extra], *names)

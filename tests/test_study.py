@@ -54,3 +54,11 @@ def test_study_rejects_unknown_scales_and_layouts():
         sharding_study(scales=("7b",))
     with pytest.raises(MeshcastError, match="layout: '2d'"):
         sharding_study(layouts=("2d",))
+
+
+@pytest.mark.parametrize("kw, name", [(dict(hardware="nope"), "hardware"), (dict(chips=0), "chips")])
+def test_study_raises_on_bad_input_instead_of_tabulating_it(kw, name):
+    with pytest.raises(MeshcastError, match=name):
+        sharding_study(scales="6.4b", layouts=("3d",), **{"chips": 256, **kw})
+    with pytest.raises(MeshcastError, match="layout"):
+        study_pair("dense-6.4b", "moe-6.4b", "h100-sxm", 256, layouts=("2d",))

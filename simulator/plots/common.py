@@ -34,11 +34,17 @@ def figure(width: float, height: float, rows: int = 1, cols: int = 1, **kw):
     return fig, [ax for row in axes for ax in row]
 
 
-def save(fig: Figure, path: str | Path, dpi: int = 90) -> Path:
-    """Write ``fig`` as a PNG; a path that cannot be written is a MeshcastError naming it."""
+def check_png_path(path: str | Path) -> Path:
+    """``path`` if it names a PNG; else a MeshcastError (check before the work that draws it)."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise MeshcastError(f"plot: {str(path)!r} must end in .png (e.g. step.png)")
+    return path
+
+
+def save(fig: Figure, path: str | Path, dpi: int = 90) -> Path:
+    """Write ``fig`` as a PNG; a path that cannot be written is a MeshcastError naming it."""
+    path = check_png_path(path)
     try:
         fig.savefig(path, dpi=dpi, format="png")
     except OSError as e:
