@@ -16,6 +16,11 @@ Held out by model: each model (variants such as "(tokendrop)" count as the same 
 forecast with values fitted on the other models' rows only. Holding out an MoE model leaves
 stage 1 unchanged (it sees dense rows only), so stage 2's grid, forecast once at stage 1's
 values, serves every fold without leaking the held-out rows.
+
+The ``gather`` curve also prices every model's embedding lookup and its gradient, so forecasts
+at the fitted values (and the profile ``meshcast fit --published`` writes) apply it to dense rows
+too; stage 1 fitted their matmul values at the profile's own gather curve (the difference is one
+lookup per step).
 """
 
 from __future__ import annotations
@@ -62,7 +67,9 @@ def with_efficiency(profile: HardwareProfile, curve: str, value: float, source: 
 def forecast_at(case: Case, values: dict[Param, float]) -> float:
     """Step time of ``case`` with the parameters it uses set from ``values`` (profile otherwise)."""
     prof, j = case.job.hardware, case.job
-    used = [matmul_param(case)] + ([(prof.name, "gather")] if j.model.is_moe else [])
+    # the gather curve also prices every model's embedding lookup: dense rows use it too, as the
+    # written profile will
+    used = [matmul_param(case), (prof.name, "gather")]
     for p in used:
         if p in values:
             prof = with_efficiency(prof, p[1], values[p], "fit trial")

@@ -67,12 +67,12 @@ def _megatron_mesh(row: PublishedRow, n: int, moe: bool) -> _Mesh:
         dp = 1
     if dp % ep == 0:
         out.mesh.update(data=dp // ep, expert=ep)
-    elif ep % dp == 0 and ep <= dp * tp:
+    elif ep == dp * tp:  # each GPU holds E/ep whole experts either way
         out.mesh.update(data=1, expert=dp)
         out.notes.append(f"EP={ep} spans TP: modelled as expert={dp} x model={tp}")
     else:
-        raise RowError(f"line {row.line}: ep: {ep} is neither a divisor of dp={dp} nor of "
-                       f"dp x tp={dp * tp}; Megatron carves EP out of DP x CP x TP")
+        raise RowError(f"line {row.line}: ep: {ep} neither divides dp={dp} nor equals "
+                       f"dp x tp={dp * tp}; meshcast carves EP out of DP (or spans all of DP x TP)")
     return out
 
 
