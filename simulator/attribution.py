@@ -69,10 +69,6 @@ class Attribution:
     by_tag: dict[str, float]
     by_part: dict[str, float]
 
-    def as_dict(self) -> dict:
-        return {"step_time_s": self.step_time_s, "by_part_s": dict(self.by_part),
-                "by_op_s": dict(self.by_tag)}
-
 
 def _named_waits(g, sc) -> dict[str, list[tuple[str, float]]]:
     """Per compute node, its wait split along the chain that held it up, as (node, seconds):

@@ -64,6 +64,10 @@ def measured_step_time(row: PublishedRow, m: ModelSpec, chips: int, B: int, s: i
         raise RowError(f"line {row.line}: tflops_per_accel/mfu_pct: no FLOP formula is known for "
                        f"source_id {row.text('source_id')!r}; give step_time_s or "
                        "tokens_per_s_per_accel")
+    if (tflops or mfu) and m.moe is not None and formula != "megatron":
+        raise RowError(f"line {row.line}: tflops_per_accel/mfu_pct: the {formula} FLOP formula "
+                       "used here is its dense form; for an MoE row give step_time_s or "
+                       "tokens_per_s_per_accel")
     if tflops:
         return Measured(step_flops(formula, m, B, s, chips) / (tflops * 1e12 * chips),
                         f"tflops:{formula}")
