@@ -5,7 +5,8 @@ Each layout is a family of meshes; the MoE runs the best member of each family (
 the family: every mesh, binding to network levels, micro-batch and remat policy; no pipeline
 or context parallelism except where the family is made of them). ``data`` in these names means
 the batch-sharding ways ``data x fsdp``: FSDP (ZeRO-3) is a memory choice the search may make in
-any layout that shards the batch, without it the 29.6B-class pair fits no 80 GB GPU.
+the layouts with a data axis (``3d``, ``no_expert``; not ``expert_in_data``, whose expert axis
+takes every batch-sharding way); without it the 29.6B-class pair fits no 80 GB GPU.
 
 - ``3d``: ``data x expert x model``, each > 1 (AXLearn's MoE layout in Du et al. 2024);
 - ``no_expert``: ``data x model``; every device holds every expert (sharded by ``model`` only);
