@@ -1,10 +1,9 @@
 """Where a forecast step's time goes, by op and by part of the model (attention, FFN, router, ...).
 
 ``predict`` reports the step by *category* (compute, recompute, exposed comm per kind and axis).
-This module re-reads the same scheduled graph and charges each second to the *op* that spent it,
-with the schedule's own rules (:mod:`simulator.schedule`): a compute op is charged its busy time;
-a wait of the compute stream is split along the chain that held it up, each collective charged
-the part of the wait during which it ran. With ``m`` micro-batches and the critical pipeline
+This module re-reads the same scheduled graph and charges each second to the *op* that spent it:
+a compute op its busy time, a wait of the compute stream to the collectives the schedule charged
+it to (:attr:`simulator.schedule.Scheduled.waits`). With ``m`` micro-batches and the critical pipeline
 rank's timing (:mod:`simulator.predict`):
 
     step = m * sum(per_mb[op]) + sum(tail[op]) [+ link floor excess * m] [+ pipeline bubble]
@@ -70,47 +69,6 @@ class Attribution:
     by_part: dict[str, float]
 
 
-def _named_waits(g, sc) -> dict[str, list[tuple[str, float]]]:
-    """Per compute node, its wait split along the chain that held it up, as (node, seconds):
-    :func:`simulator.schedule.schedule`'s blocker rule, replayed on its start/end times."""
-    free: dict[str, float] = defaultdict(float)
-    last_on: dict[str, str] = {}
-    blocker: dict[str, str | None] = {}
-    out: dict[str, list[tuple[str, float]]] = {}
-    nodes, pred = g.nodes, g._pred
-    for name, attrs in nodes.items():
-        op = attrs["op"]
-        ready, last = 0.0, None
-        for p in pred[name]:
-            if sc.end[p] > ready:
-                ready, last = sc.end[p], p
-        free_at = free[op.stream]
-        blocker[name] = last if ready >= free_at else last_on.get(op.stream)
-        free[op.stream] = sc.end[name]
-        last_on[op.stream] = name
-        if op.stream == COMPUTE:
-            out[name] = _chain(last, free_at, sc.start[name], nodes, sc.start, blocker)
-    return out
-
-
-def _chain(node, lo_bound, hi, nodes, start, blocker) -> list[tuple[str, float]]:
-    """``simulator.schedule._charge`` with node names instead of categories."""
-    pieces: list[tuple[str, float]] = []
-    if hi <= lo_bound:
-        return pieces
-    while node is not None and hi > lo_bound:
-        if nodes[node]["op"].stream == COMPUTE:
-            break
-        lo = max(start[node], lo_bound)
-        if hi > lo:
-            pieces.append((node, hi - lo))
-            hi = lo
-        node = blocker[node]
-    if hi > lo_bound:  # charged to the first collective of the chain, else to compute
-        pieces.append((pieces[0][0] if pieces else "", hi - lo_bound))
-    return pieces
-
-
 def _stage_seconds(timing) -> tuple[dict, dict]:
     """(per micro-batch, tail) seconds per (node, category) of the critical rank's stage."""
     g, sc = timing.graph, timing.sched
@@ -121,7 +79,7 @@ def _stage_seconds(timing) -> tuple[dict, dict]:
     last_compute = max(ends, default=0.0)
     per_mb: dict[tuple, float] = defaultdict(float)
     tail: dict[tuple, float] = defaultdict(float)
-    for name, pieces in _named_waits(g, sc).items():
+    for name, pieces in sc.waits.items():
         end = sc.end[name]
         bucket = per_mb if end <= t_mb else tail if end <= last_compute else None
         if bucket is None:

@@ -19,8 +19,9 @@ from simulator.graph.ops import COMPUTE, Op
 
 @dataclass
 class Scheduled:
-    """Start/end per node; ``waits`` maps each compute node to the (category, seconds) pieces
-    of the wait before it."""
+    """Start/end per node; ``waits`` maps each compute node to the (node, seconds) pieces of the
+    wait before it: the collective each piece is charged to ("" when no collective ran then:
+    charged to compute)."""
 
     start: dict[str, float]
     end: dict[str, float]
@@ -33,10 +34,11 @@ class Scheduled:
         out: dict[str, float] = defaultdict(float)
         for name, pieces in self.waits.items():
             if t0 < self.end[name] <= t1:
-                op = graph.nodes[name]["op"]
+                nodes = graph.nodes
+                op = nodes[name]["op"]
                 out[op.category] += op.duration
-                for cat, seconds in pieces:
-                    out[cat] += seconds
+                for who, seconds in pieces:
+                    out[nodes[who]["op"].category if who else "compute"] += seconds
         return out
 
 
@@ -72,8 +74,8 @@ def schedule(graph: nx.DiGraph) -> Scheduled:
 
 def _charge(node, lo_bound: float, hi: float, nodes, start, blocker) -> tuple[tuple[str, float], ...]:
     """Split a compute-stream wait ``(lo_bound, hi]`` along the chain of what held it up: each
-    collective is charged the part of the wait during which it ran, then whatever delayed it
-    (its own dependency, or the previous collective on its stream) is charged the rest."""
+    collective (by node name) is charged the part of the wait during which it ran, then whatever
+    delayed it (its own dependency, or the previous collective on its stream) the rest."""
     pieces: list[tuple[str, float]] = []
     while node is not None and hi > lo_bound:
         op = nodes[node]["op"]
@@ -81,9 +83,9 @@ def _charge(node, lo_bound: float, hi: float, nodes, start, blocker) -> tuple[tu
             break
         lo = max(start[node], lo_bound)
         if hi > lo:
-            pieces.append((op.category, hi - lo))
+            pieces.append((node, hi - lo))
             hi = lo
         node = blocker[node]
     if hi > lo_bound:  # waited on something already finished on the compute side: rare
-        pieces.append((pieces[0][0] if pieces else "compute", hi - lo_bound))
+        pieces.append((pieces[0][0] if pieces else "", hi - lo_bound))
     return tuple(pieces)
