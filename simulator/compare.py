@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from simulator.attribution import attribute
 from simulator.budget import Budget, check_tokens_per_param, chinchilla_tokens, price_of
 from simulator.decompose import Increase, decompose_predictions
 from simulator.errors import MeshcastError
@@ -100,7 +101,7 @@ def compare(dense, moes, hardware, chips: int, *, mesh: dict[str, int] | None = 
     (see the module docstring). ``sharding`` holds further ShardingSpec fields (remat,
     micro_batch, precision, ...); with ``mesh=None`` remat and micro-batch are searched."""
     from hardware_profiles import load_profile
-    from simulator.search.space import DEFAULT_BATCH_TOKENS
+    from simulator.search.space import resolve_global_batch
 
     check_view(view)
     check_tokens_per_param(tokens_per_param)  # before any forecast
@@ -110,18 +111,16 @@ def compare(dense, moes, hardware, chips: int, *, mesh: dict[str, int] | None = 
         raise MeshcastError("moe: give at least one MoE model (e.g. --moe moe-6.4b)")
     hw = load_profile(hardware) if isinstance(hardware, (str, Path)) else hardware
     seq = seq_len or d.seq_len
-    if global_batch is None and global_batch_tokens is None:
-        global_batch = max(1, DEFAULT_BATCH_TOKENS // seq)
-    batch = dict(global_batch=global_batch, global_batch_tokens=global_batch_tokens, seq_len=seq)
+    batch = dict(global_batch=resolve_global_batch(seq, global_batch, global_batch_tokens),
+                 seq_len=seq)
     dpred = _forecast(d, hw, chips, dense_mesh(mesh) if mesh else None, batch, sharding)
     tokens_per_step = dpred.job.tokens_per_step
     budget = Budget(chinchilla_tokens(d, tokens_per_param), tokens_per_step, dpred.step_time_s,
                     chips, price_of(hw))
-    out, dense_att = [], None
+    out, dense_att = [], attribute(dpred)
     for m in ms:
         mpred = _forecast(m, hw, chips, mesh, batch, sharding)
-        inc, att = decompose_predictions(dpred, mpred)
-        dense_att = dense_att or att["dense"]
+        inc, att = decompose_predictions(dpred, mpred, dense_att)
         views = {v: matched(v, budget.steps, tokens_per_step, d, m, seq, dpred.step_time_s,
                             mpred.step_time_s) for v in VIEWS}
         out.append(MoEComparison(mpred, inc, att, views, views[view]))

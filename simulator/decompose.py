@@ -89,10 +89,12 @@ def decompose(dense: Attribution, moe: Attribution, m0: Attribution | None = Non
     return Increase(dense.step_time_s, moe.step_time_s, parts)
 
 
-def decompose_predictions(dense_pred, moe_pred) -> tuple[Increase, dict]:
-    """:func:`decompose` from two forecasts (it forecasts ``M0`` itself); also returns each
+def decompose_predictions(dense_pred, moe_pred, dense_att: Attribution | None = None
+                          ) -> tuple[Increase, dict]:
+    """:func:`decompose` from two forecasts (it forecasts ``M0`` itself; ``dense_att``, the
+    dense forecast's attribution, when one reference serves several MoEs); also returns each
     model's attribution: ``{"dense": ..., "moe": ..., "moe_unpadded": ... or None}``."""
     m0_pred = unpadded_prediction(moe_pred)
-    att = {"dense": attribute(dense_pred), "moe": attribute(moe_pred),
+    att = {"dense": dense_att or attribute(dense_pred), "moe": attribute(moe_pred),
            "moe_unpadded": attribute(m0_pred) if m0_pred is not None else None}
     return decompose(att["dense"], att["moe"], att["moe_unpadded"]), att

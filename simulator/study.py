@@ -102,6 +102,7 @@ def best_in(model, hardware, chips: int, axes, keep: Callable | None, finalists:
 def study_pair(dense: str, moe: str, hardware: str, chips: int, scale: str = "",
                layouts=tuple(LAYOUTS), finalists: int = 2, **batch) -> list[StudyRow]:
     """One row per layout for one (dense, MoE) pair on ``chips`` of ``hardware``."""
+    from simulator.attribution import attribute
     from simulator.decompose import decompose_predictions
 
     _check_layouts(layouts)
@@ -111,7 +112,7 @@ def study_pair(dense: str, moe: str, hardware: str, chips: int, scale: str = "",
         _outcome_or_raise(e)
         return [StudyRow(hardware, scale, lay, chips, None, reason=f"dense: {_short(str(e))}")
                 for lay in layouts]
-    rows = []
+    rows, dense_att = [], attribute(dpred)
     for lay in layouts:
         _, axes, keep = LAYOUTS[lay]
         row = StudyRow(hardware, scale, lay, chips, dpred.step_time_s)
@@ -121,7 +122,7 @@ def study_pair(dense: str, moe: str, hardware: str, chips: int, scale: str = "",
             _outcome_or_raise(e)
             row.reason = _short(str(e))
         else:
-            inc, _ = decompose_predictions(dpred, mpred)
+            inc, _ = decompose_predictions(dpred, mpred, dense_att)
             row.moe_step_s, row.parts_s = mpred.step_time_s, inc.parts_s
             row.mesh = {a: v for a, v in mpred.job.mesh.items() if v != 1}
             row.remat = mpred.job.sharding.remat

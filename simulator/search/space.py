@@ -62,7 +62,9 @@ def _resolve(model, hardware) -> tuple[ModelSpec, HardwareProfile]:
     return m, hw
 
 
-def _global_batch(seq: int, chips: int, global_batch: int | None, tokens: int | None) -> int:
+def resolve_global_batch(seq: int, global_batch: int | None, tokens: int | None) -> int:
+    """Sequences per step from ``--global-batch`` or ``--global-batch-tokens`` (about 4M tokens
+    when neither is given)."""
     if global_batch is not None and tokens is not None:
         raise MeshcastError(f"global-batch: give --global-batch ({global_batch}) or "
                             f"--global-batch-tokens ({tokens}), not both")
@@ -108,7 +110,7 @@ def make_space(model, hardware, chips: int, *, global_batch: int | None = None,
     _check_choices("schedules", schedules, SCHEDULES)
     if micro_batches is not None and (not micro_batches or min(micro_batches) < 1):
         raise MeshcastError(f"micro-batches: {micro_batches} must be positive sizes")
-    space = SearchSpace(m, hw, chips, _global_batch(seq, chips, global_batch, global_batch_tokens),
+    space = SearchSpace(m, hw, chips, resolve_global_batch(seq, global_batch, global_batch_tokens),
                         seq, tuple(axes), tuple(remats), tuple(schedules),
                         tuple(micro_batches) if micro_batches else None, make_sharding(**base_fields))
     _ = space.levels  # chips that do not fit the hardware fail here, naming chips
