@@ -162,7 +162,11 @@ def fit_collective(group: str, points: list[Point]) -> GroupFit:
 
 def fit_all(rows: list[dict]) -> tuple[float, dict[str, GroupFit]]:
     """(launch overhead, fits by group) from raw rows."""
-    pts = medians(rows)
+    return fit_points(medians(rows))
+
+
+def fit_points(pts: list[Point]) -> tuple[float, dict[str, GroupFit]]:
+    """(launch overhead, fits by group) from the cases' medians (:func:`medians`)."""
     launch_pts = [p.seconds for p in pts if p.group == "launch"]
     launch = float(np.median(launch_pts)) if launch_pts else 0.0
     groups: dict[str, list[Point]] = defaultdict(list)

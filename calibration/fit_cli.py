@@ -6,17 +6,14 @@ import math
 from pathlib import Path
 
 from calibration.profile_out import profile_from_rows, write_outputs
-from calibration.raw import raw_path, read_rows
+from calibration.raw import measured_rows, raw_path
 from simulator.errors import MeshcastError
 
 
 def run_fit(directory: str | Path, out: str | Path, base: str | None = None) -> str:
     """Fit, write the profile and the report, and return a table of each group's errors."""
     directory, out = Path(directory), Path(out)
-    rows = read_rows(directory)
-    if not rows:
-        raise MeshcastError(f"fit: no measurements in {raw_path(directory)}; run meshcast "
-                            "calibrate --out DIR first")
+    rows = measured_rows(directory, "fit")
     base_profile = None
     if base:
         from hardware_profiles import load_profile

@@ -201,21 +201,21 @@ def rules(c: Ctx, xla: list[Piece], sim: list[SimCollective]) -> list[Rule]:
     lookup_table = table * c.wb if c.fs > 1 else 0.0
     fsdp_ag = [x for x in xla if x.kind is AG and x.axes == ("fsdp",)]
 
-    def gathered(site, phase, nbytes=None):
-        sites = site if isinstance(site, tuple) else (site,)
+    def gathered(sites: tuple[str, ...], phase, nbytes=None):
         return [x for x in fsdp_ag if _site(x) in sites and x.phase == phase
                 and (nbytes is None or x.nbytes == nbytes)]
 
     # per layer site, XLA either re-gathers the weights for the backward or keeps the forward's
     # (then it moves what its forward gathers of that site moved less than meshcast)
     kept_sites = [st for st in ("attention", "dense_mlp", "moe_mlp")
-                  if gathered(st, "fwd") and not gathered(st, "bwd")]
-    kept = sum(x.nbytes * x.count for st in kept_sites for x in gathered(st, "fwd"))
+                  if gathered((st,), "fwd") and not gathered((st,), "bwd")]
+    kept = sum(x.nbytes * x.count for st in kept_sites for x in gathered((st,), "fwd"))
     # the table: gathered for the lookup or not (token ids gathered instead); the LM head's
     # forward gather kept for its backward or not
     lookup_table = table * c.wb if c.fs > 1 and len(gathered(LOSS_SITES, "fwd", table * c.wb)) < 2 \
         else 0.0
     kept_head = table * c.wb if c.fs > 1 and not gathered(LOSS_SITES, "bwd", table * c.wb) else 0.0
+
     def tied_extra(axis: str, nbytes: float) -> float:
         """One more table per extra reduction of the tied table's partial gradients (lookup
         scatter-add, LM head) that XLA emits separately over ``axis`` (meshcast: one)."""

@@ -14,9 +14,10 @@ import math
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from calibration.fit import GroupFit
+from calibration.fit_context import GROUP as CONTEXT_GROUP
+from hardware_profiles import save_profile
 from hardware_profiles.schema import HardwareProfile
 
 
@@ -51,14 +52,16 @@ def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, me
     if ew:
         # the memory curve is what a step's elementwise ops achieve, measured in context (whole
         # layers and heads), else streaming
-        lay = fits.get(CONTEXT) or ew
+        lay = fits.get(CONTEXT_GROUP) or ew
         bw = chip["hbm_bandwidth_bytes_per_s"]["value"] if base else \
             max(ew.params["rate"], lay.params["rate"])
+        in_context = lay is not ew
         if not base:  # a host's "HBM" is its best measured streaming rate
-            chip["hbm_bandwidth_bytes_per_s"] = {"value": bw, "source": _src(date, digest, ew)
-                                                 + "; the faster of streaming and in-context"}
-        raw["efficiency"]["memory"] = _curve(lay, bw, _src(date, digest, lay) + _MEMORY_NOTE.get(
-            lay.group, ""))
+            chip["hbm_bandwidth_bytes_per_s"] = {"value": bw, "source": _src(date, digest, ew) + (
+                "; the faster of streaming and in-context" if in_context else "")}
+        raw["efficiency"]["memory"] = _curve(lay, bw, _src(date, digest, lay) + (
+            "; elementwise ops fitted inside the reference layer and head (GEMM and attention "
+            "terms held at their curves), simulator byte units" if in_context else ""))
     ga = fits.get("gather")
     if ga:
         raw["efficiency"]["gather"] = _curve(
@@ -80,11 +83,6 @@ def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, me
                     f"; raw rows sha256:{digest}. Per-collective fits: fit_report.json.").strip()
     raw["aliases"] = []
     return HardwareProfile.model_validate(raw)
-
-
-CONTEXT = "elementwise:context"
-_MEMORY_NOTE = {CONTEXT: "; elementwise ops fitted inside the reference layer and head (GEMM and "
-                         "attention terms held at their curves), simulator byte units"}
 
 
 def _curve(fit: GroupFit, peak: float, source: str) -> dict:
@@ -118,17 +116,18 @@ def _host_network(coll: list[GroupFit], date: str, digest: str) -> dict:
 
 def profile_from_rows(rows: list[dict], base: HardwareProfile | None = None):
     """Fit ``rows`` and build the calibrated profile: (profile, launch, fits, rows sha256)."""
-    from calibration.fit import fit_all, medians
+    from calibration.fit import fit_points, medians
     from calibration.fit_context import fit_context
     from calibration.raw import rows_hash
 
-    launch, fits = fit_all(rows)
+    pts = medians(rows)
+    launch, fits = fit_points(pts)
     meta = {k: rows[0][k] for k in ("backend", "device_kind", "n_devices", "jax_version")}
     digest = rows_hash(rows)
     profile = calibrated_profile(launch, fits, digest, meta, base)
-    ctx = fit_context(medians(rows), profile, launch)
+    ctx = fit_context(pts, profile, launch)
     if ctx is not None:  # second pass: the memory curve from whole layers and heads
-        fits[CONTEXT] = ctx
+        fits[CONTEXT_GROUP] = ctx
         profile = calibrated_profile(launch, fits, digest, meta, base)
     return profile, launch, fits, digest
 
@@ -154,7 +153,7 @@ def _host_skeleton(meta: dict) -> dict:
 def write_outputs(directory: Path, profile: HardwareProfile, out: Path, launch: float,
                   fits: dict[str, GroupFit], digest: str) -> None:
     """The profile YAML at ``out``; report and predictions beside the raw rows."""
-    out.write_text(yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False))
+    save_profile(profile, out)
     report = {"raw_sha256": digest, "launch_overhead_s": launch,
               "groups": {g: {"params": f.params, "in_sample_median_abs_error": f.in_sample_error,
                              "held_out_median_abs_error": f.held_out_error,

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.errors import MeshcastError
 from simulator.specs.sharding import BATCH_AXES, ShardingSpec
 
 #: (model kind, mesh, global batch): dense and MoE, including the 3D (data, expert, model) mesh.
@@ -91,12 +90,9 @@ def validate(directory: str | Path, quick: bool = False, hlo: bool = False, log=
 
     from calibration.cases import precision_of
     from calibration.profile_out import profile_from_rows
-    from calibration.raw import raw_path, read_rows
+    from calibration.raw import measured_rows
 
-    rows = read_rows(directory)
-    if not rows:
-        raise MeshcastError(f"validate: no measurements in {raw_path(directory)}; run meshcast "
-                            "calibrate --out DIR first")
+    rows = measured_rows(directory, "validate")
     profile = profile_from_rows(rows)[0]
     dtype = Counter(r["dtype"] for r in rows).most_common(1)[0][0]  # the run's (run_dtype)
     seq, reps = (128, 3) if quick else (256, 5)

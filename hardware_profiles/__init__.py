@@ -1,6 +1,12 @@
 """Hardware profiles: validated YAML data, one file per system, a source on every number."""
 
-from hardware_profiles.loader import PROFILE_DIR, list_profiles, load_profile, load_profile_file
+from hardware_profiles.loader import (
+    PROFILE_DIR,
+    list_profiles,
+    load_profile,
+    load_profile_file,
+    save_profile,
+)
 from hardware_profiles.schema import HardwareProfile, NetworkLevel, SliceShape, Sourced
 
 __all__ = [
@@ -12,4 +18,5 @@ __all__ = [
     "list_profiles",
     "load_profile",
     "load_profile_file",
+    "save_profile",
 ]

@@ -62,3 +62,18 @@ def load_profile_file(path: str | Path) -> HardwareProfile:
     if not path.is_file():
         raise MeshcastError(f"hardware: no profile file at {path}")
     return _load_cached(str(path.resolve()), path.stat().st_mtime)
+
+
+def save_profile(profile: HardwareProfile, path: str | Path) -> Path:
+    """Write ``profile`` as YAML (the layout :func:`load_profile_file` reads back); an unwritable
+    path raises MeshcastError naming it."""
+    import yaml
+
+    path = Path(path)
+    text = yaml.safe_dump(profile.model_dump(mode="json", exclude_none=True), sort_keys=False,
+                          width=100)
+    try:
+        path.write_text(text)
+    except OSError as e:
+        raise MeshcastError(f"out: cannot write {path}: {e.strerror}") from None
+    return path

@@ -87,7 +87,7 @@ def cmd_validate(a) -> int:
 
 
 def cmd_fit(a) -> int:
-    from hardware_profiles import load_profile
+    from hardware_profiles import load_profile, save_profile
     from simulator.published.fit import fit_published, fitted_profiles
     from simulator.published.report import format_summary
     from simulator.published.summary import summarize
@@ -110,7 +110,7 @@ def cmd_fit(a) -> int:
               f"|error| in-sample {100 * ins['median_abs_error']:.1f}%, held out by model "
               f"{100 * held['median_abs_error']:.1f}%")
     prof = fitted_profiles({base.name: base}, fr.values, source)[base.name]
-    _write_profile(prof, a.out)
+    save_profile(prof, a.out)
     _write_predictions(fr, Path(a.out).with_suffix(".fit_predictions.csv"))
     report = {"published": str(a.published), "sha256": sha, "hardware": base.name,
               "fitted": fr.values_table(), "in_sample": ins, "held_out_by_model": held}
@@ -129,17 +129,6 @@ def _progress(msg: str) -> None:
 
     if sys.stderr.isatty():
         print(f"\r{msg[:100]:100s}" + ("" if msg else "\r"), end="", file=sys.stderr, flush=True)
-
-
-def _write_profile(prof, out: str) -> None:
-    import yaml
-
-    text = yaml.safe_dump(prof.model_dump(mode="json", exclude_none=True), sort_keys=False,
-                          width=100)
-    try:
-        Path(out).write_text(text)
-    except OSError as e:
-        raise MeshcastError(f"out: cannot write {out}: {e.strerror}") from None
 
 
 def _write_predictions(fr, path: Path) -> None:

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from simulator.predict import predict_job
 from simulator.published.jobs import Case
@@ -30,8 +30,8 @@ class RowResult:
 
     @property
     def group(self) -> str:
-        """Model + hardware: the rows a rank correlation is taken within."""
-        return f"{self.model} @ {self.hardware}"
+        """Model (variants merged) + hardware: the rows a rank correlation is taken within."""
+        return f"{base_model_name(self.model)} @ {self.hardware}"
 
     def as_dict(self) -> dict:
         return {"id": self.id, "model": self.model, "hardware": self.hardware, "kind": self.kind,
@@ -63,8 +63,8 @@ def evaluate(cases: list[Case]) -> list[RowResult]:
         p = predict_job(c.job)
         r = result_of(c, p.step_time_s)
         if not p.memory.fits:
-            r = RowResult(**{**r.__dict__, "notes": r.notes + (
+            r = replace(r, notes=r.notes + (
                 f"forecast memory {p.memory.per_device_bytes / 2**30:.0f} GiB exceeds "
-                f"{p.memory.capacity_bytes / 2**30:.0f} GiB under remat={c.job.sharding.remat}",)})
+                f"{p.memory.capacity_bytes / 2**30:.0f} GiB under remat={c.job.sharding.remat}",))
         out.append(r)
     return out

@@ -26,7 +26,7 @@ lookup per step).
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -175,8 +175,8 @@ def fit_published(cases: list[Case], log=None) -> FitResult:
             used[c.id] = fold
             r = result_of(c, forecast_at(c, fold))
             if stage_param(c) not in fold:
-                r = RowResult(**{**r.__dict__, "notes": r.notes + (
-                    "held out: no other model fits its parameter; profile value kept",)})
+                r = replace(r, notes=r.notes + (
+                    "held out: no other model fits its parameter; profile value kept",))
             held.append(r)
     order = {c.id: i for i, c in enumerate(cases)}
     held.sort(key=lambda r: order[r.id])

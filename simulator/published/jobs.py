@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from hardware_profiles.schema import HardwareProfile
 from simulator.errors import MeshcastError
-from simulator.published.measured import Measured, measured_step_time
+from simulator.published.measured import Measured, formula_for, measured_step_time
 from simulator.published.model import model_of, pad_layers
 from simulator.published.names import precision_of, profile_for, remat_of
 from simulator.published.rows import PublishedRow, RowError
@@ -97,7 +97,8 @@ def _maxtext_mesh(row: PublishedRow, n: int, profile: HardwareProfile) -> _Mesh:
     return out
 
 
-def _sharding_fields(row: PublishedRow, mesh: _Mesh, maxtext: bool) -> dict:
+def _sharding_fields(row: PublishedRow, mesh: _Mesh, family: str) -> dict:
+    """ShardingSpec fields of the row; ``family`` is its source's (:func:`formula_for`)."""
     vpp = row.int("vpp", default=1)
     fields = dict(mesh=mesh.mesh, bindings=mesh.bindings, slice_shape=mesh.slice_shape,
                   micro_batch=row.int("micro_batch", default=1),
@@ -106,7 +107,7 @@ def _sharding_fields(row: PublishedRow, mesh: _Mesh, maxtext: bool) -> dict:
                   precision=precision_of(row))
     if vpp > 1:
         fields.update(pipeline_schedule="interleaved", virtual_stages=vpp)
-    if not maxtext and "narayanan" not in row.text("source_id").lower():
+    if family not in ("maxtext", "narayanan_eq3"):
         # Megatron-Core era recipes (Megatron-LM README, NeMo, Megatron-Bridge): distributed
         # optimizer, TP and EP comm overlap on (the tables do not publish overlap settings; the
         # README's notes list DP/TP/PP overlap); Narayanan et al. 2021 predates all three.
@@ -127,9 +128,10 @@ def _row_to_case(row: PublishedRow, profiles, execution: dict) -> Case:
     profile = profile_for(row, profiles)
     n = row.int("n_accel", required=True)
     model = model_of(row)
-    maxtext = "maxtext" in row.text("source_id").lower()
-    mesh = _maxtext_mesh(row, n, profile) if maxtext else _megatron_mesh(row, n, model.is_moe)
-    fields = _sharding_fields(row, mesh, maxtext)
+    family = formula_for(row.text("source_id"))
+    mesh = (_maxtext_mesh(row, n, profile) if family == "maxtext"
+            else _megatron_mesh(row, n, model.is_moe))
+    fields = _sharding_fields(row, mesh, family)
     fields.update(execution)
     measured = measured_step_time(row, model, n, fields["global_batch"], fields["seq_len"],
                                   profile.peak_flops("bf16"))

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from simulator.published.evaluate import RowResult, base_model_name
+from simulator.published.evaluate import RowResult
 
 
 def error_stats(errors: list[float]) -> dict:
@@ -41,7 +41,7 @@ def rank_groups(results: list[RowResult]) -> dict[str, float]:
     """Spearman per model+hardware group with at least 3 distinct configurations."""
     groups: dict[str, list[RowResult]] = defaultdict(list)
     for r in results:
-        groups[f"{base_model_name(r.model)} @ {r.hardware}"].append(r)
+        groups[r.group].append(r)
     out = {}
     for name, rs in sorted(groups.items()):
         if len({_config_key(r) for r in rs}) < 3:
