@@ -33,7 +33,7 @@ _COMPUTE_PART = {
                      "expert_in", "expert_act", "expert_out", "shared_in", "shared_act",
                      "shared_out"), "ffn"),
     **dict.fromkeys(("router", "router_topk"), "router"),
-    **dict.fromkeys(("dispatch", "combine"), "dispatch_combine"),
+    **dict.fromkeys(("dispatch", "combine", "moe_host"), "dispatch_combine"),
     **dict.fromkeys(("embed", "final_norm", "lm_head", "loss"), "embedding_head"),
     "optimizer": "optimizer",
 }

@@ -39,6 +39,10 @@ def _add_predict(sub) -> None:
                    help="tensor-parallel collectives pipelined with their GEMMs (Megatron)")
     p.add_argument("--ep-comm-overlap", action="store_true",
                    help="MoE all-to-alls under another micro-batch's compute (Megatron)")
+    p.add_argument("--moe-host-issue-s", type=float, default=0.0, metavar="SECONDS",
+                   help="dropless MoE run eagerly (PyTorch, no CUDA graph for the dispatch): host "
+                   "seconds to issue one op of the dispatch-to-combine part; fitted by "
+                   "'validate --published --fit'")
     p.add_argument("--load-imbalance", type=float, help="MoE: busiest expert's share / mean")
     p.add_argument("--slice", help="TPU slice shape, e.g. 4x4x4")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -105,6 +109,7 @@ def _job_from_args(a):
                   remat=a.remat, precision=a.precision, pipeline_schedule=a.pipeline_schedule,
                   virtual_stages=a.virtual_stages, distributed_optimizer=a.distributed_optimizer,
                   tp_comm_overlap=a.tp_comm_overlap, ep_comm_overlap=a.ep_comm_overlap,
+                  moe_host_issue_s=a.moe_host_issue_s,
                   optimizer=OptimizerSpec(state_dtype=a.optimizer_state, grad_dtype=a.grad_dtype))
     if a.slice:
         try:

@@ -68,3 +68,25 @@ def test_bad_input_is_a_clean_error(capsys, tmp_path, small_csv):
           "--hardware")
     fails(capsys, ["fit", "--published", str(small_csv), "--hardware", "b200", "--out",
                    str(tmp_path / "p.yaml")], "no row", "b200", "h100-sxm")
+
+
+def test_host_issue_time_reaches_dropless_rows_only(capsys, tmp_path):
+    """--moe-host-issue-s slows the dropless Qwen3-30B-A3B row at micro-batch 1, not the
+    token-drop one; a negative value is refused by name."""
+    path = write_csv(tmp_path / "moe.csv", [row_at(73).raw, row_at(97).raw])  # dropless, tokendrop
+    args = ["validate", "--published", str(path), "--json"]
+    base = json.loads(ok(capsys, args))["rows"]
+    eager = json.loads(ok(capsys, args + ["--moe-host-issue-s", "3e-4"]))["rows"]
+    assert eager[0]["predicted_step_time_s"] > 1.05 * base[0]["predicted_step_time_s"]
+    assert eager[1]["predicted_step_time_s"] == base[1]["predicted_step_time_s"]
+    err = fails(capsys, args + ["--moe-host-issue-s", "-1"])
+    assert "moe-host-issue-s" in err and "-1" in err
+
+
+def test_predict_takes_the_host_issue_time(capsys):
+    args = ["predict", "--model", "mixtral-8x7b", "--hardware", "h100-sxm", "--chips", "8",
+            "--mesh", "expert=8", "--global-batch", "8", "--seq-len", "2048", "--json"]
+    base = json.loads(ok(capsys, args))
+    eager = json.loads(ok(capsys, args + ["--moe-host-issue-s", "0.005"]))
+    assert eager["step_time_s"] > base["step_time_s"]
+    assert eager["breakdown_s"]["host"] > 0 and "host" not in base["breakdown_s"]

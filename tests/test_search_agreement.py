@@ -21,6 +21,9 @@ JOBS = {
     # Megatron's TP and EP communication overlap (meshes with and without TP / EP in one space)
     "moe-gpu-overlap": dict(model="mixtral-8x7b", hardware="h100-sxm", chips=32,
                             tp_comm_overlap=True, ep_comm_overlap=True),
+    # dropless MoE issued eagerly: the host's issue time floors the dispatch-to-combine part
+    "moe-gpu-eager": dict(model="mixtral-8x7b", hardware="h100-sxm", chips=32,
+                          moe_host_issue_s=3e-4),
 }
 
 

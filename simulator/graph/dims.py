@@ -15,7 +15,8 @@ class Dims:
     ``ab`` activation bytes (bf16), ``wb`` bytes of a weight as fed to the GEMM (fp8: 1),
     ``gb`` gradient reduction bytes. ``tp_overlap``: tensor-parallel collectives run beside the
     GEMMs they feed (Megatron's TP comm overlap); ``ep_overlap``: expert all-to-alls run under
-    another micro-batch's compute.
+    another micro-batch's compute. ``host_s``: host seconds to issue one op of a dropless MoE
+    layer's data-dependent part when it runs eagerly (0: launches never bind).
     """
 
     b: int
@@ -31,6 +32,7 @@ class Dims:
     gb: float
     tp_overlap: bool = False
     ep_overlap: bool = False
+    host_s: float = 0.0
 
     @property
     def T(self) -> int:  # noqa: N802 - scaling-book symbol
@@ -44,4 +46,4 @@ class Dims:
                    pp=job.axis("pipeline"), ab=4.0 if s.precision == "fp32" else 2.0,
                    wb=DTYPE_BYTES[s.precision],
                    gb=DTYPE_BYTES[s.optimizer.grad_dtype], tp_overlap=s.tp_comm_overlap,
-                   ep_overlap=s.ep_comm_overlap)
+                   ep_overlap=s.ep_comm_overlap, host_s=s.moe_host_issue_s)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from simulator.collectives import Collective
 from simulator.graph.dims import Dims
-from simulator.graph.ops import Op, OpKind
+from simulator.graph.ops import HOST, Op, OpKind
 from simulator.specs.model import ModelSpec
 
 AG, RS, AR, A2A = (Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_REDUCE,
@@ -139,12 +139,13 @@ def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
     tp.mm("router", tl, D, E, d)
     if moe.router_flops_per_token:
         tp.ops[-1].flops += moe.router_flops_per_token * tl
-    tp.ew("router_topk", 3 * tl * E * 4)
+    topk = tp.ew("router_topk", 3 * tl * E * 4)
+    host = _host_issue(tp, m, d, topk)
     if moe.dispatch == "einsum":
         ec = kf * min(moe.group_size_tokens, T)
-        disp = tp.mm("dispatch", tl, ec, D, d)
+        disp = tp.mm("dispatch", tl, ec, D, d, deps=[topk])
     else:
-        disp = tp.ew("dispatch", 2 * tl * kf * D * d.ab, gather=True)
+        disp = tp.ew("dispatch", 2 * tl * kf * D * d.ab, gather=True, deps=[topk])
     a2a = tp.coll("a2a_dispatch", A2A, "expert", tl * kf * D * d.ab, "ep")
     ov = bool(d.ep_overlap) and d.e > 1
     ends = []
@@ -167,12 +168,31 @@ def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
         tp.coll("moe_rs", RS, "model", T * kf * D * d.ab, "tp")
     done = tp.ops[-1].name
     tp.coll("a2a_combine", A2A, "expert", tl * kf * D * d.ab, "ep")
-    after = [done] if ov else None
+    after = [done] if ov else [tp.ops[-1].name]
+    if host:
+        after.append(host.name)
     if moe.dispatch == "einsum":
         ends.append(tp.mm("combine", tl, ec, D, d, deps=after))
     else:
         ends.append(tp.ew("combine", 2 * tl * kf * D * d.ab, gather=True, deps=after))
+    if host:  # the ops it issues: dispatch to combine, shared experts aside (captured)
+        start = tp.ops.index(host) + 1
+        issued = [op for op in tp.ops[start:] if not op.name.startswith("shared")]
+        host.host_s = len(issued) * d.host_s
     return tp.ew("moe_res", 3 * tl * D * d.ab, deps=ends)
+
+
+def _host_issue(tp: Template, m: ModelSpec, d: Dims, sync: str) -> Op | None:
+    """Dropless MoE run eagerly (``d.host_s`` > 0): the router's token counts go to the host
+    (a sync), which then issues the data-dependent ops one by one (sizes known only now, so no
+    CUDA graph holds them). A HOST op beside the device, starting at the sync and lasting
+    ``n_ops * host_s``, must end before the combine: that part takes
+    ``max(device time, n_ops * host_s)`` (Megatron's dropless all-to-all / flex dispatchers)."""
+    if not d.host_s or m.moe.capacity_factor is not None:
+        return None
+    op = Op("moe_host", OpKind.HOST, stream=HOST)
+    tp._add(op, [sync])
+    return op
 
 
 def layer_template(m: ModelSpec, d: Dims, moe_layer: bool) -> list[Op]:

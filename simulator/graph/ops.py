@@ -17,10 +17,13 @@ class OpKind(str, Enum):
     ATTENTION = "attention"
     ELEMENTWISE = "elementwise"
     COLLECTIVE = "collective"
+    HOST = "host"  # the host issuing eager ops (runs beside the device; see moe_mlp)
 
 
 #: Streams: one compute stream, and one per kind of communication so they overlap each other.
 COMPUTE = "compute"
+#: The host thread that issues kernels, where its issue rate can bind (OpKind.HOST ops).
+HOST = "host"
 
 
 @dataclass(slots=True)
@@ -46,12 +49,16 @@ class Op:
     shape: tuple[float, float, float] | None = None  # GEMM (m, k, n), for calibration sweeps
     gather: bool = False  # an indexed read / scatter-add (costed on the gather curve)
     bwd_nbytes: float = 0.0  # bytes only the backward adds (e.g. a dense gradient table)
+    host_s: float = 0.0  # OpKind.HOST: seconds the host spends issuing the ops it stands for
 
     @property
     def category(self) -> str:
-        """Breakdown bucket: ``comm.<kind>.<axis>``, ``recompute``, ``optimizer`` or ``compute``."""
+        """Breakdown bucket: ``comm.<kind>.<axis>``, ``host``, ``recompute``, ``optimizer`` or
+        ``compute``."""
         if self.kind is OpKind.COLLECTIVE:
             return f"comm.{self.collective.value}.{self.axis}"
+        if self.kind is OpKind.HOST:
+            return "host"
         if self.phase in ("recompute", "optimizer"):
             return self.phase
         return "compute"
@@ -95,11 +102,16 @@ def _collective(op: Op, ctx: CostContext) -> float:
     return collective_time(op.collective, ctx.parts(op.axis), op.nbytes)
 
 
+def _host(op: Op, ctx: CostContext) -> float:
+    return op.host_s
+
+
 OP_COST: dict[OpKind, Callable[[Op, CostContext], float]] = {
     OpKind.MATMUL: _matmul,
     OpKind.ATTENTION: _attention,
     OpKind.ELEMENTWISE: _elementwise,
     OpKind.COLLECTIVE: _collective,
+    OpKind.HOST: _host,
 }
 
 

@@ -47,6 +47,8 @@ def backward_of(fwd: list[Op]) -> list[Op]:
         if op.kind is OpKind.COLLECTIVE:
             kind = _MIRROR.get(op.collective, op.collective)
             out.append(replace(op, name=f"bwd.{op.name}", collective=kind, deps=deps, phase="bwd"))
+        elif op.kind is OpKind.HOST:  # the backward issues the same ops, mirrored
+            out.append(replace(op, name=f"bwd.{op.name}", deps=deps, phase="bwd"))
         else:
             s = BWD_SCALE[op.kind]
             out.append(replace(op, name=f"bwd.{op.name}", flops=op.flops * s,

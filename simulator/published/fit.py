@@ -5,6 +5,10 @@ Parameters, per hardware profile (family): the ``max_efficiency`` of its ``matmu
 and of its ``gather`` curve (the MoE token permutation: dispatch and combine, which Megatron runs
 as several gather / scatter / pad kernels). Half-saturation sizes stay as the profile has them.
 
+Optionally (``fit_host``, ``--fit-host``) one global parameter more: the host issue time per op
+of eager dropless MoE (ShardingSpec.moe_host_issue_s), fitted jointly with the gather values on
+the MoE rows: a ``(host, gather)`` grid per dropless row.
+
 Two stages, each a set of one-dimensional fits: (1) the matmul curves on dense rows only (a
 precision with no dense row of its family takes the family's other matmul value); (2) the gather
 curve on MoE rows, with stage 1's values. For each fit every row is forecast on a grid of values,
@@ -36,11 +40,15 @@ from simulator.published.evaluate import RowResult, base_model_name, result_of
 from simulator.published.jobs import Case
 from simulator.specs.job import make_job
 
-Param = tuple[str, str]  # (profile name, curve: "matmul" | "matmul_fp8" | "gather")
+Param = tuple[str, str]  # (profile name, curve: "matmul" | "matmul_fp8" | "gather") or HOST
+
+#: The global host issue time per eager dropless-MoE op (ShardingSpec.moe_host_issue_s).
+HOST: Param = ("*", "moe_host_issue_s")
 
 #: Values every row is forecast at, per curve.
 GRIDS = {"matmul": np.round(np.linspace(0.25, 1.0, 16), 4),
-         "gather": np.round(np.geomspace(0.01, 1.0, 16), 5)}
+         "gather": np.round(np.geomspace(0.01, 1.0, 16), 5),
+         HOST[1]: np.array([0.0, 5e-5, 1e-4, 2e-4, 3e-4, 4.5e-4, 7e-4, 1e-3])}
 GRIDS["matmul_fp8"] = GRIDS["matmul"]
 
 
@@ -64,8 +72,15 @@ def with_efficiency(profile: HardwareProfile, curve: str, value: float, source: 
     return profile.model_copy(update={"efficiency": eff.model_copy(update={curve: new})})
 
 
+def uses_host(case: Case) -> bool:
+    """Whether the host issue time changes the row's forecast: dropless MoE."""
+    moe = case.job.model.moe
+    return moe is not None and moe.capacity_factor is None
+
+
 def forecast_at(case: Case, values: dict[Param, float]) -> float:
-    """Step time of ``case`` with the parameters it uses set from ``values`` (profile otherwise)."""
+    """Step time of ``case`` with the parameters it uses set from ``values`` (profile and job
+    otherwise)."""
     prof, j = case.job.hardware, case.job
     # the gather curve also prices every model's embedding lookup: dense rows use it too, as the
     # written profile will
@@ -73,37 +88,86 @@ def forecast_at(case: Case, values: dict[Param, float]) -> float:
     for p in used:
         if p in values:
             prof = with_efficiency(prof, p[1], values[p], "fit trial")
-    if prof is j.hardware:
+    sharding = j.sharding
+    if HOST in values and uses_host(case) and values[HOST] != sharding.moe_host_issue_s:
+        sharding = sharding.model_copy(update={"moe_host_issue_s": float(values[HOST])})
+    if prof is j.hardware and sharding is j.sharding:
         return predict_job(j).step_time_s
-    return predict_job(make_job(j.model, j.sharding, prof, j.chips)).step_time_s
+    return predict_job(make_job(j.model, sharding, prof, j.chips)).step_time_s
 
 
-def response(cases: list[Case], fixed: dict[Param, float], log=None) -> dict[str, np.ndarray]:
-    """``log(forecast)`` of each case on its stage parameter's grid, other parameters ``fixed``."""
+def response(cases: list[Case], fixed: dict[Param, float], log=None,
+             hosts: np.ndarray = GRIDS[HOST[1]]) -> dict[str, np.ndarray]:
+    """``log(forecast)`` of each case on its stage parameter's grid, other parameters ``fixed``.
+    MoE rows: a ``(hosts, gather grid)`` table (rows the host time cannot change are forecast
+    once per gather value)."""
     out = {}
     for i, c in enumerate(cases):
         if log:
             log(f"fit: row {i + 1}/{len(cases)} on the grid ({c.id})")
         p = stage_param(c)
-        out[c.id] = np.log([forecast_at(c, {**fixed, p: v}) for v in GRIDS[p[1]]])
+        if p[1] != "gather":
+            out[c.id] = np.log([forecast_at(c, {**fixed, p: v}) for v in GRIDS[p[1]]])
+            continue
+        if not uses_host(c) or len(hosts) == 1:  # one host value: the job's own
+            row = np.log([forecast_at(c, {**fixed, p: v}) for v in GRIDS["gather"]])
+            out[c.id] = np.tile(row, (len(hosts), 1))
+            continue
+        out[c.id] = np.log([[forecast_at(c, {**fixed, p: v, HOST: h}) for v in GRIDS["gather"]]
+                            for h in hosts])
     return out
 
 
-def best_value(cases: list[Case], curves: dict[str, np.ndarray], grid: np.ndarray) -> float:
-    """The value minimising mean ``|log(forecast / measured)|`` over ``cases``."""
+def _best(cases: list[Case], curves: dict[str, np.ndarray], grid: np.ndarray) -> tuple[float, float]:
+    """(value, loss): the value minimising the sum of ``|log(forecast / measured)|``."""
     fine = np.exp(np.linspace(np.log(grid[0]), np.log(grid[-1]), 400))
     loss = np.zeros_like(fine)
     for c in cases:
         loss += np.abs(np.interp(np.log(fine), np.log(grid), curves[c.id])
                        - np.log(c.measured.step_time_s))
-    return float(fine[int(np.argmin(loss))])
+    i = int(np.argmin(loss))
+    return float(fine[i]), float(loss[i])
 
 
-def fit_stage(cases: list[Case], curves: dict[str, np.ndarray]) -> dict[Param, float]:
+def best_value(cases: list[Case], curves: dict[str, np.ndarray], grid: np.ndarray) -> float:
+    """The value minimising mean ``|log(forecast / measured)|`` over ``cases``."""
+    return _best(cases, curves, grid)[0]
+
+
+def _groups(cases: list[Case]) -> dict[Param, list[Case]]:
     groups: dict[Param, list[Case]] = defaultdict(list)
     for c in cases:
         groups[stage_param(c)].append(c)
-    return {p: best_value(cs, curves, GRIDS[p[1]]) for p, cs in sorted(groups.items())}
+    return dict(sorted(groups.items()))
+
+
+def fit_stage(cases: list[Case], curves: dict[str, np.ndarray]) -> dict[Param, float]:
+    return {p: best_value(cs, curves, GRIDS[p[1]]) for p, cs in _groups(cases).items()}
+
+
+def fit_moe_stage(cases: list[Case], tables: dict[str, np.ndarray],
+                  hosts: np.ndarray = GRIDS[HOST[1]]) -> dict[Param, float]:
+    """Each family's gather value and the global host issue time, jointly: for each host time
+    on a fine grid (``log(forecast)`` linear in it between the ``hosts`` the tables hold) the
+    families' gather values are fitted one by one; the host time with the least total loss
+    wins. Without a dropless row, or with one host value, the host time is not fitted."""
+    groups = _groups(cases)
+    fitted_host = len(hosts) > 1 and any(uses_host(c) for c in cases)
+    fine = np.linspace(hosts[0], hosts[-1], 101) if fitted_host else hosts[:1]
+    best: tuple[float, dict[Param, float]] | None = None
+    for h in fine:
+        j = max(min(int(np.searchsorted(hosts, h, side="right")) - 1, len(hosts) - 2), 0)
+        w = (h - hosts[j]) / (hosts[j + 1] - hosts[j]) if len(hosts) > 1 else 0.0
+        at_h = {c.id: (1 - w) * tables[c.id][j] + w * tables[c.id][min(j + 1, len(hosts) - 1)]
+                for c in cases}
+        fitted = {p: _best(cs, at_h, GRIDS["gather"]) for p, cs in groups.items()}
+        loss = sum(v[1] for v in fitted.values())
+        if best is None or loss < best[0] - 1e-12:
+            best = (loss, {**{p: v[0] for p, v in fitted.items()}, HOST: float(h)})
+    values = best[1] if best else {}
+    if not fitted_host:
+        values.pop(HOST, None)
+    return values
 
 
 def fill_precisions(values: dict[Param, float], families: set[str]) -> dict[Param, float]:
@@ -126,32 +190,47 @@ class FitResult:
     held_out_values: dict[str, dict[Param, float]] = field(default_factory=dict)  # case id ->
     counts: dict[Param, int] = field(default_factory=dict)
 
+    @property
+    def host_issue_s(self) -> float | None:
+        """The fitted global host issue time per eager dropless-MoE op (None: not fitted)."""
+        return self.values.get(HOST)
+
     def values_table(self) -> list[dict]:
-        """One entry per parameter; ``rows`` 0 means lent by the family's other matmul curve."""
+        """One entry per profile parameter; ``rows`` 0 means lent by the family's other matmul
+        curve. The global host issue time is :attr:`host_issue_s`."""
         return [{"hardware": p[0], "curve": p[1], "max_efficiency": v,
-                 "rows": self.counts.get(p, 0)} for p, v in sorted(self.values.items())]
+                 "rows": self.counts.get(p, 0)} for p, v in sorted(self.values.items()) if p != HOST]
 
     def describe(self) -> list[str]:
-        return [f"{v['hardware']:14s} {v['curve']:11s} {v['max_efficiency']:.3f}  "
-                + (f"({v['rows']} rows)" if v["rows"] else "(no rows: the family's other matmul value)")
-                for v in self.values_table()]
+        out = [f"{v['hardware']:14s} {v['curve']:11s} {v['max_efficiency']:.3f}  "
+               + (f"({v['rows']} rows)" if v["rows"] else "(no rows: the family's other matmul value)")
+               for v in self.values_table()]
+        if self.host_issue_s is not None:
+            out.append(f"all families   host issue time per eager dropless-MoE op "
+                       f"{self.host_issue_s * 1e3:.3f} ms  ({self.counts.get(HOST, 0)} dropless rows)")
+        return out
 
 
 class _Fitter:
-    """Both stages on a training subset; stage 2's grid is forecast once (module docstring)."""
+    """Both stages on a training subset; stage 2's grid is forecast once (module docstring),
+    at host times ``hosts`` (its first, 0, alone: the host time is not fitted)."""
 
-    def __init__(self, cases: list[Case], log=None) -> None:
+    def __init__(self, cases: list[Case], log=None, hosts: np.ndarray = GRIDS[HOST[1]]) -> None:
         self.dense = [c for c in cases if not c.job.model.is_moe]
         self.moe = [c for c in cases if c.job.model.is_moe]
         self.families = {c.job.hardware.name for c in cases}
+        self.hosts = hosts
         self.dense_curves = response(self.dense, {}, log)
         self.stage1 = fill_precisions(fit_stage(self.dense, self.dense_curves), self.families)
-        self.moe_curves = response(self.moe, self.stage1, log)
+        self.moe_curves = response(self.moe, self.stage1, log, hosts)
 
-    def values(self, exclude: str | None = None) -> dict[Param, float]:
+    def values(self, exclude: str | None = None, fit_host: bool = True) -> dict[Param, float]:
         keep = [c for c in self.dense if _model(c) != exclude]
         v = fill_precisions(fit_stage(keep, self.dense_curves), self.families)
-        v.update(fit_stage([c for c in self.moe if _model(c) != exclude], self.moe_curves))
+        n = len(self.hosts) if fit_host else 1
+        tables = {k: t[:n] for k, t in self.moe_curves.items()}
+        v.update(fit_moe_stage([c for c in self.moe if _model(c) != exclude], tables,
+                               self.hosts[:n]))
         return v
 
 
@@ -159,18 +238,30 @@ def _model(case: Case) -> str:
     return base_model_name(case.row.text("model"))
 
 
-def fit_published(cases: list[Case], log=None) -> FitResult:
+def fit_published(cases: list[Case], log=None, fit_host: bool = False) -> FitResult:
     """In-sample values (all rows) and held-out-by-model forecasts (see module docstring);
-    ``log(message)`` hears progress."""
+    ``log(message)`` hears progress. ``fit_host`` also fits the global host issue time of eager
+    dropless MoE (otherwise each job keeps its own, 0 by default)."""
+    hosts = GRIDS[HOST[1]] if fit_host else GRIDS[HOST[1]][:1]
+    return _results(_Fitter(cases, log, hosts), cases, fit_host)
+
+
+def fit_published_variants(cases: list[Case], log=None) -> tuple[FitResult, FitResult]:
+    """(without, with) the host issue time fitted, from one set of grid forecasts."""
     fitter = _Fitter(cases, log)
-    values = fitter.values()
+    return _results(fitter, cases, False), _results(fitter, cases, True)
+
+
+def _results(fitter: _Fitter, cases: list[Case], fit_host: bool) -> FitResult:
+    values = fitter.values(fit_host=fit_host)
     counts: dict[Param, int] = defaultdict(int)
     for c in cases:
         counts[stage_param(c)] += 1
+        counts[HOST] += uses_host(c) and fit_host
     in_sample = [result_of(c, forecast_at(c, values)) for c in cases]
     held, used = [], {}
     for model in sorted({_model(c) for c in cases}):
-        fold = fitter.values(exclude=model)
+        fold = fitter.values(exclude=model, fit_host=fit_host)
         for c in (c for c in cases if _model(c) == model):
             used[c.id] = fold
             r = result_of(c, forecast_at(c, fold))

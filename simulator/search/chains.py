@@ -51,6 +51,8 @@ class VectorCost:
         if op.kind is OpKind.COLLECTIVE:
             a, b = self.coef[:, COLUMN[(op.axis, op.collective)]].T
             return np.where(nbytes > 0, a * nbytes + b, 0.0)
+        if op.kind is OpKind.HOST:
+            return np.full(n, op.host_s)
         if op.kind is OpKind.ELEMENTWISE:
             return self.memory_time(nbytes, cm.gather if op.gather else None) + cm.launch_s
         if op.kind is OpKind.MATMUL:
@@ -97,7 +99,7 @@ def time_chain(ops: list[Op], cost: VectorCost) -> ChainTimes:
             busy = busy + dur
             if first is None:
                 first = end[op.name]
-        else:
+        elif op.kind is OpKind.COLLECTIVE:
             comm[op.axis] = comm.get(op.axis, 0.0) + dur
     return ChainTimes(end[ops[-1].name], first if first is not None else np.zeros(n), busy, comm)
 

@@ -67,6 +67,13 @@ class ShardingSpec(_Frozen):
         default=False,
         description="MoE all-to-alls overlapped with another micro-batch's compute (Megatron "
         "--overlap-moe-expert-parallel-comm); they still occupy the expert links")
+    moe_host_issue_s: float = Field(
+        default=0.0, ge=0.0,
+        description="seconds the host takes to issue one op of a dropless MoE layer's "
+        "data-dependent part (dispatch to combine) when it runs eagerly: PyTorch dropless "
+        "dispatchers sync token counts to the host and cannot be captured in CUDA graphs, so that "
+        "part takes at least (its ops x this). 0 (default): launches never bind (XLA/JAX, "
+        "token-drop with full CUDA graphs)")
     pipeline_schedule: Literal["1f1b", "interleaved"] = "1f1b"
     virtual_stages: int = Field(default=1, ge=1, description="model chunks per pipeline rank")
     slice_shape: list[int] | None = Field(default=None, description="TPU slice shape override")
