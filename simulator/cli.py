@@ -42,7 +42,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--moe-host-issue-s", type=float, default=0.0, metavar="SECONDS",
                    help="dropless MoE run eagerly (PyTorch, no CUDA graph for the dispatch): host "
                    "seconds to issue one op of the dispatch-to-combine part; fitted by "
-                   "'validate --published --fit'")
+                   "'validate --published --fit --fit-host'")
     p.add_argument("--load-imbalance", type=float, help="MoE: busiest expert's share / mean")
     p.add_argument("--slice", help="TPU slice shape, e.g. 4x4x4")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -66,6 +66,8 @@ def cmd_validate(a) -> int:
     from simulator.published import evaluate, summarize
     from simulator.published.report import format_report, format_summary, report_json
 
+    if a.fit_host and not a.fit:
+        raise MeshcastError("fit-host: fits only with --fit; add --fit")
     cases, skipped = _cases(a.published, _profiles(a.profile), a.moe_host_issue_s)
     if not cases:
         raise MeshcastError(f"published: no row of {a.published} could be mapped to a job; "

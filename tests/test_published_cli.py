@@ -81,6 +81,7 @@ def test_host_issue_time_reaches_dropless_rows_only(capsys, tmp_path):
     assert eager[1]["predicted_step_time_s"] == base[1]["predicted_step_time_s"]
     err = fails(capsys, args + ["--moe-host-issue-s", "-1"])
     assert "moe-host-issue-s" in err and "-1" in err
+    assert "--fit" in fails(capsys, args + ["--fit-host"], "fit-host")
 
 
 def test_predict_takes_the_host_issue_time(capsys):
