@@ -56,14 +56,14 @@ class Increase:
 def unpadded(model: ModelSpec) -> ModelSpec | None:
     """The MoE with exactly ``top_k`` slots per token (``M0``), or None if it already has."""
     moe = model.moe
-    if moe.capacity_factor is not None:
-        if moe.capacity_factor == moe.top_k:
-            return None
-        update = {"capacity_factor": float(moe.top_k)}
-    else:
+    if moe.dropless:
         if moe.load_imbalance == 1.0:
             return None
         update = {"load_imbalance": 1.0}
+    else:
+        if moe.capacity_factor == moe.top_k:
+            return None
+        update = {"capacity_factor": float(moe.top_k)}
     return model.model_copy(update={"moe": moe.model_copy(update=update)})
 
 

@@ -48,7 +48,7 @@ def test_held_out_rows_use_only_the_other_models(tmp_path):
 def test_fit_recovers_the_host_issue_time_that_made_the_data(tmp_path):
     """Two dropless Qwen3-30B-A3B rows on B200 (micro-batch 4 and 1: the host binds harder on
     the smaller one) forecast at a known gather efficiency and host issue time."""
-    from simulator.published.fit import GRIDS, HOST
+    from simulator.published.fit import GRIDS, HOST_PARAM
 
     gather, host = float(GRIDS["gather"][11]), 3e-4
     rows = []
@@ -56,15 +56,15 @@ def test_fit_recovers_the_host_issue_time_that_made_the_data(tmp_path):
         case = row_to_case(row_at(line))
         p = stage_param(case)
         assert p == ("b200", "gather")
-        t = forecast_at(case, {p: gather, HOST: host})
+        t = forecast_at(case, {p: gather, HOST_PARAM: host})
         rows.append({**row_at(line).raw, "step_time_s": f"{t:.9g}"})
     cases = [row_to_case(r) for r in read_rows(write_csv(tmp_path / "moe.csv", rows))]
     fr = fit_published(cases, fit_host=True)
     assert fr.host_issue_s == pytest.approx(host, rel=0.05)
     assert fr.values[("b200", "gather")] == pytest.approx(gather, rel=0.02)
-    assert fr.counts[HOST] == 2
+    assert fr.counts[HOST_PARAM] == 2
     for r in fr.in_sample:
         assert abs(r.error) < 0.01, r
     plain = fit_published(cases)  # the host time left at the jobs' own (0): not fitted
-    assert plain.host_issue_s is None and HOST not in plain.values
+    assert plain.host_issue_s is None and HOST_PARAM not in plain.values
     assert max(abs(r.error) for r in plain.in_sample) > 0.02  # one gather value cannot fit both

@@ -113,9 +113,9 @@ def slots_per_token(m: ModelSpec) -> float:
     ``C = cf * S_g / E``, so imbalance only drops tokens), or dropless ``top_k * load_imbalance``
     (the busiest expert's rank processes ``imbalance`` times the mean)."""
     moe = m.moe
-    if moe.capacity_factor is not None:
-        return moe.capacity_factor
-    return moe.top_k * moe.load_imbalance
+    if moe.dropless:
+        return moe.top_k * moe.load_imbalance
+    return moe.capacity_factor
 
 
 def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
@@ -188,7 +188,7 @@ def _host_issue(tp: Template, m: ModelSpec, d: Dims, sync: str) -> Op | None:
     CUDA graph holds them). A HOST op beside the device, starting at the sync and lasting
     ``n_ops * host_s``, must end before the combine: that part takes
     ``max(device time, n_ops * host_s)`` (Megatron's dropless all-to-all / flex dispatchers)."""
-    if not d.host_s or m.moe.capacity_factor is not None:
+    if not d.host_s or not m.moe.dropless:
         return None
     op = Op("moe_host", OpKind.HOST, stream=HOST)
     tp._add(op, [sync])

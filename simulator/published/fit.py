@@ -40,15 +40,15 @@ from simulator.published.evaluate import RowResult, base_model_name, result_of
 from simulator.published.jobs import Case
 from simulator.specs.job import make_job
 
-Param = tuple[str, str]  # (profile name, curve: "matmul" | "matmul_fp8" | "gather") or HOST
+Param = tuple[str, str]  # (profile, curve: "matmul" | "matmul_fp8" | "gather"), or HOST_PARAM
 
 #: The global host issue time per eager dropless-MoE op (ShardingSpec.moe_host_issue_s).
-HOST: Param = ("*", "moe_host_issue_s")
+HOST_PARAM: Param = ("*", "moe_host_issue_s")
 
 #: Values every row is forecast at, per curve.
 GRIDS = {"matmul": np.round(np.linspace(0.25, 1.0, 16), 4),
          "gather": np.round(np.geomspace(0.01, 1.0, 16), 5),
-         HOST[1]: np.array([0.0, 5e-5, 1e-4, 2e-4, 3e-4, 4.5e-4, 7e-4, 1e-3])}
+         HOST_PARAM[1]: np.array([0.0, 5e-5, 1e-4, 2e-4, 3e-4, 4.5e-4, 7e-4, 1e-3])}
 GRIDS["matmul_fp8"] = GRIDS["matmul"]
 
 
@@ -75,7 +75,7 @@ def with_efficiency(profile: HardwareProfile, curve: str, value: float, source: 
 def uses_host(case: Case) -> bool:
     """Whether the host issue time changes the row's forecast: dropless MoE."""
     moe = case.job.model.moe
-    return moe is not None and moe.capacity_factor is None
+    return moe is not None and moe.dropless
 
 
 def forecast_at(case: Case, values: dict[Param, float]) -> float:
@@ -89,15 +89,15 @@ def forecast_at(case: Case, values: dict[Param, float]) -> float:
         if p in values:
             prof = with_efficiency(prof, p[1], values[p], "fit trial")
     sharding = j.sharding
-    if HOST in values and uses_host(case) and values[HOST] != sharding.moe_host_issue_s:
-        sharding = sharding.model_copy(update={"moe_host_issue_s": float(values[HOST])})
+    if HOST_PARAM in values and uses_host(case) and values[HOST_PARAM] != sharding.moe_host_issue_s:
+        sharding = sharding.model_copy(update={"moe_host_issue_s": float(values[HOST_PARAM])})
     if prof is j.hardware and sharding is j.sharding:
         return predict_job(j).step_time_s
     return predict_job(make_job(j.model, sharding, prof, j.chips)).step_time_s
 
 
 def response(cases: list[Case], fixed: dict[Param, float], log=None,
-             hosts: np.ndarray = GRIDS[HOST[1]]) -> dict[str, np.ndarray]:
+             hosts: np.ndarray = GRIDS[HOST_PARAM[1]]) -> dict[str, np.ndarray]:
     """``log(forecast)`` of each case on its stage parameter's grid, other parameters ``fixed``.
     MoE rows: a ``(hosts, gather grid)`` table (rows the host time cannot change are forecast
     once per gather value)."""
@@ -113,12 +113,13 @@ def response(cases: list[Case], fixed: dict[Param, float], log=None,
             row = np.log([forecast_at(c, {**fixed, p: v}) for v in GRIDS["gather"]])
             out[c.id] = np.tile(row, (len(hosts), 1))
             continue
-        out[c.id] = np.log([[forecast_at(c, {**fixed, p: v, HOST: h}) for v in GRIDS["gather"]]
+        out[c.id] = np.log([[forecast_at(c, {**fixed, p: v, HOST_PARAM: h}) for v in GRIDS["gather"]]
                             for h in hosts])
     return out
 
 
-def _best(cases: list[Case], curves: dict[str, np.ndarray], grid: np.ndarray) -> tuple[float, float]:
+def best_value(cases: list[Case], curves: dict[str, np.ndarray], grid: np.ndarray
+               ) -> tuple[float, float]:
     """(value, loss): the value minimising the sum of ``|log(forecast / measured)|``."""
     fine = np.exp(np.linspace(np.log(grid[0]), np.log(grid[-1]), 400))
     loss = np.zeros_like(fine)
@@ -129,11 +130,6 @@ def _best(cases: list[Case], curves: dict[str, np.ndarray], grid: np.ndarray) ->
     return float(fine[i]), float(loss[i])
 
 
-def best_value(cases: list[Case], curves: dict[str, np.ndarray], grid: np.ndarray) -> float:
-    """The value minimising mean ``|log(forecast / measured)|`` over ``cases``."""
-    return _best(cases, curves, grid)[0]
-
-
 def _groups(cases: list[Case]) -> dict[Param, list[Case]]:
     groups: dict[Param, list[Case]] = defaultdict(list)
     for c in cases:
@@ -142,11 +138,11 @@ def _groups(cases: list[Case]) -> dict[Param, list[Case]]:
 
 
 def fit_stage(cases: list[Case], curves: dict[str, np.ndarray]) -> dict[Param, float]:
-    return {p: best_value(cs, curves, GRIDS[p[1]]) for p, cs in _groups(cases).items()}
+    return {p: best_value(cs, curves, GRIDS[p[1]])[0] for p, cs in _groups(cases).items()}
 
 
 def fit_moe_stage(cases: list[Case], tables: dict[str, np.ndarray],
-                  hosts: np.ndarray = GRIDS[HOST[1]]) -> dict[Param, float]:
+                  hosts: np.ndarray = GRIDS[HOST_PARAM[1]]) -> dict[Param, float]:
     """Each family's gather value and the global host issue time, jointly: for each host time
     on a fine grid (``log(forecast)`` linear in it between the ``hosts`` the tables hold) the
     families' gather values are fitted one by one; the host time with the least total loss
@@ -156,17 +152,14 @@ def fit_moe_stage(cases: list[Case], tables: dict[str, np.ndarray],
     fine = np.linspace(hosts[0], hosts[-1], 101) if fitted_host else hosts[:1]
     best: tuple[float, dict[Param, float]] | None = None
     for h in fine:
-        j = max(min(int(np.searchsorted(hosts, h, side="right")) - 1, len(hosts) - 2), 0)
-        w = (h - hosts[j]) / (hosts[j + 1] - hosts[j]) if len(hosts) > 1 else 0.0
-        at_h = {c.id: (1 - w) * tables[c.id][j] + w * tables[c.id][min(j + 1, len(hosts) - 1)]
-                for c in cases}
-        fitted = {p: _best(cs, at_h, GRIDS["gather"]) for p, cs in groups.items()}
+        at_h = {c.id: np.array([np.interp(h, hosts, col) for col in tables[c.id].T]) for c in cases}
+        fitted = {p: best_value(cs, at_h, GRIDS["gather"]) for p, cs in groups.items()}
         loss = sum(v[1] for v in fitted.values())
         if best is None or loss < best[0] - 1e-12:
-            best = (loss, {**{p: v[0] for p, v in fitted.items()}, HOST: float(h)})
+            best = (loss, {**{p: v[0] for p, v in fitted.items()}, HOST_PARAM: float(h)})
     values = best[1] if best else {}
     if not fitted_host:
-        values.pop(HOST, None)
+        values.pop(HOST_PARAM, None)
     return values
 
 
@@ -193,13 +186,13 @@ class FitResult:
     @property
     def host_issue_s(self) -> float | None:
         """The fitted global host issue time per eager dropless-MoE op (None: not fitted)."""
-        return self.values.get(HOST)
+        return self.values.get(HOST_PARAM)
 
     def values_table(self) -> list[dict]:
         """One entry per profile parameter; ``rows`` 0 means lent by the family's other matmul
         curve. The global host issue time is :attr:`host_issue_s`."""
         return [{"hardware": p[0], "curve": p[1], "max_efficiency": v,
-                 "rows": self.counts.get(p, 0)} for p, v in sorted(self.values.items()) if p != HOST]
+                 "rows": self.counts.get(p, 0)} for p, v in sorted(self.values.items()) if p != HOST_PARAM]
 
     def describe(self) -> list[str]:
         out = [f"{v['hardware']:14s} {v['curve']:11s} {v['max_efficiency']:.3f}  "
@@ -207,7 +200,7 @@ class FitResult:
                for v in self.values_table()]
         if self.host_issue_s is not None:
             out.append(f"all families   host issue time per eager dropless-MoE op "
-                       f"{self.host_issue_s * 1e3:.3f} ms  ({self.counts.get(HOST, 0)} dropless rows)")
+                       f"{self.host_issue_s * 1e3:.3f} ms  ({self.counts.get(HOST_PARAM, 0)} dropless rows)")
         return out
 
 
@@ -215,7 +208,7 @@ class _Fitter:
     """Both stages on a training subset; stage 2's grid is forecast once (module docstring),
     at host times ``hosts`` (its first, 0, alone: the host time is not fitted)."""
 
-    def __init__(self, cases: list[Case], log=None, hosts: np.ndarray = GRIDS[HOST[1]]) -> None:
+    def __init__(self, cases: list[Case], log=None, hosts: np.ndarray = GRIDS[HOST_PARAM[1]]) -> None:
         self.dense = [c for c in cases if not c.job.model.is_moe]
         self.moe = [c for c in cases if c.job.model.is_moe]
         self.families = {c.job.hardware.name for c in cases}
@@ -242,7 +235,7 @@ def fit_published(cases: list[Case], log=None, fit_host: bool = False) -> FitRes
     """In-sample values (all rows) and held-out-by-model forecasts (see module docstring);
     ``log(message)`` hears progress. ``fit_host`` also fits the global host issue time of eager
     dropless MoE (otherwise each job keeps its own, 0 by default)."""
-    hosts = GRIDS[HOST[1]] if fit_host else GRIDS[HOST[1]][:1]
+    hosts = GRIDS[HOST_PARAM[1]] if fit_host else GRIDS[HOST_PARAM[1]][:1]
     return _results(_Fitter(cases, log, hosts), cases, fit_host)
 
 
@@ -257,7 +250,7 @@ def _results(fitter: _Fitter, cases: list[Case], fit_host: bool) -> FitResult:
     counts: dict[Param, int] = defaultdict(int)
     for c in cases:
         counts[stage_param(c)] += 1
-        counts[HOST] += uses_host(c) and fit_host
+        counts[HOST_PARAM] += uses_host(c) and fit_host
     in_sample = [result_of(c, forecast_at(c, values)) for c in cases]
     held, used = [], {}
     for model in sorted({_model(c) for c in cases}):

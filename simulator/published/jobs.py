@@ -11,7 +11,7 @@ Megatron-FSDP puts ``dp`` on ``fsdp``. MaxText rows: ``dp`` slices over DCN, ``t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from hardware_profiles.schema import HardwareProfile
 from simulator.errors import MeshcastError
@@ -43,7 +43,7 @@ class Skip:
     reason: str
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "model": self.model, "hardware": self.hardware, "reason": self.reason}
+        return asdict(self)
 
 
 @dataclass

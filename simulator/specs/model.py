@@ -43,6 +43,11 @@ class MoESpec(_Frozen):
     )
     load_imbalance: float = Field(default=1.0, ge=1.0)
 
+    @property
+    def dropless(self) -> bool:
+        """No capacity limit (``capacity_factor: null``): no token dropped, shapes data-dependent."""
+        return self.capacity_factor is None
+
     @model_validator(mode="after")
     def _k_le_e(self) -> MoESpec:
         if self.top_k > self.n_experts:
