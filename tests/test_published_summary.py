@@ -8,8 +8,9 @@ from simulator.published.evaluate import RowResult
 from simulator.published.summary import error_stats, rank_groups, summarize
 
 
-def _r(model, hw, chips, measured, predicted, kind="dense", source="s"):
-    return RowResult(f"{source}:{chips}", model, hw, kind, source, chips, measured, predicted, "x")
+def _r(model, hw, chips, measured, predicted, kind="dense", source="s", config=None):
+    return RowResult(f"{source}:{chips}", model, hw, kind, source, chips, measured, predicted, "x",
+                     config=config or f"{chips} chips")
 
 
 def test_error_stats_by_hand():
@@ -32,3 +33,29 @@ def test_rank_agreement_within_model_and_hardware_only():
     assert s["spearman_groups"] == 2 and s["spearman_groups_at_least_0.8"] == 1
     assert s["spearman_median"] == pytest.approx(0.0)
     assert set(s["by_hardware"]) == {"b200", "h100"} and s["by_hardware"]["b200"]["n"] == 2
+
+
+def test_one_configuration_measured_twice_counts_once():
+    """Three rows but two configurations (one run measured in two releases): not ranked,
+    whatever the forecasts; a third configuration makes the group count."""
+    rows = [_r("M", "h100", 8, 1.0, 1.1, config="a"), _r("M", "h100", 8, 1.8, 1.2, config="a"),
+            _r("M", "h100", 16, 2.0, 2.2, config="b")]
+    assert rank_groups(rows) == {}
+    rows.append(_r("M", "h100", 32, 3.0, 3.3, config="c"))
+    assert set(rank_groups(rows)) == {"m @ h100"}
+
+
+def test_config_key_ignores_names_and_keeps_settings():
+    from simulator.published import row_to_case
+    from simulator.published.evaluate import config_key
+    from tests.published_helpers import row_at
+
+    a, b = row_to_case(row_at(65)), row_to_case(row_at(74))  # one configuration, two releases
+    assert a.row.text("source_table") != b.row.text("source_table")
+    assert config_key(a.job) == config_key(b.job)
+    # Qwen3-30B-A3B on B200: token-drop twin (capacity factor) and micro-batch 4 differ from the
+    # dropless micro-batch-1 run
+    mb1, drop, mb4 = (row_to_case(row_at(n)).job for n in (73, 97, 64))
+    assert drop.sharding == mb1.sharding and drop.model.moe != mb1.model.moe
+    assert mb4.sharding.micro_batch != mb1.sharding.micro_batch
+    assert len({config_key(j) for j in (mb1, drop, mb4)}) == 3

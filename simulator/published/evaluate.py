@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 
 from simulator.predict import predict_job
@@ -23,6 +24,7 @@ class RowResult:
     predicted_step_time_s: float
     measured_from: str
     notes: tuple[str, ...] = ()
+    config: str = ""  # the job's configuration (config_key): rows with one are one configuration
 
     @property
     def error(self) -> float:
@@ -48,11 +50,23 @@ def base_model_name(name: str) -> str:
     return "".join(ch for ch in base if ch.isalnum() or ch == ".")
 
 
+def config_key(job) -> str:
+    """What a forecast is made from, the row's names and provenance aside: chips, hardware,
+    sharding and model shape. Two rows with one key are the same configuration (e.g. one run
+    measured in two releases), however their measurements differ."""
+    return json.dumps({"chips": job.chips, "hardware": job.hardware.name,
+                       "sharding": job.sharding.model_dump(mode="json"),
+                       "model": job.model.model_dump(mode="json",
+                                                     exclude={"name", "source", "notes"})},
+                      sort_keys=True)
+
+
 def result_of(case: Case, predicted_s: float) -> RowResult:
     job = case.job
     return RowResult(case.id, case.row.text("model"), job.hardware.name,
                      "moe" if job.model.is_moe else "dense", case.row.text("source_id"), job.chips,
-                     case.measured.step_time_s, predicted_s, case.measured.how, case.notes)
+                     case.measured.step_time_s, predicted_s, case.measured.how, case.notes,
+                     config_key(job))
 
 
 def evaluate(cases: list[Case]) -> list[RowResult]:

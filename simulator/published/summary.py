@@ -2,7 +2,8 @@
 
 Per group: ``n``, median and 90th-percentile absolute error, bias (mean signed error).
 Spearman's rho between measured and predicted step time is taken within each group of rows
-sharing model and hardware that has at least three distinct configurations; the summary gives
+sharing model and hardware that has at least three distinct configurations (the jobs' own
+settings, :func:`simulator.published.evaluate.config_key`, not their forecasts); the summary gives
 their median and how many groups reach 0.8.
 """
 
@@ -33,10 +34,6 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return float(spearmanr(x, y).statistic)
 
 
-def _config_key(r: RowResult) -> tuple:
-    return (r.chips, round(r.predicted_step_time_s, 12))
-
-
 def rank_groups(results: list[RowResult]) -> dict[str, float]:
     """Spearman per model+hardware group with at least 3 distinct configurations."""
     groups: dict[str, list[RowResult]] = defaultdict(list)
@@ -44,7 +41,7 @@ def rank_groups(results: list[RowResult]) -> dict[str, float]:
         groups[r.group].append(r)
     out = {}
     for name, rs in sorted(groups.items()):
-        if len({_config_key(r) for r in rs}) < 3:
+        if len({r.config for r in rs}) < 3:
             continue
         rho = spearman([r.measured_step_time_s for r in rs], [r.predicted_step_time_s for r in rs])
         if rho is not None:
