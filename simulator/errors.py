@@ -9,6 +9,15 @@ class MeshcastError(ValueError):
     """A bad input: the message names the field, the value and what would be valid."""
 
 
+class NoFeasibleConfig(MeshcastError):
+    """A search found no configuration to run (none valid, or none fits); ``short`` says why in
+    a few words, for tables that list it as an outcome."""
+
+    def __init__(self, message: str, short: str) -> None:
+        super().__init__(message)
+        self.short = short
+
+
 def from_validation_error(err: ValidationError, where: str) -> MeshcastError:
     """Turn a pydantic ValidationError into one readable MeshcastError.
 

@@ -20,13 +20,12 @@ The increase is ``t(MoE) / t(dense) - 1`` and splits into parts (:mod:`simulator
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from simulator.errors import MeshcastError
+from simulator.errors import MeshcastError, NoFeasibleConfig
 
 #: Layout -> (description, mesh axes searched, extra row filter on the candidate table).
 LAYOUTS: dict[str, tuple[str, tuple[str, ...], Callable]] = {
@@ -95,7 +94,8 @@ def best_in(model, hardware, chips: int, axes, keep: Callable | None, finalists:
     if keep is not None:
         cands = cands.take(np.asarray(keep(cands), bool))
     if len(cands) == 0:
-        raise MeshcastError(f"layout: no valid mesh of {space.model.name} on {chips} chips")
+        raise NoFeasibleConfig(f"layout: no valid mesh of {space.model.name} on {chips} chips",
+                               f"no valid mesh of {space.model.name} on {chips} chips")
     return rank_table(cands, "step_time", top=1, finalists=finalists).top[0].prediction
 
 
@@ -108,9 +108,8 @@ def study_pair(dense: str, moe: str, hardware: str, chips: int, scale: str = "",
     _check_layouts(layouts)
     try:
         dpred = best_in(dense, hardware, chips, DENSE_AXES, None, finalists, **batch)
-    except MeshcastError as e:
-        _outcome_or_raise(e)
-        return [StudyRow(hardware, scale, lay, chips, None, reason=f"dense: {_short(str(e))}")
+    except NoFeasibleConfig as e:  # an outcome of the study; any other error is the caller's
+        return [StudyRow(hardware, scale, lay, chips, None, reason=f"dense: {e.short}")
                 for lay in layouts]
     rows, dense_att = [], attribute(dpred)
     for lay in layouts:
@@ -118,9 +117,8 @@ def study_pair(dense: str, moe: str, hardware: str, chips: int, scale: str = "",
         row = StudyRow(hardware, scale, lay, chips, dpred.step_time_s)
         try:
             mpred = best_in(moe, hardware, chips, axes, keep, finalists, **batch)
-        except MeshcastError as e:
-            _outcome_or_raise(e)
-            row.reason = _short(str(e))
+        except NoFeasibleConfig as e:
+            row.reason = e.short
         else:
             inc, _ = decompose_predictions(dpred, mpred, dense_att)
             row.moe_step_s, row.parts_s = mpred.step_time_s, inc.parts_s
@@ -134,23 +132,6 @@ def _check_layouts(layouts) -> None:
     bad = [lay for lay in layouts if lay not in LAYOUTS]
     if bad:
         raise MeshcastError(f"layout: {bad[0]!r} is not one of {', '.join(LAYOUTS)}")
-
-
-def _outcome_or_raise(e: MeshcastError) -> None:
-    """A search that found nothing feasible is a row of the study (its reason); anything else
-    (unknown hardware, a bad chip count or batch) is the caller's error and is raised."""
-    msg = str(e)
-    if not ("fits in" in msg or "no valid mesh" in msg or "try another" in msg):
-        raise e
-
-
-def _short(msg: str) -> str:
-    """A search error in a few words: 'does not fit: <smallest footprint>' or 'no valid mesh:
-    <the rules the meshes broke>'."""
-    if "fits in" in msg:
-        return "does not fit: " + msg.split("; the smallest needs ", 1)[-1].split(":")[0]
-    why = re.search(r"global batch \d+: (.*?); try another", msg)
-    return "no valid mesh: " + why.group(1) if why else msg.split(": ", 1)[-1]
 
 
 def sharding_study(hardware=("h100-sxm", "tpu-v5p"), scales=tuple(PAIRS), chips: int = 256,

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from simulator.errors import MeshcastError
+from simulator.errors import NoFeasibleConfig
 from simulator.search.placements import PlacementFinder
 from simulator.search.space import REMATS, SCHEDULES, SearchSpace
 from simulator.search.table import AXIS, Candidates
@@ -119,7 +119,7 @@ def enumerate_candidates(space: SearchSpace) -> Candidates:
         blocks.append((mesh, pids, mbs, _schedules(space, sizes["pipeline"])))
     cands = _expand(space, blocks, finder, invalid) if blocks else None
     if cands is None or len(cands) == 0:
-        raise MeshcastError(_nothing_valid(space, invalid))
+        raise _nothing_valid(space, invalid)
     return cands
 
 
@@ -159,9 +159,10 @@ def _expand(space: SearchSpace, blocks, finder: PlacementFinder, invalid: dict[s
     return cands.take(~bad)
 
 
-def _nothing_valid(space: SearchSpace, invalid: dict[str, int]) -> str:
+def _nothing_valid(space: SearchSpace, invalid: dict[str, int]) -> NoFeasibleConfig:
     top = sorted(((n, k) for k, n in invalid.items() if n), reverse=True)[:3]
     why = "; ".join(f"{REASONS[k]} ({n})" for n, k in top) or "no mesh to try"
-    return (f"chips: no valid configuration of {space.model.name} on {space.chips} "
-            f"{space.hardware.name} chips with global batch {space.global_batch}: {why}; "
-            "try another chip count or global batch")
+    return NoFeasibleConfig(
+        f"chips: no valid configuration of {space.model.name} on {space.chips} "
+        f"{space.hardware.name} chips with global batch {space.global_batch}: {why}; "
+        "try another chip count or global batch", f"no valid mesh: {why}")

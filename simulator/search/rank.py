@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from simulator.budget import Budget, chinchilla_tokens, price_of
-from simulator.errors import MeshcastError
+from simulator.errors import MeshcastError, NoFeasibleConfig
 from simulator.search.enumerate import enumerate_candidates
 from simulator.search.fast import StepTimes, memory_per_device, mfu, step_times
 from simulator.search.space import SearchSpace
@@ -136,7 +136,7 @@ def rank_table(cands: Candidates, objective: str = "step_time", top: int = 5,
     fits = mem <= capacity
     seconds["memory"] = time.perf_counter() - t0
     if not fits.any():
-        raise MeshcastError(_none_fit(cands, mem, capacity))
+        raise _none_fit(cands, mem, capacity)
     evaluated = cands.take(fits)
     t0 = time.perf_counter()
     times = step_times(evaluated, lambda frac: report("timing", frac))
@@ -177,13 +177,15 @@ def _finalists(table: Candidates, times: StepTimes, objective: str, tokens: int,
     return sorted(out, key=lambda f: (sign * f.objective, f.index))
 
 
-def _none_fit(cands: Candidates, mem: np.ndarray, capacity: float) -> str:
+def _none_fit(cands: Candidates, mem: np.ndarray, capacity: float) -> NoFeasibleConfig:
     i = int(np.argmin(mem))
     space = cands.space
     row = cands.row(i)
     mesh = ",".join(f"{a}={v}" for a, v in row["mesh"].items())
-    return (f"chips: no configuration of {space.model.name} on {space.chips} {space.hardware.name} "
-            f"chips fits in {capacity / 2**30:.1f} GiB per device ({len(cands)} tried; the "
-            f"smallest needs {mem[i] / 2**30:.1f} GiB: mesh {mesh}, micro-batch "
-            f"{row['micro_batch']}, remat {row['remat']}); use more chips, a shorter --seq-len "
-            "or a smaller --global-batch")
+    need = f"{mem[i] / 2**30:.1f} GiB"
+    return NoFeasibleConfig(
+        f"chips: no configuration of {space.model.name} on {space.chips} {space.hardware.name} "
+        f"chips fits in {capacity / 2**30:.1f} GiB per device ({len(cands)} tried; the "
+        f"smallest needs {need}: mesh {mesh}, micro-batch {row['micro_batch']}, remat "
+        f"{row['remat']}); use more chips, a shorter --seq-len or a smaller --global-batch",
+        f"does not fit: {need}")
