@@ -43,6 +43,9 @@ def _add_predict(sub) -> None:
                    help="dropless MoE run eagerly (PyTorch, no CUDA graph for the dispatch): host "
                    "seconds to issue one op of the dispatch-to-combine part; fitted by "
                    "'validate --published --fit --fit-host'")
+    p.add_argument("--moe-dispatcher", choices=("alltoall", "deepep"), default="alltoall",
+                   help="MoE token dispatch: one copy per (token, expert) (alltoall), or one per "
+                   "destination device and node (deepep: DeepEP/HybridEP, Megatron's flex)")
     p.add_argument("--load-imbalance", type=float, help="MoE: busiest expert's share / mean")
     p.add_argument("--slice", help="TPU slice shape, e.g. 4x4x4")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -109,7 +112,7 @@ def _job_from_args(a):
                   remat=a.remat, precision=a.precision, pipeline_schedule=a.pipeline_schedule,
                   virtual_stages=a.virtual_stages, distributed_optimizer=a.distributed_optimizer,
                   tp_comm_overlap=a.tp_comm_overlap, ep_comm_overlap=a.ep_comm_overlap,
-                  moe_host_issue_s=a.moe_host_issue_s,
+                  moe_host_issue_s=a.moe_host_issue_s, moe_dispatcher=a.moe_dispatcher,
                   optimizer=OptimizerSpec(state_dtype=a.optimizer_state, grad_dtype=a.grad_dtype))
     if a.slice:
         try:

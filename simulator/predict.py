@@ -54,7 +54,7 @@ class StepPrediction:
     memory: MemoryEstimate
     microbatches: int
     pipeline: PipelineResult | None
-    critical: StageTiming
+    critical: StageTiming  # the busiest pipeline rank's stage: the breakdown is its time
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -222,8 +222,11 @@ def _predict_job(job: Job) -> StepPrediction:
         pipe = simulate_pipeline(tf, tb, send, m, job.sharding.pipeline_schedule,
                                  job.sharding.virtual_stages)
         ends = [pipe.finish_s[r] + timings[r].tail for r in range(len(timings))]
-        r = max(range(len(ends)), key=ends.__getitem__)
-        crit, step = timings[r], ends[r]
+        # The breakdown is the busiest rank's (the pipeline's bottleneck): its work, and its idle
+        # time as the bubble. The last rank to finish may be a lighter one (the first, with the
+        # embedding, ends with the last backward) whose idle time includes waiting on the others.
+        r = max(range(len(timings)), key=lambda i: m * timings[i].t_mb + timings[i].tail)
+        crit, step = timings[r], max(ends)
         breakdown["pipeline_bubble"] = step - (m * crit.t_mb + crit.tail)
     for k, v in crit.per_mb.items():
         breakdown[k] += m * v

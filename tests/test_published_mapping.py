@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from simulator.published.jobs import Case, Skip, row_to_case
+from simulator.published.rows import PublishedRow
 from tests.published_helpers import row_at
 
 MESH0 = {"data": 1, "fsdp": 1, "expert": 1, "model": 1, "pipeline": 1, "seq": 1}
@@ -145,3 +146,35 @@ def test_maxtext_moe_row_puts_ep_inside_the_slice():
     assert isinstance(c, Case), c
     assert c.job.mesh == {**MESH0, "data": 2, "model": 16, "expert": 4, "fsdp": 4}
     assert c.job.model.moe.capacity_factor is None  # no token-drop tag: dropless
+
+
+def _with(line: int, **cells) -> PublishedRow:
+    r = row_at(line)
+    return PublishedRow(r.line, {**r.raw, **cells})
+
+
+def test_deepseek_v3_rows_take_the_recipes_deduplicated_dispatch():
+    # line 39: DeepSeek-V3 on B200, EP 32 over 4 nodes; every Megatron-Bridge DeepSeek-V3 preset
+    # sets moe_flex_dispatcher_backend (DeepEP / HybridEP)
+    case = row_to_case(row_at(39))
+    assert case.job.sharding.moe_dispatcher == "deepep"
+    assert any("DeepEP" in n and "Megatron-Bridge" in n for n in case.notes)
+
+
+def test_other_moe_rows_keep_the_plain_all_to_all():
+    case = row_to_case(row_at(45))  # Qwen3-235B on H100: its recipe sets the alltoall dispatcher
+    assert case.job.model.is_moe and case.job.sharding.moe_dispatcher == "alltoall"
+    assert not any("DeepEP" in n for n in case.notes)
+
+
+def test_a_row_names_its_dispatcher_in_a_column_or_its_notes():
+    assert row_to_case(_with(45, moe_dispatcher="HybridEP")).job.sharding.moe_dispatcher == "deepep"
+    assert row_to_case(_with(39, moe_dispatcher="alltoall")).job.sharding.moe_dispatcher == "alltoall"
+    noted = _with(45, notes=row_at(45).text("notes") + "; DeepEP dispatcher")
+    assert row_to_case(noted).job.sharding.moe_dispatcher == "deepep"
+
+
+def test_an_unknown_dispatcher_cell_skips_the_row_naming_the_column():
+    skip = row_to_case(_with(45, moe_dispatcher="nvshmem-magic"))
+    assert isinstance(skip, Skip)
+    assert "moe_dispatcher" in skip.reason and "nvshmem-magic" in skip.reason

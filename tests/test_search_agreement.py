@@ -24,6 +24,9 @@ JOBS = {
     # dropless MoE issued eagerly: the host's issue time floors the dispatch-to-combine part
     "moe-gpu-eager": dict(model="mixtral-8x7b", hardware="h100-sxm", chips=32,
                           moe_host_issue_s=3e-4),
+    # deduplicated dispatch (DeepEP): expert groups inside a node and across nodes
+    "moe-gpu-deepep": dict(model="qwen3-30b-a3b", hardware="h100-sxm", chips=32,
+                           moe_dispatcher="deepep"),
 }
 
 

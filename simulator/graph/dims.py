@@ -16,7 +16,9 @@ class Dims:
     ``gb`` gradient reduction bytes. ``tp_overlap``: tensor-parallel collectives run beside the
     GEMMs they feed (Megatron's TP comm overlap); ``ep_overlap``: expert all-to-alls run under
     another micro-batch's compute. ``host_s``: host seconds to issue one op of a dropless MoE
-    layer's data-dependent part when it runs eagerly (0: launches never bind).
+    layer's data-dependent part when it runs eagerly (0: launches never bind). ``dedup``: the
+    expert all-to-alls are the deduplicated dispatch of DeepEP/HybridEP
+    (:func:`simulator.collectives.dedup_all_to_all_time`).
     """
 
     b: int
@@ -33,6 +35,7 @@ class Dims:
     tp_overlap: bool = False
     ep_overlap: bool = False
     host_s: float = 0.0
+    dedup: bool = False
 
     @property
     def T(self) -> int:  # noqa: N802 - scaling-book symbol
@@ -46,4 +49,5 @@ class Dims:
                    pp=job.axis("pipeline"), ab=4.0 if s.precision == "fp32" else 2.0,
                    wb=DTYPE_BYTES[s.precision],
                    gb=DTYPE_BYTES[s.optimizer.grad_dtype], tp_overlap=s.tp_comm_overlap,
-                   ep_overlap=s.ep_comm_overlap, host_s=s.moe_host_issue_s)
+                   ep_overlap=s.ep_comm_overlap, host_s=s.moe_host_issue_s,
+                   dedup=s.moe_dispatcher == "deepep")

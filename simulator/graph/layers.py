@@ -130,6 +130,8 @@ def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
     micro-batch's all-to-alls run under another's compute) the expert FFN and the combine do not
     wait for the all-to-alls; they still occupy the expert links (the stage's per-axis link
     floor), so a micro-batch costs about ``max(compute, all-to-all)``.
+    With ``d.dedup`` (DeepEP/HybridEP) both all-to-alls are the deduplicated dispatch of
+    :func:`simulator.collectives.dedup_all_to_all_time` on the same buffer.
     """
     moe = m.moe
     T, t, D, E = d.T, d.t, m.d_model, moe.n_experts
@@ -147,6 +149,7 @@ def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
     else:
         disp = tp.ew("dispatch", 2 * tl * kf * D * d.ab, gather=True, deps=[topk])
     a2a = tp.coll("a2a_dispatch", A2A, "expert", tl * kf * D * d.ab, "ep")
+    tp.ops[-1].dedup = dedup = (E, moe.top_k) if d.dedup else None
     ov = bool(d.ep_overlap) and d.e > 1
     ends = []
     if moe.n_shared_experts:
@@ -168,6 +171,7 @@ def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
         tp.coll("moe_rs", RS, "model", T * kf * D * d.ab, "tp")
     done = tp.ops[-1].name
     tp.coll("a2a_combine", A2A, "expert", tl * kf * D * d.ab, "ep")
+    tp.ops[-1].dedup = dedup
     after = [done] if ov else [tp.ops[-1].name]
     if host:
         after.append(host.name)

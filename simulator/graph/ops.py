@@ -50,6 +50,7 @@ class Op:
     gather: bool = False  # an indexed read / scatter-add (costed on the gather curve)
     bwd_nbytes: float = 0.0  # bytes only the backward adds (e.g. a dense gradient table)
     host_s: float = 0.0  # OpKind.HOST: seconds the host spends issuing the ops it stands for
+    dedup: tuple[int, int] | None = None  # all-to-all: (experts, top-k) of a deduplicated dispatch
 
     @property
     def category(self) -> str:
@@ -99,7 +100,7 @@ def _elementwise(op: Op, ctx: CostContext) -> float:
 
 
 def _collective(op: Op, ctx: CostContext) -> float:
-    return collective_time(op.collective, ctx.parts(op.axis), op.nbytes)
+    return collective_time(op.collective, ctx.parts(op.axis), op.nbytes, op.dedup)
 
 
 def _host(op: Op, ctx: CostContext) -> float:

@@ -18,6 +18,7 @@ from simulator.errors import MeshcastError
 from simulator.published.measured import Measured, formula_for, measured_step_time
 from simulator.published.model import model_of, pad_layers
 from simulator.published.names import precision_of, profile_for, remat_of
+from simulator.published.recipes import dispatcher_of
 from simulator.published.rows import PublishedRow, RowError
 from simulator.specs.job import Job, make_job
 from simulator.specs.sharding import make_sharding
@@ -132,6 +133,9 @@ def _row_to_case(row: PublishedRow, profiles, execution: dict) -> Case:
     mesh = (_maxtext_mesh(row, n, profile) if family == "maxtext"
             else _megatron_mesh(row, n, model.is_moe))
     fields = _sharding_fields(row, mesh, family)
+    if model.is_moe:
+        fields["moe_dispatcher"], note = dispatcher_of(row, profile.name)
+        mesh.notes.extend([note] if note else [])
     fields.update(execution)
     measured = measured_step_time(row, model, n, fields["global_batch"], fields["seq_len"],
                                   profile.peak_flops("bf16"))

@@ -18,7 +18,7 @@ import numpy as np
 
 from simulator.compute import ComputeModel
 from simulator.graph.ops import COMPUTE, Op, OpKind
-from simulator.search.placements import COLUMN
+from simulator.search.placements import COLUMN, DEDUP_COLUMN
 
 
 def _eff(curve, x: np.ndarray) -> np.ndarray:
@@ -49,7 +49,8 @@ class VectorCost:
         nbytes = np.broadcast_to(np.asarray(op.nbytes, dtype=float), (n,))
         cm = self.cm
         if op.kind is OpKind.COLLECTIVE:
-            a, b = self.coef[:, COLUMN[(op.axis, op.collective)]].T
+            col = DEDUP_COLUMN if op.dedup else COLUMN[(op.axis, op.collective)]
+            a, b = self.coef[:, col].T
             return np.where(nbytes > 0, a * nbytes + b, 0.0)
         if op.kind is OpKind.HOST:
             return np.full(n, op.host_s)

@@ -58,7 +58,7 @@ def dims_columns(space, mesh_cols: dict[str, np.ndarray], micro_batch: np.ndarra
                 pp=column(mesh_cols["pipeline"]), ab=4.0 if s.precision == "fp32" else 2.0,
                 wb=DTYPE_BYTES[s.precision], gb=DTYPE_BYTES[s.optimizer.grad_dtype],
                 tp_overlap=s.tp_comm_overlap, ep_overlap=s.ep_comm_overlap,
-                host_s=s.moe_host_issue_s)
+                host_s=s.moe_host_issue_s, dedup=s.moe_dispatcher == "deepep")
 
 
 class DimsView:

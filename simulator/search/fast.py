@@ -94,6 +94,14 @@ class StepTimes:
         return self.step_s - self.compute_s - self.bubble_s
 
 
+def _dedup(space) -> tuple[int, int] | None:
+    """(experts, top-k) when the job's MoE dispatch is deduplicated (DeepEP), else None."""
+    moe = space.model.moe
+    if moe is None or space.base.moe_dispatcher != "deepep":
+        return None
+    return moe.n_experts, moe.top_k
+
+
 def step_times(c: Candidates, progress=None) -> StepTimes:
     """Step time of every row (rows need not fit in memory); ``progress(fraction)`` is
     called as pipeline groups finish.
@@ -105,7 +113,7 @@ def step_times(c: Candidates, progress=None) -> StepTimes:
     _, first_row, srow = np.unique(key, return_index=True, return_inverse=True)
     srow = srow.ravel()
     used, where = np.unique(c.placement[first_row], return_inverse=True)
-    coef = coefficients(c.placements, used)[where.ravel()]
+    coef = coefficients(c.placements, used, _dedup(c.space))[where.ravel()]
     si = stage_inputs(c.space, c.mesh[first_row], c.micro_batch[first_row], coef)
     out = StepTimes(np.zeros(len(c)), np.zeros(len(c)), np.zeros(len(c)))
     m_all = c.microbatches
@@ -145,9 +153,9 @@ def _time_group(ranks, uinv, m, schedule, send, v: int, out: StepTimes, idx: np.
         finish[:, sel] = pipeline_finish(tf[:, sel], tb[:, sel], send[sel], int(k // 2),
                                          SCHEDULES[int(k % 2)], v)
     ends = finish + tail
-    crit = np.argmax(ends, axis=0)
+    crit = np.argmax(m * t_mb + tail, axis=0)  # the busiest rank, as predict's breakdown
     cols = np.arange(len(idx))
-    step = ends[crit, cols]
+    step = ends.max(axis=0)
     busy, opt = per_rank("busy")[crit, cols], per_rank("opt")[crit, cols]
     out.step_s[idx] = step
     out.bubble_s[idx] = step - (m * t_mb[crit, cols] + tail[crit, cols])

@@ -38,6 +38,9 @@ COLLECTIVES: tuple[tuple[str, Collective], ...] = (
 INNER_AXES = ("model", "seq", "expert", "fsdp")
 OUTER_AXES = ("data", "pipeline")
 COLUMN = {key: i for i, key in enumerate(COLLECTIVES)}
+#: The column after COLLECTIVES: the expert all-to-all as a deduplicated dispatch (DeepEP), for
+#: the (experts, top-k) given to :func:`coefficients`; zero when none is given.
+DEDUP_COLUMN = len(COLLECTIVES)
 _PROBE_BYTES = 2.0**30
 
 
@@ -71,38 +74,43 @@ class Placement:
         return out
 
 
-def coefficients(placements: list[Placement], pids: np.ndarray) -> np.ndarray:
-    """``(len(pids), len(COLLECTIVES), 2)``: ``[alpha, beta]`` of each placement's collectives
-    (``time = alpha * bytes + beta``). A group ``a+b`` multiplies its axes' factors level by
-    level, as ``CostContext.parts`` merges them; each distinct group placement is read off
+def coefficients(placements: list[Placement], pids: np.ndarray,
+                 dedup: tuple[int, int] | None = None) -> np.ndarray:
+    """``(len(pids), len(COLLECTIVES) + 1, 2)``: ``[alpha, beta]`` of each placement's
+    collectives (``time = alpha * bytes + beta``), the last column the deduplicated expert
+    dispatch for ``dedup = (experts, top_k)``. A group ``a+b`` multiplies its axes' factors level
+    by level, as ``CostContext.parts`` merges them; each distinct group placement is read off
     ``collective_time`` once."""
-    out = np.zeros((len(pids), len(COLLECTIVES), 2))
+    out = np.zeros((len(pids), len(COLLECTIVES) + 1, 2))
     if len(pids) == 0:
         return out
     first = placements[int(pids[0])]
     levels, cache = first.levels, first.affine_cache
     F = np.array([placements[int(p)].factors() for p in pids], dtype=np.int64)
-    for col, (group, kind) in enumerate(COLLECTIVES):
+    columns = list(COLLECTIVES) + ([("expert", Collective.ALL_TO_ALL)] if dedup else [])
+    for col, (group, kind) in enumerate(columns):
+        how = dedup if col == DEDUP_COLUMN else None
         merged = np.prod(F[:, [_AXIS_INDEX[a] for a in group.split("+")], :], axis=1)
         uniq, inv = np.unique(merged, axis=0, return_inverse=True)
         vals = []
         for u in uniq:
             compact = tuple((lv, int(f)) for lv, f in enumerate(u) if f > 1)
-            if (kind, compact) not in cache:
+            if (kind, compact, how) not in cache:
                 parts = tuple(AxisPart(levels[lv], f) for lv, f in compact)
-                cache[(kind, compact)] = affine(kind, parts)
-            vals.append(cache[(kind, compact)])
+                cache[(kind, compact, how)] = affine(kind, parts, how)
+            vals.append(cache[(kind, compact, how)])
         out[:, col] = np.array(vals)[inv.ravel()]
     return out
 
 
-def affine(kind: Collective, parts: tuple[AxisPart, ...]) -> tuple[float, float]:
+def affine(kind: Collective, parts: tuple[AxisPart, ...],
+           dedup: tuple[int, int] | None = None) -> tuple[float, float]:
     """``(alpha, beta)`` with ``collective_time(kind, parts, S) = alpha * S + beta`` for S > 0,
     read off two sizes (exact up to rounding: every formula is affine in S)."""
     if not parts:
         return 0.0, 0.0
-    t1 = collective_time(kind, parts, _PROBE_BYTES)
-    t2 = collective_time(kind, parts, 2 * _PROBE_BYTES)
+    t1 = collective_time(kind, parts, _PROBE_BYTES, dedup)
+    t2 = collective_time(kind, parts, 2 * _PROBE_BYTES, dedup)
     alpha = (t2 - t1) / _PROBE_BYTES
     return alpha, t1 - alpha * _PROBE_BYTES
 

@@ -74,6 +74,12 @@ class ShardingSpec(_Frozen):
         "dispatchers sync token counts to the host and cannot be captured in CUDA graphs, so that "
         "part takes at least (its ops x this). 0 (default): launches never bind (XLA/JAX, "
         "token-drop with full CUDA graphs)")
+    moe_dispatcher: Literal["alltoall", "deepep"] = Field(
+        default="alltoall",
+        description="how MoE tokens reach their experts: 'alltoall' sends one copy per (token, "
+        "expert) (Megatron's alltoall dispatcher, GShard/XLA); 'deepep' sends a token once per "
+        "destination device within a node and once per destination node across the fabric "
+        "(DeepEP / HybridEP, Megatron's flex dispatcher)")
     pipeline_schedule: Literal["1f1b", "interleaved"] = "1f1b"
     virtual_stages: int = Field(default=1, ge=1, description="model chunks per pipeline rank")
     slice_shape: list[int] | None = Field(default=None, description="TPU slice shape override")

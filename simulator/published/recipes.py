@@ -1,0 +1,66 @@
+"""How a published MoE run dispatched its tokens, when the table does not say.
+
+The tables publish parallel layouts, not the token dispatcher, yet it changes the fabric traffic
+of a cross-node expert group by 2x or more (:func:`simulator.collectives.dedup_all_to_all_time`).
+A row says it itself with an optional ``moe_dispatcher`` column (``alltoall`` / ``deepep``; also
+``flex``, ``hybridep``) or by naming DeepEP / HybridEP in its notes. Otherwise the recipes below,
+read from the frameworks' published performance configs, decide; every other row keeps the
+plain all-to-all (``alltoall``).
+
+A recipe matches on the row's source family, model (variants such as "(tokendrop)" merged) and,
+where the recipe pins it, hardware profile and parallel layout.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from simulator.published.rows import PublishedRow, RowError
+
+#: Spellings of a dispatcher in a ``moe_dispatcher`` cell.
+_CELL = {"alltoall": "alltoall", "all-to-all": "alltoall", "a2a": "alltoall",
+         "deepep": "deepep", "hybridep": "deepep", "flex": "deepep"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    source_id: str
+    model: str  # base model name, as evaluate.base_model_name writes it
+    dispatcher: str
+    source: str
+    hardware: str | None = None  # profile name; None: every hardware
+    layout: dict[str, int] = field(default_factory=dict)  # CSV column -> value it must have
+
+
+_MB = ("NVIDIA-NeMo/Megatron-Bridge scripts/performance/configs/{}_workload_base_configs.py "
+       "(moe_flex_dispatcher_backend)")
+
+RECIPES: tuple[Recipe, ...] = (
+    # Every DeepSeek-V3 pretraining preset (H100, B200, GB200, B300, GB300; V1 and V2) sets
+    # moe_flex_dispatcher_backend to "hybridep" or "deepep".
+    Recipe("megatron_bridge_perf_summary", "deepseekv3", "deepep", _MB.format("deepseek/deepseek")),
+)
+
+
+def dispatcher_of(row: PublishedRow, profile_name: str) -> tuple[str, str | None]:
+    """``(dispatcher, note)`` for an MoE row: its own cell or notes first, then :data:`RECIPES`;
+    the note says where a non-default choice came from."""
+    from simulator.published.evaluate import base_model_name
+
+    cell = row.text("moe_dispatcher").lower()
+    if cell:
+        if cell not in _CELL:
+            raise RowError(f"line {row.line}: moe_dispatcher: unknown {cell!r}; use one of "
+                           f"{sorted(set(_CELL))}")
+        return _CELL[cell], None
+    text = " ".join(row.text(c) for c in ("notes", "moe_layer_notes")).lower()
+    if re.search(r"\b(deepep|hybridep|hybrid-ep|flex dispatcher)\b", text):
+        return "deepep", "deduplicated dispatch (DeepEP/HybridEP, from the row's notes)"
+    base = base_model_name(row.text("model"))
+    for r in RECIPES:
+        if (r.source_id == row.text("source_id") and r.model == base
+                and r.hardware in (None, profile_name)
+                and all(row.int(col, default=1) == v for col, v in r.layout.items())):
+            return r.dispatcher, f"deduplicated dispatch (DeepEP/HybridEP): recipe {r.source}"
+    return "alltoall", None
