@@ -113,6 +113,22 @@ def test_pipeline_bubble_appears_in_the_breakdown(gpu_profile):
     assert p.pipeline is not None and len(p.pipeline.tasks) == 2 * 4 * 8
 
 
+def test_the_breakdown_is_the_busiest_pipeline_rank(gpu_profile):
+    # 2 ranks of one dense + one MoE layer each: rank 0 finishes last (it runs the last
+    # backward) but rank 1, with the LM head, is busier; the breakdown is rank 1's work plus
+    # its idle time, not rank 0's with the wait for rank 1 booked as bubble
+    p = predict(model=MOE, hardware=gpu_profile, chips=8, mesh={"expert": 4, "pipeline": 2},
+                global_batch=16)
+    m, crit = p.microbatches, p.critical
+    busy = [b / m for b in p.pipeline.busy_s]
+    assert p.pipeline.finish_s[0] > p.pipeline.finish_s[1] and busy[1] > busy[0]
+    assert crit.t_mb == pytest.approx(max(busy), rel=1e-9)
+    assert p.breakdown_s["pipeline_bubble"] == pytest.approx(
+        p.step_time_s - (m * crit.t_mb + crit.tail), rel=1e-9)
+    assert p.breakdown_s["pipeline_bubble"] >= 0
+    assert sum(p.breakdown_s.values()) == pytest.approx(p.step_time_s, rel=1e-9)
+
+
 def test_memory_flags_a_job_that_does_not_fit(gpu_profile):
     big = TINY.model_copy(update={"d_model": 8192, "n_heads": 64, "n_kv_heads": 64,
                                   "ffn_hidden": 32768, "n_layers": 40})
