@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from simulator.published.evaluate import RowResult
-from simulator.published.summary import error_stats, rank_groups, summarize
+from simulator.published.summary import error_stats, rank_groups, spearman_ceiling, summarize
 
 
 def _r(model, hw, chips, measured, predicted, kind="dense", source="s", config=None):
@@ -59,3 +59,25 @@ def test_config_key_ignores_names_and_keeps_settings():
     assert drop.sharding == mb1.sharding and drop.model.moe != mb1.model.moe
     assert mb4.sharding.micro_batch != mb1.sharding.micro_batch
     assert len({config_key(j) for j in (mb1, drop, mb4)}) == 3
+
+
+def test_the_rank_ceiling_of_replicates_measured_apart():
+    # configurations D < C < A (three replicates) < B, but B's two replicates measured 28.9 and
+    # 51.3 s: no forecast giving B one value orders them all; ranks by hand: measured
+    # (1, 2, 3, 4, 5, 6, 7) for (D, C, B1, A1, A2, A3, B2); the best strict order D < C < A < B
+    # forecasts ranks (1, 2, 6.5, 4, 4, 4, 6.5): rho = 0.6736
+    rows = [_r("M", "h100", i, m, 1.0, config=c) for i, (c, m) in enumerate(
+        [("D", 12.49), ("C", 24.85), ("B", 28.94), ("A", 29.7), ("A", 29.26), ("A", 29.45),
+         ("B", 51.27)])]
+    assert spearman_ceiling(rows) == pytest.approx(0.67363, abs=1e-4)
+    consistent = [_r("M", "h100", i, m, 1.0, config=c) for i, (c, m) in enumerate(
+        [("D", 12.0), ("C", 24.0), ("A", 29.0), ("A", 29.0), ("B", 40.0), ("B", 40.0)])]
+    assert spearman_ceiling(consistent) == pytest.approx(1.0)
+    s = summarize(rows + [_r("M", "h100", 99, 60.0, 2.0, config="E")])
+    assert set(s["spearman_ceiling_by_group"]) == set(s["spearman_by_group"])
+
+
+def test_no_rank_ceiling_beyond_eight_configurations():
+    rows = [_r("M", "h100", i, float(i + 1), 1.0, config=str(i)) for i in range(9)]
+    assert spearman_ceiling(rows) is None
+    assert spearman_ceiling(rows[:1]) is None

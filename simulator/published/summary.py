@@ -5,10 +5,17 @@ Spearman's rho between measured and predicted step time is taken within each gro
 sharing model and hardware that has at least three distinct configurations (the jobs' own
 settings, :func:`simulator.published.evaluate.config_key`, not their forecasts); the summary gives
 their median and how many groups reach 0.8.
+
+Rows of one configuration measured differently (one run in two releases) cap what any forecast
+can reach, since a forecast gives them one value. Each group's *ceiling* is the best rho over
+every strict ordering of its configurations (up to 8 of them): the rank agreement of a perfect
+forecaster that tells configurations apart. (Forecasting two different configurations exactly
+alike can score above it, as a tie between replicates' ranks can.)
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 import numpy as np
@@ -49,6 +56,35 @@ def rank_groups(results: list[RowResult]) -> dict[str, float]:
     return out
 
 
+def spearman_ceiling(results: list[RowResult]) -> float | None:
+    """The best Spearman rho a forecast reaches on ``results`` when rows of one configuration
+    get one value and different configurations different values: the maximum over the strict
+    orderings of the configurations (None for fewer than 2 or more than 8)."""
+    from scipy.stats import rankdata
+
+    configs = sorted({r.config for r in results})
+    c = len(configs)
+    if c < 2 or c > 8:
+        return None
+    at = np.array([configs.index(r.config) for r in results])
+    levels = np.array(list(itertools.permutations(range(c))))
+    forecast = rankdata(levels[:, at], axis=1)
+    measured = rankdata([r.measured_step_time_s for r in results])
+    f = forecast - forecast.mean(axis=1, keepdims=True)
+    m = measured - measured.mean()
+    norm = np.sqrt((f * f).sum(axis=1) * (m * m).sum())
+    ok = norm > 0
+    return float(((f[ok] @ m) / norm[ok]).max()) if ok.any() else None
+
+
+def rank_ceilings(results: list[RowResult], groups: dict[str, float]) -> dict[str, float | None]:
+    """:func:`spearman_ceiling` of each group named in ``groups``."""
+    by: dict[str, list[RowResult]] = defaultdict(list)
+    for r in results:
+        by[r.group].append(r)
+    return {name: spearman_ceiling(by[name]) for name in groups}
+
+
 def summarize(results: list[RowResult]) -> dict:
     """Overall, by hardware, by dense/MoE and by source; plus rank agreement."""
     def by(key) -> dict:
@@ -63,6 +99,7 @@ def summarize(results: list[RowResult]) -> dict:
             "by_hardware": by(lambda r: r.hardware), "by_kind": by(lambda r: r.kind),
             "by_source": by(lambda r: r.source),
             "spearman_by_group": ranks,
+            "spearman_ceiling_by_group": rank_ceilings(results, ranks),
             "spearman_median": float(np.median(rhos)) if rhos else None,
             "spearman_groups": len(rhos),
             "spearman_groups_at_least_0.8": sum(r >= 0.8 for r in rhos)}
