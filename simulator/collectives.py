@@ -28,6 +28,10 @@ tree/2D, Thakur et al. 2005; Sanders et al. 2009): all-gather runs the outermost
 the smallest data, reduce-scatter the innermost first, all-reduce = reduce-scatter + all-gather.
 A direct all-to-all drives every level at once; the busiest level sets the pace.
 
+Sources: Patarasuk & Yuan 2009 (bandwidth-optimal ring all-reduce); Austin et al., "How to Scale
+Your Model" (JAX scaling book, 2025), ch. "All About Sharded Matmuls" (all-reduce = 2 x all-gather,
+bidirectional rings, all-to-all on a torus).
+
 Deduplicated expert dispatch (DeepEP / HybridEP, Megatron's flex dispatcher): a token routed to
 ``k`` of ``E`` experts crosses a level once per destination *block* it hits, not once per expert.
 At level ``j`` of an expert group placed as ``f_0 x f_1 x ...`` (innermost first) a block is what
@@ -39,9 +43,6 @@ sends ``(f_j - 1) P_j S`` bytes across level ``j`` for ``S`` bytes per token cop
 ``f_j P_j / k``. (DeepSeek-V3 with EP 32 over 4 nodes of 8: ``P = 0.90``, the fabric carries 0.45
 of the plain bytes. The NVLink forwarding of tokens that arrived over the fabric is not counted.)
 Sources: DeepSeek-V3 technical report (arXiv 2412.19437) sec. 3.2.2; DeepEP README.
-Sources: Patarasuk & Yuan 2009 (bandwidth-optimal ring all-reduce); Austin et al., "How to Scale
-Your Model" (JAX scaling book, 2025), ch. "All About Sharded Matmuls" (all-reduce = 2 x all-gather,
-bidirectional rings, all-to-all on a torus).
 """
 
 from __future__ import annotations

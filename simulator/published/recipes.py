@@ -7,14 +7,13 @@ A row says it itself with an optional ``moe_dispatcher`` column (``alltoall`` / 
 read from the frameworks' published performance configs, decide; every other row keeps the
 plain all-to-all (``alltoall``).
 
-A recipe matches on the row's source family, model (variants such as "(tokendrop)" merged) and,
-where the recipe pins it, hardware profile and parallel layout.
+A recipe matches on the row's source and model (variants such as "(tokendrop)" merged).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from simulator.published.rows import PublishedRow, RowError
 
@@ -29,8 +28,6 @@ class Recipe:
     model: str  # base model name, as evaluate.base_model_name writes it
     dispatcher: str
     source: str
-    hardware: str | None = None  # profile name; None: every hardware
-    layout: dict[str, int] = field(default_factory=dict)  # CSV column -> value it must have
 
 
 _MB = ("NVIDIA-NeMo/Megatron-Bridge scripts/performance/configs/{}_workload_base_configs.py "
@@ -43,7 +40,7 @@ RECIPES: tuple[Recipe, ...] = (
 )
 
 
-def dispatcher_of(row: PublishedRow, profile_name: str) -> tuple[str, str | None]:
+def dispatcher_of(row: PublishedRow) -> tuple[str, str | None]:
     """``(dispatcher, note)`` for an MoE row: its own cell or notes first, then :data:`RECIPES`;
     the note says where a non-default choice came from."""
     from simulator.published.evaluate import base_model_name
@@ -59,8 +56,8 @@ def dispatcher_of(row: PublishedRow, profile_name: str) -> tuple[str, str | None
         return "deepep", "deduplicated dispatch (DeepEP/HybridEP, from the row's notes)"
     base = base_model_name(row.text("model"))
     for r in RECIPES:
-        if (r.source_id == row.text("source_id") and r.model == base
-                and r.hardware in (None, profile_name)
-                and all(row.int(col, default=1) == v for col, v in r.layout.items())):
-            return r.dispatcher, f"deduplicated dispatch (DeepEP/HybridEP): recipe {r.source}"
+        if r.source_id == row.text("source_id") and r.model == base:
+            how = ("deduplicated dispatch (DeepEP/HybridEP)" if r.dispatcher == "deepep"
+                   else "plain all-to-all dispatch")
+            return r.dispatcher, f"{how}: recipe {r.source}"
     return "alltoall", None
