@@ -108,7 +108,12 @@ def _sharding_fields(row: PublishedRow, mesh: _Mesh, family: str) -> dict:
                   precision=precision_of(row))
     if vpp > 1:
         fields.update(pipeline_schedule="interleaved", virtual_stages=vpp)
-    if family not in ("maxtext", "narayanan_eq3"):
+    if family == "maxtext":
+        # MaxText's TPU scripts run XLA with async collective fusion and
+        # --xla_tpu_overlap_compute_collective_tc (LIBTPU_INIT_ARGS in configs/tpu/v5e/*.sh):
+        # the tensor-parallel all-gathers / reduce-scatters run beside the matmuls.
+        fields.update(tp_comm_overlap=True)
+    elif family != "narayanan_eq3":
         # Megatron-Core era recipes (Megatron-LM README, NeMo, Megatron-Bridge): distributed
         # optimizer, TP and EP comm overlap on (the tables do not publish overlap settings; the
         # README's notes list DP/TP/PP overlap); Narayanan et al. 2021 predates all three.
