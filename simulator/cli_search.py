@@ -42,7 +42,10 @@ def add_parsers(sub) -> None:
     r.add_argument("--top", type=int, default=5, help="configurations to show (default 5)")
     r.add_argument("--out", help="write every evaluated configuration to this CSV file")
     r.add_argument("--plot", help="write a PNG: every configuration and the top ones' breakdowns")
-    r.add_argument("--precision", choices=["bf16", "fp8", "fp32"], default="bf16")
+    r.add_argument("--precision", choices=["bf16", "fp8", "fp4", "fp32"], default="bf16")
+    r.add_argument("--moe-dispatcher", choices=("alltoall", "deepep"), default="alltoall",
+                   help="MoE token dispatch (see `predict --help`): deepep sends a token once per "
+                   "destination device and node")
     _budget_args(r)
     p = sub.add_parser("plan", help="best configuration, time and cost per hardware and chip count")
     p.add_argument("--hardware", required=True, help="comma-separated profiles, e.g. h100-sxm,tpu-v5p")
@@ -86,7 +89,7 @@ def cmd_rank(a) -> int:
 
     space = make_space(a.model, a.hardware, a.chips, global_batch=a.global_batch,
                        global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len,
-                       precision=a.precision)
+                       precision=a.precision, moe_dispatcher=a.moe_dispatcher)
     ref = load_model(a.reference) if a.reference else None
     progress = _Progress("rank")
     try:
