@@ -179,3 +179,13 @@ def test_an_unknown_dispatcher_cell_skips_the_row_naming_the_column():
     skip = row_to_case(_with(45, moe_dispatcher="nvshmem-magic"))
     assert isinstance(skip, Skip)
     assert "moe_dispatcher" in skip.reason and "nvshmem-magic" in skip.reason
+
+
+def test_a_recipe_pinned_to_a_layout_matches_that_layout_only():
+    # Qwen3-30B-A3B's H100 preset (EP 16 over two nodes, PP 1) sets HybridEP: line 33 runs it;
+    # line 65 (PP 2, EP 8, VPP 12, an older release's layout) is in no current preset
+    assert row_to_case(row_at(33)).job.sharding.moe_dispatcher == "deepep"
+    assert row_to_case(row_at(65)).job.sharding.moe_dispatcher == "alltoall"
+    # the B200 preset pins micro-batch 4: line 42 has it, line 73 (micro-batch 1) does not
+    assert row_to_case(row_at(42)).job.sharding.moe_dispatcher == "deepep"
+    assert row_to_case(row_at(73)).job.sharding.moe_dispatcher == "alltoall"

@@ -139,7 +139,7 @@ def _row_to_case(row: PublishedRow, profiles, execution: dict) -> Case:
             else _megatron_mesh(row, n, model.is_moe))
     fields = _sharding_fields(row, mesh, family)
     if model.is_moe:
-        fields["moe_dispatcher"], note = dispatcher_of(row)
+        fields["moe_dispatcher"], note = dispatcher_of(row, profile.name)
         mesh.notes.extend([note] if note else [])
     fields.update(execution)
     measured = measured_step_time(row, model, n, fields["global_batch"], fields["seq_len"],
