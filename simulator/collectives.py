@@ -133,12 +133,16 @@ def all_reduce_time(parts: tuple[AxisPart, ...], size_bytes: float) -> float:
     return reduce_scatter_time(parts, size_bytes) + all_gather_time(parts, size_bytes)
 
 
-def all_to_all_time(parts: tuple[AxisPart, ...], buffer_bytes: float) -> float:
-    """Direct all-to-all across levels: the busiest level's transfer plus every level's latency."""
+def all_to_all_time(parts: tuple[AxisPart, ...], buffer_bytes: float,
+                    shares: tuple[float, ...] | None = None) -> float:
+    """Direct all-to-all across levels: the busiest level's transfer plus every level's latency.
+    ``shares`` scales the buffer per level (the deduplicated dispatch's :func:`dedup_shares`)."""
     if not parts:
         return 0.0
     lat = sum(p.level.latency_s for p in parts if p.factor > 1)
-    busiest = max(all_to_all_time_on(p, buffer_bytes) - p.level.latency_s for p in parts)
+    shares = shares or (1.0,) * len(parts)
+    busiest = max(all_to_all_time_on(p, buffer_bytes * x) - p.level.latency_s
+                  for p, x in zip(parts, shares))
     return busiest + lat
 
 
@@ -154,20 +158,14 @@ def dedup_block_hit(n_experts: int, top_k: int, block_experts: float) -> float:
     return 1.0 - miss
 
 
-def dedup_all_to_all_time(parts: tuple[AxisPart, ...], buffer_bytes: float, n_experts: int,
-                          top_k: int) -> float:
-    """Deduplicated expert dispatch/combine of a per-device buffer ``B = tokens * k * S`` (the
-    plain all-to-all's): level ``j`` carries the plain formula on ``B * f_j * P_j / k`` (see the
-    module docstring); the busiest level sets the pace, every level adds its latency."""
-    if not parts:
-        return 0.0
-    lat = sum(p.level.latency_s for p in parts if p.factor > 1)
-    busiest, outer = 0.0, math.prod(p.factor for p in parts)
+def dedup_shares(parts: tuple[AxisPart, ...], n_experts: int, top_k: int) -> tuple[float, ...]:
+    """Per level ``j`` the deduplicated dispatch's share of the plain buffer, ``f_j P_j / k``,
+    with blocks of ``E / prod_{i>=j} f_i`` experts (see the module docstring)."""
+    out, outer = [], math.prod(p.factor for p in parts)
     for p in parts:
-        share = p.factor * dedup_block_hit(n_experts, top_k, n_experts / outer) / top_k
+        out.append(p.factor * dedup_block_hit(n_experts, top_k, n_experts / outer) / top_k)
         outer //= p.factor
-        busiest = max(busiest, all_to_all_time_on(p, buffer_bytes * share) - p.level.latency_s)
-    return busiest + lat
+    return tuple(out)
 
 
 def permute_time(parts: tuple[AxisPart, ...], size_bytes: float) -> float:
@@ -196,5 +194,5 @@ def collective_time(kind: Collective, parts: tuple[AxisPart, ...], size_bytes: f
     if any(p.level.per_kind for p in parts):
         parts = tuple(AxisPart(p.level.for_kind(kind.value), p.factor) for p in parts)
     if dedup is not None and kind is Collective.ALL_TO_ALL:
-        return dedup_all_to_all_time(parts, size_bytes, *dedup)
+        return all_to_all_time(parts, size_bytes, dedup_shares(parts, *dedup))
     return COLLECTIVE_TIME[kind](parts, size_bytes)

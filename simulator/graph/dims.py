@@ -18,7 +18,7 @@ class Dims:
     another micro-batch's compute. ``host_s``: host seconds to issue one op of a dropless MoE
     layer's data-dependent part when it runs eagerly (0: launches never bind). ``dedup``: the
     expert all-to-alls are the deduplicated dispatch of DeepEP/HybridEP
-    (:func:`simulator.collectives.dedup_all_to_all_time`).
+    (:func:`simulator.collectives.dedup_shares`).
     """
 
     b: int
@@ -41,13 +41,17 @@ class Dims:
     def T(self) -> int:  # noqa: N802 - scaling-book symbol
         return self.b * self.s // self.cp
 
+    @staticmethod
+    def sharding_fields(s) -> dict:
+        """The fields a ShardingSpec ``s`` sets alike for every mesh: dtypes and switches."""
+        return dict(ab=4.0 if s.precision == "fp32" else 2.0, wb=DTYPE_BYTES[s.precision],
+                    gb=DTYPE_BYTES[s.optimizer.grad_dtype], tp_overlap=s.tp_comm_overlap,
+                    ep_overlap=s.ep_comm_overlap, host_s=s.moe_host_issue_s,
+                    dedup=s.moe_dispatcher == "deepep")
+
     @classmethod
     def from_job(cls, job) -> Dims:
         s = job.sharding
         return cls(b=s.micro_batch, s=job.seq_len, t=job.axis("model"), e=job.axis("expert"),
                    fs=job.axis("fsdp"), dp=job.axis("data"), cp=job.axis("seq"),
-                   pp=job.axis("pipeline"), ab=4.0 if s.precision == "fp32" else 2.0,
-                   wb=DTYPE_BYTES[s.precision],
-                   gb=DTYPE_BYTES[s.optimizer.grad_dtype], tp_overlap=s.tp_comm_overlap,
-                   ep_overlap=s.ep_comm_overlap, host_s=s.moe_host_issue_s,
-                   dedup=s.moe_dispatcher == "deepep")
+                   pp=job.axis("pipeline"), **cls.sharding_fields(s))

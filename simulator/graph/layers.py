@@ -45,9 +45,9 @@ class Template:
         return self._add(Op(name, OpKind.ELEMENTWISE, nbytes=nbytes, gather=gather,
                             bwd_nbytes=bwd_nbytes), deps)
 
-    def coll(self, name, kind, axis, nbytes, stream, deps=None) -> str:
+    def coll(self, name, kind, axis, nbytes, stream, deps=None, dedup=None) -> str:
         return self._add(Op(name, OpKind.COLLECTIVE, stream=stream, nbytes=nbytes, collective=kind,
-                            axis=axis), deps)
+                            axis=axis, dedup=dedup), deps)
 
 
 def _tp_overlapped(d: Dims) -> bool:
@@ -131,7 +131,7 @@ def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
     wait for the all-to-alls; they still occupy the expert links (the stage's per-axis link
     floor), so a micro-batch costs about ``max(compute, all-to-all)``.
     With ``d.dedup`` (DeepEP/HybridEP) both all-to-alls are the deduplicated dispatch of
-    :func:`simulator.collectives.dedup_all_to_all_time` on the same buffer.
+    :func:`simulator.collectives.dedup_shares` on the same buffer.
     """
     moe = m.moe
     T, t, D, E = d.T, d.t, m.d_model, moe.n_experts
@@ -148,8 +148,8 @@ def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
         disp = tp.mm("dispatch", tl, ec, D, d, deps=[topk])
     else:
         disp = tp.ew("dispatch", 2 * tl * kf * D * d.ab, gather=True, deps=[topk])
-    a2a = tp.coll("a2a_dispatch", A2A, "expert", tl * kf * D * d.ab, "ep")
-    tp.ops[-1].dedup = dedup = (E, moe.top_k) if d.dedup else None
+    dedup = (E, moe.top_k) if d.dedup else None
+    a2a = tp.coll("a2a_dispatch", A2A, "expert", tl * kf * D * d.ab, "ep", dedup=dedup)
     ov = bool(d.ep_overlap) and d.e > 1
     ends = []
     if moe.n_shared_experts:
@@ -170,8 +170,7 @@ def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
     if t > 1:
         tp.coll("moe_rs", RS, "model", T * kf * D * d.ab, "tp")
     done = tp.ops[-1].name
-    tp.coll("a2a_combine", A2A, "expert", tl * kf * D * d.ab, "ep")
-    tp.ops[-1].dedup = dedup
+    tp.coll("a2a_combine", A2A, "expert", tl * kf * D * d.ab, "ep", dedup=dedup)
     after = [done] if ov else [tp.ops[-1].name]
     if host:
         after.append(host.name)

@@ -33,32 +33,24 @@ def column(x) -> Column:
 
 
 def structure_key(model, t: np.ndarray, cp: np.ndarray, T: np.ndarray,
-                  e: np.ndarray | None = None) -> np.ndarray:
+                  e: np.ndarray) -> np.ndarray:
     """Integer code of the templates' branches per row: tensor parallel (``t > 1``), context
     parallel (``cp > 1``) and, for MoE, ``T < group_size_tokens`` (which side of
     ``min(group, T)`` einsum dispatch takes) and expert parallel (``e > 1``: whether EP comm
     overlap applies)."""
     key = (t > 1).astype(np.int64) + 2 * (cp > 1)
     if model.moe is not None:
-        key = key + 4 * (T < model.moe.group_size_tokens)
-        if e is not None:
-            key = key + 8 * (e > 1)
+        key = key + 4 * (T < model.moe.group_size_tokens) + 8 * (e > 1)
     return key
 
 
 def dims_columns(space, mesh_cols: dict[str, np.ndarray], micro_batch: np.ndarray) -> Dims:
-    """Column-valued Dims for rows with the given mesh sizes and micro-batches (same dtype
-    rules as ``Dims.from_job``)."""
-    from simulator.compute import DTYPE_BYTES
-
-    s = space.base
+    """Column-valued Dims for rows with the given mesh sizes and micro-batches (the sharding's
+    dtypes and switches as ``Dims.from_job`` takes them)."""
     return Dims(b=column(micro_batch), s=space.seq_len, t=column(mesh_cols["model"]),
                 e=column(mesh_cols["expert"]), fs=column(mesh_cols["fsdp"]),
                 dp=column(mesh_cols["data"]), cp=column(mesh_cols["seq"]),
-                pp=column(mesh_cols["pipeline"]), ab=4.0 if s.precision == "fp32" else 2.0,
-                wb=DTYPE_BYTES[s.precision], gb=DTYPE_BYTES[s.optimizer.grad_dtype],
-                tp_overlap=s.tp_comm_overlap, ep_overlap=s.ep_comm_overlap,
-                host_s=s.moe_host_issue_s, dedup=s.moe_dispatcher == "deepep")
+                pp=column(mesh_cols["pipeline"]), **Dims.sharding_fields(space.base))
 
 
 class DimsView:
