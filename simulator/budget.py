@@ -25,11 +25,11 @@ def chinchilla_tokens(model: ModelSpec, ratio: float = CHINCHILLA_TOKENS_PER_PAR
                       reference: ModelSpec | None = None) -> int:
     """``ratio * N`` training tokens, ``N`` = total parameters (embeddings included, as
     Chinchilla counts them) of ``reference``, else of ``model`` (see the module docstring)."""
-    check_tokens_per_param(ratio)
+    _check_tokens_per_param(ratio)
     return int(round(ratio * (reference or model).total_params))
 
 
-def check_tokens_per_param(ratio: float) -> None:
+def _check_tokens_per_param(ratio: float) -> None:
     """A clear error unless ``ratio`` is a positive finite number."""
     if not math.isfinite(ratio) or ratio <= 0:
         raise MeshcastError(f"tokens-per-param: {ratio} must be a positive number (Chinchilla: 20)")

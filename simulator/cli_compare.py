@@ -41,14 +41,7 @@ def cmd_compare(a) -> int:
     moes = [m.strip() for m in a.moe.split(",") if m.strip()]
     if not moes:
         raise MeshcastError(f"moe: {a.moe!r} names no model; give e.g. --moe moe-6.4b")
-    if a.mesh is None:
-        for flag, v in (("remat", a.remat), ("micro-batch", a.micro_batch)):
-            if v is not None:
-                raise MeshcastError(f"{flag}: {v} is searched when no --mesh is given; pass "
-                                    "--mesh too, or drop it")
-        extra = {}
-    else:
-        extra = {"remat": a.remat or "selective", "micro_batch": a.micro_batch or 1}
+    extra = {k: v for k, v in (("remat", a.remat), ("micro_batch", a.micro_batch)) if v is not None}
     if a.plot:
         from simulator.plots.common import check_png_path
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simulator.attribution import attribute
-from simulator.budget import Budget, check_tokens_per_param, chinchilla_tokens, price_of
+from simulator.budget import Budget, chinchilla_tokens, price_of
 from simulator.decompose import Increase, decompose_predictions
 from simulator.errors import MeshcastError
 from simulator.matched import VIEWS, Matched, check_view, matched
@@ -55,10 +55,7 @@ class Comparison:
 def _load(name, role: str, want_moe: bool) -> ModelSpec:
     from simulator.zoo import load_model
 
-    try:
-        m = load_model(name) if isinstance(name, (str, Path)) else name
-    except MeshcastError as e:  # name the option: "moe: unknown model 'x'; known models: ..."
-        raise MeshcastError(f"{role}: " + str(e).removeprefix("model: ")) from None
+    m = load_model(name, role) if isinstance(name, (str, Path)) else name
     if want_moe and m.moe is None:
         raise MeshcastError(f"moe: {m.name} is a dense model; give MoE models to --moe "
                             "(e.g. moe-6.4b) and the dense reference to --dense")
@@ -88,8 +85,7 @@ def _forecast(model: ModelSpec, hw, chips: int, mesh, batch: dict, extra: dict):
 
     if mesh is not None:
         return predict_job(make_job(model, make_sharding(mesh=mesh, **batch, **extra), hw, chips))
-    fixed = {k: v for k, v in extra.items() if k not in ("remat", "micro_batch")}
-    space = make_space(model, hw, chips, **batch, **fixed)
+    space = make_space(model, hw, chips, **batch, **extra)
     return rank(space, "step_time", top=1).top[0].prediction
 
 
@@ -104,8 +100,13 @@ def compare(dense, moes, hardware, chips: int, *, mesh: dict[str, int] | None = 
     from simulator.search.space import resolve_global_batch
 
     check_view(view)
-    check_tokens_per_param(tokens_per_param)  # before any forecast
+    if mesh is None:
+        for key in ("remat", "micro_batch"):
+            if key in sharding:
+                raise MeshcastError(f"{key.replace('_', '-')}: {sharding[key]} is searched when no "
+                                    "mesh is given; pass --mesh (mesh=) too, or drop it")
     d = _load(dense, "dense", want_moe=False)
+    tokens = chinchilla_tokens(d, tokens_per_param)  # checks the ratio before any forecast
     ms = [_load(m, "moe", want_moe=True) for m in (moes if isinstance(moes, (list, tuple)) else [moes])]
     if not ms:
         raise MeshcastError("moe: give at least one MoE model (e.g. --moe moe-6.4b)")
@@ -115,8 +116,7 @@ def compare(dense, moes, hardware, chips: int, *, mesh: dict[str, int] | None = 
                  seq_len=seq)
     dpred = _forecast(d, hw, chips, dense_mesh(mesh) if mesh else None, batch, sharding)
     tokens_per_step = dpred.job.tokens_per_step
-    budget = Budget(chinchilla_tokens(d, tokens_per_param), tokens_per_step, dpred.step_time_s,
-                    chips, price_of(hw))
+    budget = Budget(tokens, tokens_per_step, dpred.step_time_s, chips, price_of(hw))
     out, dense_att = [], attribute(dpred)
     for m in ms:
         mpred = _forecast(m, hw, chips, mesh, batch, sharding)

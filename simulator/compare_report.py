@@ -12,6 +12,19 @@ def _mesh(pred) -> str:
     return " ".join(f"{a}={v}" for a, v in mesh.items())
 
 
+def _same_sharding(moe_job, dense_job) -> bool:
+    """Whether the dense job runs the MoE job's sharding (its ``expert`` axis folded into
+    ``data``, as ``compare.dense_mesh`` does), micro-batch and remat."""
+    from simulator.compare import dense_mesh
+
+    def sizes(mesh):
+        return {a: v for a, v in mesh.items() if v != 1}
+
+    a, b = moe_job.sharding, dense_job.sharding
+    return (sizes(dense_mesh(moe_job.mesh)) == sizes(dense_job.mesh)
+            and (a.micro_batch, a.remat) == (b.micro_batch, b.remat))
+
+
 def _run(pred) -> dict:
     d = pred.to_dict()
     keep = ("model", "mesh", "placement", "micro_batch", "microbatches", "remat", "step_time_s",
@@ -68,7 +81,7 @@ def _moe_lines(c, x) -> list[str]:
              f"{p.job.sharding.remat}, micro-batch {p.job.sharding.micro_batch}",
              f"    step-time increase over dense: {inc.total_s:+.4g} s ({100 * inc.fraction:+.1f} %)"
              + ("  [under 20 %]" if inc.fraction < THRESHOLD else "  [20 % or more]")]
-    if _mesh(p) != _mesh(c.dense) or p.job.sharding.micro_batch != c.dense.job.sharding.micro_batch:
+    if not _same_sharding(p.job, c.dense.job):
         lines.append("    (the two run on different shardings: the parts include that difference)")
     small = 0.0
     for k in INCREASE_PARTS:

@@ -21,6 +21,8 @@ def test_compare_text_shows_budget_increase_parts_and_views(capsys):
                  "equal step time (wall clock)", "FLOP-matched", "activated-parameter-matched"):
         assert word in out, word
     assert out.count("step-time increase over dense") == 2
+    # with --mesh the dense model runs the same sharding, expert folded into data
+    assert "different shardings" not in out
 
 
 def test_compare_json_parts_sum_to_the_increase(capsys):
