@@ -21,6 +21,7 @@ from simulator.collectives import Collective
 from simulator.errors import MeshcastError
 from simulator.graph.ops import COMPUTE, Op
 from simulator.predict import link_floor
+from simulator.schedule import wait_category
 
 #: The parts a step is split into, in report order.
 PARTS = ("attention", "ffn", "router", "dispatch_combine", "all_to_all", "tp_comm", "cp_comm",
@@ -87,8 +88,7 @@ def _stage_seconds(timing) -> tuple[dict, dict]:
         op = nodes[name]["op"]
         bucket[(name, op.category)] += op.duration
         for who, seconds in pieces:
-            cat = nodes[who]["op"].category if who else "compute"
-            bucket[(who or name, cat)] += seconds
+            bucket[(who or name, wait_category(nodes, who))] += seconds
     if sc.makespan > last_compute:
         final = max(nodes, key=lambda n: sc.end[n])
         tail[(final, nodes[final]["op"].category)] += sc.makespan - last_compute

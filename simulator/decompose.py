@@ -95,6 +95,6 @@ def decompose_predictions(dense_pred, moe_pred, dense_att: Attribution | None = 
     dense forecast's attribution, when one reference serves several MoEs); also returns each
     model's attribution: ``{"dense": ..., "moe": ..., "moe_unpadded": ... or None}``."""
     m0_pred = unpadded_prediction(moe_pred)
-    att = {"dense": dense_att or attribute(dense_pred), "moe": attribute(moe_pred),
+    att = {"dense": attribute(dense_pred) if dense_att is None else dense_att, "moe": attribute(moe_pred),
            "moe_unpadded": attribute(m0_pred) if m0_pred is not None else None}
     return decompose(att["dense"], att["moe"], att["moe_unpadded"]), att

@@ -32,14 +32,19 @@ class Scheduled:
         """Seconds by category of compute-stream nodes ending in ``(t0, t1]``: their own busy
         time under their category, and the wait before each under what it waited for."""
         out: dict[str, float] = defaultdict(float)
+        nodes = graph.nodes
         for name, pieces in self.waits.items():
             if t0 < self.end[name] <= t1:
-                nodes = graph.nodes
                 op = nodes[name]["op"]
                 out[op.category] += op.duration
                 for who, seconds in pieces:
-                    out[nodes[who]["op"].category if who else "compute"] += seconds
+                    out[wait_category(nodes, who)] += seconds
         return out
+
+
+def wait_category(nodes, who: str) -> str:
+    """The breakdown category a wait piece is charged to: its collective's, or compute."""
+    return nodes[who]["op"].category if who else "compute"
 
 
 def schedule(graph: nx.DiGraph) -> Scheduled:

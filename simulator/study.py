@@ -143,7 +143,6 @@ def sharding_study(hardware=("h100-sxm", "tpu-v5p"), scales=tuple(PAIRS), chips:
     bad = [s for s in scales if s not in PAIRS]
     if bad:
         raise MeshcastError(f"scale: {bad[0]!r} is not one of {', '.join(PAIRS)}")
-    _check_layouts(layouts)
     return [row for hw in hardware for s in scales
             for row in study_pair(*PAIRS[s], hw, chips, s, layouts, finalists, **batch)]
 

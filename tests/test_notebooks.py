@@ -1,6 +1,7 @@
 """The notebooks run top to bottom (issue 6) with fast settings injected after their
 ``parameters`` cell, as papermill would; each must finish without an error and show its plots
-as non-empty PNGs. Every figure in them is drawn by ``simulator.plots`` from API results."""
+as non-empty PNGs. (The notebooks draw their figures with ``simulator.plots``; this test checks
+only that they run and show images.)"""
 
 from __future__ import annotations
 

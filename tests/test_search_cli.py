@@ -120,7 +120,7 @@ def test_rank_precision_the_chip_lacks(capsys):
 
 def test_rank_with_the_deduplicated_dispatch_is_faster_across_nodes(capsys):
     # Qwen3-30B-A3B on 32 H100 (4 nodes): with DeepEP the best configuration spreads the experts
-    # over two nodes (measured: expert=16, 0.38 s, against expert=8 in a node, 0.47 s, plain)
+    # over two nodes (forecast: expert=16, 0.38 s, against expert=8 in a node, 0.47 s, plain)
     args = ["rank", "--model", "qwen3-30b-a3b", "--hardware", "h100-sxm", "--chips", "32",
             "--seq-len", "2048", "--global-batch", "64", "--json", "--top", "1"]
     plain = json.loads(ok(capsys, args))["top"][0]

@@ -25,14 +25,13 @@ def plot_study(rows):
         bars, lines = axes[h], axes[len(hws) + h]
         mine = {(r.scale, r.layout): r for r in rows if r.hardware == hw}
         for j, lay in enumerate(layouts):
-            xs = [i + j * width for i, s in enumerate(scales) if mine.get((s, lay)) and
-                  mine[(s, lay)].increase is not None]
-            ys = [100 * mine[(s, lay)].increase for s in scales if mine.get((s, lay)) and
-                  mine[(s, lay)].increase is not None]
-            bars.bar(xs, ys, width, color=_LAYOUT_COLOURS.get(lay, colour(lay)), label=lay)
-            ffn = [100 * mine[(s, lay)].parts_s.get("ffn_size", 0.0) / mine[(s, lay)].dense_step_s
-                   for s in scales if mine.get((s, lay)) and mine[(s, lay)].increase is not None]
-            bars.bar(xs, ffn, width, fill=False, hatch="//", edgecolor="white", lw=0,
+            done = [(i, r) for i, sc in enumerate(scales)
+                    if (r := mine.get((sc, lay))) is not None and r.increase is not None]
+            xs = [i + j * width for i, _ in done]
+            bars.bar(xs, [100 * r.increase for _, r in done], width,
+                     color=_LAYOUT_COLOURS.get(lay, colour(lay)), label=lay)
+            bars.bar(xs, [100 * (r.increase - r.increase_beyond_ffn) for _, r in done], width,
+                     fill=False, hatch="//", edgecolor="white", lw=0,
                      label="of which FFN size" if j == 0 else None)
             pts = [(s, mine[(s, lay)].moe_step_s) for s in scales
                    if mine.get((s, lay)) and mine[(s, lay)].moe_step_s is not None]
