@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from calibration.cases import Case
-from calibration.context import CONTEXT_KINDS
+from calibration.context import CONTEXT_KINDS, jax_case
 
 WARMUP = 2
 MIN_REPS = 5
@@ -80,8 +80,6 @@ def build(case: Case, mesh):
         fn = _lookup_fwd_bwd
         args, in_specs, out_specs = (idx, table), (spec, spec), (spec, spec)
     elif case.kind in CONTEXT_KINDS:
-        from calibration.context import jax_case
-
         fn, local = jax_case(case.kind, case.m, case.k, dt)
         args = tuple(_place(mesh, jnp.tile(a, (n_dev,) + (1,) * (a.ndim - 1))) for a in local)
         in_specs, out_specs = (spec,) * len(args), spec

@@ -46,12 +46,17 @@ def context_ops(kind: str, b: int, s: int, dtype: str = "float32") -> tuple:
                  and in_block(name) == (kind == "block"))
 
 
-def elementwise_bytes(kind: str, b: int, s: int, dtype: str = "float32") -> float:
-    """Bytes the step graph's elementwise ops of the case move (its size on the fit's axis)."""
+def fitted_elementwise(op) -> bool:
+    """Whether the in-context fit prices ``op`` on the memory curve: elementwise, not a gather
+    (gathers keep their own sweep's curve)."""
     from simulator.graph.ops import OpKind
 
-    return sum(op.nbytes for op in context_ops(kind, b, s, dtype)
-               if op.kind is OpKind.ELEMENTWISE)
+    return op.kind is OpKind.ELEMENTWISE and not op.gather
+
+
+def elementwise_bytes(kind: str, b: int, s: int, dtype: str = "float32") -> float:
+    """Bytes the case's :func:`fitted_elementwise` ops move (its size on the fit's axis)."""
+    return sum(op.nbytes for op in context_ops(kind, b, s, dtype) if fitted_elementwise(op))
 
 
 def jax_case(kind: str, b: int, s: int, dtype):
@@ -60,10 +65,10 @@ def jax_case(kind: str, b: int, s: int, dtype):
     import jax
     import jax.numpy as jnp
 
-    from calibration.models import dense_block, head_loss
+    from calibration.models import dense_block, head_loss, layer_shapes
 
     m = reference_model("dense", s)
-    D, hd, F, V = m.d_model, m.hd, m.ffn_hidden, m.vocab_size
+    D, V = m.d_model, m.vocab_size
     x = jnp.ones((b, s, D), dtype) * 0.1
     if kind == "head":
         embed = jnp.ones((V, D), dtype) * 0.02
@@ -74,8 +79,7 @@ def jax_case(kind: str, b: int, s: int, dtype):
             return (loss.reshape(1), *vjp(jnp.ones_like(loss)))
 
         return head, (embed, x, tokens)
-    shapes = {"wq": (D, m.n_heads * hd), "wk": (D, m.kv_heads * hd), "wv": (D, m.kv_heads * hd),
-              "wo": (m.n_heads * hd, D), "w1": (F, D), "w3": (F, D), "w2": (F, D)}
+    shapes = layer_shapes(m, 0)  # the dense reference layer
     names = sorted(shapes)
 
     def block(x, *ws):
@@ -87,6 +91,7 @@ def jax_case(kind: str, b: int, s: int, dtype):
 
 
 def context_sizes(quick: bool) -> list[tuple[int, int]]:
-    """(sequences, tokens per sequence) per device: the validation steps' 128..1024 tokens."""
+    """(sequences, tokens per sequence) per device: 128..1024 tokens, covering the validation
+    steps' 512..1024."""
     return [(1, 128), (2, 128), (2, 256)] if quick else [(1, 128), (2, 128), (2, 256), (4, 256),
                                                           (2, 512)]

@@ -67,8 +67,7 @@ def medians(rows: list[dict]) -> list[Point]:
         if r["kind"] in ("matmul", "attention"):
             pts.append(Point(r["kind"], r["flops"], t))
         elif r["kind"] in CONTEXT_KINDS:
-            pts.append(Point(r["kind"], r["nbytes"], t, op=r["kind"], shape=(r["m"], r["k"]),
-                             dtype=r["dtype"]))
+            pts.append(Point(r["kind"], r["nbytes"], t, shape=(r["m"], r["k"]), dtype=r["dtype"]))
         elif r["kind"] == "gather":
             pts.append(Point("gather", r["nbytes"], t))
         elif r["kind"] == "elementwise":
@@ -99,12 +98,15 @@ def _solve(points, model, x0) -> np.ndarray:
     return np.exp(least_squares(lambda log_theta: resid(np.exp(log_theta)), x0=np.log(x0)).x)
 
 
-def _fit(points, model, x0) -> tuple[np.ndarray, np.ndarray, list[Point], list[Point]]:
-    """(parameters fitted on every size, parameters fitted on the training sizes only, train,
-    held out): the held-out error is that of the second fit; the profile gets the first."""
-    train, test = split(points)
+def fit_curve(group: str, names: tuple[str, ...], points: list[Point], model, x0,
+              split_points=split) -> GroupFit:
+    """Fit ``model(theta, point)``'s parameters ``names`` twice: on the training sizes of
+    ``split_points`` (its held-out error is reported) and then on every size (what the profile
+    gets)."""
+    train, test = split_points(points)
     theta_train = _solve(train, model, x0)
-    return _solve(points, model, theta_train), theta_train, train, test
+    theta = _solve(points, model, theta_train)
+    return _report(group, dict(zip(names, theta)), theta_train, model, train, test)
 
 
 def _report(group, params, theta_train, model, train, test) -> GroupFit:
@@ -130,9 +132,7 @@ def fit_throughput(group: str, points: list[Point], launch: float) -> GroupFit:
 
     big = max(points, key=lambda p: p.size)
     x0 = [big.size / max(big.seconds - launch, big.seconds * 0.5), max(big.size * 0.01, 1.0)]
-    theta, theta_train, train, test = _fit(points, model, x0)
-    return _report(group, {"rate": theta[0], "half_saturation": theta[1]}, theta_train,
-                   model, train, test)
+    return fit_curve(group, ("rate", "half_saturation"), points, model, x0)
 
 
 def _coefficients(op: str, f: int) -> tuple[float, float]:
@@ -155,9 +155,7 @@ def fit_collective(group: str, points: list[Point]) -> GroupFit:
 
     small, big = min(points, key=lambda p: p.size), max(points, key=lambda p: p.size)
     x0 = [small.seconds / max(c_lat, 1e-9), c_bw * big.size / big.seconds]
-    theta, theta_train, train, test = _fit(points, model, x0)
-    return _report(group, {"latency_s": theta[0], "bandwidth_bytes_per_s": theta[1]},
-                   theta_train, model, train, test)
+    return fit_curve(group, ("latency_s", "bandwidth_bytes_per_s"), points, model, x0)
 
 
 def fit_all(rows: list[dict]) -> tuple[float, dict[str, GroupFit]]:

@@ -12,29 +12,36 @@ second is the simulator's memory-bound time ``bytes / (bw * eff(bytes))`` with
 
 from __future__ import annotations
 
-from calibration.context import CONTEXT_KINDS, context_ops
-from calibration.fit import GroupFit, Point, _report, _solve
-from simulator.graph.ops import OpKind
+from calibration.context import CONTEXT_KINDS, context_ops, fitted_elementwise
+from calibration.fit import GroupFit, Point, fit_curve
 
 GROUP = "elementwise:context"
 
 
-def _fixed_and_bytes(p: Point, profile) -> tuple[float, list[float]]:
+def fixed_and_bytes(p: Point, profile) -> tuple[float, list[float]]:
     """(seconds of the case's non-elementwise ops on ``profile``, bytes of each elementwise op)."""
+    from calibration.cases import precision_of
     from simulator.compute import ComputeModel
     from simulator.graph.ops import CostContext, cost
 
-    # the calibrated curves are rates over the profile's bf16 peak (a host's fp32 peak equals
-    # it), so the bf16 compute model reproduces the fitted GEMM and attention times; the ops'
-    # bytes are the run's dtype (context_ops)
-    ctx = CostContext(ComputeModel.from_profile(profile, "bf16"), None)
+    ctx = CostContext(ComputeModel.from_profile(profile, precision_of(p.dtype)), None)
     fixed, ew = 0.0, []
-    for op in context_ops(p.op, *p.shape, p.dtype):
-        if op.kind is OpKind.ELEMENTWISE and not op.gather:
+    for op in context_ops(p.group, *p.shape, p.dtype):
+        if fitted_elementwise(op):
             ew.append(op.nbytes)
         else:
             fixed += cost(op, ctx)
     return fixed, ew
+
+
+def _split_per_kind(pts: list[Point]) -> tuple[list[Point], list[Point]]:
+    """Every other size of each case kind held out (none if fewer than two would be fitted)."""
+    train, test = [], []
+    for kind in CONTEXT_KINDS:
+        by_size = sorted((p for p in pts if p.group == kind), key=lambda p: p.size)
+        train += by_size[0::2]
+        test += by_size[1::2]
+    return (train, test) if len(train) >= 2 else (pts, [])
 
 
 def fit_context(points: list[Point], profile, launch: float) -> GroupFit | None:
@@ -43,27 +50,17 @@ def fit_context(points: list[Point], profile, launch: float) -> GroupFit | None:
     pts = [p for p in points if p.group in CONTEXT_KINDS]
     if len(pts) < 2:
         return None
-    terms = {id(p): _fixed_and_bytes(p, profile) for p in pts}
+    terms = {id(p): fixed_and_bytes(p, profile) for p in pts}
 
     def model(theta, p):
         rate, half = theta
         fixed, ew = terms[id(p)]
         return fixed + sum(launch + (b + half) / rate for b in ew)
 
-    train, test = [], []
-    for kind in CONTEXT_KINDS:
-        by_size = sorted((p for p in pts if p.group == kind), key=lambda p: p.size)
-        train += by_size[0::2]
-        test += by_size[1::2]
-    if len(train) < 2:
-        train, test = pts, []
     big = max(pts, key=lambda p: p.size)
     fixed, ew = terms[id(big)]
     x0 = [sum(ew) / max(big.seconds - fixed, 0.2 * big.seconds), max(min(ew), 1.0)]
-    theta_train = _solve(train, model, x0)
-    theta = _solve(pts, model, theta_train)
-    fit = _report(GROUP, {"rate": theta[0], "half_saturation": theta[1]}, theta_train, model,
-                  train, test)
+    fit = fit_curve(GROUP, ("rate", "half_saturation"), pts, model, x0, _split_per_kind)
     op_bytes = [b for p in pts for b in terms[id(p)][1]]
     fit.size_range = (min(op_bytes), max(op_bytes))  # the curve's x is one op's bytes
     return fit

@@ -198,7 +198,6 @@ def rules(c: Ctx, xla: list[Piece], sim: list[SimCollective]) -> list[Rule]:
     act = c.T * c.D * c.ab  # one activation [T, D]
     partials = c.m * (2 * c.n_attn * act + c.gated * (c.n_dense * act + c.n_moe * c.kf * act))
     table = c.V * c.D / c.t  # one vocabulary table's elements per device before fsdp
-    lookup_table = table * c.wb if c.fs > 1 else 0.0
     fsdp_ag = [x for x in xla if x.kind is AG and x.axes == ("fsdp",)]
 
     def gathered(sites: tuple[str, ...], phase, nbytes=None):

@@ -43,19 +43,23 @@ def param_specs(m: ModelSpec) -> dict:
     return {"embed": P("model", "fsdp"), "layers": layers}
 
 
+def layer_shapes(m: ModelSpec, i: int) -> dict[str, tuple[int, ...]]:
+    """Weight name -> shape of layer ``i`` (attention, then the dense MLP or the MoE's)."""
+    D, hd = m.d_model, m.hd
+    s = {"wq": (D, m.n_heads * hd), "wk": (D, m.kv_heads * hd), "wv": (D, m.kv_heads * hd),
+         "wo": (m.n_heads * hd, D)}
+    if m.is_moe_layer(i):
+        E, fe = m.moe.n_experts, m.moe.expert_ffn_hidden
+        s.update(router=(D, E), wi=(E, fe, D), wg=(E, fe, D), wout=(E, fe, D))
+    else:
+        s.update(w1=(m.ffn_hidden, D), w3=(m.ffn_hidden, D), w2=(m.ffn_hidden, D))
+    return s
+
+
 def init_params(m: ModelSpec, key, mesh, dtype=jnp.float32) -> dict:
     """Random ``dtype`` parameters placed on ``mesh`` with :func:`param_specs`."""
-    D, hd = m.d_model, m.hd
-    shapes = []
-    for i in range(m.n_layers):
-        s = {"wq": (D, m.n_heads * hd), "wk": (D, m.kv_heads * hd), "wv": (D, m.kv_heads * hd),
-             "wo": (m.n_heads * hd, D)}
-        if m.is_moe_layer(i):
-            E, fe = m.moe.n_experts, m.moe.expert_ffn_hidden
-            s.update(router=(D, E), wi=(E, fe, D), wg=(E, fe, D), wout=(E, fe, D))
-        else:
-            s.update(w1=(m.ffn_hidden, D), w3=(m.ffn_hidden, D), w2=(m.ffn_hidden, D))
-        shapes.append(s)
+    D = m.d_model
+    shapes = [layer_shapes(m, i) for i in range(m.n_layers)]
     specs = param_specs(m)
     keys = iter(jax.random.split(key, 1 + sum(len(s) for s in shapes)))
 

@@ -122,7 +122,7 @@ def profile_from_rows(rows: list[dict], base: HardwareProfile | None = None):
 
     pts = medians(rows)
     launch, fits = fit_points(pts)
-    meta = {k: rows[0][k] for k in ("backend", "device_kind", "n_devices", "jax_version")}
+    meta = {k: rows[0][k] for k in ("backend", "device_kind", "n_devices", "jax_version", "dtype")}
     digest = rows_hash(rows)
     profile = calibrated_profile(launch, fits, digest, meta, base)
     ctx = fit_context(pts, profile, launch)

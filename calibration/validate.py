@@ -3,7 +3,6 @@ each beside meshcast's forecast from the calibrated profile of the same director
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +93,7 @@ def validate(directory: str | Path, quick: bool = False, hlo: bool = False, log=
 
     rows = measured_rows(directory, "validate")
     profile = profile_from_rows(rows)[0]
-    dtype = Counter(r["dtype"] for r in rows).most_common(1)[0][0]  # the run's (run_dtype)
+    dtype = rows[0]["dtype"]  # one per run (cases.run_dtype)
     seq, reps = (128, 3) if quick else (256, 5)
     out = []
     for kind, mesh_sizes, gb in (QUICK_CASES if quick else CASES):
@@ -109,10 +108,10 @@ def validate(directory: str | Path, quick: bool = False, hlo: bool = False, log=
         if hlo:
             from calibration.hlo_compare import compare_case, format_table
 
-            rows = compare_case(kind, mesh_sizes, gb, seq)
-            log(format_table(rows))
-            row["hlo"] = [asdict(r) for r in rows]
-            row["hlo_mismatches"] = sum(r.status == "mismatch" for r in rows)
+            hlo_rows = compare_case(kind, mesh_sizes, gb, seq)
+            log(format_table(hlo_rows))
+            row["hlo"] = [asdict(r) for r in hlo_rows]
+            row["hlo_mismatches"] = sum(r.status == "mismatch" for r in hlo_rows)
         out.append((v, row))
     med = float(np.median([abs(v.error) for v, _ in out]))
     log(f"  median |error| {100 * med:.1f}% over {len(out)} cases")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from calibration.context import context_ops, elementwise_bytes, jax_case
+from calibration.context import context_ops, elementwise_bytes, fitted_elementwise, jax_case
 from calibration.fit import medians
-from calibration.fit_context import GROUP, _fixed_and_bytes
+from calibration.fit_context import GROUP, fixed_and_bytes
 from calibration.profile_out import profile_from_rows
 from simulator.graph.ops import OpKind
 from tests.test_calibration_fit import row, synthetic_rows
@@ -40,6 +40,9 @@ def test_jax_case_returns_the_output_and_a_gradient_for_every_input(kind):
         assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0
 
 
+CONTEXT_SIZES = ((1, 64), (2, 64), (2, 128), (4, 128))
+
+
 def _with_context_rows(rate: float, half: float, launch: float = 5e-5) -> list[dict]:
     """Synthetic isolated sweeps plus block/head rows generated from the fit's own formula."""
     rows = synthetic_rows(launch=launch)
@@ -47,10 +50,10 @@ def _with_context_rows(rate: float, half: float, launch: float = 5e-5) -> list[d
              for b in (2**p for p in range(12, 25, 2))]
     base = profile_from_rows(rows)[0]
     for kind in ("block", "head"):
-        for b, s in [(1, 64), (2, 64), (2, 128), (4, 128)]:
+        for b, s in CONTEXT_SIZES:
             nb = elementwise_bytes(kind, b, s)
             probe = row("x", kind, 1.0, m=b, k=s, nbytes=nb)
-            fixed, ew = _fixed_and_bytes(medians([probe])[0], base)
+            fixed, ew = fixed_and_bytes(medians([probe])[0], base)
             t = fixed + sum(launch + (x + half) / rate for x in ew)
             rows.append(row(f"{kind}:{b}x{s}", kind, t, m=b, k=s, nbytes=nb))
     return rows
@@ -68,8 +71,11 @@ def test_context_fit_recovers_the_elementwise_rate_with_gemms_held_fixed():
     assert bw == pytest.approx(fits["elementwise"].params["rate"])  # the stream stays the peak
     assert mem.max_efficiency * bw == pytest.approx(rate, rel=1e-5)
     assert "inside the reference layer" in mem.source
-    lo, hi = mem.calibrated_range
-    assert lo < hi <= max(elementwise_bytes("head", 4, 128), elementwise_bytes("block", 4, 128))
+    lo, hi = mem.calibrated_range  # one op's bytes, not a case's total
+    op_bytes = [op.nbytes for kind in ("block", "head") for b, s in CONTEXT_SIZES
+                for op in context_ops(kind, b, s) if fitted_elementwise(op)]
+    assert (lo, hi) == pytest.approx((min(op_bytes), max(op_bytes)))
+    assert hi < max(elementwise_bytes("head", 4, 128), elementwise_bytes("block", 4, 128))
 
 
 def test_context_faster_than_streaming_raises_the_hosts_bandwidth_not_past_one():

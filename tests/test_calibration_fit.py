@@ -156,3 +156,12 @@ def test_raw_rows_written_before_attention_cases_still_read(tmp_path):
         w.writerow(r)
     (got,) = read_rows(tmp_path)
     assert got["hd"] == 0 and got["m"] == 64 and got["seconds"] == 1e-3
+
+
+def test_a_fitted_profile_names_the_dtype_its_rows_were_measured_in():
+    from calibration.profile_out import profile_from_rows
+
+    for dtype in ("float32", "bfloat16"):
+        rows = [{**r, "dtype": dtype} for r in synthetic_rows()]
+        src = profile_from_rows(rows)[0].chip.peak_flops_per_s["bf16"].source
+        assert src.endswith(f"measured in {dtype}")
