@@ -42,14 +42,11 @@ def add_fit_args(fi) -> None:
 
 
 def _cases(path: str, profiles: dict, host_s: float | None = None):
-    from simulator.published import read_rows, row_to_case
-    from simulator.published.jobs import Case
+    from simulator.published import read_cases
 
     if host_s is not None and host_s < 0:
         raise MeshcastError(f"moe-host-issue-s: {host_s} is negative; give seconds >= 0")
-    execution = {} if host_s is None else {"moe_host_issue_s": host_s}
-    mapped = [row_to_case(r, profiles, **execution) for r in read_rows(path)]
-    return [c for c in mapped if isinstance(c, Case)], [c for c in mapped if not isinstance(c, Case)]
+    return read_cases(path, profiles, **({} if host_s is None else {"moe_host_issue_s": host_s}))
 
 
 def _profiles(paths: list[str]) -> dict:
@@ -74,10 +71,7 @@ def cmd_validate(a) -> int:
                             f"first reason: {skipped[0].reason}")
     extra: dict = {}
     if a.fit:
-        from simulator.published.fit import fit_published
-
-        fr = fit_published(cases, _progress, fit_host=a.fit_host)
-        _progress("")
+        fr = _fit_with_progress(cases, a.fit_host)
         results, header = fr.held_out, "held out by model"
         extra = {"in_sample_summary": summarize(fr.in_sample), "fitted": fr.values_table(),
                  "fitted_moe_host_issue_s": fr.host_issue_s}
@@ -102,7 +96,7 @@ def cmd_validate(a) -> int:
 
 def cmd_fit(a) -> int:
     from hardware_profiles import load_profile, save_profile
-    from simulator.published.fit import fit_published, fitted_profiles
+    from simulator.published.fit import fitted_profiles
     from simulator.published.report import format_summary
     from simulator.published.summary import summarize
 
@@ -115,8 +109,7 @@ def cmd_fit(a) -> int:
         seen = sorted({c.job.hardware.name for c in cases})
         raise MeshcastError(f"hardware: no row of {a.published} maps to {base.name}; rows map to "
                             f"{', '.join(seen) or 'nothing'}")
-    fr = fit_published(mine, _progress, fit_host=a.fit_host)
-    _progress("")
+    fr = _fit_with_progress(mine, a.fit_host)
     ins, held = summarize(fr.in_sample), summarize(fr.held_out)
     sha = hashlib.sha256(Path(a.published).read_bytes()).hexdigest()[:16]
     source = (f"fitted {date.today().isoformat()} to {len(mine)} published runs in "
@@ -141,12 +134,15 @@ def cmd_fit(a) -> int:
     return 0
 
 
-def _progress(msg: str) -> None:
-    """Progress on stderr, one line rewritten in place on a terminal ("" clears it)."""
-    import sys
+def _fit_with_progress(cases, fit_host: bool):
+    from simulator.cli_progress import Progress
+    from simulator.published.fit import fit_published
 
-    if sys.stderr.isatty():
-        print(f"\r{msg[:100]:100s}" + ("" if msg else "\r"), end="", file=sys.stderr, flush=True)
+    progress = Progress("fit")
+    try:
+        return fit_published(cases, progress, fit_host=fit_host)
+    finally:
+        progress.done()
 
 
 def _write_predictions(fr, path: Path) -> None:

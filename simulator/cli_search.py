@@ -6,9 +6,8 @@ Registered by :mod:`simulator.cli` through :func:`add_parsers` and :data:`COMMAN
 from __future__ import annotations
 
 import json
-import sys
-import time
 
+from simulator.cli_progress import Progress
 from simulator.errors import MeshcastError
 
 OBJECTIVES = ("step_time", "time_to_train", "cost", "mfu")
@@ -54,23 +53,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--deadline", type=float, help="days: the smallest chip count that meets it")
 
 
-class _Progress:
-    """A one-line progress indicator on stderr, shown only on a terminal."""
-
-    def __init__(self, label: str) -> None:
-        self.label, self.on, self.t0 = label, sys.stderr.isatty(), time.perf_counter()
-
-    def __call__(self, stage: str, frac: float | None = None) -> None:
-        if self.on:
-            pct = f" {100 * frac:3.0f}%" if frac is not None else ""
-            sys.stderr.write(f"\r[{self.label}] {stage}{pct}  {time.perf_counter() - self.t0:5.1f} s  ")
-            sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.on:
-            sys.stderr.write("\r" + " " * 60 + "\r")
-
-
 def _tokens(a, model, reference) -> int | None:
     from simulator.budget import chinchilla_tokens
 
@@ -91,7 +73,7 @@ def cmd_rank(a) -> int:
                        global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len,
                        precision=a.precision, moe_dispatcher=a.moe_dispatcher)
     ref = load_model(a.reference) if a.reference else None
-    progress = _Progress("rank")
+    progress = Progress("rank")
     try:
         res = rank(space, a.objective, a.top, tokens=_tokens(a, space.model, ref),
                    progress=progress)
@@ -121,7 +103,7 @@ def cmd_plan(a) -> int:
     from simulator.search.plan import plan
     from simulator.search.report import format_plan, plan_json
 
-    progress = _Progress("plan")
+    progress = Progress("plan")
     try:
         res = plan(a.model, [h for h in a.hardware.split(",") if h.strip()], _chip_list(a.chips),
                    tokens=int(a.tokens) if a.tokens is not None else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from functools import lru_cache
 from pathlib import Path
 
 from simulator.published.rows import PublishedRow, read_rows
@@ -11,8 +12,10 @@ from simulator.published.rows import PublishedRow, read_rows
 DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "published_runs.csv"
 
 
-def all_rows() -> list[PublishedRow]:
-    return read_rows(DATA)
+@lru_cache(maxsize=1)
+def all_rows() -> tuple[PublishedRow, ...]:
+    """The copy's rows, read once (rows are frozen; callers copy ``raw`` to change a cell)."""
+    return tuple(read_rows(DATA))
 
 
 def row_at(line: int) -> PublishedRow:

@@ -20,7 +20,7 @@ def _synthetic(tmp_path, effs: dict[int, float]):
         row = row_at(line)
         case = row_to_case(row)
         assert stage_param(case) == PARAM
-        rows.append({**row.raw, "step_time_s": f"{forecast_at(case, {PARAM: eff}):.9g}"})
+        rows.append({**row.raw, "step_time_s": f"{forecast_at(case, {PARAM: eff}).step_time_s:.9g}"})
     cases = [row_to_case(r) for r in read_rows(write_csv(tmp_path / "runs.csv", rows))]
     assert all(c.measured.how == "step_time_s" for c in cases)
     return cases
@@ -56,7 +56,7 @@ def test_fit_recovers_the_host_issue_time_that_made_the_data(tmp_path):
         case = row_to_case(row_at(line))
         p = stage_param(case)
         assert p == ("b200", "gather")
-        t = forecast_at(case, {p: gather, HOST_PARAM: host})
+        t = forecast_at(case, {p: gather, HOST_PARAM: host}).step_time_s
         rows.append({**row_at(line).raw, "step_time_s": f"{t:.9g}"})
     cases = [row_to_case(r) for r in read_rows(write_csv(tmp_path / "moe.csv", rows))]
     fr = fit_published(cases, fit_host=True)
@@ -68,3 +68,19 @@ def test_fit_recovers_the_host_issue_time_that_made_the_data(tmp_path):
     plain = fit_published(cases)  # the host time left at the jobs' own (0): not fitted
     assert plain.host_issue_s is None and HOST_PARAM not in plain.values
     assert max(abs(r.error) for r in plain.in_sample) > 0.02  # one gather value cannot fit both
+
+
+def test_a_forecast_that_does_not_fit_in_memory_says_so_with_or_without_the_fit():
+    from dataclasses import replace
+
+    from simulator.published import evaluate
+    from simulator.specs.job import make_job
+
+    case = row_to_case(row_at(117))  # GPT-1.7B, one sequence per GPU: 64 do not fit an H100
+    j = case.job
+    big = make_job(j.model, j.sharding.model_copy(update={"micro_batch": 64, "global_batch": 48 * 64}),
+                   j.hardware, j.chips)
+    case = replace(case, job=big)
+    fr = fit_published([case])
+    for r in (evaluate([case])[0], fr.in_sample[0], fr.held_out[0]):
+        assert any("forecast memory" in n and "exceeds" in n for n in r.notes)

@@ -73,8 +73,11 @@ def test_the_rank_ceiling_of_replicates_measured_apart():
     consistent = [_r("M", "h100", i, m, 1.0, config=c) for i, (c, m) in enumerate(
         [("D", 12.0), ("C", 24.0), ("A", 29.0), ("A", 29.0), ("B", 40.0), ("B", 40.0)])]
     assert spearman_ceiling(consistent) == pytest.approx(1.0)
-    s = summarize(rows + [_r("M", "h100", 99, 60.0, 2.0, config="E")])
-    assert set(s["spearman_ceiling_by_group"]) == set(s["spearman_by_group"])
+    extra = _r("M", "h100", 99, 60.0, 2.0, config="E")
+    s = summarize(rows + [extra])
+    (group,) = s["spearman_ceiling_by_group"]
+    assert s["spearman_ceiling_by_group"][group] == pytest.approx(spearman_ceiling(rows + [extra]))
+    assert spearman_ceiling(rows + [extra]) > spearman_ceiling(rows)  # E ranks last either way
 
 
 def test_no_rank_ceiling_beyond_eight_configurations():

@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from simulator.predict import predict_job
 from simulator.published.jobs import Case
+from simulator.published.names import base_model_name
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,6 @@ class RowResult:
                 "measured_from": self.measured_from, "notes": list(self.notes)}
 
 
-def base_model_name(name: str) -> str:
-    """The model a row belongs to for grouping and held-out splits: variant tags in
-    parentheses (``DeepSeekV3 (tokendrop)``) dropped, case and separators ignored."""
-    base = name.split("(")[0].strip().lower()
-    return "".join(ch for ch in base if ch.isalnum() or ch == ".")
-
-
 def config_key(job) -> str:
     """What a forecast is made from, the row's names and provenance aside: chips, hardware,
     sharding and model shape. Two rows with one key are the same configuration (e.g. one run
@@ -61,24 +55,19 @@ def config_key(job) -> str:
                       sort_keys=True)
 
 
-def result_of(case: Case, predicted_s: float) -> RowResult:
-    job = case.job
+def result_of(case: Case, pred) -> RowResult:
+    """The case beside its forecast ``pred`` (a StepPrediction); a forecast whose memory does
+    not fit says so in the notes (the published run did fit: an assumption is off)."""
+    job, notes = case.job, case.notes
+    if not pred.memory.fits:
+        notes += (f"forecast memory {pred.memory.per_device_bytes / 2**30:.0f} GiB exceeds "
+                  f"{pred.memory.capacity_bytes / 2**30:.0f} GiB under remat={job.sharding.remat}",)
     return RowResult(case.id, case.row.text("model"), job.hardware.name,
                      "moe" if job.model.is_moe else "dense", case.row.text("source_id"), job.chips,
-                     case.measured.step_time_s, predicted_s, case.measured.how, case.notes,
+                     case.measured.step_time_s, pred.step_time_s, case.measured.how, notes,
                      config_key(job))
 
 
 def evaluate(cases: list[Case]) -> list[RowResult]:
-    """Predict every case (graph path) and pair it with its measurement; a forecast whose memory
-    does not fit says so in its notes (the published run did fit: an assumption is off)."""
-    out = []
-    for c in cases:
-        p = predict_job(c.job)
-        r = result_of(c, p.step_time_s)
-        if not p.memory.fits:
-            r = replace(r, notes=r.notes + (
-                f"forecast memory {p.memory.per_device_bytes / 2**30:.0f} GiB exceeds "
-                f"{p.memory.capacity_bytes / 2**30:.0f} GiB under remat={c.job.sharding.remat}",))
-        out.append(r)
-    return out
+    """Predict every case (graph path) and pair it with its measurement (:func:`result_of`)."""
+    return [result_of(c, predict_job(c.job)) for c in cases]

@@ -19,7 +19,9 @@ taken. Reported errors always come from fresh forecasts at the fitted values.
 Held out by model: each model (variants such as "(tokendrop)" count as the same model) is
 forecast with values fitted on the other models' rows only. Holding out an MoE model leaves
 stage 1 unchanged (it sees dense rows only), so stage 2's grid, forecast once at stage 1's
-values, serves every fold without leaking the held-out rows.
+values, serves every MoE fold without leaking the held-out rows. Dense folds reuse that grid too:
+it was forecast at stage-1 values that saw the held-out dense model, which reaches that model's
+own forecasts only through the fitted gather value (its embedding lookup).
 
 The ``gather`` curve also prices every model's embedding lookup and its gradient, so forecasts
 at the fitted values (and the profile ``meshcast fit --published`` writes) apply it to dense rows
@@ -36,8 +38,9 @@ import numpy as np
 
 from hardware_profiles.schema import HardwareProfile
 from simulator.predict import predict_job
-from simulator.published.evaluate import RowResult, base_model_name, result_of
+from simulator.published.evaluate import RowResult, result_of
 from simulator.published.jobs import Case
+from simulator.published.names import base_model_name
 from simulator.specs.job import make_job
 
 Param = tuple[str, str]  # (profile, curve: "matmul" | "matmul_fp8" | "gather"), or HOST_PARAM
@@ -78,9 +81,9 @@ def uses_host(case: Case) -> bool:
     return moe is not None and moe.dropless
 
 
-def forecast_at(case: Case, values: dict[Param, float]) -> float:
-    """Step time of ``case`` with the parameters it uses set from ``values`` (profile and job
-    otherwise)."""
+def forecast_at(case: Case, values: dict[Param, float]):
+    """The forecast (StepPrediction) of ``case`` with the parameters it uses set from ``values``
+    (profile and job otherwise)."""
     prof, j = case.job.hardware, case.job
     # the gather curve also prices every model's embedding lookup: dense rows use it too, as the
     # written profile will
@@ -92,8 +95,8 @@ def forecast_at(case: Case, values: dict[Param, float]) -> float:
     if HOST_PARAM in values and uses_host(case) and values[HOST_PARAM] != sharding.moe_host_issue_s:
         sharding = sharding.model_copy(update={"moe_host_issue_s": float(values[HOST_PARAM])})
     if prof is j.hardware and sharding is j.sharding:
-        return predict_job(j).step_time_s
-    return predict_job(make_job(j.model, sharding, prof, j.chips)).step_time_s
+        return predict_job(j)
+    return predict_job(make_job(j.model, sharding, prof, j.chips))
 
 
 def response(cases: list[Case], fixed: dict[Param, float], log=None,
@@ -106,15 +109,14 @@ def response(cases: list[Case], fixed: dict[Param, float], log=None,
         if log:
             log(f"fit: row {i + 1}/{len(cases)} on the grid ({c.id})")
         p = stage_param(c)
-        if p[1] != "gather":
-            out[c.id] = np.log([forecast_at(c, {**fixed, p: v}) for v in GRIDS[p[1]]])
+        if p[1] == "gather" and uses_host(c) and len(hosts) > 1:
+            out[c.id] = np.log([[forecast_at(c, {**fixed, p: v, HOST_PARAM: h}).step_time_s
+                                 for v in GRIDS["gather"]] for h in hosts])
             continue
-        if not uses_host(c) or len(hosts) == 1:  # one host value: the job's own
-            row = np.log([forecast_at(c, {**fixed, p: v}) for v in GRIDS["gather"]])
-            out[c.id] = np.tile(row, (len(hosts), 1))
-            continue
-        out[c.id] = np.log([[forecast_at(c, {**fixed, p: v, HOST_PARAM: h}) for v in GRIDS["gather"]]
-                            for h in hosts])
+        row = np.log([forecast_at(c, {**fixed, p: v}).step_time_s for v in GRIDS[p[1]]])
+        # an MoE row the host time cannot change (or one host value: the job's own) is the same
+        # at every host time
+        out[c.id] = np.tile(row, (len(hosts), 1)) if p[1] == "gather" else row
     return out
 
 
@@ -150,14 +152,14 @@ def fit_moe_stage(cases: list[Case], tables: dict[str, np.ndarray],
     groups = _groups(cases)
     fitted_host = len(hosts) > 1 and any(uses_host(c) for c in cases)
     fine = np.linspace(hosts[0], hosts[-1], 101) if fitted_host else hosts[:1]
-    best: tuple[float, dict[Param, float]] | None = None
+    best: tuple[float, dict[Param, float]] = (np.inf, {})
     for h in fine:
         at_h = {c.id: np.array([np.interp(h, hosts, col) for col in tables[c.id].T]) for c in cases}
         fitted = {p: best_value(cs, at_h, GRIDS["gather"]) for p, cs in groups.items()}
         loss = sum(v[1] for v in fitted.values())
-        if best is None or loss < best[0] - 1e-12:
+        if loss < best[0] - 1e-12:
             best = (loss, {**{p: v[0] for p, v in fitted.items()}, HOST_PARAM: float(h)})
-    values = best[1] if best else {}
+    values = best[1]
     if not fitted_host:
         values.pop(HOST_PARAM, None)
     return values
@@ -219,7 +221,8 @@ class _Fitter:
 
     def values(self, exclude: str | None = None, fit_host: bool = True) -> dict[Param, float]:
         keep = [c for c in self.dense if _model(c) != exclude]
-        v = fill_precisions(fit_stage(keep, self.dense_curves), self.families)
+        v = (dict(self.stage1) if len(keep) == len(self.dense)  # no dense row held out
+             else fill_precisions(fit_stage(keep, self.dense_curves), self.families))
         n = len(self.hosts) if fit_host else 1
         tables = {k: t[:n] for k, t in self.moe_curves.items()}
         v.update(fit_moe_stage([c for c in self.moe if _model(c) != exclude], tables,
@@ -240,7 +243,8 @@ def fit_published(cases: list[Case], log=None, fit_host: bool = False) -> FitRes
 
 
 def fit_published_variants(cases: list[Case], log=None) -> tuple[FitResult, FitResult]:
-    """(without, with) the host issue time fitted, from one set of grid forecasts."""
+    """(without, with) the host issue time fitted, from one set of grid forecasts. "Without"
+    reads the grid's first host time, 0 s: the cases must carry the default host time 0."""
     fitter = _Fitter(cases, log)
     return _results(fitter, cases, False), _results(fitter, cases, True)
 

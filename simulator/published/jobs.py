@@ -19,7 +19,7 @@ from simulator.published.measured import Measured, formula_for, measured_step_ti
 from simulator.published.model import model_of, pad_layers
 from simulator.published.names import precision_of, profile_for, remat_of
 from simulator.published.recipes import dispatcher_of
-from simulator.published.rows import PublishedRow, RowError
+from simulator.published.rows import PublishedRow, RowError, read_rows
 from simulator.specs.job import Job, make_job
 from simulator.specs.sharding import make_sharding
 
@@ -55,13 +55,12 @@ class _Mesh:
     notes: list[str] = field(default_factory=list)
 
 
-def _megatron_mesh(row: PublishedRow, n: int, moe: bool) -> _Mesh:
+def _megatron_mesh(row: PublishedRow, n: int, ep: int) -> _Mesh:
     tp, pp, cp = row.int("tp", default=1), row.int("pp", default=1), row.int("cp", default=1)
     dp = row.int("dp") or n // (tp * pp * cp)
     if tp * pp * cp * dp != n:
         raise RowError(f"line {row.line}: tp x pp x cp x dp = {tp}x{pp}x{cp}x{dp} = "
                        f"{tp * pp * cp * dp} but n_accel = {n}; fix dp or n_accel")
-    ep = row.int("ep", default=1) if moe else 1
     out = _Mesh({"model": tp, "pipeline": pp, "seq": cp})
     if "fsdp" in row.text("fsdp_zero").lower() and "col=0" not in row.text("fsdp_zero").lower():
         out.mesh["fsdp"] = dp
@@ -77,7 +76,7 @@ def _megatron_mesh(row: PublishedRow, n: int, moe: bool) -> _Mesh:
     return out
 
 
-def _maxtext_mesh(row: PublishedRow, n: int, profile: HardwareProfile) -> _Mesh:
+def _maxtext_mesh(row: PublishedRow, n: int, ep: int, profile: HardwareProfile) -> _Mesh:
     slices, tp = row.int("dp", default=1), row.int("tp", default=1)
     per_slice = n // slices
     if per_slice * slices != n or per_slice % tp:
@@ -87,7 +86,6 @@ def _maxtext_mesh(row: PublishedRow, n: int, profile: HardwareProfile) -> _Mesh:
     if not shapes:
         raise RowError(f"line {row.line}: n_accel/dp: {per_slice} chips per slice is no "
                        f"{profile.name} slice; add the slice shape to the profile")
-    ep = row.int("ep", default=1) if row.yes("is_moe") else 1
     if (per_slice // tp) % ep:
         raise RowError(f"line {row.line}: ep: {ep} does not divide the {per_slice // tp} chips per "
                        "slice left after tp; MaxText shards experts within a slice")
@@ -135,14 +133,15 @@ def _row_to_case(row: PublishedRow, profiles, execution: dict) -> Case:
     n = row.int("n_accel", required=True)
     model = model_of(row)
     family = formula_for(row.text("source_id"))
-    mesh = (_maxtext_mesh(row, n, profile) if family == "maxtext"
-            else _megatron_mesh(row, n, model.is_moe))
+    ep = row.int("ep", default=1) if model.is_moe else 1
+    mesh = (_maxtext_mesh(row, n, ep, profile) if family == "maxtext"
+            else _megatron_mesh(row, n, ep))
     fields = _sharding_fields(row, mesh, family)
     if model.is_moe:
         fields["moe_dispatcher"], note = dispatcher_of(row, profile.name)
         mesh.notes.extend([note] if note else [])
     fields.update(execution)
-    measured = measured_step_time(row, model, n, fields["global_batch"], fields["seq_len"],
+    measured = measured_step_time(row, model, family, n, fields["global_batch"], fields["seq_len"],
                                   profile.peak_flops("bf16"))
     stages = mesh.mesh.get("pipeline", 1) * fields.get("virtual_stages", 1)
     job_model, pad_note = pad_layers(model, stages)
@@ -151,3 +150,8 @@ def _row_to_case(row: PublishedRow, profiles, execution: dict) -> Case:
     return Case(row, job, measured, tuple(notes))
 
 
+def read_cases(path, profiles: dict[str, HardwareProfile] | None = None,
+               **execution) -> tuple[list[Case], list[Skip]]:
+    """Every row of the CSV at ``path`` mapped (:func:`row_to_case`): (cases, skipped rows)."""
+    mapped = [row_to_case(r, profiles, **execution) for r in read_rows(path)]
+    return [c for c in mapped if isinstance(c, Case)], [c for c in mapped if isinstance(c, Skip)]

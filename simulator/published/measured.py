@@ -48,16 +48,16 @@ def step_flops(formula: str, m: ModelSpec, B: int, s: int, chips: int) -> float:
     raise ValueError(formula)
 
 
-def measured_step_time(row: PublishedRow, m: ModelSpec, chips: int, B: int, s: int,
-                       bf16_peak: float) -> Measured:
-    """The row's step time (see module docstring); RowError when nothing usable is published."""
+def measured_step_time(row: PublishedRow, m: ModelSpec, formula: str, chips: int, B: int,
+                       s: int, bf16_peak: float) -> Measured:
+    """The row's step time (see module docstring); ``formula`` is the source's
+    (:func:`formula_for`); RowError when nothing usable is published."""
     t = row.num("step_time_s")
     if t:
         return Measured(t, "step_time_s")
     tok = row.num("tokens_per_s_per_accel")
     if tok:
         return Measured(B * s / (tok * chips), "tokens_per_s")
-    formula = formula_for(row.text("source_id"))
     tflops = row.num("tflops_per_accel")
     mfu = row.num("mfu_pct")
     if (tflops or mfu) and not formula:

@@ -1,4 +1,5 @@
-"""Names used in published tables -> meshcast's: hardware profiles, precisions, remat policies.
+"""Names used in published tables -> meshcast's: hardware profiles, precisions, remat policies,
+and the model a row belongs to.
 
 Hardware names resolve through the profiles' own aliases (case and punctuation ignored), so a
 CSV naming any hardware we have a profile for maps without code changes.
@@ -67,3 +68,10 @@ def is_swiglu(row: PublishedRow) -> bool:
         return False
     name = row.text("model").lower()
     return not (re.match(r"gpt[-0-9]", name) or name.startswith("nemotron-"))
+
+
+def base_model_name(name: str) -> str:
+    """The model a row belongs to for grouping and held-out splits: variant tags in
+    parentheses (``DeepSeekV3 (tokendrop)``) dropped, case and separators ignored."""
+    base = name.split("(")[0].strip().lower()
+    return "".join(ch for ch in base if ch.isalnum() or ch == ".")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from simulator.published.names import base_model_name
 from simulator.published.rows import PublishedRow, RowError
 
 #: Spellings of a dispatcher in a ``moe_dispatcher`` cell.
@@ -26,9 +27,10 @@ _CELL = {"alltoall": "alltoall", "all-to-all": "alltoall", "a2a": "alltoall",
 
 @dataclass(frozen=True)
 class Recipe:
+    """A preset that sets Megatron's flex dispatcher (DeepEP / HybridEP)."""
+
     source_id: str
-    model: str  # base model name, as evaluate.base_model_name writes it
-    dispatcher: str
+    model: str  # base model name, as names.base_model_name writes it
     source: str
     hardware: str | None = None  # profile name; None: every hardware
     layout: dict[str, int] = field(default_factory=dict)  # CSV column -> the preset's value
@@ -40,12 +42,12 @@ _MB = ("NVIDIA-NeMo/Megatron-Bridge scripts/performance/configs/{}_workload_base
 RECIPES: tuple[Recipe, ...] = (
     # Every DeepSeek-V3 pretraining preset (H100, B200, GB200, B300, GB300; V1 and V2) sets
     # moe_flex_dispatcher_backend to "hybridep" or "deepep".
-    Recipe("megatron_bridge_perf_summary", "deepseekv3", "deepep", _MB.format("deepseek/deepseek")),
+    Recipe("megatron_bridge_perf_summary", "deepseekv3", _MB.format("deepseek/deepseek")),
     # Qwen3-30B-A3B presets set "hybridep" too: H100 at EP 16 over two nodes, B200 at EP 8 with
     # micro-batch 4 (the PP 2 / VPP 12-24 layouts of older releases are in no current preset).
-    Recipe("megatron_bridge_perf_summary", "qwen330ba3b", "deepep", _MB.format("qwen/qwen3"),
+    Recipe("megatron_bridge_perf_summary", "qwen330ba3b", _MB.format("qwen/qwen3"),
            "h100-sxm", {"tp": 1, "pp": 1, "ep": 16}),
-    Recipe("megatron_bridge_perf_summary", "qwen330ba3b", "deepep", _MB.format("qwen/qwen3"),
+    Recipe("megatron_bridge_perf_summary", "qwen330ba3b", _MB.format("qwen/qwen3"),
            "b200", {"tp": 1, "pp": 1, "ep": 8, "micro_batch": 4}),
 )
 
@@ -53,8 +55,6 @@ RECIPES: tuple[Recipe, ...] = (
 def dispatcher_of(row: PublishedRow, profile_name: str) -> tuple[str, str | None]:
     """``(dispatcher, note)`` for an MoE row: its own cell or notes first, then :data:`RECIPES`;
     the note says where a non-default choice came from."""
-    from simulator.published.evaluate import base_model_name
-
     cell = row.text("moe_dispatcher").lower()
     if cell:
         if cell not in _CELL:
@@ -69,7 +69,5 @@ def dispatcher_of(row: PublishedRow, profile_name: str) -> tuple[str, str | None
         if (r.source_id == row.text("source_id") and r.model == base
                 and r.hardware in (None, profile_name)
                 and all(row.int(col, default=1) == v for col, v in r.layout.items())):
-            how = ("deduplicated dispatch (DeepEP/HybridEP)" if r.dispatcher == "deepep"
-                   else "plain all-to-all dispatch")
-            return r.dispatcher, f"{how}: recipe {r.source}"
+            return "deepep", f"deduplicated dispatch (DeepEP/HybridEP): recipe {r.source}"
     return "alltoall", None

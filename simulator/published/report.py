@@ -36,9 +36,8 @@ def format_summary(summary: dict, title: str = "summary") -> list[str]:
     out.append(f"  rank agreement (Spearman, model+hardware groups with >= 3 configurations): "
                f"median {'-' if med is None else f'{med:.2f}'} over {summary['spearman_groups']} "
                f"groups, {summary['spearman_groups_at_least_0.8']} at >= 0.8")
-    ceilings = summary.get("spearman_ceiling_by_group", {})
     for name, rho in summary["spearman_by_group"].items():
-        top = ceilings.get(name)
+        top = summary["spearman_ceiling_by_group"][name]
         out.append(f"    {name:40s} {rho:+.2f}" + ("" if top is None else
                                                   f"   (best reachable {top:+.2f})"))
     return out

@@ -41,8 +41,8 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return float(spearmanr(x, y).statistic)
 
 
-def rank_groups(results: list[RowResult]) -> dict[str, float]:
-    """Spearman per model+hardware group with at least 3 distinct configurations."""
+def _ranked(results: list[RowResult]) -> dict[str, tuple[float, list[RowResult]]]:
+    """Per model+hardware group with at least 3 distinct configurations: (rho, its rows)."""
     groups: dict[str, list[RowResult]] = defaultdict(list)
     for r in results:
         groups[r.group].append(r)
@@ -52,8 +52,13 @@ def rank_groups(results: list[RowResult]) -> dict[str, float]:
             continue
         rho = spearman([r.measured_step_time_s for r in rs], [r.predicted_step_time_s for r in rs])
         if rho is not None:
-            out[name] = rho
+            out[name] = (rho, rs)
     return out
+
+
+def rank_groups(results: list[RowResult]) -> dict[str, float]:
+    """Spearman per model+hardware group with at least 3 distinct configurations."""
+    return {name: rho for name, (rho, _) in _ranked(results).items()}
 
 
 def spearman_ceiling(results: list[RowResult]) -> float | None:
@@ -77,14 +82,6 @@ def spearman_ceiling(results: list[RowResult]) -> float | None:
     return float(((f[ok] @ m) / norm[ok]).max()) if ok.any() else None
 
 
-def rank_ceilings(results: list[RowResult], groups: dict[str, float]) -> dict[str, float | None]:
-    """:func:`spearman_ceiling` of each group named in ``groups``."""
-    by: dict[str, list[RowResult]] = defaultdict(list)
-    for r in results:
-        by[r.group].append(r)
-    return {name: spearman_ceiling(by[name]) for name in groups}
-
-
 def summarize(results: list[RowResult]) -> dict:
     """Overall, by hardware, by dense/MoE and by source; plus rank agreement."""
     def by(key) -> dict:
@@ -93,13 +90,15 @@ def summarize(results: list[RowResult]) -> dict:
             groups[key(r)].append(r.error)
         return {k: error_stats(v) for k, v in sorted(groups.items())}
 
-    ranks = rank_groups(results)
+    ranked = _ranked(results)
+    ranks = {name: rho for name, (rho, _) in ranked.items()}
     rhos = list(ranks.values())
     return {**error_stats([r.error for r in results]),
             "by_hardware": by(lambda r: r.hardware), "by_kind": by(lambda r: r.kind),
             "by_source": by(lambda r: r.source),
             "spearman_by_group": ranks,
-            "spearman_ceiling_by_group": rank_ceilings(results, ranks),
+            "spearman_ceiling_by_group": {name: spearman_ceiling(rs)
+                                          for name, (_, rs) in ranked.items()},
             "spearman_median": float(np.median(rhos)) if rhos else None,
             "spearman_groups": len(rhos),
             "spearman_groups_at_least_0.8": sum(r >= 0.8 for r in rhos)}
