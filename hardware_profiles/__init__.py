@@ -5,6 +5,7 @@ from hardware_profiles.loader import (
     list_profiles,
     load_profile,
     load_profile_file,
+    profile_dirs,
     save_profile,
 )
 from hardware_profiles.schema import HardwareProfile, NetworkLevel, SliceShape, Sourced
@@ -18,5 +19,6 @@ __all__ = [
     "list_profiles",
     "load_profile",
     "load_profile_file",
+    "profile_dirs",
     "save_profile",
 ]

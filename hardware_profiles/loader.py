@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 
@@ -11,9 +14,35 @@ from simulator.spec_file import load_spec_file
 
 PROFILE_DIR = Path(__file__).resolve().parent
 
+#: Directories searched before the built-in profiles (``--profiles DIR``), innermost first.
+_EXTRA_DIRS: ContextVar[tuple[Path, ...]] = ContextVar("profile_dirs", default=())
+
+
+@contextmanager
+def profile_dirs(*dirs: str | Path) -> Iterator[None]:
+    """Within the block, a profile name or alias resolves first to the YAML files in ``dirs``
+    (e.g. the fitted profiles ``meshcast fit --published --out DIR`` wrote), then to the
+    built-in ones. A missing directory raises MeshcastError naming it."""
+    paths = []
+    for d in dirs:
+        p = Path(d)
+        if not p.is_dir():
+            raise MeshcastError(f"profiles: no directory at {p}; give the folder `meshcast fit "
+                                "--published FILE --out DIR` wrote")
+        paths.append(p.resolve())
+    token = _EXTRA_DIRS.set(tuple(paths) + _EXTRA_DIRS.get())
+    try:
+        yield
+    finally:
+        _EXTRA_DIRS.reset(token)
+
 
 def _profile_files() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(PROFILE_DIR.glob("*.yaml"))}
+    """Profile name -> file: built-ins, overridden by the files of :func:`profile_dirs`."""
+    files = {p.stem: p for p in sorted(PROFILE_DIR.glob("*.yaml"))}
+    for d in reversed(_EXTRA_DIRS.get()):
+        files.update({p.stem: p for p in sorted(d.glob("*.yaml"))})
+    return files
 
 
 def list_profiles() -> list[HardwareProfile]:
@@ -23,8 +52,9 @@ def list_profiles() -> list[HardwareProfile]:
 
 def _aliases() -> dict[str, str]:
     table: dict[str, str] = {}
-    for stem in _profile_files():
-        prof = load_profile_file(_profile_files()[stem])
+    files = _profile_files()
+    for stem in files:
+        prof = load_profile_file(files[stem])
         for a in [prof.name, *prof.aliases]:
             table[_norm(a)] = stem
     return table

@@ -60,8 +60,72 @@ class Efficiency(_Frozen):
     memory: EfficiencyCurve
     gather: EfficiencyCurve | None = None
     matmul_fp8: EfficiencyCurve | None = Field(
-        default=None, description="GEMMs in fp8/fp4 (of that format's peak, scaling and casts "
+        default=None, description="GEMMs in fp8 (of that format's peak, scaling and casts "
         "included): the matmul curve when absent")
+    matmul_fp4: EfficiencyCurve | None = Field(
+        default=None, description="GEMMs in fp4 (of the fp4 peak, scaling and casts included): "
+        "the matmul_fp8 curve when absent")
+
+
+class Lineage(_Frozen):
+    """Where a chip sits in its family tree: vendor -> architecture -> chip. Fitted efficiencies
+    pool along it (``simulator.published.hier``): a chip nobody measured borrows its
+    architecture's values, an architecture nobody measured the global ones."""
+
+    vendor: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    architecture: str = Field(pattern=r"^[a-z][a-z0-9_.-]*$", description="e.g. nvidia-hopper")
+    chip: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="e.g. h100 (the silicon; "
+                      "two systems with one chip, e.g. b200 and gb200, may share it)")
+
+
+Basis = Literal["own", "architecture", "global", "assumed"]
+
+
+class FittedValue(_Frozen):
+    """One fitted value and where it came from: ``own`` (this chip's ``rows``), ``architecture``
+    (borrowed from measured siblings, named in ``borrowed_from``), ``global`` (every chip, plus
+    the stated physical rule) or ``assumed`` (no row informed it: the profile's value kept).
+    ``log_sd`` is its posterior standard deviation in natural-log units."""
+
+    term: str
+    value: float = Field(gt=0, allow_inf_nan=False)
+    basis: Basis
+    rows: int = Field(ge=0)
+    borrowed_from: str = ""
+    log_sd: float = Field(ge=0, allow_inf_nan=False)
+
+
+class IntervalBand(_Frozen):
+    """A forecast interval as factors on the step time: ``[t * lo_factor, t * hi_factor]`` covers
+    ``level`` of held-out runs at this transfer distance (quantiles of their cross-validated
+    ``measured / forecast``, from ``residuals`` runs)."""
+
+    level: float = Field(gt=0, lt=1)
+    lo_factor: float = Field(gt=0, allow_inf_nan=False)
+    hi_factor: float = Field(gt=0, allow_inf_nan=False)
+    residuals: int = Field(ge=1)
+    distance: Basis
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntervalBand:
+        if self.lo_factor > self.hi_factor:
+            raise ValueError(f"lo_factor {self.lo_factor} exceeds hi_factor {self.hi_factor}")
+        return self
+
+
+class FitRecord(_Frozen):
+    """How a profile's efficiencies were fitted to measured runs (``meshcast fit --published``):
+    the basis of the profile as a whole (the farthest any of its compute values travelled), each
+    value's provenance, the precisions its architecture was measured in, and the intervals
+    (dense and MoE) at its transfer distance."""
+
+    source: str = Field(min_length=3)
+    basis: Basis
+    basis_detail: str
+    values: list[FittedValue]
+    measured_precisions: list[str] = Field(default_factory=list)
+    interval_dense: IntervalBand | None = None
+    interval_moe: IntervalBand | None = None
 
 
 class Chip(_Frozen):
@@ -157,6 +221,8 @@ class HardwareProfile(_Frozen):
     network: list[NetworkLevel] = Field(min_length=1)
     slices: list[SliceShape] = Field(default_factory=list)
     price_per_chip_hour_usd: Sourced | None = None
+    lineage: Lineage | None = None
+    fit: FitRecord | None = None
     notes: str = ""
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "fp4": 0.5,
 class ComputeModel:
     """The chip numbers a compute op needs, pulled out of the profile once."""
 
-    peak_flops: float  # for the matmul dtype of this job (its curve: matmul_fp8 for fp8/fp4)
+    peak_flops: float  # for the matmul dtype of this job (its curve: matmul_fp8 / _fp4)
     attention_peak_flops: float  # attention runs in bf16 (fp32 when the job is fp32)
     hbm_bw: float
     launch_s: float
@@ -32,7 +32,8 @@ class ComputeModel:
         c = profile.chip
         e = profile.efficiency
         attention_dtype = "fp32" if precision == "fp32" else "bf16"
-        matmul = (e.matmul_fp8 or e.matmul) if precision in ("fp8", "fp4") else e.matmul
+        matmul = {"fp8": e.matmul_fp8 or e.matmul,
+                  "fp4": e.matmul_fp4 or e.matmul_fp8 or e.matmul}.get(precision, e.matmul)
         return cls(profile.peak_flops(precision), profile.peak_flops(attention_dtype),
                    c.hbm_bandwidth_bytes_per_s.value, c.launch_overhead_s.value,
                    matmul, e.attention, e.memory, e.gather or e.memory)
