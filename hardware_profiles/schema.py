@@ -183,6 +183,19 @@ class NetworkLevel(_Frozen):
     wraparound: bool = False
     collectives: dict[CollectiveKind, CollectiveOverride] = Field(
         default_factory=dict, description="Per-kind efficiency and latency replacing the above.")
+    placement_unit: Sourced | None = Field(
+        default=None, description="The smallest share of one group of this level a scheduler "
+        "hands a job that spans several groups, in members (e.g. a 4-GPU compute tray of a "
+        "72-GPU NVL72 rack); a whole number dividing ``size``. Absent: whole groups only (an "
+        "8-GPU server is one scheduling unit). See simulator.topology.job_levels.")
+
+    @model_validator(mode="after")
+    def _unit_divides_size(self) -> NetworkLevel:
+        u = self.placement_unit
+        if u is not None and (u.value != int(u.value) or self.size % int(u.value)):
+            raise ValueError(f"placement_unit {u.value:g} must be a whole number dividing size "
+                             f"{self.size}")
+        return self
 
 
 class SliceShape(_Frozen):

@@ -1,8 +1,10 @@
 """Topology: the network levels a job occupies, mesh axes placed on them, and the device graph.
 
 Devices are numbered in mixed radix over the levels, innermost first: device ``i`` has level
-coordinates ``c_l = (i // prod(size_<l)) % size_l``. Each mesh axis occupies a factor of one or more
-levels (:class:`AxisPlacement`); a collective over that axis runs hierarchically over them.
+coordinates ``c_l = (i // prod(size_<l)) % size_l``, where ``size_l`` is what the job uses of one
+group of level ``l`` (e.g. 64 GPUs of a 72-GPU NVLink rack, see :func:`job_levels`). Each mesh
+axis occupies a factor of one or more levels (:class:`AxisPlacement`); a collective over that axis
+runs hierarchically over them.
 """
 
 from __future__ import annotations
@@ -59,9 +61,12 @@ class AxisPart:
 def job_levels(profile: HardwareProfile, chips: int, slice_shape: list[int] | None = None) -> list[Level]:
     """The levels a job of ``chips`` devices occupies, innermost first, with their sizes.
 
-    GPU systems fill the innermost level (the NVLink domain) first. TPU systems pick a slice shape
-    with ``chips`` chips (or ``slice_shape``); more chips than the largest slice use several slices
-    joined by the outer (DCN) level.
+    A level's ``size`` here is what *this job* uses of one group of it (GPUs per rack, say), so
+    every collective and every search placement sees the job's real NVLink domains.
+
+    GPU systems fill the innermost level (the NVLink domain) first (:func:`_gpu_shares`). TPU
+    systems pick a slice shape with ``chips`` chips (or ``slice_shape``); more chips than the
+    largest slice use several slices joined by the outer (DCN) level.
     """
     if chips < 1:
         raise MeshcastError(f"chips: {chips} must be a positive integer")
@@ -72,24 +77,74 @@ def job_levels(profile: HardwareProfile, chips: int, slice_shape: list[int] | No
             f"slice_shape: {slice_shape} given but {profile.name} has no torus slices; "
             "drop --slice (it applies to TPU profiles)"
         )
-    levels: list[Level] = []
-    remaining = chips
+    shares = _gpu_shares(profile, chips)
+    if isinstance(shares, str):
+        raise MeshcastError(f"chips: {chips} {shares}{_nearest_note(profile, chips)}")
+    return [_level(lv, size, lv.wraparound) for lv, size in zip(profile.network, shares)]
+
+
+def _gpu_shares(profile: HardwareProfile, chips: int) -> list[int] | str:
+    """How many members of one group of each level a job of ``chips`` uses (innermost first),
+    or a sentence saying why it cannot be placed.
+
+    The job takes whole placement units (``placement_unit``: a 4-GPU compute tray of a GB200
+    NVL72 rack; absent, a whole group, e.g. an 8-GPU server) and puts the *same* number of them
+    in every group it uses, in as few groups as possible: the largest multiple ``g`` of the unit
+    that divides the job and fits a group, over ``members / g`` groups. On NVL72 (trays of 4,
+    racks of 72): 64 GPUs in one rack, 128 in two racks of 64, 144 in two full racks, 256 in
+    four racks of 64.
+
+    This is what Slurm's topology/block plugin (23.11+, one block per NVL72 rack) does with
+    ``--segment`` set to the largest tray count that divides the job and fits a rack: a job of at
+    most 18 trays stays in one block, and each segment of a larger job stays inside one rack.
+    NVIDIA's GB200 NVL72 scheduling guidance (NVIDIA technical blog, "Slurm topology-aware job
+    scheduling" on GB200 NVL72) recommends segments of 16 trays (64 GPUs per rack) for large
+    training jobs, which is what this gives for 128 and 256 GPUs (and it leaves two trays of each
+    rack free, so a rack with a failed tray still holds a segment). Equal shares keep each mesh
+    axis' groups one size; an unbalanced 72 + 56 split could not hold a uniform mesh. (The same
+    guidance lets smaller jobs use segments of 4 trays to cut fragmentation, spreading e.g. 64
+    GPUs over racks; this forecasts the compact placement.) A job smaller than one unit uses
+    part of it, like 4 GPUs of an 8-GPU server.
+    """
+    shares: list[int] = []
+    remaining, inner = chips, 1  # members left at this level; devices per member
     for i, lv in enumerate(profile.network):
-        last = i == len(profile.network) - 1
-        size = remaining if last else min(lv.size, remaining)
-        if remaining % size:
-            raise MeshcastError(
-                f"chips: {chips} does not fill whole {lv.name} groups of {lv.size} on {profile.name}; "
-                f"use a multiple of {lv.size} (or fewer than {lv.size})"
-            )
-        if last and size > lv.size:
-            raise MeshcastError(
-                f"chips: {chips} exceeds the largest {profile.name} system "
-                f"({math.prod(x.size for x in profile.network)} chips)"
-            )
-        levels.append(_level(lv, size, lv.wraparound))
+        if i == len(profile.network) - 1:
+            if remaining > lv.size:
+                top = math.prod(x.size for x in profile.network)
+                if chips > top:
+                    return f"exceeds the largest {profile.name} system ({top} chips)"
+                return (f"needs {remaining} {lv.name} members of {inner} devices (equal whole-unit "
+                        f"shares of each group) but the largest {profile.name} system has {lv.size}")
+            shares.append(remaining)
+            break
+        unit = int(lv.placement_unit.value) if lv.placement_unit is not None else lv.size
+        if remaining % unit and remaining > unit:
+            u = unit * inner
+            where = ("" if unit == lv.size else
+                     f" (each {lv.name} group of {lv.size * inner} is handed out {u} at a time)")
+            what = "groups" if unit == lv.size else "placement units"
+            return (f"does not fill whole {lv.name} {what} of {u} on {profile.name}{where}; use a "
+                    f"multiple of {u} (or fewer than {u})")
+        if remaining <= lv.size:
+            size = remaining
+        else:
+            size = max(g for g in range(unit, lv.size + 1, unit) if remaining % g == 0)
+        shares.append(size)
         remaining //= size
-    return levels
+        inner *= size
+    return shares
+
+
+def _nearest_note(profile: HardwareProfile, chips: int) -> str:
+    """``; nearest valid: 68 or 72`` (the closest chip counts that place, below and above)."""
+    top = math.prod(x.size for x in profile.network)
+    below = next((n for n in range(min(chips, top + 1) - 1, 0, -1)
+                  if not isinstance(_gpu_shares(profile, n), str)), None)
+    above = next((n for n in range(chips + 1, min(2 * chips, top) + 1)
+                  if not isinstance(_gpu_shares(profile, n), str)), None)
+    valid = [str(n) for n in (below, above) if n is not None]
+    return f"; nearest valid: {' or '.join(valid)}" if valid else ""
 
 
 def _level(lv, size: int, wrap: bool) -> Level:
