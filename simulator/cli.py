@@ -50,7 +50,9 @@ def _add_predict(sub) -> None:
     p.add_argument("--slice", help="TPU slice shape, e.g. 4x4x4")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", help="write a Chrome/Perfetto trace JSON here")
-    p.add_argument("--plot", help="write a PNG: breakdown bars and a one-layer timeline per stream")
+    p.add_argument("--plot", help="write a PNG: breakdown bars (with the step's interval when "
+                   "the profile was fitted) and a one-layer timeline per stream")
+    cli_search.add_profiles_arg(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,10 +125,21 @@ def _job_from_args(a):
 
 
 def _cmd_predict(a) -> int:
+    with cli_search.profiles_of(a):
+        return _predict(a)
+
+
+def _predict(a) -> int:
+    from simulator.interval import interval_of
     from simulator.predict import predict_job
     from simulator.report import format_prediction
 
+    if a.plot:
+        from simulator.plots.common import check_png_path
+
+        check_png_path(a.plot)  # before the forecast
     pred = predict_job(_job_from_args(a))
+    iv = interval_of(pred)
     if a.trace:
         try:
             pred.write_trace(a.trace)
@@ -135,8 +148,9 @@ def _cmd_predict(a) -> int:
     if a.plot:
         from simulator.plots import plot_prediction, save
 
-        save(plot_prediction(pred), a.plot)
-    print(json.dumps(pred.to_dict(), indent=2) if a.json else format_prediction(pred))
+        save(plot_prediction(pred, iv), a.plot)
+    print(json.dumps({**pred.to_dict(), **iv.as_dict()}, indent=2) if a.json
+          else format_prediction(pred, iv))
     return 0
 
 

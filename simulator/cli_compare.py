@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from simulator.cli_search import add_profiles_arg, profiles_of
 from simulator.errors import MeshcastError
 from simulator.matched import VIEWS
 
@@ -30,10 +31,17 @@ def add_parser(sub) -> None:
     p.add_argument("--view", choices=VIEWS, default="step_time",
                    help="the headline yardstick (all three are always reported)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plot", help="write a PNG: step times, the increase by part, tokens per view")
+    p.add_argument("--plot", help="write a PNG: step times (with their intervals when the "
+                   "profile was fitted), the increase by part, tokens per view")
+    add_profiles_arg(p)
 
 
 def cmd_compare(a) -> int:
+    with profiles_of(a):
+        return _compare(a)
+
+
+def _compare(a) -> int:
     from simulator.compare import compare
     from simulator.compare_report import comparison_dict, format_comparison
     from simulator.specs.sharding import parse_mesh

@@ -13,6 +13,20 @@ from simulator.errors import MeshcastError
 OBJECTIVES = ("step_time", "time_to_train", "cost", "mfu")
 
 
+def add_profiles_arg(p) -> None:
+    """``--profiles DIR`` (repeatable): profile names resolve to DIR's YAML files first."""
+    p.add_argument("--profiles", action="append", metavar="DIR",
+                   help="a folder of fitted profiles (`meshcast fit --published FILE --out DIR`) "
+                   "searched before the built-in ones; their fit gives the forecast its interval")
+
+
+def profiles_of(a):
+    """The context in which the command's profile names resolve (``--profiles``)."""
+    from hardware_profiles import profile_dirs
+
+    return profile_dirs(*(a.profiles or ()))
+
+
 def _job_args(p, chips_help: str, chips_type) -> None:
     p.add_argument("--model", required=True, help="zoo name (see `meshcast models`) or YAML path")
     p.add_argument("--chips", required=chips_type is int, type=chips_type, help=chips_help)
@@ -21,6 +35,7 @@ def _job_args(p, chips_help: str, chips_type) -> None:
     g.add_argument("--global-batch-tokens", type=int, help="tokens per step")
     p.add_argument("--seq-len", type=int, help="tokens per sequence (default: the model's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_profiles_arg(p)
 
 
 def _budget_args(p) -> None:
@@ -51,6 +66,8 @@ def add_parsers(sub) -> None:
     _job_args(p, "comma-separated chip counts (default 64,...,4096)", str)
     _budget_args(p)
     p.add_argument("--deadline", type=float, help="days: the smallest chip count that meets it")
+    p.add_argument("--plot", help="write a PNG: days against chips per hardware (with the "
+                   "forecast band where the profiles were fitted), and the cost front")
 
 
 def _tokens(a, model, reference) -> int | None:
@@ -64,6 +81,11 @@ def _tokens(a, model, reference) -> int | None:
 
 
 def cmd_rank(a) -> int:
+    with profiles_of(a):
+        return _rank(a)
+
+
+def _rank(a) -> int:
     from simulator.search.rank import rank
     from simulator.search.report import format_rank, rank_json, write_csv
     from simulator.search.space import make_space
@@ -100,9 +122,18 @@ def _chip_list(text: str | None) -> list[int] | None:
 
 
 def cmd_plan(a) -> int:
+    with profiles_of(a):
+        return _plan(a)
+
+
+def _plan(a) -> int:
     from simulator.search.plan import plan
     from simulator.search.report import format_plan, plan_json
 
+    if a.plot:
+        from simulator.plots.common import check_png_path
+
+        check_png_path(a.plot)  # before the searches
     progress = Progress("plan")
     try:
         res = plan(a.model, [h for h in a.hardware.split(",") if h.strip()], _chip_list(a.chips),
@@ -113,6 +144,10 @@ def cmd_plan(a) -> int:
                    progress=lambda what: progress(what))
     finally:
         progress.done()
+    if a.plot:
+        from simulator.plots import plot_plan, save
+
+        save(plot_plan(res), a.plot)
     print(json.dumps(plan_json(res), indent=2) if a.json else format_plan(res))
     return 0
 

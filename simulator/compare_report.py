@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from simulator.decompose import INCREASE_PARTS
+from simulator.interval import interval_of
 from simulator.matched import VIEW_LABELS, VIEWS
 from simulator.study import THRESHOLD
 
@@ -30,6 +31,7 @@ def _run(pred) -> dict:
     keep = ("model", "mesh", "placement", "micro_batch", "microbatches", "remat", "step_time_s",
             "tokens_per_s", "mfu", "breakdown_s", "warnings")
     out = {k: d[k] for k in keep}
+    out.update(interval_of(pred).as_dict())
     m = pred.job.model
     out.update(total_params=m.total_params, active_params=m.active_params,
                memory_fits=d["memory"]["fits"], memory_per_device_bytes=d["memory"]["per_device_bytes"])
@@ -60,6 +62,7 @@ def _fmt_tokens(n: float) -> str:
 def format_comparison(c) -> str:
     b, dp = c.budget, c.dense
     how = "each on its best sharding" if c.sharding == "best" else "given mesh"
+    div = interval_of(dp)
     head = [
         f"meshcast compare: {dp.job.model.name} vs {', '.join(x.model.name for x in c.moes)} "
         f"on {dp.job.hardware.name} x {dp.job.chips} chips, {dp.job.global_batch} seqs x "
@@ -67,18 +70,27 @@ def format_comparison(c) -> str:
         f"  dense budget  {_fmt_tokens(b.tokens)} tokens ({c.tokens_per_param:g} per parameter of "
         f"{dp.job.model.total_params / 1e9:.2f}B) = {b.steps:,} steps x {dp.step_time_s:.4g} s = "
         f"{b.days:.2f} days",
-        f"  dense         step {dp.step_time_s:.4g} s, MFU {100 * dp.mfu:.1f} %, mesh {_mesh(dp)}, "
-        f"remat {dp.job.sharding.remat}, micro-batch {dp.job.sharding.micro_batch}",
-    ] + [f"    warning: {w}" for w in dp.warnings]
+        f"  dense         step {dp.step_time_s:.4g} s{_band(div)}, MFU {100 * dp.mfu:.1f} %, mesh "
+        f"{_mesh(dp)}, remat {dp.job.sharding.remat}, micro-batch {dp.job.sharding.micro_batch}",
+        f"    {div.basis_line()}",
+    ] + [f"    outside the fit: {o}" for o in div.outside] + [
+        f"    warning: {w}" for w in dp.warnings if w not in div.outside]
     return "\n".join(head + [line for x in c.moes for line in _moe_lines(c, x)])
+
+
+def _band(iv) -> str:
+    return f" ({iv.band_text()})" if iv.exists else ""
 
 
 def _moe_lines(c, x) -> list[str]:
     p, inc = x.prediction, x.increase
+    iv, div = interval_of(p), interval_of(c.dense)  # said again only where it differs
     lines = ["", f"  {x.model.name}  ({x.model.total_params / 1e9:.1f}B total, "
              f"{x.model.active_params / 1e9:.2f}B active)",
-             f"    step {p.step_time_s:.4g} s, MFU {100 * p.mfu:.1f} %, mesh {_mesh(p)}, remat "
-             f"{p.job.sharding.remat}, micro-batch {p.job.sharding.micro_batch}",
+             f"    step {p.step_time_s:.4g} s{_band(iv)}, MFU {100 * p.mfu:.1f} %, mesh {_mesh(p)}, "
+             f"remat {p.job.sharding.remat}, micro-batch {p.job.sharding.micro_batch}",
+             *([f"    {iv.basis_line()}"] if iv.basis_line() != div.basis_line() else []),
+             *(f"    outside the fit: {o}" for o in iv.outside if o not in div.outside),
              f"    step-time increase over dense: {inc.total_s:+.4g} s ({100 * inc.fraction:+.1f} %)"
              + ("  [under 20 %]" if inc.fraction < THRESHOLD else "  [20 % or more]")]
     if not _same_sharding(p.job, c.dense.job):
@@ -99,5 +111,5 @@ def _moe_lines(c, x) -> list[str]:
         mark = " <" if v == c.view else ""
         lines.append(f"    {VIEW_LABELS[v]:<34}{mv.steps:>10,}{_fmt_tokens(mv.tokens):>10}"
                      f"{mv.seconds / 86400:>8.2f}  x{mv.wall_clock_ratio:.3f}{mark}")
-    lines += [f"    warning: {w}" for w in p.warnings]
+    lines += [f"    warning: {w}" for w in p.warnings if w not in iv.outside]
     return lines

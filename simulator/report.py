@@ -9,7 +9,12 @@ def _pct(x: float, total: float) -> str:
     return f"{100 * x / total:5.1f}" if total > 0 else "  -  "
 
 
-def format_prediction(pred) -> str:
+def format_prediction(pred, interval=None) -> str:
+    """The forecast as text; ``interval`` (a ForecastInterval) defaults to
+    :func:`simulator.interval.interval_of` the prediction."""
+    from simulator.interval import interval_of
+
+    iv = interval if interval is not None else interval_of(pred)
     d = pred.to_dict()
     j = pred.job
     mesh = " ".join(f"{a}={v}" for a, v in d["mesh"].items())
@@ -26,7 +31,8 @@ def format_prediction(pred) -> str:
         f"{', distributed' if j.sharding.distributed_optimizer else ''})"
         + (f", {j.sharding.pipeline_schedule} pipeline" if j.axis("pipeline") > 1 else ""),
         "",
-        f"  step time    {d['step_time_s']:.4g} s",
+        f"  step time    {d['step_time_s']:.4g} s   ({iv.text()})",
+        *(f"  outside the fit: {line}" for line in iv.outside),
         f"  throughput   {d['tokens_per_s']:,.0f} tokens/s ({d['tokens_per_s_per_chip']:,.0f} per chip)",
         f"  MFU          {100 * d['mfu']:.1f} %   (model FLOPs 6*N_active + 6*L*s*heads*head_dim "
         "per token, vs dense bf16 peak)",
@@ -44,7 +50,7 @@ def format_prediction(pred) -> str:
                           ("weights_bytes", "gradients_bytes", "optimizer_bytes",
                            "activations_bytes", "transient_bytes")) + " GiB",
     ]
-    lines += [f"  warning: {w}" for w in pred.warnings]
+    lines += [f"  warning: {w}" for w in pred.warnings if w not in iv.outside]
     return "\n".join(lines)
 
 

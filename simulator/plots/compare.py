@@ -4,18 +4,28 @@ from __future__ import annotations
 
 from simulator.attribution import PARTS
 from simulator.decompose import INCREASE_PARTS
+from simulator.interval import interval_of
 from simulator.matched import VIEW_LABELS, VIEWS
 from simulator.plots.common import colour, figure, stacked_bars
 
 
 def plot_comparison(c):
-    """Three panels: (1) dense and MoE step times stacked by part; (2) each MoE's increase over
+    """Three panels: (1) dense and MoE step times stacked by part (with their forecast intervals
+    where the profile was fitted); (2) each MoE's increase over
     dense by part (percent of the dense step; the parts add up to the total marked); (3) tokens
     the dense and each MoE train under each yardstick."""
     fig, (steps, inc, tok) = figure(14, 4.6, 1, 3, width_ratios=[1, 1.2, 1])
     names = [c.dense.job.model.name] + [x.model.name for x in c.moes]
     parts = [c.dense_attribution.by_part] + [x.attribution["moe"].by_part for x in c.moes]
     stacked_bars(steps, names, parts, PARTS, horizontal=False)
+    preds = [c.dense] + [x.prediction for x in c.moes]
+    banded = [(n, p, iv) for n, p in zip(names, preds) if (iv := interval_of(p)).exists]
+    if banded:  # each model's whole step with its forecast interval
+        steps.errorbar([n for n, _, _ in banded], [p.step_time_s for _, p, _ in banded],
+                       yerr=[[p.step_time_s - iv.lo_s for _, p, iv in banded],
+                             [iv.hi_s - p.step_time_s for _, p, iv in banded]],
+                       fmt="none", ecolor="black", capsize=4,
+                       label=f"{100 * banded[0][2].level:.0f}% interval")
     steps.set_ylabel("step time (s)")
     steps.set_title(f"{c.dense.job.hardware.name} x {c.dense.job.chips}: step time by part",
                     fontsize=10)

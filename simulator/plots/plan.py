@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from matplotlib.ticker import FormatStrFormatter
 
+from simulator.interval import interval_of
 from simulator.plots.common import colour, figure
 
 
 def plot_plan(res):
-    """Left: days to train the budget against chips, one line per hardware (log-log). Right:
+    """Left: days to train the budget against chips, one line per hardware (log-log; shaded:
+    the forecast interval where the profile was fitted). Right:
     cost against days for every feasible (hardware, chips), the Pareto front joined."""
     fig, (tline, cost) = figure(12, 4.5, 1, 2)
     hws = list(dict.fromkeys(e.hardware for e in res.entries))
@@ -18,6 +20,14 @@ def plot_plan(res):
             continue
         tline.plot([e.chips for e in ok], [e.budget.days for e in ok], "o-", color=colour(hw, i),
                    label=hw)
+        bands = [(e, interval_of(e.best.prediction).scaled(e.budget.days, e.budget.step_time_s))
+                 for e in ok]
+        bands = [(e, b) for e, b in bands if b is not None]
+        if bands:  # the step's interval carries over to the days (days are steps x step time)
+            level = interval_of(bands[0][0].best.prediction).level
+            tline.fill_between([e.chips for e, _ in bands], [b[0] for _, b in bands],
+                               [b[1] for _, b in bands], color=colour(hw, i), alpha=0.2, lw=0,
+                               label=f"{hw}: {100 * level:.0f}% interval")
         priced = [e for e in ok if e.budget.cost_usd is not None]
         cost.scatter([e.budget.days for e in priced], [e.budget.cost_usd / 1e3 for e in priced],
                      color=colour(hw, i), label=hw)

@@ -48,17 +48,29 @@ def _timeline(ax, spans, title: str) -> None:
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
-def plot_prediction(pred):
-    """Breakdown bars (seconds per category) and layer ``i``'s forward and backward (with
-    recompute) as a timeline per stream, coloured by part (:mod:`simulator.attribution`)."""
+def plot_prediction(pred, interval=None):
+    """Breakdown bars (seconds per category; with an interval, the whole step on top with its
+    band as an error bar) and layer ``i``'s forward and backward (with recompute) as a timeline
+    per stream, coloured by part (:mod:`simulator.attribution`). ``interval``: a
+    ForecastInterval, by default :func:`simulator.interval.interval_of` the prediction."""
+    from simulator.interval import interval_of
+
+    iv = interval if interval is not None else interval_of(pred)
     fig, (bars, fwd, bwd) = figure(11, 6.5, 3, 1, height_ratios=[1.2, 1, 1])
     cats = list(pred.breakdown_s)[::-1]
     bars.barh(cats, [pred.breakdown_s[c] for c in cats], color=[colour(c, i) for i, c in enumerate(cats)])
+    t = pred.step_time_s
+    if iv.exists:
+        bars.barh(["step (total)"], [t], color="#bab0ac",
+                  xerr=[[t - iv.lo_s], [iv.hi_s - t]], capsize=4,
+                  label=f"{100 * iv.level:.0f}% interval")
+        bars.legend(fontsize=7, loc="lower right")
     bars.set_xlabel("seconds per step")
     j = pred.job
     mesh = " ".join(f"{a}={v}" for a, v in j.mesh.items() if v != 1) or "data=1"
+    band = f" ({iv.band_text()})" if iv.exists else " (no interval: efficiencies not fitted)"
     bars.set_title(f"{j.model.name} on {j.hardware.name} x {j.chips} ({mesh}): step "
-                   f"{pred.step_time_s:.3g} s, MFU {100 * pred.mfu:.1f} %", fontsize=10)
+                   f"{t:.3g} s{band}, MFU {100 * pred.mfu:.1f} %", fontsize=10)
     i = _layer(pred)
     kind = "MoE" if j.model.is_moe_layer(i) else "dense"
     _timeline(fwd, layer_spans(pred, i, ("fwd",)), f"layer {i} ({kind}) forward, one micro-batch")

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 from simulator.errors import MeshcastError
+from simulator.interval import interval_of
 from simulator.search.space import REMATS, SCHEDULES
 from simulator.specs.sharding import AXES
 
@@ -24,14 +25,15 @@ def _pipeline(row: dict) -> str:
 
 
 def finalist_dict(f) -> dict:
-    """One top configuration: its row, the graph path's forecast and the fast path's."""
+    """One top configuration: its row, the graph path's forecast (with its interval and basis)
+    and the fast path's."""
     p = f.prediction
     mem = p.memory
     return {"rank": None, **f.row, "axis_order": f.axis_order, "step_time_s": p.step_time_s,
-            "fast_step_time_s": f.fast_step_s, "tokens_per_s": p.tokens_per_s, "mfu": p.mfu,
-            "memory": mem.as_dict(), "headroom_bytes": mem.headroom_bytes,
-            "breakdown_s": dict(p.breakdown_s), "objective": f.objective,
-            "budget": f.budget.as_dict(), "warnings": list(p.warnings)}
+            **interval_of(p).as_dict(), "fast_step_time_s": f.fast_step_s,
+            "tokens_per_s": p.tokens_per_s, "mfu": p.mfu, "memory": mem.as_dict(),
+            "headroom_bytes": mem.headroom_bytes, "breakdown_s": dict(p.breakdown_s),
+            "objective": f.objective, "budget": f.budget.as_dict(), "warnings": list(p.warnings)}
 
 
 def rank_json(res) -> dict:
@@ -58,17 +60,30 @@ def format_rank(res) -> str:
     if c["invalid"]:
         lines.append("  invalid: " + ", ".join(f"{k} {v:,}" for k, v in c["invalid"].items()))
     lines.append(f"  top {len(res.top)} (re-evaluated with the graph path):")
-    for i, f in enumerate(res.top, 1):
-        lines += ["", *_finalist_lines(i, f, res.objective)]
+    ivs = [interval_of(f.prediction) for f in res.top]
+    common = _common_interval_lines(ivs)
+    lines += common
+    for i, (f, iv) in enumerate(zip(res.top, ivs), 1):
+        lines += ["", *_finalist_lines(i, f, res.objective, iv, common)]
     return "\n".join(lines)
 
 
-def _finalist_lines(i: int, f, objective: str) -> list[str]:
+def _common_interval_lines(ivs) -> list[str]:
+    """What the finalists' intervals share (basis, outside lines), said once."""
+    if not ivs:
+        return []
+    out = [f"  {ivs[0].basis_line()}"] if len({iv.basis_line() for iv in ivs}) == 1 else []
+    shared = [line for line in ivs[0].outside if all(line in iv.outside for iv in ivs)]
+    return out + [f"  outside the fit: {line}" for line in shared]
+
+
+def _finalist_lines(i: int, f, objective: str, iv, common: list[str]) -> list[str]:
     p, row, mem = f.prediction, f.row, f.prediction.memory
     place = row["placement"]
     b = f.budget
+    band = f" ({iv.band_text()})" if iv.exists else ""
     out = [
-        f"  #{i}  step {p.step_time_s:.4g} s   MFU {100 * p.mfu:.1f} %   memory "
+        f"  #{i}  step {p.step_time_s:.4g} s{band}   MFU {100 * p.mfu:.1f} %   memory "
         f"{mem.per_device_bytes / GIB:.1f} of {mem.capacity_bytes / GIB:.1f} GiB "
         f"(headroom {mem.headroom_bytes / GIB:.1f})",
         f"      mesh {_mesh(row['mesh'])}   ({place})",
@@ -83,6 +98,10 @@ def _finalist_lines(i: int, f, objective: str) -> list[str]:
     parts = [f"{k} {v:.3g} ({100 * v / total:.0f}%)" for k, v in p.breakdown_s.items()
              if v >= 0.005 * total]
     out.append("      breakdown: " + ", ".join(parts))
+    if f"  {iv.basis_line()}" not in common:
+        out.append(f"      {iv.basis_line()}")
+    out += [f"      outside the fit: {line}" for line in iv.outside
+            if f"  outside the fit: {line}" not in common]
     return out
 
 
@@ -126,7 +145,9 @@ def plan_json(res) -> dict:
         if not e.ok:
             return dict(d, reason=e.reason)
         f = finalist_dict(e.best)
-        return dict(d, budget=e.budget.as_dict(), best=f)
+        band = interval_of(e.best.prediction).scaled(e.budget.days, e.budget.step_time_s)
+        return dict(d, budget=e.budget.as_dict(), days_interval=list(band) if band else None,
+                    best=f)
 
     return {"model": res.model, "tokens": res.tokens, "tokens_per_param": res.tokens_per_param,
             "reference": res.reference, "global_batch_seqs": res.global_batch,
@@ -141,18 +162,26 @@ def format_plan(res) -> str:
            if res.tokens_per_param is not None else "given")
     lines = [f"meshcast plan: {res.model}, {res.tokens / 1e9:,.1f}B training tokens ({why}), "
              f"{res.global_batch} seqs x {res.seq_len} tokens per step",
-             f"  {'hardware':<14}{'chips':>6}{'step s':>9}{'MFU %':>7}{'days':>8}"
+             f"  {'hardware':<14}{'chips':>6}{'step s':>9}{'band s':>14}{'MFU %':>7}{'days':>8}"
              f"{'chip-hours':>12}{'cost $':>13}  best configuration"]
+    basis: dict[str, list[str]] = {}  # interval basis and outside lines -> hardware they fit
     for e in res.entries:
         if not e.ok:
             lines.append(f"  {e.hardware:<14}{e.chips:>6}  -- {_short(e.reason)}")
             continue
         b, f = e.budget, e.best
+        iv = interval_of(f.prediction)
+        for key in [iv.basis_line()] + [f"outside the fit: {o}" for o in iv.outside]:
+            hws = basis.setdefault(key, [])
+            if e.hardware not in hws:
+                hws.append(e.hardware)
+        band = f"{iv.lo_s:.3g}-{iv.hi_s:.3g}" if iv.exists else "-"
         cost = f"{b.cost_usd:,.0f}" if b.cost_usd is not None else "no price"
-        lines.append(f"  {e.hardware:<14}{e.chips:>6}{b.step_time_s:>9.3g}"
+        lines.append(f"  {e.hardware:<14}{e.chips:>6}{b.step_time_s:>9.3g}{band:>14}"
                      f"{100 * f.prediction.mfu:>7.1f}{b.days:>8.1f}{b.chip_hours:>12,.0f}"
                      f"{cost:>13}  {_mesh(f.row['mesh'])}, mb {f.row['micro_batch']}, "
                      f"remat {f.row['remat']}, {_pipeline(f.row)}")
+    lines += [f"  {', '.join(hws)}: {line}" for line, hws in basis.items()]
     if res.pareto:
         lines.append("  Pareto front (time vs cost): " + "  |  ".join(
             f"{e.hardware} x {e.chips}: {e.budget.days:.1f} days, ${e.budget.cost_usd:,.0f}"
