@@ -5,6 +5,7 @@ from hardware_profiles.loader import (
     list_profiles,
     load_profile,
     load_profile_file,
+    matched_how,
     profile_dirs,
     save_profile,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "list_profiles",
     "load_profile",
     "load_profile_file",
+    "matched_how",
     "profile_dirs",
     "save_profile",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -50,35 +51,99 @@ def list_profiles() -> list[HardwareProfile]:
     return [load_profile(name) for name in _profile_files()]
 
 
-def _aliases() -> dict[str, str]:
-    table: dict[str, str] = {}
+def _aliases() -> dict[str, tuple[str, ...]]:
+    """Normalised alias (names included) -> the profile files (stems) claiming it. A directory of
+    :func:`profile_dirs` shadows the layers below it: an alias it claims belongs to its files
+    only. More than one stem means files of one layer share the alias (ambiguous)."""
     files = _profile_files()
+    rank = {d: i + 1 for i, d in enumerate(reversed(_EXTRA_DIRS.get()))}  # built-ins: 0
+    table: dict[str, tuple[int, list[str]]] = {}
     for stem in files:
+        layer = rank.get(files[stem].parent, 0)
         prof = load_profile_file(files[stem])
-        for a in [prof.name, *prof.aliases]:
-            table[_norm(a)] = stem
-    return table
+        for key in {_norm(a) for a in [prof.name, *prof.aliases]}:
+            held = table.get(key)
+            if held is None or held[0] < layer:
+                table[key] = (layer, [stem])
+            elif stem not in held[1]:
+                held[1].append(stem)
+    return {key: tuple(stems) for key, (_, stems) in table.items()}
 
 
 def _norm(s: str) -> str:
     return "".join(ch for ch in s.lower() if ch.isalnum())
 
 
-def load_profile(name_or_path: str | Path) -> HardwareProfile:
-    """Load a profile by built-in name, alias (case/punctuation-insensitive) or YAML path."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        return load_profile_file(p)
+_PARENS = re.compile(r"\([^()]*\)")
+
+#: Shortest alias a prefix match may use: shorter ones ("v4", "v5p") would match too much.
+MIN_PREFIX_CHARS = 4
+
+
+def _ambiguous(name: str, stems: tuple[str, ...] | list[str], how: str) -> MeshcastError:
+    return MeshcastError(
+        f"hardware: {name!r} is ambiguous: it matches profiles {' and '.join(sorted(stems))} "
+        f"({how}); give the profile's name or a path to its YAML file")
+
+
+def _resolve(name: str) -> tuple[str, str]:
+    """(profile file stem, how it matched) for a name that is not a path: the exact normalised
+    alias first, then the name with its parenthesised parts removed, then the longest alias
+    (of at least :data:`MIN_PREFIX_CHARS` characters) that the normalised name starts with."""
     files = _profile_files()
-    stem = str(name_or_path)
-    if stem not in files:
-        stem = _aliases().get(_norm(stem), "")
-    if stem not in files:
-        raise MeshcastError(
-            f"hardware: unknown profile {str(name_or_path)!r}; known profiles: "
-            f"{', '.join(files)} (or give a path to a profile YAML file)"
-        )
-    return load_profile_file(files[stem])
+    if name in files:
+        return name, "exact alias"
+    table = _aliases()
+    key = _norm(name)
+    if key in table:
+        if len(table[key]) > 1:
+            raise _ambiguous(name, table[key], "exact alias")
+        return table[key][0], "exact alias"
+    bare = _norm(_PARENS.sub(" ", name))
+    how = "alias after dropping '(...)'"
+    if bare != key and bare in table:
+        if len(table[bare]) > 1:
+            raise _ambiguous(name, table[bare], how)
+        return table[bare][0], how
+    prefixes = [a for a in table if len(a) >= MIN_PREFIX_CHARS and bare.startswith(a)]
+    if prefixes:
+        longest = max(len(a) for a in prefixes)
+        best = [a for a in prefixes if len(a) == longest]
+        stems = sorted({s for a in best for s in table[a]})
+        how = f"prefix alias {best[0]!r}"
+        if len(stems) > 1:
+            raise _ambiguous(name, stems, how)
+        return stems[0], how
+    raise MeshcastError(
+        f"hardware: unknown profile {name!r}; known profiles: "
+        f"{', '.join(files)} (or give a path to a profile YAML file)"
+    )
+
+
+def _is_path(name_or_path: str | Path) -> bool:
+    p = Path(name_or_path)
+    return p.suffix in (".yaml", ".yml") or p.exists()
+
+
+def load_profile(name_or_path: str | Path) -> HardwareProfile:
+    """Load a profile by YAML path, built-in name or alias. Names match loosely, as published
+    tables write them: case and punctuation are ignored, then a parenthesised part is dropped
+    ("TPU v6e (Trillium)"), then the longest alias the name starts with is taken ("MI300X OAM");
+    :func:`matched_how` says which rule matched. An unknown or ambiguous name raises
+    MeshcastError naming the candidates."""
+    if _is_path(name_or_path):
+        return load_profile_file(name_or_path)
+    stem, _ = _resolve(str(name_or_path))
+    return load_profile_file(_profile_files()[stem])
+
+
+def matched_how(name: str) -> tuple[str, str]:
+    """Which profile ``name`` loads and how it matched: (profile file stem, "exact alias" |
+    "alias after dropping '(...)'" | "prefix alias 'x'"), or (profile name, "path") for a YAML
+    path. Raises MeshcastError as :func:`load_profile` does."""
+    if _is_path(name):
+        return load_profile_file(name).name, "path"
+    return _resolve(str(name))
 
 
 @lru_cache(maxsize=64)

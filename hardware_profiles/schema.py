@@ -140,6 +140,10 @@ class Chip(_Frozen):
     collectives_use_compute: bool = Field(
         default=False, description="Collectives are copies run by the compute cores (a CPU "
         "host), so they cannot overlap compute: the schedule runs them on the compute stream.")
+    devices_per_chip: int = Field(
+        default=1, ge=1, description="JAX/framework devices one chip shows (peaks and HBM stay "
+        "per chip): 2 on TPU7x (Ironwood), whose two TensorCores are each a device; 1 on "
+        "megacore TPUs (v4, v5p: two TensorCores, one device) and on GPUs.")
 
     @model_validator(mode="after")
     def _needs_bf16(self) -> Chip:

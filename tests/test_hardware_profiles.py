@@ -17,11 +17,13 @@ from simulator.errors import MeshcastError
 from simulator.topology import job_levels
 
 REQUIRED = {"a100-sxm-80gb", "h100-sxm", "h200", "b200", "gb200-nvl72", "mi300x",
-            "tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e"}
-TPUS = {"tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e"}
+            "tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e",
+            "b300", "gb300-nvl72", "tpu-v7", "mi355x", "mi325x"}
+TPUS = {"tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e", "tpu-v7"}
+TPUS_3D = {"tpu-v4", "tpu-v5p", "tpu-v7"}  # 3D torus of 4x4x4 cubes joined by optical switches
 # Largest single slice per generation (Cloud TPU docs): v4 pod 16x16x16, v5p max slice 16x16x24,
-# v5e/v6e pod 16x16.
-MAX_SLICE_CHIPS = {"tpu-v4": 4096, "tpu-v5e": 256, "tpu-v5p": 6144, "tpu-v6e": 256}
+# v5e/v6e pod 16x16, TPU7x a whole 9216-chip pod (xpk's 16x24x24).
+MAX_SLICE_CHIPS = {"tpu-v4": 4096, "tpu-v5e": 256, "tpu-v5p": 6144, "tpu-v6e": 256, "tpu-v7": 9216}
 STEMS = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 
 
@@ -231,7 +233,7 @@ def test_gpu_profiles_have_a_switch_domain_and_no_slices(stem):
 def test_tpu_torus_levels_and_slices(stem):
     prof = load_profile(stem)
     torus = [lv for lv in prof.network if lv.kind == "torus"]
-    dims = 3 if stem in ("tpu-v4", "tpu-v5p") else 2
+    dims = 3 if stem in TPUS_3D else 2
     assert [lv.name for lv in torus] == ["ici_x", "ici_y", "ici_z"][:dims]
     assert [lv.name for lv in prof.network] == [lv.name for lv in torus] + ["dcn"]
     assert prof.network[-1].kind == "fat_tree"
@@ -247,18 +249,19 @@ def test_tpu_torus_levels_and_slices(stem):
         assert s.source.strip()
     assert max(s.chips for s in prof.slices) == MAX_SLICE_CHIPS[stem]
     assert min(s.chips for s in prof.slices) <= 4
-    # pod extents: v4 16^3, v5p 16x20x28 (8960 chips), v5e/v6e 16x16
+    # pod extents: v4 16^3, v5p 16x20x28 (8960 chips), v5e/v6e 16x16, TPU7x 9216 chips
     pod = math.prod(lv.size for lv in torus)
-    assert pod == {"tpu-v4": 4096, "tpu-v5p": 8960, "tpu-v5e": 256, "tpu-v6e": 256}[stem]
+    assert pod == {"tpu-v4": 4096, "tpu-v5p": 8960, "tpu-v5e": 256, "tpu-v6e": 256,
+                   "tpu-v7": 9216}[stem]
 
 
 @pytest.mark.parametrize("stem", sorted(TPUS))
 def test_tpu_wraparound_rules(stem):
-    """v4/v5p: whole 4x4x4 cubes (every axis a multiple of 4) wrap on every axis, smaller slices
-    not at all. v5e/v6e: an axis wraps only when it spans the full 16 chips."""
+    """v4/v5p/TPU7x: whole 4x4x4 cubes (every axis a multiple of 4) wrap on every axis, smaller
+    slices not at all. v5e/v6e: an axis wraps only when it spans the full 16 chips."""
     prof = load_profile(stem)
     for s in prof.slices:
-        if stem in ("tpu-v4", "tpu-v5p"):
+        if stem in TPUS_3D:
             cube = all(d % 4 == 0 for d in s.shape)
             assert s.wraparound == [cube] * len(s.shape), s.shape
         else:

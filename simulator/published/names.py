@@ -31,6 +31,25 @@ def profile_for(row: PublishedRow, profiles: dict[str, HardwareProfile] | None =
     return (profiles or {}).get(prof.name, prof)
 
 
+def hardware_note(row: PublishedRow, profile: HardwareProfile) -> str | None:
+    """Says which profile the row's ``hardware`` loosely matched and by which rule, e.g.
+    "hardware 'TPU v6e (Trillium)' matched profile tpu-v6e (alias after dropping '(...)')";
+    None when the name is an exact alias (or a path, or does not resolve)."""
+    from hardware_profiles import matched_how
+    from simulator.errors import MeshcastError
+
+    name = row.text("hardware")
+    if not name:
+        return None
+    try:
+        _, how = matched_how(name)
+    except MeshcastError:
+        return None
+    if how in ("exact alias", "path"):
+        return None
+    return f"hardware {name!r} matched profile {profile.name} ({how})"
+
+
 def precision_of(row: PublishedRow) -> str:
     """Matmul precision: any FP4 variant (NVFP4, MXFP4) -> fp4; any FP8 variant (FP8-CS,
     MXFP8, FP8-MX, TE hybrid, blockwise) -> fp8; BF16, mixed FP16 (same peak on A100/H100) and
