@@ -29,7 +29,8 @@ PARTS = ("attention", "ffn", "router", "dispatch_combine", "all_to_all", "tp_com
 
 #: Compute ops by their template name (phase prefixes ``bwd.``/``re.`` stripped).
 _COMPUTE_PART = {
-    **dict.fromkeys(("attn_norm", "qkv", "attn", "attn_out", "attn_res"), "attention"),
+    **dict.fromkeys(("attn_norm", "qkv", "attn", "attn_softmax", "attn_out", "attn_res"),
+                    "attention"),
     **dict.fromkeys(("mlp_norm", "mlp_in", "mlp_act", "mlp_out", "mlp_res", "moe_norm", "moe_res",
                      "expert_in", "expert_act", "expert_out", "shared_in", "shared_act",
                      "shared_out"), "ffn"),

@@ -12,7 +12,11 @@ selective   ``D + (N+2K) Hd``                       ``D + g F``;      MoE ``D + 
 full        ``D`` (layer input) per layer, plus one layer's ``none`` set while recomputing
 ==========  =====================================  ==========================================
 
-``g`` = 2 for SwiGLU (gate, up), 1 for GELU. The pipeline rank holding the most micro-batches in
+``g`` = 2 for SwiGLU (gate, up), 1 for GELU. Without flash attention (``flash_attention=False``)
+the ``none`` set also keeps the score matrices: ``N s stored / ab`` per token
+(:func:`simulator.graph.layers.unfused_score_bytes`; Korthikanti et al. 2022's ``5 a s^2 b`` bytes
+per layer at bf16); selective recompute recomputes them, as that paper's selective recompute
+does. The pipeline rank holding the most micro-batches in
 flight (rank 0 in 1F1B: ``min(pp, m)``) sets the activation peak.
 """
 
@@ -21,7 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from simulator.graph.dims import Dims
-from simulator.graph.layers import layer_params_local, slots_per_token, stage_params_local
+from simulator.graph.layers import (
+    layer_params_local,
+    slots_per_token,
+    stage_params_local,
+    unfused_score_bytes,
+)
 from simulator.pipeline import interleaved_order, one_f_one_b_order
 from simulator.specs.model import ModelSpec
 
@@ -55,8 +64,11 @@ class MemoryEstimate:
                 "capacity_bytes": self.capacity_bytes, "fits": self.fits}
 
 
-def layer_activation_elems(m: ModelSpec, moe_layer: bool, remat: str) -> float:
-    """Stored activation elements per token of one layer (before dividing by ``t``)."""
+def layer_activation_elems(m: ModelSpec, moe_layer: bool, remat: str, flash: bool = True,
+                           s: int = 0, ab: float = 2.0) -> float:
+    """Stored activation elements per token of one layer (before dividing by ``t``); without
+    ``flash`` attention the ``none`` set adds the score matrices of an ``s``-token sequence
+    (``ab`` bytes per activation element)."""
     D, hd, g = m.d_model, m.hd, 2 if m.ffn_kind == "swiglu" else 1
     qkv = (m.n_heads + 2 * m.kv_heads) * hd
     if remat == "full":
@@ -68,6 +80,8 @@ def layer_activation_elems(m: ModelSpec, moe_layer: bool, remat: str) -> float:
         f = m.ffn_hidden
         mlp = (2 * D + (g + 1) * f) if remat == "none" else (D + g * f)
     attn = (2 * D + qkv + m.n_heads * hd) if remat == "none" else (D + qkv)
+    if remat == "none" and not flash:
+        attn += m.n_heads * s * unfused_score_bytes(ab).stored / ab
     return attn + mlp
 
 
@@ -104,13 +118,14 @@ def _stage_memory(job, rank: int, layers: list[int], first: bool, last: bool) ->
     grads = n * d.gb
     optimizer = n * ((4 if s.optimizer.master_weights else 0) + 2 * state) / zero
     remat = s.remat
-    acts_tok = sum(layer_activation_elems(m, m.is_moe_layer(i), remat) for i in layers)
+    score = dict(flash=s.flash_attention, s=d.s, ab=d.ab)
+    acts_tok = sum(layer_activation_elems(m, m.is_moe_layer(i), remat, **score) for i in layers)
     flight = in_flight_microbatches(rank, d.pp, job.microbatches, s.pipeline_schedule,
                                     s.virtual_stages)
     acts = acts_tok * d.T / d.t * d.ab * flight
     transient = 0.0
     if remat == "full" and layers:
-        worst = max(layer_activation_elems(m, m.is_moe_layer(i), "none") for i in layers)
+        worst = max(layer_activation_elems(m, m.is_moe_layer(i), "none", **score) for i in layers)
         transient += worst * d.T / d.t * d.ab
     if last:
         transient += 2 * d.T * m.vocab_size / d.t * 4  # fp32 logits and their gradient

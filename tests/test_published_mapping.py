@@ -20,14 +20,16 @@ def _case(line: int) -> Case:
 
 def test_maxtext_v5e_128b_two_slices():
     """Line 27: MaxText 128B on 512 v5e = 2 slices of 256: ici fsdp 16 x tp 16 per slice, DCN
-    data 2; 1 sequence of 2048 per chip (global 512); remat qkv_proj_offloaded -> full; 110
-    TFLOP/s with MaxText's formula; XLA's async collectives (the script's LIBTPU_INIT_ARGS) run
-    the TP collectives beside the matmuls."""
+    data 2; per_device_batch_size 1 (global 512 = 1 x 512 devices), so a tensor-parallel group
+    of 16 chips holds 16 sequences per micro-step and the step is one micro-step; remat
+    qkv_proj_offloaded -> full; 110 TFLOP/s with MaxText's formula; XLA's async collectives (the
+    script's LIBTPU_INIT_ARGS) run the TP collectives beside the matmuls."""
     c = _case(27)
     j = c.job
     assert j.chips == 512 and j.mesh == {**MESH0, "data": 2, "fsdp": 16, "model": 16}
     assert j.sharding.slice_shape == [16, 16] and j.sharding.bindings == {"data": ["dcn"]}
-    assert (j.sharding.micro_batch, j.global_batch, j.seq_len) == (1, 512, 2048)
+    assert (j.sharding.micro_batch, j.global_batch, j.seq_len) == (16, 512, 2048)
+    assert j.microbatches == 1
     assert (j.sharding.remat, j.sharding.precision) == ("full", "bf16")
     assert not j.sharding.distributed_optimizer and j.sharding.tp_comm_overlap
     m = j.model

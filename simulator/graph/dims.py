@@ -18,7 +18,8 @@ class Dims:
     another micro-batch's compute. ``host_s``: host seconds to issue one op of a dropless MoE
     layer's data-dependent part when it runs eagerly (0: launches never bind). ``dedup``: the
     expert all-to-alls are the deduplicated dispatch of DeepEP/HybridEP
-    (:func:`simulator.collectives.dedup_shares`).
+    (:func:`simulator.collectives.dedup_shares`). ``flash``: fused attention (no score matrix
+    in HBM; :func:`simulator.graph.layers.attention_block`).
     """
 
     b: int
@@ -36,6 +37,7 @@ class Dims:
     ep_overlap: bool = False
     host_s: float = 0.0
     dedup: bool = False
+    flash: bool = True
 
     @property
     def T(self) -> int:  # noqa: N802 - scaling-book symbol
@@ -47,7 +49,7 @@ class Dims:
         return dict(ab=4.0 if s.precision == "fp32" else 2.0, wb=DTYPE_BYTES[s.precision],
                     gb=DTYPE_BYTES[s.optimizer.grad_dtype], tp_overlap=s.tp_comm_overlap,
                     ep_overlap=s.ep_comm_overlap, host_s=s.moe_host_issue_s,
-                    dedup=s.moe_dispatcher == "deepep")
+                    dedup=s.moe_dispatcher == "deepep", flash=s.flash_attention)
 
     @classmethod
     def from_job(cls, job) -> Dims:

@@ -9,6 +9,8 @@ reduce-scatter follows it. MoE follows Du et al. 2024 / AXLearn 3D sharding: tok
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from simulator.collectives import Collective
 from simulator.graph.dims import Dims
 from simulator.graph.ops import HOST, Op, OpKind
@@ -50,6 +52,38 @@ class Template:
                             axis=axis, dedup=dedup), deps)
 
 
+class ScoreBytes(NamedTuple):
+    """HBM bytes per element of the ``[b, N/t, s_q, s_k]`` attention score matrix when it is
+    materialised (no flash attention); see :func:`unfused_score_bytes`."""
+
+    gemm_fwd: float  # QK^T writes S, P'V reads P'
+    softmax_fwd: float  # scale-mask-softmax and dropout
+    softmax_bwd: float  # their backward
+    stored: float  # kept for the backward (unless recomputed)
+
+
+def unfused_score_bytes(ab) -> ScoreBytes:
+    """Bytes per score element of the attention core of Megatron-LM before flash attention
+    (``CoreAttention``: baddbmm ``S = QK^T``, fused scale-mask-softmax ``P``, attention dropout
+    ``P'`` with a 1-byte mask, bmm ``P'V``), activations ``ab`` bytes each:
+
+    - forward: ``QK^T`` writes ``S`` (``ab``), ``P'V`` reads ``P'`` (``ab``): ``gemm_fwd = 2 ab``;
+      softmax reads ``S`` and writes ``P`` (``2 ab``), dropout reads ``P``, writes ``P'`` and
+      the mask (``2 ab + 1``): ``softmax_fwd = 4 ab + 1``;
+    - backward: ``dP' = dO V^T`` writes, ``dV = P'^T dO`` reads ``P'``, ``dQ = dS K`` and
+      ``dK = dS^T Q`` read ``dS``: ``4 ab`` (twice ``gemm_fwd``); dropout backward reads
+      ``dP'`` and the mask and writes ``dP`` (``2 ab + 1``), softmax backward reads ``dP`` and
+      ``P`` and writes ``dS`` (``3 ab``): ``softmax_bwd = 5 ab + 1``;
+    - stored for the backward: ``P``, the mask and ``P'``: ``stored = 2 ab + 1``, Korthikanti et
+      al. 2022 sec. 4.1's ``5 a s^2 b`` bytes per layer at bf16 (softmax output ``2 a s^2 b``,
+      dropout mask ``a s^2 b``, dropout output ``2 a s^2 b``).
+
+    At bf16 that is 13 bytes per score element forward and 19 backward. Attention dropout is
+    counted: Megatron-LM's default (``--attention-dropout 0.1``), the runs of those papers.
+    """
+    return ScoreBytes(2 * ab, 4 * ab + 1, 5 * ab + 1, 2 * ab + 1)
+
+
 def _tp_overlapped(d: Dims) -> bool:
     return bool(d.tp_overlap) and d.t > 1
 
@@ -58,6 +92,12 @@ def attention_block(tp: Template, m: ModelSpec, d: Dims, prev: str | None) -> st
     """Norm, [AG model], QKV, [AG seq of K,V], flash attention, out-proj, [RS model], residual.
 
     Causal attention FLOPs ``4 * T * s * (N/t) * Hd / 2`` (QK^T and AV, half masked).
+    Without flash attention (``not d.flash``) the ``E = T * s * N/t`` score elements are
+    materialised (:func:`unfused_score_bytes`): the ``attn`` op computes the full square
+    (``4 * T * s * (N/t) * Hd``, no masked half skipped) and moves ``gemm_fwd * E`` more bytes,
+    its backward exactly twice the forward (four batched GEMMs, nothing recomputed); an
+    ``attn_softmax`` op (softmax and dropout) moves ``softmax_fwd * E`` bytes forward and
+    ``softmax_bwd * E`` backward.
     With TP comm overlap (``d.tp_overlap``) the all-gather runs beside the QKV GEMM and the
     reduce-scatter beside the out-projection (Megatron/TE pipeline them chunk by chunk), so each
     pair costs about ``max(GEMM, collective)``; their consumers wait for both.
@@ -73,7 +113,14 @@ def attention_block(tp: Template, m: ModelSpec, d: Dims, prev: str | None) -> st
                             "cp", deps=[qkv]))
     flops = 4.0 * T * d.s * (m.n_heads / t) * hd * 0.5
     io = T * (2 * m.n_heads + 2 * m.kv_heads) * hd / t * d.ab
-    attn = tp._add(Op("attn", OpKind.ATTENTION, flops=flops, nbytes=io), deps)
+    if d.flash:
+        attn = tp._add(Op("attn", OpKind.ATTENTION, flops=flops, nbytes=io), deps)
+    else:
+        e, sb = T * d.s * m.n_heads / t, unfused_score_bytes(d.ab)
+        tp._add(Op("attn", OpKind.ATTENTION, flops=2 * flops, nbytes=io + sb.gemm_fwd * e,
+                   bwd_scale=2.0), deps)
+        attn = tp._add(Op("attn_softmax", OpKind.ELEMENTWISE, nbytes=sb.softmax_fwd * e,
+                          bwd_scale=sb.softmax_bwd / sb.softmax_fwd), None)
     out = tp.mm("attn_out", T, m.n_heads * hd / t, D, d)
     if t > 1:
         rs = tp.coll("attn_rs", RS, "model", T * D * d.ab, "tp", deps=[attn] if ov else None)
@@ -257,6 +304,7 @@ def head_ops(m: ModelSpec, d: Dims, prev: str) -> list[Op]:
     return tp.ops
 
 
-__all__ = ["layer_template", "layer_params_local", "embedding_ops", "head_ops",
+__all__ = ["layer_template", "unfused_score_bytes", "ScoreBytes", "layer_params_local",
+           "embedding_ops", "head_ops",
            "embedding_params_local", "stage_params_local",
            "slots_per_token"]

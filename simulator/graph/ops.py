@@ -51,6 +51,7 @@ class Op:
     bwd_nbytes: float = 0.0  # bytes only the backward adds (e.g. a dense gradient table)
     host_s: float = 0.0  # OpKind.HOST: seconds the host spends issuing the ops it stands for
     dedup: tuple[int, int] | None = None  # all-to-all: (experts, top-k) of a deduplicated dispatch
+    bwd_scale: float = 0.0  # backward / forward FLOPs and bytes when not its kind's (0: BWD_SCALE)
 
     @property
     def category(self) -> str:

@@ -29,6 +29,8 @@ AG, RS, AR = Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_RE
 _MIRROR = {AG: RS, RS: AG}
 #: Backward cost relative to forward: GEMMs compute dgrad and wgrad (2x); flash attention's
 #: backward is about 2.5x its forward (Dao 2023, FlashAttention-2 sec. 3); elementwise 2x bytes.
+#: An op whose backward is known exactly says so itself (``Op.bwd_scale``: the unfused attention
+#: core of :func:`simulator.graph.layers.attention_block`).
 BWD_SCALE = {OpKind.MATMUL: 2.0, OpKind.ATTENTION: 2.5, OpKind.ELEMENTWISE: 2.0}
 #: Ops a selective remat policy recomputes: the cheap-to-recompute, memory-heavy ones
 #: (attention core and elementwise), as Megatron's selective recompute (Korthikanti et al. 2022).
@@ -50,9 +52,9 @@ def backward_of(fwd: list[Op]) -> list[Op]:
         elif op.kind is OpKind.HOST:  # the backward issues the same ops, mirrored
             out.append(replace(op, name=f"bwd.{op.name}", deps=deps, phase="bwd"))
         else:
-            s = BWD_SCALE[op.kind]
+            s = op.bwd_scale or BWD_SCALE[op.kind]
             out.append(replace(op, name=f"bwd.{op.name}", flops=op.flops * s,
-                               nbytes=op.nbytes * s + op.bwd_nbytes, bwd_nbytes=0.0,
+                               nbytes=op.nbytes * s + op.bwd_nbytes, bwd_nbytes=0.0, bwd_scale=0.0,
                                unit_flops=op.unit_flops, deps=deps, phase="bwd"))
     return out
 

@@ -1,25 +1,36 @@
 """One published row -> a :class:`Case` (a meshcast Job and the measured step time) or a
 :class:`Skip` with the reason.
 
-Parallelism follows Megatron's conventions: ``tp -> model``, ``pp -> pipeline``,
-``cp -> seq``, ``dp = n / (tp pp cp)`` when not published; EP is carved out of DP
-(``data = dp / ep``, ``expert = ep``); an EP wider than DP also spans TP, modelled as experts over
-``dp`` with expert tensor parallelism over ``model`` (the same expert weights and FLOPs per chip).
-Megatron-FSDP puts ``dp`` on ``fsdp``. MaxText rows: ``dp`` slices over DCN, ``tp`` on
-``model``, ``ep`` (MoE) on ``expert``, the rest of each slice on ``fsdp``.
+Each source is read by its own rules (:mod:`simulator.published.sources`): the FLOP formula of
+its TFLOP/s, how its layout maps to the mesh, its communication overlap, optimizer sharding,
+attention kernel and default recompute. A source without rules, or a row whose parallel layout
+was not published, is skipped with the reason.
+
+Megatron layouts (``mesh="megatron"``): ``tp -> model``, ``pp -> pipeline``, ``cp -> seq``,
+``dp = n / (tp pp cp)`` when not published; EP is carved out of DP (``data = dp / ep``,
+``expert = ep``); an EP wider than DP also spans TP, modelled as experts over ``dp`` with expert
+tensor parallelism over ``model`` (the same expert weights and FLOPs per chip). Megatron-FSDP
+puts ``dp`` on ``fsdp``; ``micro_batch`` is sequences per data-parallel rank per micro-step, as
+meshcast's. MaxText (``maxtext``): ``dp`` slices over DCN, ``tp`` on ``model``, ``ep`` (MoE) on
+``expert``, the rest of each slice on ``fsdp``; its ``micro_batch`` cell is
+``per_device_batch_size``, sequences per JAX device (:func:`_maxtext_batch`). AXLearn
+(``axlearn``): the published data / fsdp / expert / model axes as they are.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, field
 
 from hardware_profiles.schema import HardwareProfile
 from simulator.errors import MeshcastError
-from simulator.published.measured import Measured, formula_for, measured_step_time
+from simulator.published.measured import Measured, measured_step_time
 from simulator.published.model import model_of, pad_layers
-from simulator.published.names import precision_of, profile_for, remat_of
+from simulator.published.names import hardware_note, precision_of, profile_for, remat_of
 from simulator.published.recipes import dispatcher_of
 from simulator.published.rows import PublishedRow, RowError, read_rows
+from simulator.published.sources import SourceRules, rules_of
 from simulator.specs.job import Job, make_job
 from simulator.specs.sharding import make_sharding
 
@@ -53,6 +64,13 @@ class _Mesh:
     bindings: dict[str, list[str]] = field(default_factory=dict)
     slice_shape: list[int] | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def _check_layout(row: PublishedRow) -> None:
+    """A row must publish its layout: some of tp / pp / dp, or an fsdp / mesh description."""
+    if all(row.is_blank(c) for c in ("tp", "pp", "dp", "fsdp_zero")):
+        raise RowError(f"line {row.line}: tp, pp, dp, fsdp_zero: parallel layout not published "
+                       "(all empty); meshcast does not guess one: give the layout from the source")
 
 
 def _megatron_mesh(row: PublishedRow, n: int, ep: int) -> _Mesh:
@@ -92,31 +110,102 @@ def _maxtext_mesh(row: PublishedRow, n: int, ep: int, profile: HardwareProfile) 
     out = _Mesh({"model": tp, "expert": ep, "fsdp": per_slice // (tp * ep), "data": slices},
                 slice_shape=shapes[0])
     if slices > 1:
-        out.bindings["data"] = [lv.name for lv in profile.network if lv.kind != "torus"][:1]
+        out.bindings["data"] = _dcn(profile)
     return out
 
 
-def _sharding_fields(row: PublishedRow, mesh: _Mesh, family: str) -> dict:
-    """ShardingSpec fields of the row; ``family`` is its source's (:func:`formula_for`)."""
+def _dcn(profile: HardwareProfile) -> list[str]:
+    """The network level joining TPU slices (the first that is not a torus dimension)."""
+    return [lv.name for lv in profile.network if lv.kind != "torus"][:1]
+
+
+def _axlearn_mesh(row: PublishedRow, n: int, ep: int, profile: HardwareProfile) -> _Mesh:
+    """AXLearn's named axes as published: ``tp -> model``, ``ep -> expert``, ``dp -> data``,
+    ``cp -> seq``, ``pp -> pipeline``, ``fsdp`` from the ``fsdp_zero`` cell (``fsdp 16``), else
+    the rest of the chips. On a TPU profile the job is one slice, or ``data`` spans slices over
+    DCN (HybridMeshShape's dcn data axis)."""
+    mesh = {"model": row.int("tp", default=1), "expert": ep, "data": row.int("dp", default=1),
+            "seq": row.int("cp", default=1), "pipeline": row.int("pp", default=1)}
+    rest = n // math.prod(mesh.values())
+    given = re.search(r"fsdp\D{0,3}(\d+)", row.text("fsdp_zero").lower())
+    mesh["fsdp"] = int(given.group(1)) if given else rest
+    if math.prod(mesh.values()) != n:
+        raise RowError(f"line {row.line}: tp x ep x dp x cp x pp x fsdp = "
+                       f"{' x '.join(str(v) for v in mesh.values())} != n_accel = {n}; fix the "
+                       "layout cells")
+    out = _Mesh(mesh)
+    if profile.slices:
+        one = [s.shape for s in profile.slices if s.chips == n]
+        per = [s.shape for s in profile.slices if s.chips * mesh["data"] == n]
+        if one:
+            out.slice_shape = one[0]
+        elif per and mesh["data"] > 1:
+            out.slice_shape, out.bindings["data"] = per[0], _dcn(profile)
+        else:
+            raise RowError(f"line {row.line}: n_accel: {n} chips are neither one {profile.name} "
+                           f"slice nor dp={mesh['data']} slices; add the slice shape to the "
+                           "profile")
+    return out
+
+
+def _maxtext_batch(row: PublishedRow, mesh: _Mesh, n: int, profile: HardwareProfile,
+                   global_batch: int) -> tuple[int, list[str]]:
+    """meshcast's micro-batch (sequences per data-parallel replica per micro-step) of a MaxText
+    row. MaxText's ``per_device_batch_size`` (the ``micro_batch`` cell) counts sequences per JAX
+    device per micro-step (a TensorCore on chips exposing two, ``Chip.devices_per_chip``), and
+    ``global batch = per_device x devices x gradient_accumulation_steps``; the batch is split
+    over the data / fsdp / expert axes only, so a replica (a tensor-parallel group) holds
+    ``per_device x devices_per_chip x (chips per replica)`` sequences, ``x model`` with a
+    tensor-parallel axis. Fractional ``per_device_batch_size`` (below 1) is allowed."""
+    per_device = row.num("micro_batch")
+    replicas = mesh.mesh["data"] * mesh.mesh["fsdp"] * mesh.mesh["expert"]
+    devices = n * profile.chip.devices_per_chip
+    notes = []
+    if per_device is None:  # one micro-step: MaxText's default gradient_accumulation_steps = 1
+        per_device = global_batch / devices
+        notes.append("micro_batch (per_device_batch_size) not published: one micro-step")
+    step = per_device * devices
+    accum = global_batch / step
+    if step != int(step) or accum != int(accum) or accum < 1:
+        raise RowError(f"line {row.line}: global_batch_seqs: {global_batch} is not "
+                       f"per_device_batch_size {per_device:g} x {devices} devices "
+                       f"({step:g}) times a whole number of gradient-accumulation steps; fix "
+                       "micro_batch or global_batch_seqs")
+    micro = int(step) // replicas
+    if micro * replicas != int(step):
+        raise RowError(f"line {row.line}: micro_batch: {step:g} sequences per micro-step do not "
+                       f"split over {replicas} data-parallel replicas")
+    return micro, notes
+
+
+def _axlearn_batch(row: PublishedRow, mesh: _Mesh, global_batch: int) -> int:
+    """AXLearn sets the global batch (``train_batch_size``) and runs it in one micro-step unless
+    the row's ``grad_accum`` cell gives gradient accumulation: each data-parallel replica holds
+    ``global / (replicas x accumulation)`` sequences per micro-step."""
+    replicas = mesh.mesh["data"] * mesh.mesh["fsdp"] * mesh.mesh["expert"]
+    accum = row.int("grad_accum", default=1)
+    micro = global_batch // (replicas * accum)
+    if micro < 1 or micro * replicas * accum != global_batch:
+        raise RowError(f"line {row.line}: global_batch_seqs: {global_batch} does not split over "
+                       f"{replicas} data-parallel replicas x {accum} accumulation steps")
+    return micro
+
+
+def _sharding_fields(row: PublishedRow, mesh: _Mesh, rules: SourceRules) -> tuple[dict, list[str]]:
+    """ShardingSpec fields of the row by its source's ``rules`` (all but the micro-batch), and
+    the notes they make."""
     vpp = row.int("vpp", default=1)
+    remat, notes = remat_of(row), []
+    if remat is None:
+        remat = rules.recompute
+        notes.append(f"recompute: {row.text('source_id')} default {remat}")
     fields = dict(mesh=mesh.mesh, bindings=mesh.bindings, slice_shape=mesh.slice_shape,
-                  micro_batch=row.int("micro_batch", default=1),
                   global_batch=row.int("global_batch_seqs", required=True),
-                  seq_len=row.int("seq_len", required=True), remat=remat_of(row),
-                  precision=precision_of(row))
+                  seq_len=row.int("seq_len", required=True), remat=remat,
+                  precision=precision_of(row), **rules.switches())
     if vpp > 1:
         fields.update(pipeline_schedule="interleaved", virtual_stages=vpp)
-    if family == "maxtext":
-        # MaxText's TPU scripts run XLA with async collective fusion and
-        # --xla_tpu_overlap_compute_collective_tc (LIBTPU_INIT_ARGS in configs/tpu/v5e/*.sh):
-        # the tensor-parallel all-gathers / reduce-scatters run beside the matmuls.
-        fields.update(tp_comm_overlap=True)
-    elif family != "narayanan_eq3":
-        # Megatron-Core era recipes (Megatron-LM README, NeMo, Megatron-Bridge): distributed
-        # optimizer, TP and EP comm overlap on (the tables do not publish overlap settings; the
-        # README's notes list DP/TP/PP overlap); Narayanan et al. 2021 predates all three.
-        fields.update(distributed_optimizer=True, tp_comm_overlap=True, ep_comm_overlap=True)
-    return fields
+    return fields, notes
 
 
 def row_to_case(row: PublishedRow, profiles: dict[str, HardwareProfile] | None = None,
@@ -129,23 +218,40 @@ def row_to_case(row: PublishedRow, profiles: dict[str, HardwareProfile] | None =
 
 
 def _row_to_case(row: PublishedRow, profiles, execution: dict) -> Case:
+    rules = rules_of(row)
+    _check_layout(row)
     profile = profile_for(row, profiles)
     n = row.int("n_accel", required=True)
     model = model_of(row)
-    family = formula_for(row.text("source_id"))
     ep = row.int("ep", default=1) if model.is_moe else 1
-    mesh = (_maxtext_mesh(row, n, ep, profile) if family == "maxtext"
-            else _megatron_mesh(row, n, ep))
-    fields = _sharding_fields(row, mesh, family)
+    if rules.mesh == "maxtext":
+        mesh = _maxtext_mesh(row, n, ep, profile)
+    elif rules.mesh == "axlearn":
+        mesh = _axlearn_mesh(row, n, ep, profile)
+    else:
+        mesh = _megatron_mesh(row, n, ep)
+    fields, notes = _sharding_fields(row, mesh, rules)
+    gb = fields["global_batch"]
+    if rules.mesh == "maxtext":
+        fields["micro_batch"], more = _maxtext_batch(row, mesh, n, profile, gb)
+        notes += more
+    elif rules.mesh == "axlearn":
+        fields["micro_batch"] = _axlearn_batch(row, mesh, gb)
+    else:  # Megatron's micro_batch_size is meshcast's: sequences per data-parallel rank
+        fields["micro_batch"] = row.int("micro_batch", default=1)
+        if row.is_blank("micro_batch"):
+            notes.append("micro_batch not published: 1")
     if model.is_moe:
         fields["moe_dispatcher"], note = dispatcher_of(row, profile.name)
-        mesh.notes.extend([note] if note else [])
+        notes += [note] if note else []
     fields.update(execution)
-    measured = measured_step_time(row, model, family, n, fields["global_batch"], fields["seq_len"],
-                                  profile.peak_flops("bf16"))
+    measured = measured_step_time(row, model, rules.flops, n, fields["global_batch"],
+                                  fields["seq_len"], profile.peak_flops("bf16"))
     stages = mesh.mesh.get("pipeline", 1) * fields.get("virtual_stages", 1)
     job_model, pad_note = pad_layers(model, stages)
-    notes = mesh.notes + ([pad_note] if pad_note else [])
+    notes = mesh.notes + notes + ([pad_note] if pad_note else [])
+    if hw := hardware_note(row, profile):
+        notes.append(hw)
     job = make_job(job_model, make_sharding(**fields), profile, n)
     return Case(row, job, measured, tuple(notes))
 

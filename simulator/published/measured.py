@@ -20,18 +20,6 @@ class Measured:
     how: str  # "step_time_s", "tokens_per_s", "tflops:<formula>", "mfu:<formula>"
 
 
-def formula_for(source_id: str) -> str:
-    """Which FLOP formula a source's TFLOP/s and MFU figures use."""
-    s = source_id.lower()
-    if "narayanan" in s:
-        return "narayanan_eq3"
-    if "maxtext" in s:
-        return "maxtext"
-    if "megatron" in s or "nemo" in s:
-        return "megatron"
-    return ""
-
-
 def step_flops(formula: str, m: ModelSpec, B: int, s: int, chips: int) -> float:
     """FLOPs of one step (all chips) by ``formula`` for model ``m``, ``B`` sequences of ``s``."""
     L, h, V = m.n_layers, m.d_model, m.vocab_size
@@ -48,10 +36,11 @@ def step_flops(formula: str, m: ModelSpec, B: int, s: int, chips: int) -> float:
     raise ValueError(formula)
 
 
-def measured_step_time(row: PublishedRow, m: ModelSpec, formula: str, chips: int, B: int,
+def measured_step_time(row: PublishedRow, m: ModelSpec, formula: str | None, chips: int, B: int,
                        s: int, bf16_peak: float) -> Measured:
     """The row's step time (see module docstring); ``formula`` is the source's
-    (:func:`formula_for`); RowError when nothing usable is published."""
+    (:attr:`simulator.published.sources.SourceRules.flops`, None: it publishes none); RowError
+    when nothing usable is published."""
     t = row.num("step_time_s")
     if t:
         return Measured(t, "step_time_s")

@@ -65,11 +65,15 @@ def precision_of(row: PublishedRow) -> str:
                    "use BF16, FP16, an FP8 variant or an FP4 variant")
 
 
-def remat_of(row: PublishedRow) -> str:
+def remat_of(row: PublishedRow) -> str | None:
     """``full`` (also MaxText's ``qkv_proj_offloaded``, which recomputes all but the offloaded
-    QKV projections); ``selective``; otherwise ``none``: Megatron's default when the recipe does
-    not say (flash attention's own recompute is part of meshcast's attention backward)."""
+    QKV projections); ``selective``; None when the row does not state it (empty, "not stated
+    ..."): its source's documented default applies (:mod:`simulator.published.sources`);
+    otherwise ``none`` (flash attention's own recompute is part of meshcast's attention
+    backward)."""
     t = row.text("recompute").lower()
+    if row.is_blank("recompute") or t.startswith("not stated"):
+        return None
     if "full" in t or "offload" in t:
         return "full"
     if "selective" in t:

@@ -62,9 +62,11 @@ def memory_bytes(params: dict[bool, np.ndarray], dims: dict, space, remat: np.nd
     weights = n * 2.0
     grads = n * d["gb"]
     optimizer = n * ((4 if s.optimizer.master_weights else 0) + 2 * state) / zero
-    acts_tok = np.array([sum(layer_activation_elems(m, k, r) for k in kinds) for r in REMATS])[remat]
+    score = dict(flash=s.flash_attention, s=space.seq_len, ab=d["ab"])
+    acts_tok = np.array([sum(layer_activation_elems(m, k, r, **score) for k in kinds)
+                         for r in REMATS])[remat]
     acts = acts_tok * d["T"] / d["t"] * d["ab"] * flight
-    worst_none = max(layer_activation_elems(m, k, "none") for k in kinds)
+    worst_none = max(layer_activation_elems(m, k, "none", **score) for k in kinds)
     transient = np.where(remat == REMATS.index("full"), worst_none * d["T"] / d["t"] * d["ab"], 0.0)
     if last:
         transient = transient + 2 * d["T"] * m.vocab_size / d["t"] * 4

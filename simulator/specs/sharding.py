@@ -80,6 +80,13 @@ class ShardingSpec(_Frozen):
         "expert) (Megatron's alltoall dispatcher, GShard/XLA); 'deepep' sends a token once per "
         "destination device within a node and once per destination node across the fabric "
         "(DeepEP / HybridEP, Megatron's flex dispatcher)")
+    flash_attention: bool = Field(
+        default=True,
+        description="fused (flash) attention: the score matrices never reach HBM. False: the "
+        "attention core of Megatron-LM before flash attention (Narayanan et al. 2021, Korthikanti "
+        "et al. 2022): the [b, N/t, s, s] scores are written, soft-maxed, dropped out and read "
+        "back in HBM, and stored for the backward unless recomputed "
+        "(simulator.graph.layers.unfused_score_bytes)")
     pipeline_schedule: Literal["1f1b", "interleaved"] = "1f1b"
     virtual_stages: int = Field(default=1, ge=1, description="model chunks per pipeline rank")
     slice_shape: list[int] | None = Field(default=None, description="TPU slice shape override")

@@ -1,0 +1,224 @@
+"""Each published source read by its own rules.
+
+A published table gives throughput and a parallel layout; how the run executed (which FLOP
+formula its TFLOP/s use, how its layout maps onto meshcast's mesh, whether tensor-parallel or
+expert all-to-all communication overlaps compute, whether the optimizer state is sharded over
+data, whether attention is fused, what it recomputes when the row does not say) is its
+framework's documented default, which differs from source to source. :data:`RULES` holds one
+:class:`SourceRules` record per recognised source family, each setting cited in ``cites``;
+:func:`rules_for` finds the record of a ``source_id``.
+
+An unrecognised source is skipped, naming the fix ("source X has no rules in meshcast; add them
+to simulator/published/sources.py"), rather than read by a default: the settings above move a
+forecast by tens of percent (flash attention alone by 2x at long sequences, TP overlap by the
+whole TP traffic), a row's notes are free text no one checks against a recipe, and a skip is
+listed with its reason, so adding a source is one visible record instead of a silent bias in
+the validation figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from simulator.published.rows import PublishedRow, RowError
+
+#: Fields of a record that set ShardingSpec fields of the same name.
+SWITCHES = ("tp_comm_overlap", "ep_comm_overlap", "distributed_optimizer", "flash_attention")
+
+
+@dataclass(frozen=True)
+class SourceRules:
+    """How rows of one source family are read and what their runs did.
+
+    ``flops``: the FLOP formula of the source's TFLOP/s and MFU figures (a name
+    :func:`simulator.published.measured.step_flops` knows; None: the source publishes none, so
+    its rows must give step time or tokens/s). ``mesh``: how its layout columns map to meshcast
+    axes (``megatron``, ``maxtext`` or ``axlearn``; :mod:`simulator.published.jobs`).
+    ``tp_comm_overlap``, ``ep_comm_overlap``, ``distributed_optimizer``, ``flash_attention``: the
+    ShardingSpec switches of the same names. ``recompute``: the remat policy of a row that does
+    not state one. ``cites``: for each of those fields, where the source documents it.
+    """
+
+    name: str
+    match: tuple[str, ...]  # source_id prefixes, or substrings when ``substring``
+    flops: str | None
+    mesh: str
+    tp_comm_overlap: bool
+    ep_comm_overlap: bool
+    distributed_optimizer: bool
+    flash_attention: bool
+    recompute: str
+    cites: dict[str, str] = field(default_factory=dict)
+    substring: bool = False
+
+    def matches(self, source_id: str) -> bool:
+        s = source_id.lower()
+        return any((m in s) if self.substring else s.startswith(m) for m in self.match)
+
+    def switches(self) -> dict[str, bool]:
+        """The ShardingSpec switches this source's runs set."""
+        return {k: getattr(self, k) for k in SWITCHES}
+
+
+_MCORE_MESH = ("Megatron-Core parallel_state: TP fastest, then CP, EP, DP, PP; dp = n/(tp pp cp) "
+               "when not published; EP carved out of DP x CP (expert data parallel); Megatron-FSDP "
+               "shards over the data-parallel group")
+
+#: Megatron-Core era recipes: NVIDIA Megatron-Bridge performance summaries (25.09-26.08) and the
+#: NeMo performance summaries (24.07, the NeMo 2 / Megatron-Core container) that preceded them.
+#: Their tables publish layouts, not recompute or overlap settings; these are the recipes'.
+MEGATRON_CORE = SourceRules(
+    name="megatron_core_recipes", match=("megatron_bridge", "nemo_"), flops="megatron",
+    mesh="megatron", tp_comm_overlap=True, ep_comm_overlap=True, distributed_optimizer=True,
+    flash_attention=True, recompute="none",
+    cites={
+        "flops": "the tables' 'model TFLOP/s/GPU' use Megatron-Core's num_floating_point_operations "
+                 "(megatron/training/training.py); rows also give tokens/s, which comes first",
+        "mesh": _MCORE_MESH,
+        "tp_comm_overlap": "Megatron-Bridge scripts/performance presets set "
+                           "CommOverlapConfig(tp_comm_overlap=True) (docs: 'Communication "
+                           "Overlap'); NeMo 24.07 LLM recipes set ub_tp_comm_overlap",
+        "ep_comm_overlap": "Megatron-Bridge MoE performance presets overlap the expert all-to-alls "
+                           "(--overlap-moe-expert-parallel-comm; e.g. scripts/moe_model_zoo "
+                           "qwen3 launch_qwen235b.sh: A2A_OVERLAP=1)",
+        "distributed_optimizer": "the Bridge rows' fsdp_zero cell reads 'DDP/distributed "
+                                 "optimizer' (OptimizerConfig.use_distributed_optimizer=True in "
+                                 "the recipes); NeMo 24.07 recipes: distributed_fused_adam",
+        "flash_attention": "Transformer Engine fused / flash attention, Megatron-Core's default "
+                           "attention backend (attention_backend=auto)",
+        "recompute": "Megatron-Core TransformerConfig.recompute_granularity defaults to None (no "
+                     "recompute); the tables do not publish it ('not stated (see perf recipes)'). "
+                     "Presets that turn selective recompute on for one model are not tabulated "
+                     "here",
+    })
+
+#: The Megatron-LM README's H100 weak- and strong-scaling results (Megatron-Core r0.8, 2024).
+MEGATRON_LM_README = SourceRules(
+    name="megatron_lm_readme", match=("megatron_lm_readme_h100",), flops="megatron",
+    mesh="megatron", tp_comm_overlap=True, ep_comm_overlap=False, distributed_optimizer=True,
+    flash_attention=True, recompute="none",
+    cites={
+        "flops": "README 'Performance Benchmarking': TFLOP/s by Megatron-LM's "
+                 "num_floating_point_operations (r0.8)",
+        "mesh": _MCORE_MESH,
+        "tp_comm_overlap": "README: 'We perform fine-grained overlapping of data-parallel "
+                           "(--overlap-grad-reduce --overlap-param-gather), tensor-parallel "
+                           "(--tp-comm-overlap) and pipeline-parallel communication'",
+        "ep_comm_overlap": "dense GPT table: no expert all-to-alls to overlap",
+        "distributed_optimizer": "--overlap-param-gather, named in the README, requires "
+                                 "--use-distributed-optimizer (megatron/training/arguments.py)",
+        "flash_attention": "Megatron-Core r0.8 with Transformer Engine: TEDotProductAttention "
+                           "(flash / cuDNN fused attention)",
+        "recompute": "the README does not state it; --recompute-granularity defaults to None "
+                     "(megatron/training/arguments.py)",
+    })
+
+_PAPER_SWITCHES = {
+    "tp_comm_overlap": "2021-22 Megatron-LM ran TP all-reduces blocking on the compute stream; "
+                       "TP comm overlap (Transformer Engine userbuffers, --tp-comm-overlap) came "
+                       "in 2023",
+    "ep_comm_overlap": "dense GPT models",
+    "distributed_optimizer": "Adam state replicated over data parallel ranks (the papers' memory "
+                             "accounting; --use-distributed-optimizer postdates the runs)",
+    "flash_attention": "Megatron-LM CoreAttention materialised the [b, a, s, s] scores (baddbmm, "
+                       "fused scale-mask-softmax, attention dropout, bmm); Korthikanti et al. "
+                       "2022 sec. 4.1 counts their 5 a s^2 b activation bytes; FlashAttention "
+                       "(Dao et al., 2022) postdates both papers' runs",
+    "mesh": "Table 1 gives t, p and d = n/(t p); meshcast models TP with sequence parallelism "
+            "(Korthikanti 2022), which Narayanan 2021 predates: same TP bytes, norms and dropout "
+            "split over t",
+}
+
+#: Narayanan et al. 2021 (SC'21, arXiv 2104.04473), "Efficient Large-Scale Language Model
+#: Training on GPU Clusters Using Megatron-LM": Table 1 on A100.
+MEGATRON_2021 = SourceRules(
+    name="megatron_narayanan2021", match=("narayanan",), substring=True, flops="narayanan_eq3",
+    mesh="megatron", tp_comm_overlap=False, ep_comm_overlap=False, distributed_optimizer=False,
+    flash_attention=False, recompute="full",
+    cites={
+        **_PAPER_SWITCHES,
+        "flops": "eq. (3): 96 B s l h^2 (1 + s/(6h) + V/(16 l h)), recompute FLOPs included",
+        "recompute": "eq. (3) counts a recompute forward pass (96 = 4 x 24: forward, recompute, "
+                     "backward twice the forward): full activation recomputation in every "
+                     "Table 1 run",
+    })
+
+#: Korthikanti et al. 2022 (arXiv 2205.05198), "Reducing Activation Recomputation in Large
+#: Transformer Models": sequence parallelism and selective recompute on A100.
+MEGATRON_2022 = SourceRules(
+    name="megatron_korthikanti2022", match=("korthikanti",), substring=True, flops="megatron",
+    mesh="megatron", tp_comm_overlap=False, ep_comm_overlap=False, distributed_optimizer=False,
+    flash_attention=False, recompute="selective",
+    cites={
+        **_PAPER_SWITCHES,
+        "flops": "the paper's model FLOPs 72 B s l h^2 (1 + s/(6h) + V/(12 l h)) (recompute not "
+                 "counted; its HFU adds it): Megatron-Core's formula for GPT",
+        "recompute": "sec. 5: selective activation recomputation (the attention core: QK^T, "
+                     "softmax, dropout, AV) with sequence parallelism, the configuration the "
+                     "paper proposes and runs end to end",
+    })
+
+#: MaxText (AI-Hypercomputer/maxtext) TPU configs and their README MFU tables.
+MAXTEXT = SourceRules(
+    name="maxtext", match=("maxtext",), flops="maxtext", mesh="maxtext", tp_comm_overlap=True,
+    ep_comm_overlap=False, distributed_optimizer=False, flash_attention=True, recompute="full",
+    cites={
+        "flops": "calculate_tflops_training_per_device (src/maxtext/utils/maxtext_utils.py)",
+        "mesh": "dcn_data_parallelism over slices, ici_fsdp / ici_tensor / ici_expert within "
+                "one; per_device_batch_size sequences per JAX device per micro-step, global "
+                "batch = per_device_batch_size x jax.device_count() x "
+                "gradient_accumulation_steps (pyconfig; the data input's global_batch_size)",
+        "tp_comm_overlap": "configs/tpu/v5e/*.sh LIBTPU_INIT_ARGS: async collective fusion and "
+                           "--xla_tpu_overlap_compute_collective_tc; v4 scripts: "
+                           "--xla_enable_async_all_gather",
+        "ep_comm_overlap": "no expert all-to-all overlap flag in the scripts",
+        "distributed_optimizer": "optimizer state sharded like the parameters (over fsdp); DCN "
+                                 "data-parallel replicas keep whole copies",
+        "flash_attention": "base.yml attention: autoselected -> the Pallas flash / splash kernel "
+                           "for training on TPU",
+        "recompute": "base.yml remat_policy: 'full'",
+    })
+
+#: AXLearn (apple/axlearn) runs, e.g. Du et al. 2024 (arXiv 2405.15052).
+AXLEARN = SourceRules(
+    name="axlearn", match=("axlearn",), flops=None, mesh="axlearn", tp_comm_overlap=True,
+    ep_comm_overlap=False, distributed_optimizer=False, flash_attention=True, recompute="full",
+    cites={
+        "flops": "AXLearn reports step times (Du et al. 2024); no TFLOP/s formula is documented, "
+                 "so rows must give step_time_s or tokens_per_s_per_accel",
+        "mesh": "mesh_shape / mesh_rules with axes (pipeline, data, expert, fsdp, seq, model) as "
+                "published: tp -> model, ep -> expert, dp -> data, cp -> seq, pp -> pipeline, "
+                "fsdp as the row's fsdp cell gives it (else the rest of the chips); on TPU, data "
+                "spans slices over DCN when one slice does not hold the job (HybridMeshShape)",
+        "tp_comm_overlap": "axlearn/common/compiler_options.py default_xla_options: the "
+                           "latency-hiding scheduler on every TPU, async all-gather / collective "
+                           "permute on v4 (default from v5), collective fusion and "
+                           "xla_tpu_overlap_compute_collective_tc on v6e",
+        "ep_comm_overlap": "GShard-style einsum dispatch; no all-to-all overlap documented",
+        "distributed_optimizer": "optimizer state partitioned like the parameters (fsdp); data "
+                                 "replicas keep whole copies",
+        "flash_attention": "the fuji configs use axlearn.common.flash_attention (TPU Pallas / GPU "
+                           "kernels)",
+        "recompute": "the repeated transformer layer is rematerialised (RematSpec over the "
+                     "layer: full remat) unless a mesh rule or the row names a save policy",
+    })
+
+#: Every recognised source family, most specific first (a source_id matching several takes the
+#: first: the papers' substrings before the prefixes).
+RULES: tuple[SourceRules, ...] = (MEGATRON_2021, MEGATRON_2022, MEGATRON_LM_README,
+                                  MEGATRON_CORE, MAXTEXT, AXLEARN)
+
+
+def rules_for(source_id: str) -> SourceRules | None:
+    """The rules of ``source_id``'s family, or None when meshcast has none."""
+    return next((r for r in RULES if r.matches(source_id)), None)
+
+
+def rules_of(row: PublishedRow) -> SourceRules:
+    """The rules of the row's source; RowError naming the fix when it has none."""
+    sid = row.text("source_id")
+    rules = rules_for(sid)
+    if rules is None:
+        raise RowError(f"line {row.line}: source_id: source {sid!r} has no rules in meshcast; "
+                       "add them to simulator/published/sources.py")
+    return rules
