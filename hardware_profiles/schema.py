@@ -85,14 +85,14 @@ class FittedValue(_Frozen):
     """One fitted value and where it came from: ``own`` (this chip's ``rows``), ``architecture``
     (borrowed from measured siblings, named in ``borrowed_from``), ``global`` (every chip, plus
     the stated physical rule) or ``assumed`` (no row informed it: the profile's value kept).
-    ``log_sd`` is its posterior standard deviation in natural-log units."""
+    ``log_sd`` is its posterior standard deviation in natural-log units (None: not estimated)."""
 
     term: str
     value: float = Field(gt=0, allow_inf_nan=False)
     basis: Basis
     rows: int = Field(ge=0)
     borrowed_from: str = ""
-    log_sd: float = Field(ge=0, allow_inf_nan=False)
+    log_sd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class IntervalBand(_Frozen):

@@ -41,8 +41,8 @@ def _add_predict(sub) -> None:
                    help="MoE all-to-alls under another micro-batch's compute (Megatron)")
     p.add_argument("--moe-host-issue-s", type=float, default=0.0, metavar="SECONDS",
                    help="dropless MoE run eagerly (PyTorch, no CUDA graph for the dispatch): host "
-                   "seconds to issue one op of the dispatch-to-combine part; fitted by "
-                   "'validate --published --fit --fit-host'")
+                   "seconds to issue one op of the dispatch-to-combine part (about 3.6e-4 for "
+                   "Megatron's dropless runs in published_runs.csv, fitted 2026-11-30)")
     p.add_argument("--moe-dispatcher", choices=("alltoall", "deepep"), default="alltoall",
                    help="MoE token dispatch: one copy per (token, expert) (alltoall), or one per "
                    "destination device and node (deepep: DeepEP/HybridEP, Megatron's flex)")
@@ -197,7 +197,7 @@ def _cmd_fit(a) -> int:
     if a.published:
         return cli_published.cmd_fit(a)
     if not a.directory:
-        raise MeshcastError("fit: give a calibration directory, or --published FILE.csv --hardware NAME")
+        raise MeshcastError("fit: give a calibration directory, or --published FILE.csv --out DIR")
     from calibration.fit_cli import run_fit
 
     print(run_fit(a.directory, a.out, a.base))

@@ -1,12 +1,14 @@
 """``meshcast validate --published FILE.csv`` and ``meshcast fit --published FILE.csv``.
 
-validate: forecast every row the built-in (or ``--profile``) hardware profiles can map, print
-measured vs forecast, the error summary and the skipped rows with their reasons; ``--fit`` also
-fits per-family matmul efficiencies on the file (in-sample) and forecasts each model with the
-values fitted on the other models (held out), which becomes the per-row report.
-fit: the same fit for one hardware profile, written as a profile YAML, beside it
-``<out>.fit_predictions.csv`` (measured, in-sample and held-out forecast per row) and
-``<out>.fit_report.json`` (fitted values, in-sample and held-out summaries, the CSV's sha256).
+validate: forecast every row the profiles (built in, or ``--profiles DIR`` / ``--profile YAML``)
+can map; print measured vs forecast, the error summary and the skipped rows with their reasons.
+With ``--fit`` or ``--cv KEY`` it also fits the file (pooled along the hardware lineage) and
+forecasts each group (hardware, model, source) with values fitted on the others: the report then
+shows every scheme asked (``--fit``: all three), and the intervals' coverage.
+fit: the same fit, written as one fitted profile per built-in profile into ``--out DIR`` (chips
+with no row transferred), with ``fit_report.json`` (values, provenance, variance components,
+cross-validated summaries, coverage, the CSV's sha256) and ``fit_predictions.csv`` beside them.
+``--hardware NAME --out FILE.yaml`` writes that one profile only.
 """
 
 from __future__ import annotations
@@ -18,27 +20,30 @@ from pathlib import Path
 
 from simulator.errors import MeshcastError
 
+CV_CHOICES = ("hardware", "model", "source", "all")
+
 
 def add_validate_args(va) -> None:
     va.add_argument("--published", help="a CSV with the columns of published_runs.csv")
     va.add_argument("--plot", help="--published: write a predicted-vs-measured log-log plot here")
-    va.add_argument("--fit", action="store_true", help="--published: also fit per-family matmul "
-                    "efficiencies; report in-sample and held out by model")
+    va.add_argument("--fit", action="store_true", help="--published: fit the file and report it "
+                    "held out by hardware, by model and by source (same as --cv all)")
+    va.add_argument("--cv", choices=CV_CHOICES, help="--published: fit on every other group of "
+                    "this kind and forecast the held-out one (all: the three)")
     va.add_argument("--profile", action="append", default=[],
                     help="--published: a profile YAML replacing the built-in one of its name")
     va.add_argument("--moe-host-issue-s", type=float, default=None, metavar="SECONDS",
                     help="--published: host seconds per eager dropless-MoE op for every row "
-                    "(default 0; --fit-host fits it)")
-    va.add_argument("--fit-host", action="store_true", help="--published --fit: also fit one "
-                    "host issue time per eager dropless-MoE op, across all families")
+                    "(default 0)")
+    from simulator.cli_search import add_profiles_arg
+
+    add_profiles_arg(va)
 
 
 def add_fit_args(fi) -> None:
     fi.add_argument("--published", help="fit to a published-runs CSV instead of raw.csv")
-    fi.add_argument("--hardware", help="--published: the profile to fit (name, alias or YAML)")
-    fi.add_argument("--fit-host", action="store_true", help="--published: also fit the host "
-                    "issue time per eager dropless-MoE op (printed; predict takes it as "
-                    "--moe-host-issue-s)")
+    fi.add_argument("--hardware", help="--published: write only this profile (name, alias or "
+                    "YAML) to --out FILE.yaml; default: every profile into --out DIR")
 
 
 def _cases(path: str, profiles: dict, host_s: float | None = None):
@@ -46,7 +51,12 @@ def _cases(path: str, profiles: dict, host_s: float | None = None):
 
     if host_s is not None and host_s < 0:
         raise MeshcastError(f"moe-host-issue-s: {host_s} is negative; give seconds >= 0")
-    return read_cases(path, profiles, **({} if host_s is None else {"moe_host_issue_s": host_s}))
+    cases, skipped = read_cases(path, profiles, **({} if host_s is None else
+                                                   {"moe_host_issue_s": host_s}))
+    if not cases:
+        raise MeshcastError(f"published: no row of {path} could be mapped to a job; "
+                            f"first reason: {skipped[0].reason}")
+    return cases, skipped
 
 
 def _profiles(paths: list[str]) -> dict:
@@ -59,99 +69,155 @@ def _profiles(paths: list[str]) -> dict:
     return out
 
 
-def cmd_validate(a) -> int:
-    from simulator.published import evaluate, summarize
-    from simulator.published.report import format_report, format_summary, report_json
+def _keys(a) -> list[str]:
+    if a.cv == "all" or (a.fit and not a.cv):
+        return ["hardware", "model", "source"]
+    return [a.cv] if a.cv else []
 
-    if a.fit_host and not a.fit:
-        raise MeshcastError("fit-host: fits only with --fit; add --fit")
+
+def cmd_validate(a) -> int:
+    from simulator.cli_search import profiles_of
+
+    with profiles_of(a):
+        return _validate(a)
+
+
+def _validate(a) -> int:
+    from simulator.published import evaluate, summarize
+    from simulator.published.report import format_cv, format_report, report_json
+
     cases, skipped = _cases(a.published, _profiles(a.profile), a.moe_host_issue_s)
-    if not cases:
-        raise MeshcastError(f"published: no row of {a.published} could be mapped to a job; "
-                            f"first reason: {skipped[0].reason}")
+    keys = _keys(a)
     extra: dict = {}
-    if a.fit:
-        fr = _fit_with_progress(cases, a.fit_host)
-        results, header = fr.held_out, "held out by model"
-        extra = {"in_sample_summary": summarize(fr.in_sample), "fitted": fr.values_table(),
-                 "fitted_moe_host_issue_s": fr.host_issue_s}
+    if keys:
+        fr, cv, cover = _fit_and_cv(cases, keys)
+        results, header = cv[keys[0]], f"held out by {keys[0]}"
+        extra = {"cv": {k: {"summary": summarize(v), "rows": [r.as_dict() for r in v]}
+                        for k, v in cv.items()},
+                 "coverage": cover, "in_sample_summary": summarize(fr.in_sample),
+                 "variance_components": _variances(fr)}
     else:
-        results, header = evaluate(cases), "profiles as built in; --fit fits them, held out by model"
+        results, header = evaluate(cases), "profiles as given; --fit or --cv fits them"
+        extra = {"coverage": _given_coverage(cases, results)}
     summary = summarize(results)
     if a.plot:
         from simulator.published.plot import plot_predicted_vs_measured
 
         plot_predicted_vs_measured(results, a.plot, f"meshcast vs {Path(a.published).name} ({header})")
     if a.json:
-        print(json.dumps({**report_json(results, summary, skipped), **extra}, indent=2))
+        print(json.dumps({**report_json(results, summary, skipped), **extra}, indent=2,
+                         allow_nan=False))
         return 0
     text = format_report(a.published, results, summary, skipped, header)
-    if a.fit:
-        text += "\n" + "\n".join(format_summary(extra["in_sample_summary"], "summary (in-sample)"))
-        text += "\n"
-        text += "fitted:\n" + "".join(f"  {x}\n" for x in fr.describe())
+    if keys:
+        text += "\n" + format_cv(extra["cv"], cover, keys[1:])
+    elif extra["coverage"]["n"]:
+        c = extra["coverage"]
+        text += (f"\ninterval coverage (the profiles' own 80% bands): {100 * c['covered']:.0f}% "
+                 f"of {c['n']} rows\n")
     print(text, end="")
     return 0
 
 
-def cmd_fit(a) -> int:
-    from hardware_profiles import load_profile, save_profile
-    from simulator.published.fit import fitted_profiles
-    from simulator.published.report import format_summary
-    from simulator.published.summary import summarize
-
-    if not a.hardware:
-        raise MeshcastError("hardware: fit --published needs --hardware NAME (the profile to fit)")
-    base = load_profile(a.hardware)
-    cases, _ = _cases(a.published, {base.name: base})
-    mine = [c for c in cases if c.job.hardware.name == base.name]
-    if not mine:
-        seen = sorted({c.job.hardware.name for c in cases})
-        raise MeshcastError(f"hardware: no row of {a.published} maps to {base.name}; rows map to "
-                            f"{', '.join(seen) or 'nothing'}")
-    fr = _fit_with_progress(mine, a.fit_host)
-    ins, held = summarize(fr.in_sample), summarize(fr.held_out)
-    sha = hashlib.sha256(Path(a.published).read_bytes()).hexdigest()[:16]
-    source = (f"fitted {date.today().isoformat()} to {len(mine)} published runs in "
-              f"{Path(a.published).name} (sha256 {sha}) by meshcast fit --published; median "
-              f"|error| in-sample {100 * ins['median_abs_error']:.1f}%, held out by model "
-              f"{100 * held['median_abs_error']:.1f}%")
-    prof = fitted_profiles({base.name: base}, fr.values, source)[base.name]
-    save_profile(prof, a.out)
-    _write_predictions(fr, Path(a.out).with_suffix(".fit_predictions.csv"))
-    report = {"published": str(a.published), "sha256": sha, "hardware": base.name,
-              "fitted": fr.values_table(), "fitted_moe_host_issue_s": fr.host_issue_s,
-              "in_sample": ins, "held_out_by_model": held}
-    Path(a.out).with_suffix(".fit_report.json").write_text(json.dumps(report, indent=2))
-    print("\n".join(format_summary(ins, "summary (in-sample)")
-                     + format_summary(held, "summary (held out by model)")))
-    for x in fr.describe():
-        print(f"fitted: {x}")
-    if fr.host_issue_s is not None:
-        print(f"the host issue time is a framework setting, not a profile value: pass "
-              f"--moe-host-issue-s {fr.host_issue_s:.3g} to predict for eager dropless MoE")
-    print(a.out)
-    return 0
-
-
-def _fit_with_progress(cases, fit_host: bool):
+def _fit_and_cv(cases, keys: list[str]):
+    """The fit on every case, its cross-validation per key, and the intervals' coverage (which
+    needs the hardware and model folds, run whether or not they were asked)."""
     from simulator.cli_progress import Progress
-    from simulator.published.fit import fit_published
+    from simulator.published.fit import cross_validate, fit_published
+    from simulator.published.intervals import coverage
 
     progress = Progress("fit")
     try:
-        return fit_published(cases, progress, fit_host=fit_host)
+        fr = fit_published(cases, log=progress)
+        cv = {k: cross_validate(fr, k, progress) for k in dict.fromkeys(keys + ["hardware", "model"])}
     finally:
         progress.done()
+    cover = coverage(cv)
+    return fr, {k: cv[k] for k in keys} | {k: v for k, v in cv.items() if k not in keys}, cover
 
 
-def _write_predictions(fr, path: Path) -> None:
+def _variances(fr) -> dict:
+    p = fr.posterior
+    return {"sigma": p.sigma, "tau_architecture": p.tau_arch, "tau_chip": p.tau_chip,
+            "flop_byte_slope": p.beta}
+
+
+def _given_coverage(cases, results) -> dict:
+    """Coverage of the profiles' own bands (fitted profiles from ``--profiles DIR``)."""
+    from simulator.published.intervals import LEVEL
+
+    hits = []
+    for c, r in zip(cases, results):
+        fit = c.job.hardware.fit
+        b = fit and (fit.interval_moe if c.job.model.is_moe else fit.interval_dense)
+        if b:
+            hits.append(b.lo_factor <= r.measured_step_time_s / r.predicted_step_time_s
+                        <= b.hi_factor)
+    return {"level": LEVEL, "n": len(hits),
+            "covered": sum(hits) / len(hits) if hits else None}
+
+
+def cmd_fit(a) -> int:
+    from hardware_profiles import load_profile, save_profile
+    from simulator.published import summarize
+    from simulator.published.fitted import fitted_profiles
+    from simulator.published.intervals import interval_pool
+    from simulator.published.report import format_cv
+
+    cases, skipped = _cases(a.published, {})
+    fr, cv, cover = _fit_and_cv(cases, ["hardware", "model", "source"])
+    sha = hashlib.sha256(Path(a.published).read_bytes()).hexdigest()[:16]
+    held = summarize(cv["hardware"])
+    source = (f"fitted {date.today().isoformat()} to {len(cases)} published runs in "
+              f"{Path(a.published).name} (sha256 {sha}) by meshcast fit --published; held out "
+              f"by hardware median |error| {100 * held['median_abs_error']:.1f}%")
+    profiles = fitted_profiles(fr, interval_pool(cv), source)
+    out = Path(a.out)
+    if a.hardware:
+        name = load_profile(a.hardware).name
+        written = [save_profile(profiles[name], out if out.suffix in (".yaml", ".yml")
+                                else _dir(out) / f"{name}.yaml")]
+        report_dir = written[0].parent
+    else:
+        if out.suffix in (".yaml", ".yml"):
+            raise MeshcastError(f"out: {out} is a YAML file; fit --published writes every profile "
+                                "into a directory (or add --hardware NAME for one file)")
+        written = [save_profile(p, _dir(out) / f"{n}.yaml") for n, p in profiles.items()]
+        report_dir = out
+    _write_predictions(fr, cv, report_dir / "fit_predictions.csv")
+    report = {"published": str(a.published), "sha256": sha, "rows": len(cases),
+              "skipped": len(skipped), "variance_components": _variances(fr),
+              "profiles": {n: p.fit.model_dump(mode="json") for n, p in profiles.items()},
+              "in_sample": summarize(fr.in_sample),
+              "cv": {k: summarize(v) for k, v in cv.items()}, "coverage": cover}
+    (report_dir / "fit_report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
+    print(format_cv({k: {"summary": summarize(v)} for k, v in cv.items()}, cover, list(cv)), end="")
+    for p in written:
+        prof = profiles[p.stem] if p.stem in profiles else next(iter(profiles.values()))
+        print(f"wrote {p}  ({prof.fit.basis}: {prof.fit.basis_detail})")
+    return 0
+
+
+def _dir(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise MeshcastError(f"out: {path} is a file; give a directory for the fitted profiles")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MeshcastError(f"out: cannot create {path}: {e.strerror}") from None
+    return path
+
+
+def _write_predictions(fr, cv: dict, path: Path) -> None:
     import csv
 
+    keys = list(cv)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["id", "model", "hardware", "measured_step_time_s", "in_sample_predicted_s",
-                    "held_out_predicted_s", "held_out_error"])
-        for a, b in zip(fr.in_sample, fr.held_out):
-            w.writerow([a.id, a.model, a.hardware, a.measured_step_time_s,
-                        a.predicted_step_time_s, b.predicted_step_time_s, b.error])
+        w.writerow(["id", "model", "hardware", "kind", "measured_step_time_s",
+                    "in_sample_predicted_s"] + [f"held_out_by_{k}_predicted_s" for k in keys]
+                   + [f"held_out_by_{k}_distance" for k in keys])
+        for i, r in enumerate(fr.in_sample):
+            w.writerow([r.id, r.model, r.hardware, r.kind, r.measured_step_time_s,
+                        r.predicted_step_time_s] + [cv[k][i].predicted_step_time_s for k in keys]
+                       + [cv[k][i].distance for k in keys])

@@ -41,21 +41,49 @@ def test_validate_text_and_plot(capsys, small_csv, tmp_path):
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_fit_writes_a_profile_that_validate_can_use(capsys, small_csv, tmp_path):
-    prof = tmp_path / "h100-fit.yaml"
-    out = ok(capsys, ["fit", "--published", str(small_csv), "--hardware", "H100-SXM-80GB",
-                      "--out", str(prof)])
-    assert "held out by model" in out and "h100-sxm       matmul_fp8" in out
-    p = load_profile_file(prof)
-    assert p.name == "h100-sxm" and "fitted" in p.efficiency.matmul.source
-    assert p.efficiency.matmul_fp8 is not None and "3 published runs" in p.efficiency.matmul_fp8.source
-    assert (tmp_path / "h100-fit.fit_predictions.csv").read_text().count("\n") == 4
-    rep = json.loads((tmp_path / "h100-fit.fit_report.json").read_text())
-    assert rep["hardware"] == "h100-sxm" and rep["held_out_by_model"]["n"] == 3
+def test_fit_writes_every_profile_that_validate_and_predict_can_use(capsys, small_csv, tmp_path):
+    out_dir = tmp_path / "fitted"
+    out = ok(capsys, ["fit", "--published", str(small_csv), "--out", str(out_dir)])
+    assert "held out by hardware" in out and "held out by model" in out
+    from hardware_profiles import PROFILE_DIR
+
+    built_in = {p.stem for p in PROFILE_DIR.glob("*.yaml")}
+    assert {p.stem for p in out_dir.glob("*.yaml")} == built_in  # chips with no row too
+    h100 = load_profile_file(out_dir / "h100-sxm.yaml")
+    h200 = load_profile_file(out_dir / "h200.yaml")
+    assert h100.fit.basis == "own" and "3 rows" in h100.fit.basis_detail
+    assert h200.fit.basis == "architecture" and "h100-sxm" in h200.fit.basis_detail
+    assert "fitted" in h100.efficiency.matmul.source and "3 published runs" in h100.efficiency.matmul.source
+    assert h100.fit.measured_precisions == ["bf16", "fp8"]
+    assert (out_dir / "fit_predictions.csv").read_text().count("\n") == 4
+    rep = json.loads((out_dir / "fit_report.json").read_text())
+    assert rep["rows"] == 3 and set(rep["cv"]) == {"hardware", "model", "source"}
+    assert rep["profiles"]["mi300x"]["basis"] == "global"
     before = json.loads(ok(capsys, ["validate", "--published", str(small_csv), "--json"]))
     after = json.loads(ok(capsys, ["validate", "--published", str(small_csv), "--json",
-                                   "--profile", str(prof)]))
+                                   "--profiles", str(out_dir)]))
     assert after["summary"]["median_abs_error"] < before["summary"]["median_abs_error"]
+    assert after["coverage"]["n"] == 3  # every row has its profile's band
+    pred = json.loads(ok(capsys, ["predict", "--model", "llama3-8b", "--hardware", "h200",
+                                  "--chips", "8", "--seq-len", "2048", "--global-batch", "8",
+                                  "--json", "--profiles", str(out_dir)]))
+    assert pred["basis"] == "architecture"
+    lo, hi = pred["step_time_interval_s"]
+    # the band is where held-out runs at that distance landed, around the forecast or not
+    b = h200.fit.interval_dense
+    assert (lo, hi) == pytest.approx((pred["step_time_s"] * b.lo_factor, pred["step_time_s"] * b.hi_factor))
+
+
+def test_fit_one_profile_to_a_yaml_and_cv_json(capsys, small_csv, tmp_path):
+    prof = tmp_path / "h100-fit.yaml"
+    ok(capsys, ["fit", "--published", str(small_csv), "--hardware", "H100-SXM-80GB",
+                "--out", str(prof)])
+    assert load_profile_file(prof).fit.basis == "own"
+    out = json.loads(ok(capsys, ["validate", "--published", str(small_csv), "--cv", "model",
+                                 "--json"]))
+    assert out["summary"]["n"] == 3 and set(out["cv"]) == {"model", "hardware"}
+    assert {r["distance"] for r in out["rows"]} == {"own"}
+    assert 0 <= out["coverage"]["n"] <= 3
 
 
 def test_bad_input_is_a_clean_error(capsys, tmp_path, small_csv):
@@ -65,9 +93,9 @@ def test_bad_input_is_a_clean_error(capsys, tmp_path, small_csv):
     fails(capsys, ["validate", "--published", str(cut)], "lacks column", "n_layers", "tp")
     fails(capsys, ["validate"], "--calibration", "--published")
     fails(capsys, ["fit", "--published", str(small_csv), "--out", str(tmp_path / "p.yaml")],
-          "--hardware")
-    fails(capsys, ["fit", "--published", str(small_csv), "--hardware", "b200", "--out",
-                   str(tmp_path / "p.yaml")], "no row", "b200", "h100-sxm")
+          "YAML file", "--hardware")
+    fails(capsys, ["validate", "--published", str(small_csv), "--profiles",
+                   str(tmp_path / "none")], "profiles", "none")
 
 
 def test_host_issue_time_reaches_dropless_rows_only(capsys, tmp_path):
@@ -81,7 +109,6 @@ def test_host_issue_time_reaches_dropless_rows_only(capsys, tmp_path):
     assert eager[1]["predicted_step_time_s"] == base[1]["predicted_step_time_s"]
     err = fails(capsys, args + ["--moe-host-issue-s", "-1"])
     assert "moe-host-issue-s" in err and "-1" in err
-    assert "--fit" in fails(capsys, args + ["--fit-host"], "fit-host")
 
 
 def test_predict_takes_the_host_issue_time(capsys):

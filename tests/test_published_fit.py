@@ -1,78 +1,102 @@
-"""The published-run fit recovers a known efficiency and holds whole models out."""
+"""The published-run fit (simulator.published.fit) on rows whose measured time is meshcast's own
+forecast at known efficiencies: it recovers them, keeps recompute out of them, transfers them to
+chips with no rows, and holds groups out."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 
 from simulator.published import read_rows, row_to_case
-from simulator.published.fit import fit_published, forecast_at, stage_param
+from simulator.published.fit import cross_validate, fit_published, forecast_at
+from simulator.published.fitted import fitted_profiles
+from simulator.published.intervals import interval_pool
 from tests.published_helpers import row_at, write_csv
 
 # Megatron-LM README H100 table: GPT-1.7B (48 GPUs, DP48) and GPT-7.1B (96 GPUs, TP2): bf16.
 LINES = (117, 118)
-PARAM = ("h100-sxm", "matmul")
+TRUE = {"matmul": 0.6}
 
 
-def _synthetic(tmp_path, effs: dict[int, float]):
-    """The two rows with step_time_s replaced by meshcast's own forecast at ``effs[line]``."""
-    rows = []
-    for line, eff in effs.items():
-        row = row_at(line)
-        case = row_to_case(row)
-        assert stage_param(case) == PARAM
-        rows.append({**row.raw, "step_time_s": f"{forecast_at(case, {PARAM: eff}).step_time_s:.9g}"})
-    cases = [row_to_case(r) for r in read_rows(write_csv(tmp_path / "runs.csv", rows))]
+def _made(line: int, values=TRUE, edit=None) -> dict:
+    """Row ``line``'s cells (``edit`` applied) with step_time_s replaced by meshcast's own
+    forecast at ``values``."""
+    raw = {**row_at(line).raw, **(edit or {})}
+    case = row_to_case(replace(row_at(line), raw=raw))
+    return {**raw, "step_time_s": f"{forecast_at(case, values).step_time_s:.9g}"}
+
+
+def _cases(tmp_path, raws: list[dict]):
+    cases = [row_to_case(r) for r in read_rows(write_csv(tmp_path / "runs.csv", raws))]
     assert all(c.measured.how == "step_time_s" for c in cases)
     return cases
 
 
+def _synthetic(tmp_path, lines=LINES, values=TRUE):
+    return _cases(tmp_path, [_made(line, values) for line in lines])
+
+
 def test_fit_recovers_the_efficiency_that_made_the_data(tmp_path):
-    fr = fit_published(_synthetic(tmp_path, {117: 0.6, 118: 0.6}))
-    assert fr.values[PARAM] == pytest.approx(0.6, rel=0.01)  # grid interpolation, 400 points
-    assert fr.counts[PARAM] == 2
-    for r in fr.in_sample + fr.held_out:
-        assert abs(r.error) < 0.01, r
-
-
-def test_held_out_rows_use_only_the_other_models(tmp_path):
-    cases = _synthetic(tmp_path, {117: 0.5, 118: 0.8})
-    fr = fit_published(cases)
-    a, b = (c.id for c in cases)
-    assert fr.held_out_values[a][PARAM] == pytest.approx(0.8, rel=0.01)
-    assert fr.held_out_values[b][PARAM] == pytest.approx(0.5, rel=0.01)
-    # fitted at the other model's higher efficiency, model A is forecast faster than measured
-    held = {r.id: r for r in fr.held_out}
-    assert held[a].error < -0.05 and held[b].error > 0.05
-
-
-def test_fit_recovers_the_host_issue_time_that_made_the_data(tmp_path):
-    """Two dropless Qwen3-30B-A3B rows on B200 (micro-batch 4 and 1: the host binds harder on
-    the smaller one) forecast at a known gather efficiency and host issue time."""
-    from simulator.published.fit import GRIDS, HOST_PARAM
-
-    gather, host = float(GRIDS["gather"][11]), 3e-4
-    rows = []
-    for line in (42, 73):
-        case = row_to_case(row_at(line))
-        p = stage_param(case)
-        assert p == ("b200", "gather")
-        t = forecast_at(case, {p: gather, HOST_PARAM: host}).step_time_s
-        rows.append({**row_at(line).raw, "step_time_s": f"{t:.9g}"})
-    cases = [row_to_case(r) for r in read_rows(write_csv(tmp_path / "moe.csv", rows))]
-    fr = fit_published(cases, fit_host=True)
-    assert fr.host_issue_s == pytest.approx(host, rel=0.05)
-    assert fr.values[("b200", "gather")] == pytest.approx(gather, rel=0.02)
-    assert fr.counts[HOST_PARAM] == 2
+    fr = fit_published(_synthetic(tmp_path))
+    assert fr.values["h100-sxm"]["matmul"] == pytest.approx(0.6, rel=0.05)
+    assert fr.rows_by_chip == {"h100-sxm": 2}
     for r in fr.in_sample:
-        assert abs(r.error) < 0.01, r
-    plain = fit_published(cases)  # the host time left at the jobs' own (0): not fitted
-    assert plain.host_issue_s is None and HOST_PARAM not in plain.values
-    assert max(abs(r.error) for r in plain.in_sample) > 0.02  # one gather value cannot fit both
+        assert abs(r.error) < 0.02, r
 
 
-def test_a_forecast_that_does_not_fit_in_memory_says_so_with_or_without_the_fit():
-    from dataclasses import replace
+def test_recompute_is_an_input_not_absorbed_by_matmul(tmp_path):
+    """Two runs that differ only in recompute, made at one matmul efficiency, fit that one value
+    with both forecasts right: the full-recompute run's extra forward is modelled."""
+    plain, full = _cases(tmp_path, [_made(118, edit={"recompute": "none"}),
+                                    _made(118, edit={"recompute": "full"})])
+    assert plain.job.sharding.remat == "none" and full.job.sharding.remat == "full"
+    assert full.measured.step_time_s > 1.2 * plain.measured.step_time_s
+    fr = fit_published([plain, full])
+    assert fr.values["h100-sxm"]["matmul"] == pytest.approx(0.6, rel=0.05)
+    assert max(abs(r.error) for r in fr.in_sample) < 0.02
 
+
+def test_chips_with_no_rows_borrow_with_wider_uncertainty(tmp_path):
+    fr = fit_published(_synthetic(tmp_path))
+    profs = fitted_profiles(fr, [], "test fit")
+    h100, h200, mi = profs["h100-sxm"].fit, profs["h200"].fit, profs["mi300x"].fit
+    assert (h100.basis, h200.basis, mi.basis) == ("own", "architecture", "global")
+    assert "h100-sxm" in h200.basis_detail
+    mm = {p: next(v for v in profs[p].fit.values if v.term == "matmul")
+          for p in ("h100-sxm", "h200", "mi300x")}
+    assert mm["h100-sxm"].rows == 2 and mm["h200"].basis == "architecture"
+    # pooled: the sibling lies nearer the measured chip than a chip of an unmeasured architecture
+    near = abs(np.log(mm["h200"].value / mm["h100-sxm"].value))
+    assert near < abs(np.log(mm["mi300x"].value / mm["h100-sxm"].value))
+    assert near < 0.15
+    assert mm["h100-sxm"].log_sd < mm["h200"].log_sd < mm["mi300x"].log_sd
+    assert profs["h200"].efficiency.matmul.max_efficiency == pytest.approx(mm["h200"].value)
+    # nothing measured fp4 anywhere: the fp4 value is fp8's fraction (the path's prior), and the
+    # network of a TPU nobody ran keeps its assumed value
+    tpu = {v.term: v for v in profs["tpu-v5p"].fit.values}
+    assert tpu["net_torus"].basis == "assumed" and tpu["net_torus"].log_sd is None
+
+
+def test_cross_validation_holds_each_group_out(tmp_path):
+    cases = _cases(tmp_path, [_made(117, {"matmul": 0.5}), _made(118, {"matmul": 0.5}),
+                              _made(119, {"matmul": 0.8})])
+    fr = fit_published(cases)
+    by_model = {r.id: r for r in cross_validate(fr, "model")}
+    by_hw = cross_validate(fr, "hardware")
+    assert all(r.distance == "own" for r in by_model.values())
+    # one chip: held out by hardware, nothing of it or its architecture is left: global, and
+    # the global level has no row either, so the profile's assumed values forecast it
+    assert all(r.distance == "global" for r in by_hw)
+    # the 0.8 model, forecast from the 0.5 rows, comes out slow; and the other way round
+    fast = by_model[cases[2].id]
+    assert fast.error > 0.1
+    assert all(r.error < -0.05 for r in by_model.values() if r is not fast)
+    assert interval_pool({"model": list(by_model.values()), "hardware": by_hw})
+
+
+def test_a_forecast_that_does_not_fit_in_memory_says_so(tmp_path):
     from simulator.published import evaluate
     from simulator.specs.job import make_job
 
@@ -82,5 +106,6 @@ def test_a_forecast_that_does_not_fit_in_memory_says_so_with_or_without_the_fit(
                    j.hardware, j.chips)
     case = replace(case, job=big)
     fr = fit_published([case])
-    for r in (evaluate([case])[0], fr.in_sample[0], fr.held_out[0]):
+    for r in (evaluate([case])[0], fr.in_sample[0], cross_validate(fr, "model")[0]):
         assert any("forecast memory" in n and "exceeds" in n for n in r.notes)
+        assert not r.fits_memory

@@ -7,7 +7,7 @@ import pytest
 
 from hardware_profiles import load_profile
 from simulator.predict import predict
-from simulator.published.fit import with_efficiency
+from simulator.published.terms import with_values
 
 JOB = dict(model="llama3-8b", chips=8, seq_len=4096, global_batch=16, remat="none")
 
@@ -36,14 +36,24 @@ def test_tp_overlap_is_a_no_op_without_tensor_parallelism():
 
 
 def test_fp8_curve_applies_to_fp8_and_fp4_only():
+    """fp4 runs on the fp8 curve while the profile has no fp4 curve of its own."""
     hw = load_profile("b200")
-    slow = with_efficiency(hw, "matmul_fp8", 0.3, "test: a low fp8 efficiency")
+    slow = with_values(hw, {"matmul_fp8": 0.3}, "test: a low fp8 efficiency")
     for prec in ("fp8", "fp4"):
         assert (predict(hardware=slow, mesh={"data": 8}, precision=prec, **JOB).step_time_s
                 > predict(hardware=hw, mesh={"data": 8}, precision=prec, **JOB).step_time_s)
     assert (predict(hardware=slow, mesh={"data": 8}, precision="bf16", **JOB).step_time_s
             == pytest.approx(predict(hardware=hw, mesh={"data": 8}, precision="bf16", **JOB)
                              .step_time_s, rel=1e-15))
+
+
+def test_fp4_curve_applies_to_fp4_only():
+    hw = load_profile("b200")
+    slow = with_values(hw, {"matmul_fp4": 0.2}, "test: a low fp4 efficiency")
+    t = {prec: (predict(hardware=slow, mesh={"data": 8}, precision=prec, **JOB).step_time_s,
+                predict(hardware=hw, mesh={"data": 8}, precision=prec, **JOB).step_time_s)
+         for prec in ("fp4", "fp8")}
+    assert t["fp4"][0] > t["fp4"][1] and t["fp8"][0] == t["fp8"][1]
 
 
 MOE = dict(model="qwen3-30b-a3b", chips=16, seq_len=4096, global_batch=32, remat="none")

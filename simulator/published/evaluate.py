@@ -26,6 +26,9 @@ class RowResult:
     measured_from: str
     notes: tuple[str, ...] = ()
     config: str = ""  # the job's configuration (config_key): rows with one are one configuration
+    distance: str = ""  # cross-validated: how far its chip's values travelled (own/architecture/global)
+    fold: str = ""  # cross-validated: the group held out with it
+    fits_memory: bool = True
 
     @property
     def error(self) -> float:
@@ -41,7 +44,9 @@ class RowResult:
                 "source": self.source, "chips": self.chips,
                 "measured_step_time_s": self.measured_step_time_s,
                 "predicted_step_time_s": self.predicted_step_time_s, "error": self.error,
-                "measured_from": self.measured_from, "notes": list(self.notes)}
+                "measured_from": self.measured_from, "notes": list(self.notes),
+                "fits_memory": self.fits_memory,
+                **({"distance": self.distance, "fold": self.fold} if self.fold else {})}
 
 
 def config_key(job) -> str:
@@ -65,7 +70,7 @@ def result_of(case: Case, pred) -> RowResult:
     return RowResult(case.id, case.row.text("model"), job.hardware.name,
                      "moe" if job.model.is_moe else "dense", case.row.text("source_id"), job.chips,
                      case.measured.step_time_s, pred.step_time_s, case.measured.how, notes,
-                     config_key(job))
+                     config_key(job), fits_memory=pred.memory.fits)
 
 
 def evaluate(cases: list[Case]) -> list[RowResult]:

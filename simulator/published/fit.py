@@ -1,32 +1,24 @@
-"""Fit per-hardware-family efficiencies to published runs, whole models held out.
+"""Fit every profile's efficiencies to published runs, pooled along the hardware lineage.
 
-Parameters, per hardware profile (family): the ``max_efficiency`` of its ``matmul`` curve
-(bf16/fp16 GEMMs), of its ``matmul_fp8`` curve (fp8/fp4 GEMMs, scaling and casts included)
-and of its ``gather`` curve (the MoE token permutation: dispatch and combine, which Megatron runs
-as several gather / scatter / pad kernels). Half-saturation sizes stay as the profile has them.
+What is fitted: every quantity of :mod:`simulator.published.terms` (matmul per precision,
+attention, memory, gather, network efficiency per level kind), per chip, with partial pooling
+global -> architecture -> chip (:mod:`simulator.published.hier`). Every built-in profile gets
+values, measured or not: a chip with rows mostly its own, a chip without its architecture's, an
+architecture without the global ones moved by the FLOP:byte rule.
 
-Optionally (``fit_host``, ``--fit-host``) one global parameter more: the host issue time per op
-of eager dropless MoE (ShardingSpec.moe_host_issue_s), fitted jointly with the gather values on
-the MoE rows: a ``(host, gather)`` grid per dropless row.
+How rows enter: meshcast's own forecast of each row (the job as published, recompute included:
+recompute is an input, so matmul never absorbs it), linearised in the log values,
+``log T ~ f0 + J . (theta - theta_lin)``; ``J`` by a backward finite difference (each value
+times ``exp(-STEP)``) per quantity the row's profile has. The fit re-linearises at its own
+answer until no measured chip's value moves by more than ``TOLERANCE`` (at most ``ITERATIONS``
+passes; the first pass moves far from the assumed values, the later ones settle in 3-5).
 
-Two stages, each a set of one-dimensional fits: (1) the matmul curves on dense rows only (a
-precision with no dense row of its family takes the family's other matmul value); (2) the gather
-curve on MoE rows, with stage 1's values. For each fit every row is forecast on a grid of values,
-``log(forecast)`` is interpolated linearly in ``log(value)``, and the value minimising the mean
-``|log(forecast / measured)|`` (L1: a few rows with doubtful configs do not pull the fit) is
-taken. Reported errors always come from fresh forecasts at the fitted values.
-
-Held out by model: each model (variants such as "(tokendrop)" count as the same model) is
-forecast with values fitted on the other models' rows only. Holding out an MoE model leaves
-stage 1 unchanged (it sees dense rows only), so stage 2's grid, forecast once at stage 1's
-values, serves every MoE fold without leaking the held-out rows. Dense folds reuse that grid too:
-it was forecast at stage-1 values that saw the held-out dense model, which reaches that model's
-own forecasts only through the fitted gather value (its embedding lookup).
-
-The ``gather`` curve also prices every model's embedding lookup and its gradient, so forecasts
-at the fitted values (and the profile ``meshcast fit --published`` writes) apply it to dense rows
-too; stage 1 fitted their matmul values at the profile's own gather curve (the difference is one
-lookup per step).
+Cross-validation (:func:`cross_validate`): rows are grouped by hardware, model or source; each
+group is forecast with values fitted on the other groups only (fresh forecasts, never the
+linearisation). The folds solve the linear problem linearised at the all-rows values: the
+held-out rows never enter a fold's fit, but their chip's linearisation point did (a change of
+expansion point only; a fold re-linearised on its own answer moved held-out-by-hardware
+errors by well under a percent point in our checks, at 5x the cost).
 """
 
 from __future__ import annotations
@@ -38,244 +30,203 @@ import numpy as np
 
 from hardware_profiles.schema import HardwareProfile
 from simulator.predict import predict_job
+from simulator.published import hier
 from simulator.published.evaluate import RowResult, result_of
 from simulator.published.jobs import Case
 from simulator.published.names import base_model_name
+from simulator.published.terms import matmul_quantity, quantities_of, value_of, with_values
 from simulator.specs.job import make_job
 
-Param = tuple[str, str]  # (profile, curve: "matmul" | "matmul_fp8" | "gather"), or HOST_PARAM
+STEP = 0.1        # log step of the finite difference
+ITERATIONS = 6    # at most: linearise, fit, re-linearise ... until no value moves by TOLERANCE
+TOLERANCE = 0.02  # in log units (2%)
+Values = dict[str, dict[str, float]]  # chip (profile name) -> quantity -> value
 
-#: The global host issue time per eager dropless-MoE op (ShardingSpec.moe_host_issue_s).
-HOST_PARAM: Param = ("*", "moe_host_issue_s")
-
-#: Values every row is forecast at, per curve.
-GRIDS = {"matmul": np.round(np.linspace(0.25, 1.0, 16), 4),
-         "gather": np.round(np.geomspace(0.01, 1.0, 16), 5),
-         HOST_PARAM[1]: np.array([0.0, 5e-5, 1e-4, 2e-4, 3e-4, 4.5e-4, 7e-4, 1e-3])}
-GRIDS["matmul_fp8"] = GRIDS["matmul"]
+CV_KEYS = ("hardware", "model", "source")
 
 
-def matmul_param(case: Case) -> Param:
-    low = case.job.sharding.precision in ("fp8", "fp4")
-    return case.job.hardware.name, "matmul_fp8" if low else "matmul"
+def cv_group(case: Case, key: str) -> str:
+    """The group a row belongs to when ``key`` (hardware | model | source) is held out."""
+    if key == "hardware":
+        return case.job.hardware.name
+    if key == "model":
+        return base_model_name(case.row.text("model"))
+    if key == "source":
+        return case.row.text("source_id")
+    raise ValueError(f"cv: unknown key {key!r}; use one of {CV_KEYS}")
 
 
-def stage_param(case: Case) -> Param:
-    """The parameter a row is fitted for: matmul (dense rows) or gather (MoE rows)."""
-    return (case.job.hardware.name, "gather") if case.job.model.is_moe else matmul_param(case)
+def forecast_at(case: Case, chip_values: dict[str, float] | None):
+    """The forecast (StepPrediction) of ``case`` with its profile's quantities set."""
+    if not chip_values:
+        return predict_job(case.job)
+    j = case.job
+    prof = with_values(j.hardware, chip_values, "fit trial")
+    return predict_job(make_job(j.model, j.sharding, prof, j.chips))
 
 
-def with_efficiency(profile: HardwareProfile, curve: str, value: float, source: str) -> HardwareProfile:
-    """``profile`` with ``efficiency.<curve>.max_efficiency = value``; an absent ``matmul_fp8``
-    starts from the ``matmul`` curve, an absent ``gather`` from the ``memory`` curve."""
-    eff = profile.efficiency
-    base = getattr(eff, curve) or (eff.matmul if curve == "matmul_fp8" else eff.memory)
-    new = base.model_copy(update={"max_efficiency": float(value), "source": source,
-                                  "calibrated_range": None})
-    return profile.model_copy(update={"efficiency": eff.model_copy(update={curve: new})})
+def lineage_of(profiles: dict[str, HardwareProfile]) -> hier.Lineage:
+    """Chips, architectures and the FLOP:byte covariate (hier module docstring) of ``profiles``;
+    a profile without a lineage is its own architecture."""
+    bal = {n: p.peak_flops("bf16") / p.chip.hbm_bandwidth_bytes_per_s.value
+           for n, p in profiles.items()}
+    ref = float(np.median(list(bal.values())))
+    arch = {n: (p.lineage.architecture if p.lineage else f"{n} (no lineage)")
+            for n, p in profiles.items()}
+    return hier.Lineage(tuple(sorted(profiles)), arch, {n: float(np.log(b / ref)) for n, b in bal.items()})
 
 
-def uses_host(case: Case) -> bool:
-    """Whether the host issue time changes the row's forecast: dropless MoE."""
-    moe = case.job.model.moe
-    return moe is not None and moe.dropless
-
-
-def forecast_at(case: Case, values: dict[Param, float]):
-    """The forecast (StepPrediction) of ``case`` with the parameters it uses set from ``values``
-    (profile and job otherwise)."""
-    prof, j = case.job.hardware, case.job
-    # the gather curve also prices every model's embedding lookup: dense rows use it too, as the
-    # written profile will
-    used = [matmul_param(case), (prof.name, "gather")]
-    for p in used:
-        if p in values:
-            prof = with_efficiency(prof, p[1], values[p], "fit trial")
-    sharding = j.sharding
-    if HOST_PARAM in values and uses_host(case) and values[HOST_PARAM] != sharding.moe_host_issue_s:
-        sharding = sharding.model_copy(update={"moe_host_issue_s": float(values[HOST_PARAM])})
-    if prof is j.hardware and sharding is j.sharding:
-        return predict_job(j)
-    return predict_job(make_job(j.model, sharding, prof, j.chips))
-
-
-def response(cases: list[Case], fixed: dict[Param, float], log=None,
-             hosts: np.ndarray = GRIDS[HOST_PARAM[1]]) -> dict[str, np.ndarray]:
-    """``log(forecast)`` of each case on its stage parameter's grid, other parameters ``fixed``.
-    MoE rows: a ``(hosts, gather grid)`` table (rows the host time cannot change are forecast
-    once per gather value)."""
+def prior_means(profiles: dict[str, HardwareProfile]) -> dict[str, float]:
+    """Prior mean of each global effect: the log median of the profiles' assumed values
+    (precision ratios: 0, the same fraction of each format's peak)."""
     out = {}
+    for q in ("matmul", "attention", "memory", "gather", "net_switch", "net_torus", "net_fat_tree"):
+        vals = [value_of(p, q) for p in profiles.values() if q in quantities_of(p)]
+        if vals:
+            out[q] = float(np.log(np.median(vals)))
+    return out
+
+
+def linearise(cases: list[Case], values: Values, log=None) -> hier.Design:
+    """Each case's forecast at ``values`` and its elasticity to each quantity."""
+    Q = hier.PATHS.keys()
+    quantities = tuple(Q)
+    n = len(cases)
+    f0, y = np.zeros(n), np.zeros(n)
+    J, theta = np.zeros((n, len(quantities))), np.zeros((n, len(quantities)))
     for i, c in enumerate(cases):
         if log:
-            log(f"fit: row {i + 1}/{len(cases)} on the grid ({c.id})")
-        p = stage_param(c)
-        if p[1] == "gather" and uses_host(c) and len(hosts) > 1:
-            out[c.id] = np.log([[forecast_at(c, {**fixed, p: v, HOST_PARAM: h}).step_time_s
-                                 for v in GRIDS["gather"]] for h in hosts])
-            continue
-        row = np.log([forecast_at(c, {**fixed, p: v}).step_time_s for v in GRIDS[p[1]]])
-        # an MoE row the host time cannot change (or one host value: the job's own) is the same
-        # at every host time
-        out[c.id] = np.tile(row, (len(hosts), 1)) if p[1] == "gather" else row
-    return out
+            log(f"linearise row {i + 1}/{n} ({c.id})", i / n)
+        prof = c.job.hardware
+        own = {q: values.get(prof.name, {}).get(q, value_of(prof, q)) for q in quantities_of(prof)}
+        f0[i] = np.log(forecast_at(c, own).step_time_s)
+        y[i] = np.log(c.measured.step_time_s)
+        for k, q in enumerate(quantities):
+            if q not in own or (q.startswith("matmul") and q != matmul_quantity(c.job.sharding.precision)):
+                continue
+            theta[i, k] = np.log(own[q])
+            t = forecast_at(c, {**own, q: own[q] * np.exp(-STEP)}).step_time_s
+            J[i, k] = (np.log(t) - f0[i]) / -STEP
+    return hier.Design(quantities, y, f0, J, theta, [c.job.hardware.name for c in cases])
 
 
-def best_value(cases: list[Case], curves: dict[str, np.ndarray], grid: np.ndarray
-               ) -> tuple[float, float]:
-    """(value, loss): the value minimising the sum of ``|log(forecast / measured)|``."""
-    fine = np.exp(np.linspace(np.log(grid[0]), np.log(grid[-1]), 400))
-    loss = np.zeros_like(fine)
-    for c in cases:
-        loss += np.abs(np.interp(np.log(fine), np.log(grid), curves[c.id])
-                       - np.log(c.measured.step_time_s))
-    i = int(np.argmin(loss))
-    return float(fine[i]), float(loss[i])
+def _subset(d: hier.Design, keep: np.ndarray) -> hier.Design:
+    return hier.Design(d.quantities, d.y[keep], d.f0[keep], d.J[keep], d.theta_lin[keep],
+                       [c for c, k in zip(d.chip, keep) if k])
 
 
-def _groups(cases: list[Case]) -> dict[Param, list[Case]]:
-    groups: dict[Param, list[Case]] = defaultdict(list)
-    for c in cases:
-        groups[stage_param(c)].append(c)
-    return dict(sorted(groups.items()))
-
-
-def fit_stage(cases: list[Case], curves: dict[str, np.ndarray]) -> dict[Param, float]:
-    return {p: best_value(cs, curves, GRIDS[p[1]])[0] for p, cs in _groups(cases).items()}
-
-
-def fit_moe_stage(cases: list[Case], tables: dict[str, np.ndarray],
-                  hosts: np.ndarray = GRIDS[HOST_PARAM[1]]) -> dict[Param, float]:
-    """Each family's gather value and the global host issue time, jointly: for each host time
-    on a fine grid (``log(forecast)`` linear in it between the ``hosts`` the tables hold) the
-    families' gather values are fitted one by one; the host time with the least total loss
-    wins. Without a dropless row, or with one host value, the host time is not fitted."""
-    groups = _groups(cases)
-    fitted_host = len(hosts) > 1 and any(uses_host(c) for c in cases)
-    fine = np.linspace(hosts[0], hosts[-1], 101) if fitted_host else hosts[:1]
-    best: tuple[float, dict[Param, float]] = (np.inf, {})
-    for h in fine:
-        at_h = {c.id: np.array([np.interp(h, hosts, col) for col in tables[c.id].T]) for c in cases}
-        fitted = {p: best_value(cs, at_h, GRIDS["gather"]) for p, cs in groups.items()}
-        loss = sum(v[1] for v in fitted.values())
-        if loss < best[0] - 1e-12:
-            best = (loss, {**{p: v[0] for p, v in fitted.items()}, HOST_PARAM: float(h)})
-    values = best[1]
-    if not fitted_host:
-        values.pop(HOST_PARAM, None)
-    return values
-
-
-def fill_precisions(values: dict[Param, float], families: set[str]) -> dict[Param, float]:
-    """A family with one matmul value fitted lends it to the other precision."""
-    out = dict(values)
-    for fam in families:
-        a, b = (fam, "matmul"), (fam, "matmul_fp8")
-        if a in out and b not in out:
-            out[b] = out[a]
-        elif b in out and a not in out:
-            out[a] = out[b]
-    return out
+def solve(design: hier.Design, profiles: dict[str, HardwareProfile]) -> tuple[Values, hier.Posterior]:
+    """Fitted values of every profile (informed quantities only) and the posterior."""
+    post = hier.fit(design, lineage_of(profiles), prior_means(profiles))
+    values: Values = {c: {} for c in profiles}
+    for (c, q), m in post.mean.items():
+        if q in quantities_of(profiles[c]):
+            values[c][q] = float(min(np.exp(m), 1.0))
+    return values, post
 
 
 @dataclass
 class FitResult:
-    values: dict[Param, float]
+    values: Values
+    posterior: hier.Posterior
     in_sample: list[RowResult]
-    held_out: list[RowResult]
-    held_out_values: dict[str, dict[Param, float]] = field(default_factory=dict)  # case id ->
-    counts: dict[Param, int] = field(default_factory=dict)
-
-    @property
-    def host_issue_s(self) -> float | None:
-        """The fitted global host issue time per eager dropless-MoE op (None: not fitted)."""
-        return self.values.get(HOST_PARAM)
-
-    def values_table(self) -> list[dict]:
-        """One entry per profile parameter; ``rows`` 0 means lent by the family's other matmul
-        curve. The global host issue time is :attr:`host_issue_s`."""
-        return [{"hardware": p[0], "curve": p[1], "max_efficiency": v,
-                 "rows": self.counts.get(p, 0)} for p, v in sorted(self.values.items()) if p != HOST_PARAM]
-
-    def describe(self) -> list[str]:
-        out = [f"{v['hardware']:14s} {v['curve']:11s} {v['max_efficiency']:.3f}  "
-               + (f"({v['rows']} rows)" if v["rows"] else "(no rows: the family's other matmul value)")
-               for v in self.values_table()]
-        if self.host_issue_s is not None:
-            out.append(f"all families   host issue time per eager dropless-MoE op "
-                       f"{self.host_issue_s * 1e3:.3f} ms  ({self.counts.get(HOST_PARAM, 0)} dropless rows)")
-        return out
+    profiles: dict[str, HardwareProfile]
+    rows_by_chip: dict[str, int]
+    precisions_by_arch: dict[str, set[str]]
+    informed_by_chip: dict[str, set[str]] = field(default_factory=dict)
+    design: hier.Design | None = None
+    cases: list[Case] = field(default_factory=list)
 
 
-class _Fitter:
-    """Both stages on a training subset; stage 2's grid is forecast once (module docstring),
-    at host times ``hosts`` (its first, 0, alone: the host time is not fitted)."""
-
-    def __init__(self, cases: list[Case], log=None, hosts: np.ndarray = GRIDS[HOST_PARAM[1]]) -> None:
-        self.dense = [c for c in cases if not c.job.model.is_moe]
-        self.moe = [c for c in cases if c.job.model.is_moe]
-        self.families = {c.job.hardware.name for c in cases}
-        self.hosts = hosts
-        self.dense_curves = response(self.dense, {}, log)
-        self.stage1 = fill_precisions(fit_stage(self.dense, self.dense_curves), self.families)
-        self.moe_curves = response(self.moe, self.stage1, log, hosts)
-
-    def values(self, exclude: str | None = None, fit_host: bool = True) -> dict[Param, float]:
-        keep = [c for c in self.dense if _model(c) != exclude]
-        v = (dict(self.stage1) if len(keep) == len(self.dense)  # no dense row held out
-             else fill_precisions(fit_stage(keep, self.dense_curves), self.families))
-        n = len(self.hosts) if fit_host else 1
-        tables = {k: t[:n] for k, t in self.moe_curves.items()}
-        v.update(fit_moe_stage([c for c in self.moe if _model(c) != exclude], tables,
-                               self.hosts[:n]))
-        return v
+def distance(chip: str, fr_rows: dict[str, int], profiles: dict[str, HardwareProfile]) -> tuple[str, str]:
+    """``(basis, detail)`` of ``chip`` given training rows per chip: own / architecture / global."""
+    n = fr_rows.get(chip, 0)
+    if n:
+        return "own", f"efficiencies fitted on {chip}'s {n} rows (pooled with its lineage)"
+    lin = lineage_of(profiles)
+    sibs = sorted(c for c, k in fr_rows.items() if k and lin.arch.get(c) == lin.arch[chip])
+    if sibs:
+        return "architecture", (f"efficiencies borrowed from {', '.join(sibs)} "
+                                f"(architecture {lin.arch[chip]})")
+    return "global", ("efficiencies borrowed from every measured chip (global), moved by the "
+                      "FLOP:byte rule; its architecture has no measured run")
 
 
-def _model(case: Case) -> str:
-    return base_model_name(case.row.text("model"))
+def fit_published(cases: list[Case], profiles: dict[str, HardwareProfile] | None = None,
+                  log=None) -> FitResult:
+    """Fit on every case (re-linearised until it settles, module docstring); ``profiles`` are
+    every chip to estimate (default: the built-in profiles plus the cases' own)."""
+    profiles = all_profiles(cases, profiles)
+    values: Values = {}
+    for it in range(ITERATIONS):
+        design = linearise(cases, values, _stage(log, f"pass {it + 1}"))
+        new, post = solve(design, profiles)
+        moved = _largest_move(values, new, {c.job.hardware.name for c in cases}, profiles)
+        values = new
+        if moved < TOLERANCE:
+            break
+    in_sample = [result_of(c, forecast_at(c, values.get(c.job.hardware.name))) for c in cases]
+    rows = _rows_by_chip(cases)
+    lin = lineage_of(profiles)
+    precisions: dict[str, set[str]] = defaultdict(set)
+    informed: dict[str, set[str]] = defaultdict(set)
+    for i, c in enumerate(cases):
+        precisions[lin.arch[c.job.hardware.name]].add(c.job.sharding.precision)
+        for k, q in enumerate(design.quantities):
+            if abs(design.J[i, k]) > 0.02:
+                informed[c.job.hardware.name].add(q)
+    return FitResult(values, post, in_sample, profiles, rows, dict(precisions), dict(informed),
+                     design, cases)
 
 
-def fit_published(cases: list[Case], log=None, fit_host: bool = False) -> FitResult:
-    """In-sample values (all rows) and held-out-by-model forecasts (see module docstring);
-    ``log(message)`` hears progress. ``fit_host`` also fits the global host issue time of eager
-    dropless MoE (otherwise each job keeps its own, 0 by default)."""
-    hosts = GRIDS[HOST_PARAM[1]] if fit_host else GRIDS[HOST_PARAM[1]][:1]
-    return _results(_Fitter(cases, log, hosts), cases, fit_host)
+def _largest_move(old: Values, new: Values, chips: set[str], profiles) -> float:
+    """The largest |log change| of a measured chip's value between two passes."""
+    return max((abs(np.log(v) - np.log(old.get(c, {}).get(q, value_of(profiles[c], q))))
+                for c in chips for q, v in new.get(c, {}).items()), default=0.0)
 
 
-def fit_published_variants(cases: list[Case], log=None) -> tuple[FitResult, FitResult]:
-    """(without, with) the host issue time fitted, from one set of grid forecasts. "Without"
-    reads the grid's first host time, 0 s: the cases must carry the default host time 0."""
-    fitter = _Fitter(cases, log)
-    return _results(fitter, cases, False), _results(fitter, cases, True)
+def _stage(log, label: str):
+    return (lambda msg, frac=None: log(f"{label}: {msg}", frac)) if log else None
 
 
-def _results(fitter: _Fitter, cases: list[Case], fit_host: bool) -> FitResult:
-    values = fitter.values(fit_host=fit_host)
-    counts: dict[Param, int] = defaultdict(int)
+def _rows_by_chip(cases: list[Case]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
     for c in cases:
-        counts[stage_param(c)] += 1
-        counts[HOST_PARAM] += uses_host(c) and fit_host
-    in_sample = [result_of(c, forecast_at(c, values)) for c in cases]
-    held, used = [], {}
-    for model in sorted({_model(c) for c in cases}):
-        fold = fitter.values(exclude=model, fit_host=fit_host)
-        for c in (c for c in cases if _model(c) == model):
-            used[c.id] = fold
-            r = result_of(c, forecast_at(c, fold))
-            if stage_param(c) not in fold:
-                r = replace(r, notes=r.notes + (
-                    "held out: no other model fits its parameter; profile value kept",))
-            held.append(r)
-    order = {c.id: i for i, c in enumerate(cases)}
-    held.sort(key=lambda r: order[r.id])
-    return FitResult(values, in_sample, held, used, dict(counts))
+        out[c.job.hardware.name] += 1
+    return dict(out)
 
 
-def fitted_profiles(base: dict[str, HardwareProfile], values: dict[Param, float], source: str
-                    ) -> dict[str, HardwareProfile]:
-    """Each profile in ``base`` with its fitted curves (``source`` recorded on each)."""
-    out = dict(base)
-    for (name, curve), v in values.items():
-        if name in out:
-            out[name] = with_efficiency(out[name], curve, v, source)
+def all_profiles(cases: list[Case], profiles: dict[str, HardwareProfile] | None) -> dict[str, HardwareProfile]:
+    """The chips a fit estimates: ``profiles`` (default every built-in one) and the cases'."""
+    if profiles is None:
+        from hardware_profiles import list_profiles
+
+        profiles = {p.name: p for p in list_profiles()}
+    out = dict(profiles)
+    for c in cases:
+        out.setdefault(c.job.hardware.name, c.job.hardware)
     return out
+
+
+def cross_validate(fr: FitResult, key: str, log=None) -> list[RowResult]:
+    """Each ``key`` group forecast with values fitted on the other groups (module docstring);
+    each result's ``distance`` says how far its chip's values travelled in that fold."""
+    groups = [cv_group(c, key) for c in fr.cases]
+    out: dict[str, RowResult] = {}
+    names = sorted(set(groups))
+    for gi, g in enumerate(names):
+        if log:
+            log(f"cv {key}: fold {gi + 1}/{len(names)} ({g})", gi / len(names))
+        keep = np.array([x != g for x in groups])
+        held = [c for c, k in zip(fr.cases, keep) if not k]
+        if keep.any():
+            values, _ = solve(_subset(fr.design, keep), fr.profiles)
+            train_rows = _rows_by_chip([c for c, k in zip(fr.cases, keep) if k])
+        else:
+            values, train_rows = {}, {}
+        for c in held:
+            chip = c.job.hardware.name
+            basis, _ = distance(chip, train_rows, fr.profiles)
+            r = result_of(c, forecast_at(c, values.get(chip)))
+            out[c.id] = replace(r, distance=basis, fold=g)
+    return [out[c.id] for c in fr.cases]

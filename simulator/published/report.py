@@ -65,3 +65,19 @@ def format_report(path: str, results: list[RowResult], summary: dict, skipped: l
 def report_json(results: list[RowResult], summary: dict, skipped: list[Skip]) -> dict:
     return {"rows": [r.as_dict() for r in results], "summary": summary,
             "skipped": [s.as_dict() for s in skipped]}
+
+
+def format_cv(cv: dict, cover: dict, keys: list[str]) -> str:
+    """The summaries of the cross-validation schemes ``keys`` (each per group: its hardware,
+    dense/MoE and source lines, and Spearman within model+hardware groups) and the coverage of
+    the 80% intervals, nested by hardware."""
+    lines = []
+    for k in keys:
+        lines += format_summary(cv[k]["summary"], f"held out by {k}") + [""]
+    if cover["n"]:
+        by = ", ".join(f"{d} {100 * v['covered']:.0f}% of {v['n']}"
+                       for d, v in cover["by_distance"].items())
+        lines.append(f"interval coverage (held out by hardware, {100 * cover['level']:.0f}% "
+                     f"bands made without the row's hardware): {100 * cover['covered']:.0f}% of "
+                     f"{cover['n']} rows ({by})")
+    return "\n".join(lines).rstrip() + "\n"

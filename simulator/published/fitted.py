@@ -1,0 +1,55 @@
+"""Fitted profiles: every profile of a fit with its values, each value's provenance and the
+interval bands at its transfer distance (:class:`hardware_profiles.schema.FitRecord`)."""
+
+from __future__ import annotations
+
+from hardware_profiles.schema import FitRecord, FittedValue, HardwareProfile
+from simulator.published.fit import FitResult, distance, lineage_of
+from simulator.published.hier import COVARIATE
+from simulator.published.intervals import band
+from simulator.published.terms import quantities_of, value_of, with_values
+
+
+def _value_basis(fr: FitResult, chip: str, q: str) -> tuple[str, str]:
+    """``(basis, borrowed_from)`` of one value: the chip's own rows informed it, its
+    architecture's, every chip's (with the FLOP:byte rule for compute terms), or none."""
+    if q in fr.informed_by_chip.get(chip, set()):
+        return "own", ""
+    arch = lineage_of(fr.profiles).arch
+    sibs = sorted(c for c, qs in fr.informed_by_chip.items()
+                  if q in qs and c != chip and arch.get(c) == arch[chip])
+    if sibs:
+        return "architecture", f"architecture {arch[chip]} ({', '.join(sibs)})"
+    if q in fr.posterior.informed:
+        rule = "; moved by the FLOP:byte rule" if q in COVARIATE else ""
+        return "global", f"every measured chip{rule}"
+    return "assumed", ""
+
+
+def fitted_profile(fr: FitResult, chip: str, pool: list, source: str) -> HardwareProfile:
+    """``chip``'s profile with its fitted values and its :class:`FitRecord`; ``pool`` holds the
+    cross-validated rows the interval bands are made of."""
+    prof = fr.profiles[chip]
+    values = fr.values.get(chip, {})
+    entries = []
+    for q in quantities_of(prof):
+        basis, borrowed = _value_basis(fr, chip, q)
+        if q not in values:
+            basis, borrowed = "assumed", ""
+        sd = fr.posterior.sd.get((chip, q)) if basis != "assumed" else None
+        entries.append(FittedValue(term=q, value=values.get(q, value_of(prof, q)), basis=basis,
+                                   rows=fr.rows_by_chip.get(chip, 0) if basis == "own" else 0,
+                                   borrowed_from=borrowed, log_sd=sd))
+    basis, detail = distance(chip, fr.rows_by_chip, fr.profiles)
+    arch = lineage_of(fr.profiles).arch[chip]
+    record = FitRecord(source=source, basis=basis, basis_detail=detail, values=entries,
+                       measured_precisions=sorted(fr.precisions_by_arch.get(arch, set())),
+                       interval_dense=band(pool, basis, "dense"),
+                       interval_moe=band(pool, basis, "moe"))
+    out = with_values(prof, values, f"{source}; {detail}")
+    return out.model_copy(update={"fit": record})
+
+
+def fitted_profiles(fr: FitResult, pool: list, source: str) -> dict[str, HardwareProfile]:
+    """Every profile of the fit (measured or not), fitted (:func:`fitted_profile`)."""
+    return {c: fitted_profile(fr, c, pool, source) for c in sorted(fr.profiles)}

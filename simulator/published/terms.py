@@ -1,0 +1,82 @@
+"""The profile values a published-runs fit estimates ("quantities"), read from and written to a
+profile.
+
+Compute quantities are the ``max_efficiency`` of the profile's curves, fractions of the chip's own
+peak (FLOP/s, or HBM bytes/s for ``memory`` and ``gather``):
+
+- ``matmul`` (bf16/fp16 GEMMs), ``matmul_fp8``, ``matmul_fp4``: each precision its own value, of
+  that format's peak (an absent fp4 curve starts from fp8's, an absent fp8 one from bf16's);
+- ``attention`` (the fused attention kernels; recompute is the job's input, never absorbed here);
+- ``memory`` (norms, activations, residuals, optimizer: streaming elementwise work);
+- ``gather`` (MoE token permutation and the embedding lookup: the memory curve when absent).
+
+Network quantities are the large-message ``efficiency`` of every network level of one kind
+(``net_switch``: NVLink/xGMI, ``net_torus``: TPU ICI, ``net_fat_tree``: InfiniBand/DCN); per-kind
+collective overrides, where a calibrated profile has them, are scaled by the same factor.
+
+Every value is a fraction in (0, 1]; the fit works on its natural log.
+"""
+
+from __future__ import annotations
+
+from hardware_profiles.schema import EfficiencyCurve, Fraction, HardwareProfile
+
+CURVES = ("matmul", "matmul_fp8", "matmul_fp4", "attention", "memory", "gather")
+NETWORK = ("net_switch", "net_torus", "net_fat_tree")
+QUANTITIES = CURVES + NETWORK
+
+
+def matmul_quantity(precision: str) -> str:
+    """The matmul quantity a job of ``precision`` runs its GEMMs at."""
+    return {"fp8": "matmul_fp8", "fp4": "matmul_fp4"}.get(precision, "matmul")
+
+
+def _curve(profile: HardwareProfile, q: str) -> EfficiencyCurve:
+    """The curve ``q`` as the compute model would use it (absent curves fall back as there)."""
+    e = profile.efficiency
+    fallback = {"matmul_fp8": e.matmul, "matmul_fp4": e.matmul_fp8 or e.matmul, "gather": e.memory}
+    return getattr(e, q) or fallback[q]
+
+
+def quantities_of(profile: HardwareProfile) -> tuple[str, ...]:
+    """The quantities ``profile`` has: every curve, and a network term per level kind present."""
+    kinds = {f"net_{lv.kind}" for lv in profile.network}
+    return CURVES + tuple(q for q in NETWORK if q in kinds)
+
+
+def value_of(profile: HardwareProfile, q: str) -> float:
+    """The profile's current value of quantity ``q`` (a network kind: its first level's)."""
+    if q in CURVES:
+        return _curve(profile, q).max_efficiency
+    return next(lv.efficiency.value for lv in profile.network if f"net_{lv.kind}" == q)
+
+
+def with_values(profile: HardwareProfile, values: dict[str, float], source: str) -> HardwareProfile:
+    """``profile`` with each quantity in ``values`` set (clipped to 1), ``source`` recorded."""
+    eff = profile.efficiency
+    curves, network = {}, list(profile.network)
+    for q, v in values.items():
+        v = float(min(v, 1.0))
+        if q in CURVES:
+            curves[q] = _curve(profile, q).model_copy(update={
+                "max_efficiency": v, "source": source, "calibrated_range": None})
+        elif q in NETWORK:
+            network = [_with_level(lv, v, source) if f"net_{lv.kind}" == q else lv for lv in network]
+        else:
+            raise ValueError(f"unknown quantity {q!r}; known: {QUANTITIES}")
+    update: dict = {}
+    if curves:
+        update["efficiency"] = eff.model_copy(update=curves)
+    if network != list(profile.network):
+        update["network"] = network
+    return profile.model_copy(update=update) if update else profile
+
+
+def _with_level(lv, v: float, source: str):
+    """A network level at efficiency ``v``; its per-kind overrides scaled by the same factor."""
+    scale = v / lv.efficiency.value
+    over = {k: o.model_copy(update={"efficiency": Fraction(
+        value=min(o.efficiency.value * scale, 1.0), source=source)})
+        for k, o in lv.collectives.items()}
+    return lv.model_copy(update={"efficiency": Fraction(value=v, source=source),
+                                 "collectives": over})
