@@ -36,7 +36,19 @@ class EfficiencyCurve(_Frozen):
     """Achieved fraction of peak as a function of op size ``x`` (FLOPs or bytes).
 
     ``eff(x) = max_efficiency * x / (x + half_saturation)``: small ops are launch/latency bound,
-    large ops approach ``max_efficiency``. Shape fixed here; calibration fits only its two numbers.
+    large ops approach ``max_efficiency``. Shape fixed here; calibration fits only these two numbers.
+
+    The attention curve may also depend on the kernel's shape: fused (flash) attention reaches
+    less of peak at short sequences and small head dims (the benchmarks of Dao 2023,
+    FlashAttention-2, and Shah et al. 2024, FlashAttention-3: throughput rises with sequence
+    length and with head dim 64 -> 128 -> 256). For attention ops
+
+    ``eff = max_efficiency * x / (x + half_saturation) * s / (s + seq_half)
+    * hd / (hd + head_dim_half)``
+
+    with ``s`` the key/value sequence length the kernel sees (tokens) and ``hd`` the head dim;
+    a half of 0 drops its factor, so both 0 (the default) is the size-only curve exactly. The
+    shape factor is :func:`simulator.compute.attention_shape_factor`; other curves ignore both.
     """
 
     max_efficiency: float = Field(gt=0, le=1)
@@ -44,6 +56,14 @@ class EfficiencyCurve(_Frozen):
     source: str = Field(min_length=3)
     calibrated_range: tuple[float, float] | None = Field(
         default=None, description="(smallest, largest) op size the fit saw; None if not fitted")
+    seq_half: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False,
+        description="attention only: key/value length (tokens) at which the sequence factor "
+        "s / (s + seq_half) is 1/2; 0: no sequence dependence")
+    head_dim_half: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False,
+        description="attention only: head dim at which the factor hd / (hd + head_dim_half) is "
+        "1/2; 0: no head-dim dependence")
 
     def at(self, x: float) -> float:
         return self.max_efficiency * x / (x + self.half_saturation) if x > 0 else self.max_efficiency

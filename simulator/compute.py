@@ -2,16 +2,39 @@
 
 ``t = max(flops / (peak[dtype] * eff_flops(flops)), bytes / (hbm_bw * eff_mem(bytes))) + launch``
 (Williams et al. 2009, "Roofline"). The efficiency curves (``eff(x) = e_max * x / (x + x_half)``)
-come from the hardware profile, or from calibration.
+come from the hardware profile, or from calibration; attention's is further scaled by the
+kernel's shape (:func:`attention_shape_factor`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hardware_profiles.schema import EfficiencyCurve, HardwareProfile
 
+if TYPE_CHECKING:
+    import numpy as np
+
 DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "fp4": 0.5, "int8": 1}
+
+
+def attention_shape_factor(seq: float | np.ndarray | None, head_dim: float | np.ndarray | None,
+                           seq_half: float = 0.0,
+                           head_dim_half: float = 0.0) -> float | np.ndarray:
+    """Fraction of the size-only attention efficiency a kernel of this shape reaches:
+    ``s / (s + seq_half) * hd / (hd + head_dim_half)`` (:class:`EfficiencyCurve`'s docstring).
+
+    ``seq`` is the key/value length the kernel sees and ``head_dim`` its head dim, floats or
+    numpy arrays (the graph path and the search's columns both call this). A half of 0, or a
+    shape of None (not known), drops its factor: both halves 0 give exactly 1.0.
+    """
+    f = 1.0
+    if seq_half > 0 and seq is not None:
+        f = f * (seq / (seq + seq_half))
+    if head_dim_half > 0 and head_dim is not None:
+        f = f * (head_dim / (head_dim + head_dim_half))
+    return f
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +76,15 @@ class ComputeModel:
         t_flops = flops / (self.peak_flops * self.matmul.at(u)) if flops > 0 else 0.0
         return max(t_flops, self.memory_time(nbytes)) + self.launch_s
 
-    def attention_time(self, flops: float, nbytes: float) -> float:
+    def attention_time(self, flops: float, nbytes: float, *, seq: float | None = None,
+                       head_dim: float | None = None) -> float:
         """Fused (flash) attention at the attention dtype's peak (bf16, or fp32 for fp32 jobs)
-        with the attention curve; memory bound if tiny."""
-        t_flops = flops / (self.attention_peak_flops * self.attention.at(flops)) if flops > 0 else 0.0
+        with the attention curve, scaled by the kernel's shape when the profile's curve sets
+        ``seq_half`` / ``head_dim_half`` (``seq``: the key/value length the kernel sees,
+        ``head_dim``; None: not known, no factor); memory bound if tiny."""
+        a = self.attention
+        eff = a.at(flops) * attention_shape_factor(seq, head_dim, a.seq_half, a.head_dim_half)
+        t_flops = flops / (self.attention_peak_flops * eff) if flops > 0 else 0.0
         return max(t_flops, self.memory_time(nbytes)) + self.launch_s
 
     def elementwise_time(self, nbytes: float) -> float:

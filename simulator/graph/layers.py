@@ -101,6 +101,10 @@ def attention_block(tp: Template, m: ModelSpec, d: Dims, prev: str | None) -> st
     With TP comm overlap (``d.tp_overlap``) the all-gather runs beside the QKV GEMM and the
     reduce-scatter beside the out-projection (Megatron/TE pipeline them chunk by chunk), so each
     pair costs about ``max(GEMM, collective)``; their consumers wait for both.
+    The ``attn`` op carries the kernel's shape for the attention curve's shape factor
+    (:func:`simulator.compute.attention_shape_factor`): head dim ``Hd`` and key/value length
+    ``s``, the whole sequence also under context parallelism, since ``cp_kv_ag`` gathers every
+    K and V and the local ``s / cp`` queries attend to all of them (as the FLOPs count it).
     """
     T, t, D, hd = d.T, d.t, m.d_model, m.hd
     ov = _tp_overlapped(d)
@@ -114,11 +118,12 @@ def attention_block(tp: Template, m: ModelSpec, d: Dims, prev: str | None) -> st
     flops = 4.0 * T * d.s * (m.n_heads / t) * hd * 0.5
     io = T * (2 * m.n_heads + 2 * m.kv_heads) * hd / t * d.ab
     if d.flash:
-        attn = tp._add(Op("attn", OpKind.ATTENTION, flops=flops, nbytes=io), deps)
+        attn = tp._add(Op("attn", OpKind.ATTENTION, flops=flops, nbytes=io, seq=d.s,
+                          head_dim=hd), deps)
     else:
         e, sb = T * d.s * m.n_heads / t, unfused_score_bytes(d.ab)
         tp._add(Op("attn", OpKind.ATTENTION, flops=2 * flops, nbytes=io + sb.gemm_fwd * e,
-                   bwd_scale=2.0), deps)
+                   bwd_scale=2.0, seq=d.s, head_dim=hd), deps)
         attn = tp._add(Op("attn_softmax", OpKind.ELEMENTWISE, nbytes=sb.softmax_fwd * e,
                           bwd_scale=sb.softmax_bwd / sb.softmax_fwd), None)
     out = tp.mm("attn_out", T, m.n_heads * hd / t, D, d)

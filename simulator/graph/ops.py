@@ -52,6 +52,8 @@ class Op:
     host_s: float = 0.0  # OpKind.HOST: seconds the host spends issuing the ops it stands for
     dedup: tuple[int, int] | None = None  # all-to-all: (experts, top-k) of a deduplicated dispatch
     bwd_scale: float = 0.0  # backward / forward FLOPs and bytes when not its kind's (0: BWD_SCALE)
+    seq: float | None = None  # OpKind.ATTENTION: key/value length the kernel sees (None: not known)
+    head_dim: float | None = None  # OpKind.ATTENTION: head dim (None: not known)
 
     @property
     def category(self) -> str:
@@ -91,7 +93,7 @@ def _matmul(op: Op, ctx: CostContext) -> float:
 
 
 def _attention(op: Op, ctx: CostContext) -> float:
-    return ctx.compute.attention_time(op.flops, op.nbytes)
+    return ctx.compute.attention_time(op.flops, op.nbytes, seq=op.seq, head_dim=op.head_dim)
 
 
 def _elementwise(op: Op, ctx: CostContext) -> float:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.compute import ComputeModel
+from simulator.compute import ComputeModel, attention_shape_factor
 from simulator.graph.ops import COMPUTE, Op, OpKind
 from simulator.search.placements import COLUMN, DEDUP_COLUMN
 
@@ -59,8 +59,10 @@ class VectorCost:
         if op.kind is OpKind.MATMUL:
             unit = np.broadcast_to(np.asarray(op.unit_flops or op.flops, dtype=float), (n,))
             t_flops = flops / (cm.peak_flops * _eff(cm.matmul, unit))
-        else:  # attention
-            t_flops = flops / (cm.attention_peak_flops * _eff(cm.attention, flops))
+        else:  # attention: the size curve times the kernel's shape factor (as attention_time)
+            a = cm.attention
+            shape = attention_shape_factor(op.seq, op.head_dim, a.seq_half, a.head_dim_half)
+            t_flops = flops / (cm.attention_peak_flops * (_eff(a, flops) * shape))
         return np.maximum(np.where(flops > 0, t_flops, 0.0), self.memory_time(nbytes)) + cm.launch_s
 
 
