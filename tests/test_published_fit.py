@@ -109,3 +109,6 @@ def test_a_forecast_that_does_not_fit_in_memory_says_so(tmp_path):
     for r in (evaluate([case])[0], fr.in_sample[0], cross_validate(fr, "model")[0]):
         assert any("forecast memory" in n and "exceeds" in n for n in r.notes)
         assert not r.fits_memory
+    from simulator.published import summarize
+
+    assert summarize(fr.in_sample)["memory_not_fit"] == 1

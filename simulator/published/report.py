@@ -29,6 +29,9 @@ def format_rows(results: list[RowResult]) -> list[str]:
 def format_summary(summary: dict, title: str = "summary") -> list[str]:
     out = [f"{title}: {'':22s}    n  median|e|  p90|e|   bias (mean signed)",
            _stats_line("all", summary)]
+    if summary.get("memory_not_fit"):
+        out.append(f"  ({summary['memory_not_fit']} forecasts do not fit in memory: their runs "
+                   "did, so an assumption of theirs is off; see each row's notes)")
     for key, label in (("by_kind", "kind"), ("by_hardware", "hardware"), ("by_source", "source")):
         for name, s in summary[key].items():
             out.append(_stats_line(f"{label} {name}", s))

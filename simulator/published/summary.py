@@ -83,7 +83,8 @@ def spearman_ceiling(results: list[RowResult]) -> float | None:
 
 
 def summarize(results: list[RowResult]) -> dict:
-    """Overall, by hardware, by dense/MoE and by source; plus rank agreement."""
+    """Overall, by hardware, by dense/MoE and by source; plus rank agreement, and how many
+    forecasts do not fit in memory (the published run did: an assumption is off)."""
     def by(key) -> dict:
         groups: dict[str, list[float]] = defaultdict(list)
         for r in results:
@@ -94,6 +95,7 @@ def summarize(results: list[RowResult]) -> dict:
     ranks = {name: rho for name, (rho, _) in ranked.items()}
     rhos = list(ranks.values())
     return {**error_stats([r.error for r in results]),
+            "memory_not_fit": sum(not r.fits_memory for r in results),
             "by_hardware": by(lambda r: r.hardware), "by_kind": by(lambda r: r.kind),
             "by_source": by(lambda r: r.source),
             "spearman_by_group": ranks,
