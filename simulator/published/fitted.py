@@ -31,23 +31,34 @@ def fitted_profile(fr: FitResult, chip: str, pool: list, source: str) -> Hardwar
     cross-validated rows the interval bands are made of."""
     prof = fr.profiles[chip]
     values = fr.values.get(chip, {})
+    basis, detail = distance(chip, fr.rows_by_chip, fr.profiles)
+    out = with_values(prof, values, f"{source}; {detail}")
     entries = []
     for q in quantities_of(prof):
-        basis, borrowed = _value_basis(fr, chip, q)
-        if q not in values:
-            basis, borrowed = "assumed", ""
-        sd = fr.posterior.sd.get((chip, q)) if basis != "assumed" else None
-        entries.append(FittedValue(term=q, value=values.get(q, value_of(prof, q)), basis=basis,
-                                   rows=fr.rows_by_chip.get(chip, 0) if basis == "own" else 0,
+        basis_q, borrowed = _value_basis(fr, chip, q)
+        if q not in values:  # not fitted: what the compute model will use (a fallback curve's)
+            basis_q, borrowed = "assumed", _fallback(out, q)
+        sd = fr.posterior.sd.get((chip, q)) if basis_q != "assumed" else None
+        entries.append(FittedValue(term=q, value=value_of(out, q), basis=basis_q,
+                                   rows=fr.rows_by_chip.get(chip, 0) if basis_q == "own" else 0,
                                    borrowed_from=borrowed, log_sd=sd))
-    basis, detail = distance(chip, fr.rows_by_chip, fr.profiles)
     arch = lineage_of(fr.profiles).arch[chip]
     record = FitRecord(source=source, basis=basis, basis_detail=detail, values=entries,
                        measured_precisions=sorted(fr.precisions_by_arch.get(arch, set())),
                        interval_dense=band(pool, basis, "dense"),
                        interval_moe=band(pool, basis, "moe"))
-    out = with_values(prof, values, f"{source}; {detail}")
     return out.model_copy(update={"fit": record})
+
+
+def _fallback(profile: HardwareProfile, q: str) -> str:
+    """Where an unfitted value comes from: the curve the compute model falls back to, or the
+    profile's own assumption."""
+    e = profile.efficiency
+    if q in ("matmul_fp8", "matmul_fp4", "gather") and getattr(e, q) is None:
+        src = {"matmul_fp8": "matmul", "matmul_fp4": "matmul_fp8" if e.matmul_fp8 else "matmul",
+               "gather": "memory"}[q]
+        return f"the {src} curve (no row of this quantity anywhere)"
+    return "the profile's own assumed value"
 
 
 def fitted_profiles(fr: FitResult, pool: list, source: str) -> dict[str, HardwareProfile]:
