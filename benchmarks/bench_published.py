@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from simulator.published import evaluate, read_cases, read_rows, summarize
-from simulator.published.fit import cross_validate, fit_published
+from simulator.published.fit import by_term, cross_validate, fit_published
 from simulator.published.intervals import coverage
-from simulator.published.report import format_rows, format_skipped, format_summary
+from simulator.published.report import format_cv, format_rows, format_skipped, format_summary
 
 DATA = Path(__file__).resolve().parent / "data" / "published_runs.csv"
 #: (scheme, kind, limit on the median |error|), and the p90 limit per scheme, from the issue.
@@ -57,11 +57,8 @@ def test_published_runs_report():
              f"{len(skipped)} skipped ({time.perf_counter() - t0:.0f} s on this machine)", ""]
     lines += format_summary(raw, "built-in profiles (no fit)") + [""]
     lines += format_summary(summarize(fr.in_sample), "in-sample (fitted on every row)") + [""]
-    for k in ("hardware", "model", "source"):
-        lines += format_summary(sums[k], f"held out by {k}") + [""]
-    lines += [f"interval coverage (80% bands, nested by hardware): {100 * cover['covered']:.0f}% "
-              f"of {cover['n']}: " + ", ".join(f"{d} {100 * v['covered']:.0f}% of {v['n']}"
-                                               for d, v in cover["by_distance"].items()), ""]
+    lines += format_cv({k: {"summary": sums[k], "by_term": by_term(fr, cv[k])} for k in cv},
+                       cover, list(cv)).splitlines() + [""]
     lines += ["targets:"] + _targets(sums, cover) + [""]
     lines += [f"variance components: sigma {p.sigma:.3f}, tau architecture {p.tau_arch:.3f}, "
               f"tau chip {p.tau_chip:.3f}, FLOP:byte slope {p.beta:+.3f}", "fitted (every row):"]

@@ -84,7 +84,8 @@ def cmd_validate(a) -> int:
 
 def _validate(a) -> int:
     from simulator.published import evaluate, summarize
-    from simulator.published.report import format_cv, format_report, report_json
+    from simulator.published.fit import by_term
+    from simulator.published.report import format_cv, format_report, format_terms, report_json
 
     cases, skipped = _cases(a.published, _profiles(a.profile), a.moe_host_issue_s)
     keys = _keys(a)
@@ -92,8 +93,8 @@ def _validate(a) -> int:
     if keys:
         fr, cv, cover = _fit_and_cv(cases, keys)
         results, header = cv[keys[0]], f"held out by {keys[0]}"
-        extra = {"cv": {k: {"summary": summarize(v), "rows": [r.as_dict() for r in v]}
-                        for k, v in cv.items()},
+        extra = {"cv": {k: {"summary": summarize(v), "by_term": by_term(fr, v),
+                            "rows": [r.as_dict() for r in v]} for k, v in cv.items()},
                  "coverage": cover, "in_sample_summary": summarize(fr.in_sample),
                  "variance_components": _variances(fr)}
     else:
@@ -110,7 +111,9 @@ def _validate(a) -> int:
         return 0
     text = format_report(a.published, results, summary, skipped, header)
     if keys:
-        text += "\n" + format_cv(extra["cv"], cover, keys[1:])
+        terms = format_terms(extra["cv"][keys[0]]["by_term"])
+        text += (f"rows that lean on each fitted term (|d log T / d log value| >= 0.1), held out "
+                 f"by {keys[0]}:\n" + "\n".join(terms) + "\n\n" + format_cv(extra["cv"], cover, keys[1:]))
     elif extra["coverage"]["n"]:
         c = extra["coverage"]
         text += (f"\ninterval coverage (the profiles' own 80% bands): {100 * c['covered']:.0f}% "
@@ -160,6 +163,7 @@ def _given_coverage(cases, results) -> dict:
 def cmd_fit(a) -> int:
     from hardware_profiles import load_profile, save_profile
     from simulator.published import summarize
+    from simulator.published.fit import by_term
     from simulator.published.fitted import fitted_profiles
     from simulator.published.intervals import interval_pool
     from simulator.published.report import format_cv
@@ -189,9 +193,11 @@ def cmd_fit(a) -> int:
               "skipped": len(skipped), "variance_components": _variances(fr),
               "profiles": {n: p.fit.model_dump(mode="json") for n, p in profiles.items()},
               "in_sample": summarize(fr.in_sample),
-              "cv": {k: summarize(v) for k, v in cv.items()}, "coverage": cover}
+              "cv": {k: summarize(v) for k, v in cv.items()},
+              "by_term": {k: by_term(fr, v) for k, v in cv.items()}, "coverage": cover}
     (report_dir / "fit_report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
-    print(format_cv({k: {"summary": summarize(v)} for k, v in cv.items()}, cover, list(cv)), end="")
+    print(format_cv({k: {"summary": summarize(v), "by_term": by_term(fr, v)}
+                     for k, v in cv.items()}, cover, list(cv)), end="")
     for p in written:
         prof = profiles[p.stem] if p.stem in profiles else next(iter(profiles.values()))
         print(f"wrote {p}  ({prof.fit.basis}: {prof.fit.basis_detail})")

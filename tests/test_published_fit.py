@@ -38,10 +38,15 @@ def _synthetic(tmp_path, lines=LINES, values=TRUE):
     return _cases(tmp_path, [_made(line, values) for line in lines])
 
 
+README_H100 = tuple(range(117, 128))  # the Megatron-LM README's H100 table: 1.7B to 462B
+
+
 def test_fit_recovers_the_efficiency_that_made_the_data(tmp_path):
-    fr = fit_published(_synthetic(tmp_path))
+    """Eleven models whose matmul share of the step differs tell matmul apart from the rest."""
+    fr = fit_published(_synthetic(tmp_path, lines=README_H100))
     assert fr.values["h100-sxm"]["matmul"] == pytest.approx(0.6, rel=0.05)
-    assert fr.rows_by_chip == {"h100-sxm": 2}
+    assert "matmul" in fr.posterior.informed
+    assert fr.rows_by_chip == {"h100-sxm": 11}
     for r in fr.in_sample:
         assert abs(r.error) < 0.02, r
 
@@ -54,8 +59,9 @@ def test_recompute_is_an_input_not_absorbed_by_matmul(tmp_path):
     assert plain.job.sharding.remat == "none" and full.job.sharding.remat == "full"
     assert full.measured.step_time_s > 1.2 * plain.measured.step_time_s
     fr = fit_published([plain, full])
-    assert fr.values["h100-sxm"]["matmul"] == pytest.approx(0.6, rel=0.05)
+    # one value explains both, so recompute was not traded against matmul
     assert max(abs(r.error) for r in fr.in_sample) < 0.02
+    assert fr.values["h100-sxm"]["matmul"] == pytest.approx(0.6, rel=0.1)
 
 
 def test_chips_with_no_rows_borrow_with_wider_uncertainty(tmp_path):
@@ -80,8 +86,8 @@ def test_chips_with_no_rows_borrow_with_wider_uncertainty(tmp_path):
 
 
 def test_cross_validation_holds_each_group_out(tmp_path):
-    cases = _cases(tmp_path, [_made(117, {"matmul": 0.5}), _made(118, {"matmul": 0.5}),
-                              _made(119, {"matmul": 0.8})])
+    cases = _cases(tmp_path, [_made(n, {"matmul": 0.5}) for n in (117, 118, 120, 121)]
+                   + [_made(119, {"matmul": 0.8})])
     fr = fit_published(cases)
     by_model = {r.id: r for r in cross_validate(fr, "model")}
     by_hw = cross_validate(fr, "hardware")
@@ -89,10 +95,11 @@ def test_cross_validation_holds_each_group_out(tmp_path):
     # one chip: held out by hardware, nothing of it or its architecture is left: global, and
     # the global level has no row either, so the profile's assumed values forecast it
     assert all(r.distance == "global" for r in by_hw)
-    # the 0.8 model, forecast from the 0.5 rows, comes out slow; and the other way round
-    fast = by_model[cases[2].id]
+    # the 0.8 model, forecast from the 0.5 rows, comes out slow; the 0.5 models, mostly fitted
+    # on their own kind, much nearer
+    fast = by_model[cases[-1].id]
     assert fast.error > 0.1
-    assert all(r.error < -0.05 for r in by_model.values() if r is not fast)
+    assert all(abs(r.error) < fast.error / 2 for r in by_model.values() if r is not fast)
     assert interval_pool({"model": list(by_model.values()), "hardware": by_hw})
 
 
@@ -112,3 +119,19 @@ def test_a_forecast_that_does_not_fit_in_memory_says_so(tmp_path):
     from simulator.published import summarize
 
     assert summarize(fr.in_sample)["memory_not_fit"] == 1
+
+
+def test_attention_shape_is_fitted_from_runs_of_several_sequence_lengths(tmp_path):
+    """Runs of one model at 512-32k tokens made with a known seq_half: the fit recovers it;
+    rows of one length leave it at its prior (FlashAttention-2's, terms.SHAPE_START)."""
+    true = {"matmul": 0.6, "attention": 0.5, "attention_seq_half": 2048.0}
+    raws = [_made(118, true, {"seq_len": str(s), "global_batch_seqs": str(96 * 64 * 1024 // s)})
+            for s in (512, 1024, 2048, 4096, 8192, 16384, 32768)]
+    fr = fit_published(_cases(tmp_path, raws))
+    v = fr.values["h100-sxm"]
+    assert v["attention_seq_half"] == pytest.approx(2048, rel=0.3)
+    assert max(abs(r.error) for r in fr.in_sample) < 0.02
+    assert "attention_seq_half" in fr.posterior.informed
+    one_length = fit_published(_synthetic(tmp_path))
+    assert "attention_seq_half" not in one_length.posterior.informed  # stays at its prior
+    assert one_length.values["h100-sxm"]["attention_seq_half"] == pytest.approx(256, rel=0.1)

@@ -34,7 +34,8 @@ from simulator.published import hier
 from simulator.published.evaluate import RowResult, result_of
 from simulator.published.jobs import Case
 from simulator.published.names import base_model_name
-from simulator.published.terms import matmul_quantity, quantities_of, value_of, with_values
+from simulator.published.terms import (SHAPE_START, is_fraction, matmul_quantity, quantities_of,
+                                       start_value, value_of, with_values)
 from simulator.specs.job import make_job
 
 STEP = 0.1        # log step of the finite difference
@@ -78,8 +79,9 @@ def lineage_of(profiles: dict[str, HardwareProfile]) -> hier.Lineage:
 
 def prior_means(profiles: dict[str, HardwareProfile]) -> dict[str, float]:
     """Prior mean of each global effect: the log median of the profiles' assumed values
-    (precision ratios: 0, the same fraction of each format's peak)."""
-    out = {}
+    (precision ratios: 0, the same fraction of each format's peak; shapes: where the fit
+    starts them)."""
+    out = {q: float(np.log(v)) for q, v in SHAPE_START.items()}
     for q in ("matmul", "attention", "memory", "gather", "net_switch", "net_torus", "net_fat_tree"):
         vals = [value_of(p, q) for p in profiles.values() if q in quantities_of(p)]
         if vals:
@@ -98,7 +100,7 @@ def linearise(cases: list[Case], values: Values, log=None) -> hier.Design:
         if log:
             log(f"linearise row {i + 1}/{n} ({c.id})", i / n)
         prof = c.job.hardware
-        own = {q: values.get(prof.name, {}).get(q, value_of(prof, q)) for q in quantities_of(prof)}
+        own = {q: values.get(prof.name, {}).get(q, start_value(prof, q)) for q in quantities_of(prof)}
         f0[i] = np.log(forecast_at(c, own).step_time_s)
         y[i] = np.log(c.measured.step_time_s)
         for k, q in enumerate(quantities):
@@ -121,7 +123,7 @@ def solve(design: hier.Design, profiles: dict[str, HardwareProfile]) -> tuple[Va
     values: Values = {c: {} for c in profiles}
     for (c, q), m in post.mean.items():
         if q in quantities_of(profiles[c]):
-            values[c][q] = float(min(np.exp(m), 1.0))
+            values[c][q] = float(min(np.exp(m), 1.0) if is_fraction(q) else np.exp(m))
     return values, post
 
 
@@ -181,7 +183,7 @@ def fit_published(cases: list[Case], profiles: dict[str, HardwareProfile] | None
 
 def _largest_move(old: Values, new: Values, chips: set[str], profiles) -> float:
     """The largest |log change| of a measured chip's value between two passes."""
-    return max((abs(np.log(v) - np.log(old.get(c, {}).get(q, value_of(profiles[c], q))))
+    return max((abs(np.log(v) - np.log(old.get(c, {}).get(q, start_value(profiles[c], q))))
                 for c in chips for q, v in new.get(c, {}).items()), default=0.0)
 
 
@@ -230,3 +232,22 @@ def cross_validate(fr: FitResult, key: str, log=None) -> list[RowResult]:
             r = result_of(c, forecast_at(c, values.get(chip)))
             out[c.id] = replace(r, distance=basis, fold=g)
     return [out[c.id] for c in fr.cases]
+
+
+#: A row counts toward a term's report when its step moves by at least this share of a change
+#: in the term (``|d log T / d log value|``).
+TERM_SHARE = 0.1
+
+
+def by_term(fr: FitResult, results: list[RowResult]) -> dict[str, dict]:
+    """Held-out error per fitted term: ``error_stats`` of the rows (in the order of
+    ``fr.cases``) whose forecast depends on the term by at least :data:`TERM_SHARE`, so each
+    term's report shows how well forecasts that lean on it transfer."""
+    from simulator.published.summary import error_stats
+
+    out = {}
+    for k, q in enumerate(fr.design.quantities):
+        rows = [r.error for r, j in zip(results, fr.design.J[:, k]) if abs(j) >= TERM_SHARE]
+        if rows:
+            out[q] = error_stats(rows)
+    return out

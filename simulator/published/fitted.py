@@ -13,6 +13,9 @@ from simulator.published.terms import quantities_of, value_of, with_values
 def _value_basis(fr: FitResult, chip: str, q: str) -> tuple[str, str]:
     """``(basis, borrowed_from)`` of one value: the chip's own rows informed it, its
     architecture's, every chip's (with the FLOP:byte rule for compute terms), or none."""
+    if q not in fr.posterior.informed:
+        sd = fr.posterior.sd.get((chip, q))
+        return "assumed", ("the prior: rows barely inform it" + (f" (log sd {sd:.2f})" if sd else ""))
     if q in fr.informed_by_chip.get(chip, set()):
         return "own", ""
     arch = lineage_of(fr.profiles).arch
@@ -20,10 +23,8 @@ def _value_basis(fr: FitResult, chip: str, q: str) -> tuple[str, str]:
                   if q in qs and c != chip and arch.get(c) == arch[chip])
     if sibs:
         return "architecture", f"architecture {arch[chip]} ({', '.join(sibs)})"
-    if q in fr.posterior.informed:
-        rule = "; moved by the FLOP:byte rule" if q in COVARIATE else ""
-        return "global", f"every measured chip{rule}"
-    return "assumed", ""
+    rule = "; moved by the FLOP:byte rule" if q in COVARIATE else ""
+    return "global", f"every measured chip{rule}"
 
 
 def fitted_profile(fr: FitResult, chip: str, pool: list, source: str) -> HardwareProfile:
@@ -38,7 +39,7 @@ def fitted_profile(fr: FitResult, chip: str, pool: list, source: str) -> Hardwar
         basis_q, borrowed = _value_basis(fr, chip, q)
         if q not in values:  # not fitted: what the compute model will use (a fallback curve's)
             basis_q, borrowed = "assumed", _fallback(out, q)
-        sd = fr.posterior.sd.get((chip, q)) if basis_q != "assumed" else None
+        sd = fr.posterior.sd.get((chip, q)) if q in values else None
         entries.append(FittedValue(term=q, value=value_of(out, q), basis=basis_q,
                                    rows=fr.rows_by_chip.get(chip, 0) if basis_q == "own" else 0,
                                    borrowed_from=borrowed, log_sd=sd))

@@ -44,7 +44,9 @@ import numpy as np
 #: Each quantity's chain of effect terms (see module docstring).
 PATHS = {"matmul": ("matmul",), "matmul_fp8": ("matmul", "fp8_over_bf16"),
          "matmul_fp4": ("matmul", "fp8_over_bf16", "fp4_over_fp8"), "attention": ("attention",),
-         "memory": ("memory",), "gather": ("gather",), "net_switch": ("net_switch",),
+         "memory": ("memory",), "gather": ("gather",),
+         "attention_seq_half": ("attention_seq_half",),
+         "attention_head_dim_half": ("attention_head_dim_half",), "net_switch": ("net_switch",),
          "net_torus": ("net_torus",), "net_fat_tree": ("net_fat_tree",)}
 #: Quantities the FLOP:byte covariate moves.
 COVARIATE = ("matmul", "matmul_fp8", "matmul_fp4", "attention")
@@ -85,7 +87,7 @@ class Posterior:
     tau_arch: float
     tau_chip: float
     beta: float
-    informed: set[str] = field(default_factory=set)  # quantities the rows informed
+    informed: set[str] = field(default_factory=set)  # quantities the rows narrowed (fit docstring)
 
 
 class _Index:
@@ -127,20 +129,23 @@ def _neg_marginal(logs: np.ndarray, X, r, kinds) -> float:
     return 0.5 * (logdet + r @ np.linalg.solve(S, r)) - logs[1] - logs[2]
 
 
-def fit(design: Design, lineage: Lineage, prior: dict[str, float], min_weight: float = 0.5
-        ) -> Posterior:
+#: A quantity is informed when the rows shrink its global effect's prior sd to this share or less.
+INFORMED_SD = 0.9
+
+
+def fit(design: Design, lineage: Lineage, prior: dict[str, float]) -> Posterior:
     """The posterior of every (chip, quantity) value. ``prior[term]`` is the global effect's
-    prior mean (log); quantities whose rows' summed |elasticity| is below ``min_weight`` are not
-    informed (the caller keeps the profile's values for them)."""
+    prior mean (log). Every quantity some row depends on gets its posterior mode; it is
+    *informed* (``Posterior.informed``) when the rows narrow its own global effect to
+    :data:`INFORMED_SD` of its prior sd, else its value is the prior's more than the rows'."""
     from scipy.optimize import minimize
 
-    weight = np.abs(design.J).sum(axis=0)
-    informed = {q for q, w in zip(design.quantities, weight) if w >= min_weight}
-    terms = sorted({t for q in informed for t in PATHS[q]})
+    used = {q for q, w in zip(design.quantities, np.abs(design.J).sum(axis=0)) if w > 0}
+    terms = sorted({t for q in used for t in PATHS[q]})
     idx = _Index(terms, lineage)
     rows_of = [idx.of(c, q) for c in design.chip for q in design.quantities]
     A = np.array(rows_of).reshape(len(design.chip), len(design.quantities), idx.n)
-    J = np.where([q in informed for q in design.quantities], design.J, 0.0)
+    J = np.where([q in used for q in design.quantities], design.J, 0.0)
     X = np.einsum("nq,nqp->np", J, A)
     ystar = design.y - design.f0 + (J * design.theta_lin).sum(axis=1)
     m = np.zeros(idx.n)
@@ -160,9 +165,11 @@ def fit(design: Design, lineage: Lineage, prior: dict[str, float], min_weight: f
         z = np.abs(ystar - X @ p) / sigma
         w = np.where(z <= HUBER, 1.0, HUBER / np.maximum(z, 1e-12))
     cov = np.linalg.inv(H)
+    cols = {q: idx.cols[("global", "*", PATHS[q][-1])] for q in used}
+    informed = {q for q in used if np.sqrt(cov[cols[q], cols[q]]) <= INFORMED_SD * PRIOR_SD}
     mean, sd = {}, {}
     for c in lineage.chips:
-        for q in informed:
+        for q in used:
             a = idx.of(c, q)
             mean[(c, q)] = float(a @ p)
             sd[(c, q)] = float(np.sqrt(max(a @ cov @ a, 0.0)))

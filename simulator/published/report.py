@@ -70,13 +70,19 @@ def report_json(results: list[RowResult], summary: dict, skipped: list[Skip]) ->
             "skipped": [s.as_dict() for s in skipped]}
 
 
+def format_terms(by_term: dict) -> list[str]:
+    """One line per fitted term: the held-out error of the rows that lean on it."""
+    return [_stats_line(f"term {q}", st) for q, st in by_term.items()]
+
+
 def format_cv(cv: dict, cover: dict, keys: list[str]) -> str:
     """The summaries of the cross-validation schemes ``keys`` (each per group: its hardware,
-    dense/MoE and source lines, and Spearman within model+hardware groups) and the coverage of
-    the 80% intervals, nested by hardware."""
+    dense/MoE and source lines, Spearman within model+hardware groups, and per fitted term the
+    rows that lean on it) and the coverage of the 80% intervals, nested by hardware."""
     lines = []
     for k in keys:
-        lines += format_summary(cv[k]["summary"], f"held out by {k}") + [""]
+        lines += format_summary(cv[k]["summary"], f"held out by {k}")
+        lines += format_terms(cv[k].get("by_term", {})) + [""]
     if cover["n"]:
         by = ", ".join(f"{d} {100 * v['covered']:.0f}% of {v['n']}"
                        for d, v in cover["by_distance"].items())
