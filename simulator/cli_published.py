@@ -90,6 +90,7 @@ def _validate(a) -> int:
     cases, skipped = _cases(a.published, _profiles(a.profile), a.moe_host_issue_s)
     keys = _keys(a)
     extra: dict = {}
+    cv = None
     if keys:
         fr, cv, cover = _fit_and_cv(cases, keys)
         results, header = cv[keys[0]], f"held out by {keys[0]}"
@@ -104,7 +105,8 @@ def _validate(a) -> int:
     if a.plot:
         from simulator.published.plot import plot_predicted_vs_measured
 
-        plot_predicted_vs_measured(results, a.plot, f"meshcast vs {Path(a.published).name} ({header})")
+        plot_predicted_vs_measured(results, a.plot, f"meshcast vs {Path(a.published).name} "
+                                   f"({header}; bars: 80% intervals)", _bands(cases, results, cv))
     if a.json:
         print(json.dumps({**report_json(results, summary, skipped), **extra}, indent=2,
                          allow_nan=False))
@@ -139,6 +141,22 @@ def _fit_and_cv(cases, keys: list[str]):
     return fr, {k: cv[k] for k in keys} | {k: v for k, v in cv.items() if k not in keys}, cover
 
 
+def _bands(cases, results, cv: dict | None) -> list:
+    """Each row's 80% interval: made without its hardware and fold (cross-validated ``cv``), or
+    its profile's own band (``--profiles``)."""
+    from simulator.published.intervals import interval_pool, nested_band
+
+    if cv:
+        pool = interval_pool(cv)
+        return [nested_band(pool, r) for r in results]
+    return [_profile_band(c) for c in cases]
+
+
+def _profile_band(case):
+    fit = case.job.hardware.fit
+    return fit and (fit.interval_moe if case.job.model.is_moe else fit.interval_dense)
+
+
 def _variances(fr) -> dict:
     p = fr.posterior
     return {"sigma": p.sigma, "tau_architecture": p.tau_arch, "tau_chip": p.tau_chip,
@@ -151,8 +169,7 @@ def _given_coverage(cases, results) -> dict:
 
     hits = []
     for c, r in zip(cases, results):
-        fit = c.job.hardware.fit
-        b = fit and (fit.interval_moe if c.job.model.is_moe else fit.interval_dense)
+        b = _profile_band(c)
         if b:
             hits.append(b.lo_factor <= r.measured_step_time_s / r.predicted_step_time_s
                         <= b.hi_factor)

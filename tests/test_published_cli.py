@@ -64,6 +64,10 @@ def test_fit_writes_every_profile_that_validate_and_predict_can_use(capsys, smal
                                    "--profiles", str(out_dir)]))
     assert after["summary"]["median_abs_error"] < before["summary"]["median_abs_error"]
     assert after["coverage"]["n"] == 3  # every row has its profile's band
+    png = tmp_path / "bands.png"
+    ok(capsys, ["validate", "--published", str(small_csv), "--profiles", str(out_dir), "--plot",
+                str(png)])
+    assert png.read_bytes()[:4] == b"\x89PNG"
     pred = json.loads(ok(capsys, ["predict", "--model", "llama3-8b", "--hardware", "h200",
                                   "--chips", "8", "--seq-len", "2048", "--global-batch", "8",
                                   "--json", "--profiles", str(out_dir)]))

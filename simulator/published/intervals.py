@@ -94,14 +94,19 @@ def covered(r: RowResult, b: IntervalBand | None) -> bool | None:
     return b.lo_factor <= r.measured_step_time_s / r.predicted_step_time_s <= b.hi_factor
 
 
+def nested_band(pool: list[RowResult], r: RowResult, level: float = LEVEL) -> IntervalBand | None:
+    """The band of held-out row ``r`` made without any residual of its hardware or its fold."""
+    others = [p for p in pool if p.hardware != r.hardware and (not r.fold or p.fold != r.fold)]
+    return band(others, r.distance, r.kind, level)
+
+
 def coverage(cv: dict[str, list[RowResult]], level: float = LEVEL) -> dict:
     """Nested coverage on the by-hardware folds: each row against the band made without its
     hardware group's residuals. ``{"level", "n", "covered", "by_distance": {d: {n, covered}}}``."""
     pool = interval_pool(cv)
     hits: dict[str, list[bool]] = {}
     for r in cv.get("hardware", []):
-        others = [p for p in pool if p.hardware != r.hardware]
-        c = covered(r, band(others, r.distance, r.kind, level))
+        c = covered(r, nested_band(pool, r, level))
         if c is not None:
             hits.setdefault(r.distance, []).append(c)
     every = [h for v in hits.values() for h in v]

@@ -8,8 +8,11 @@ from simulator.errors import MeshcastError
 from simulator.published.evaluate import RowResult
 
 
-def plot_predicted_vs_measured(results: list[RowResult], path: str | Path, title: str = "") -> None:
-    """Write the plot to ``path`` (PNG/SVG/PDF by suffix): the diagonal and a +-25% band."""
+def plot_predicted_vs_measured(results: list[RowResult], path: str | Path, title: str = "",
+                               bands: list | None = None) -> None:
+    """Write the plot to ``path`` (PNG/SVG/PDF by suffix): the diagonal and a +-25% band; with
+    ``bands`` (an IntervalBand or None per row) each forecast's 80% interval as a vertical bar
+    (the row is covered when its bar crosses the diagonal)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,6 +26,13 @@ def plot_predicted_vs_measured(results: list[RowResult], path: str | Path, title
     for i, hw in enumerate(hardware):
         for kind, mk in markers.items():
             pts = [r for r in results if r.hardware == hw and r.kind == kind]
+            with_band = [(r, b) for r, b in zip(results, bands or []) if b is not None and r in pts]
+            if with_band:
+                t = [r.predicted_step_time_s for r, _ in with_band]
+                ax.errorbar([r.measured_step_time_s for r, _ in with_band], t,
+                            yerr=[[x * (1 - b.lo_factor) for x, (_, b) in zip(t, with_band)],
+                                  [x * (b.hi_factor - 1) for x, (_, b) in zip(t, with_band)]],
+                            fmt="none", ecolor=f"C{i}", alpha=0.35, lw=0.8)
             if pts:
                 ax.scatter([r.measured_step_time_s for r in pts],
                            [r.predicted_step_time_s for r in pts], marker=mk, color=f"C{i}",
