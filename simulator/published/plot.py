@@ -27,12 +27,11 @@ def plot_predicted_vs_measured(results: list[RowResult], path: str | Path, title
         for kind, mk in markers.items():
             pts = [r for r in results if r.hardware == hw and r.kind == kind]
             with_band = [(r, b) for r, b in zip(results, bands or []) if b is not None and r in pts]
-            if with_band:
-                t = [r.predicted_step_time_s for r, _ in with_band]
-                ax.errorbar([r.measured_step_time_s for r, _ in with_band], t,
-                            yerr=[[x * (1 - b.lo_factor) for x, (_, b) in zip(t, with_band)],
-                                  [x * (b.hi_factor - 1) for x, (_, b) in zip(t, with_band)]],
-                            fmt="none", ecolor=f"C{i}", alpha=0.35, lw=0.8)
+            if with_band:  # a band need not contain its forecast (held-out runs ran slower)
+                ax.vlines([r.measured_step_time_s for r, _ in with_band],
+                          [r.predicted_step_time_s * b.lo_factor for r, b in with_band],
+                          [r.predicted_step_time_s * b.hi_factor for r, b in with_band],
+                          color=f"C{i}", alpha=0.35, lw=0.8)
             if pts:
                 ax.scatter([r.measured_step_time_s for r in pts],
                            [r.predicted_step_time_s for r in pts], marker=mk, color=f"C{i}",
