@@ -91,8 +91,7 @@ def prior_means(profiles: dict[str, HardwareProfile]) -> dict[str, float]:
 
 def linearise(cases: list[Case], values: Values, log=None) -> hier.Design:
     """Each case's forecast at ``values`` and its elasticity to each quantity."""
-    Q = hier.PATHS.keys()
-    quantities = tuple(Q)
+    quantities = tuple(hier.PATHS)
     n = len(cases)
     f0, y = np.zeros(n), np.zeros(n)
     J, theta = np.zeros((n, len(quantities))), np.zeros((n, len(quantities)))
@@ -118,7 +117,8 @@ def _subset(d: hier.Design, keep: np.ndarray) -> hier.Design:
 
 
 def solve(design: hier.Design, profiles: dict[str, HardwareProfile]) -> tuple[Values, hier.Posterior]:
-    """Fitted values of every profile (informed quantities only) and the posterior."""
+    """Fitted values of every profile (each quantity some row depends on; efficiencies clipped
+    to 1) and the posterior."""
     post = hier.fit(design, lineage_of(profiles), prior_means(profiles))
     values: Values = {c: {} for c in profiles}
     for (c, q), m in post.mean.items():
@@ -129,6 +129,10 @@ def solve(design: hier.Design, profiles: dict[str, HardwareProfile]) -> tuple[Va
 
 @dataclass
 class FitResult:
+    """A fit: its values per chip, the posterior, in-sample forecasts, every chip estimated,
+    rows per chip, precisions measured per architecture, the quantities each chip's own rows
+    move by more than 2% per log unit, and the final linearisation and cases (for the folds)."""
+
     values: Values
     posterior: hier.Posterior
     in_sample: list[RowResult]
