@@ -3,8 +3,9 @@
 
 Each source is read by its own rules (:mod:`simulator.published.sources`): the FLOP formula of
 its TFLOP/s, how its layout maps to the mesh, its communication overlap, optimizer sharding,
-attention kernel and default recompute. A source without rules, or a row whose parallel layout
-was not published, is skipped with the reason.
+gradient dtype, attention kernel and default recompute (a recipe keeping bf16 optimizer moments:
+:mod:`simulator.published.optimizer_recipes`). A source without rules, or a row whose parallel
+layout was not published, is skipped with the reason.
 
 Megatron layouts (``mesh="megatron"``): ``tp -> model``, ``pp -> pipeline``, ``cp -> seq``,
 ``dp = n / (tp pp cp)`` when not published; EP is carved out of DP (``data = dp / ep``,
@@ -28,6 +29,7 @@ from simulator.errors import MeshcastError
 from simulator.published.measured import Measured, measured_step_time
 from simulator.published.model import model_of, pad_layers
 from simulator.published.names import hardware_note, precision_of, profile_for, remat_of
+from simulator.published.optimizer_recipes import optimizer_of
 from simulator.published.recipes import dispatcher_of
 from simulator.published.rows import PublishedRow, RowError, read_rows
 from simulator.published.sources import SourceRules, rules_of
@@ -199,10 +201,12 @@ def _sharding_fields(row: PublishedRow, mesh: _Mesh, rules: SourceRules) -> tupl
     if remat is None:
         remat = rules.recompute
         notes.append(f"recompute: {row.text('source_id')} default {remat}")
+    optimizer, note = optimizer_of(row, rules)
+    notes += [note] if note else []
     fields = dict(mesh=mesh.mesh, bindings=mesh.bindings, slice_shape=mesh.slice_shape,
                   global_batch=row.int("global_batch_seqs", required=True),
                   seq_len=row.int("seq_len", required=True), remat=remat,
-                  precision=precision_of(row), **rules.switches())
+                  precision=precision_of(row), optimizer=optimizer, **rules.switches())
     if vpp > 1:
         fields.update(pipeline_schedule="interleaved", virtual_stages=vpp)
     return fields, notes

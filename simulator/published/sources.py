@@ -36,7 +36,9 @@ class SourceRules:
     axes (``megatron``, ``maxtext`` or ``axlearn``; :mod:`simulator.published.jobs`).
     ``tp_comm_overlap``, ``ep_comm_overlap``, ``distributed_optimizer``, ``flash_attention``: the
     ShardingSpec switches of the same names. ``recompute``: the remat policy of a row that does
-    not state one. ``cites``: for each of those fields, where the source documents it.
+    not state one. ``grad_dtype``: the dtype of the gradient buffer the backward accumulates into
+    and the data-parallel reduction sends (``OptimizerSpec.grad_dtype``; fp32 unless the source's
+    recipes reduce in bf16). ``cites``: for each of those fields, where the source documents it.
     """
 
     name: str
@@ -50,6 +52,7 @@ class SourceRules:
     recompute: str
     cites: dict[str, str] = field(default_factory=dict)
     substring: bool = False
+    grad_dtype: str = "fp32"
 
     def matches(self, source_id: str) -> bool:
         s = source_id.lower()
@@ -70,7 +73,7 @@ _MCORE_MESH = ("Megatron-Core parallel_state: TP fastest, then CP, EP, DP, PP; d
 MEGATRON_CORE = SourceRules(
     name="megatron_core_recipes", match=("megatron_bridge", "nemo_"), flops="megatron",
     mesh="megatron", tp_comm_overlap=True, ep_comm_overlap=True, distributed_optimizer=True,
-    flash_attention=True, recompute="none",
+    flash_attention=True, recompute="none", grad_dtype="bf16",
     cites={
         "flops": "the tables' 'model TFLOP/s/GPU' use Megatron-Core's num_floating_point_operations "
                  "(megatron/training/training.py); rows also give tokens/s, which comes first",
@@ -90,6 +93,17 @@ MEGATRON_CORE = SourceRules(
                      "recompute); the tables do not publish it ('not stated (see perf recipes)'). "
                      "Presets that turn selective recompute on for one model are not tabulated "
                      "here",
+        "grad_dtype": "bf16 gradient buffers: every Megatron-Bridge performance recipe turns "
+                      "grad_reduce_in_fp32 off (v0.1.0rc4 / 25.09: scripts/performance/configs/"
+                      "*/*_llm_pretrain.yaml mixed_precision.grad_reduce_in_fp32: false, which "
+                      "MixedPrecisionConfig.setup copies into the DDP config; from v0.2.0 / "
+                      "25.11: set_<model>_common_configs in scripts/performance/configs/"
+                      "{llama,deepseek,qwen,gpt_oss}/*_llm_pretrain.py and llama3_llm_finetune.py "
+                      "set mixed_precision and ddp grad_reduce_in_fp32 = False); NeMo 24.07: "
+                      "NeMo-Framework-Launcher@24.07 examples/training/{gpt,llama}/h100/*_fp8*.sh "
+                      "pass +training.model.optim.grad_sync_dtype=bf16 and conf/training/"
+                      "nemotron/nemotron_340b.yaml sets optim.grad_sync_dtype: bf16 (Apex "
+                      "distributed_fused_adam's contiguous gradient buffer)",
     })
 
 #: The Megatron-LM README's H100 weak- and strong-scaling results (Megatron-Core r0.8, 2024).
@@ -111,6 +125,8 @@ MEGATRON_LM_README = SourceRules(
                            "(flash / cuDNN fused attention)",
         "recompute": "the README does not state it; --recompute-granularity defaults to None "
                      "(megatron/training/arguments.py)",
+        "grad_dtype": "fp32: with --bf16 Megatron-LM forces accumulate_allreduce_grads_in_fp32 "
+                      "(megatron/training/arguments.py); the README names no override",
     })
 
 _PAPER_SWITCHES = {
@@ -124,6 +140,7 @@ _PAPER_SWITCHES = {
                        "fused scale-mask-softmax, attention dropout, bmm); Korthikanti et al. "
                        "2022 sec. 4.1 counts their 5 a s^2 b activation bytes; FlashAttention "
                        "(Dao et al., 2022) postdates both papers' runs",
+    "grad_dtype": "fp32 gradients (mixed-precision training as in the papers' memory accounting)",
     "mesh": "Table 1 gives t, p and d = n/(t p); meshcast models TP with sequence parallelism "
             "(Korthikanti 2022), which Narayanan 2021 predates: same TP bytes, norms and dropout "
             "split over t",
@@ -177,6 +194,8 @@ MAXTEXT = SourceRules(
         "flash_attention": "base.yml attention: autoselected -> the Pallas flash / splash kernel "
                            "for training on TPU",
         "recompute": "base.yml remat_policy: 'full'",
+        "grad_dtype": "fp32: base.yml weight_dtype float32, so the gradients of the fp32 weights "
+                      "are fp32",
     })
 
 #: AXLearn (apple/axlearn) runs, e.g. Du et al. 2024 (arXiv 2405.15052).
@@ -201,6 +220,8 @@ AXLEARN = SourceRules(
                            "kernels)",
         "recompute": "the repeated transformer layer is rematerialised (RematSpec over the "
                      "layer: full remat) unless a mesh rule or the row names a save policy",
+        "grad_dtype": "fp32: the fuji configs keep fp32 parameters (bf16 only in the training "
+                      "step's activations), so their gradients are fp32",
     })
 
 #: Every recognised source family, most specific first (a source_id matching several takes the

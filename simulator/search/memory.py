@@ -1,11 +1,13 @@
 """Memory per device for columns of configurations: :mod:`simulator.memory`'s estimate, rank by
-rank, in the same order of terms (so ``fits`` is the graph path's ``fits``).
+rank, through the same functions (so ``fits`` is the graph path's ``fits``).
 
-``weights = 2 n``, ``gradients = gb n``, ``optimizer = n (4 + 2 state) / zero`` with ``n`` the
-rank's local parameters after FSDP; ``activations = (sum_layers elems) T / t * ab * in-flight``;
-``transient`` = one layer's un-rematerialised activations under full remat, fp32 logits and
-their gradient on the last rank (``2 T V / t * 4``), two gathered layers under FSDP. The rank
-with the largest total sets the estimate.
+:func:`simulator.memory.stage_params` splits a rank's local parameters (after FSDP) into
+non-expert and expert parts, :func:`simulator.memory.param_state_bytes` turns them into weights,
+gradients and optimizer state (sharded by :func:`simulator.memory.optimizer_shards`),
+:func:`simulator.memory.activation_bytes` counts ``(sum_layers elems) T / t * ab * in-flight``
+and :func:`simulator.memory.transient_bytes` the FSDP-gathered layers plus the larger of the
+last rank's logits and one layer recomputed under full remat. The rank with the largest total
+sets the estimate.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from functools import lru_cache
 
 import numpy as np
 
-from simulator.memory import in_flight_microbatches, layer_activation_elems
+from simulator.memory import (
+    activation_bytes,
+    in_flight_microbatches,
+    layer_activation_elems,
+    optimizer_shards,
+    param_state_bytes,
+    stage_params,
+    transient_bytes,
+)
 from simulator.search.columns import DimsView
 from simulator.search.space import REMATS
 
@@ -39,7 +49,8 @@ def max_in_flight(ranks: list[int], pp: np.ndarray, m: np.ndarray, schedule: np.
 
 
 def layer_params(space, dims: dict) -> dict[bool, np.ndarray]:
-    """Local parameters (dense + expert, before FSDP) of each layer kind, per row."""
+    """Local parameters (dense + expert, before FSDP) of each layer kind, per row: the size of
+    one FSDP-gathered layer."""
     from simulator.graph.layers import layer_params_local
 
     m = space.model
@@ -52,24 +63,18 @@ def layer_params(space, dims: dict) -> dict[bool, np.ndarray]:
 def memory_bytes(params: dict[bool, np.ndarray], dims: dict, space, remat: np.ndarray,
                  kinds: tuple[bool, ...], first: bool, last: bool, flight: np.ndarray) -> np.ndarray:
     """Per-device bytes of a rank holding layers ``kinds`` with ``flight`` micro-batches alive."""
-    from simulator.graph.layers import embedding_params_local
-
     m, s, d = space.model, space.base, dims
-    n_embed = np.asarray(embedding_params_local(m, DimsView(d), first, last), dtype=float)
-    n = (sum(kinds.count(k) * params[k] for k in set(kinds)) + n_embed) / d["fs"]
-    zero = d["dp"] if s.distributed_optimizer else 1
-    state = 4 if s.optimizer.state_dtype == "fp32" else 2
-    weights = n * 2.0
-    grads = n * d["gb"]
-    optimizer = n * ((4 if s.optimizer.master_weights else 0) + 2 * state) / zero
+    dense, expert = stage_params(m, DimsView(d), kinds, first, last)
+    dense, expert = np.asarray(dense, dtype=float), np.asarray(expert, dtype=float)
+    shards = optimizer_shards(s, d["dp"], d["e"], d["cp"])
+    weights, grads, optimizer = param_state_bytes(dense, expert, s, *shards, d["gb"])
     score = dict(flash=s.flash_attention, s=space.seq_len, ab=d["ab"])
     acts_tok = np.array([sum(layer_activation_elems(m, k, r, **score) for k in kinds)
                          for r in REMATS])[remat]
-    acts = acts_tok * d["T"] / d["t"] * d["ab"] * flight
+    acts = activation_bytes(acts_tok, d["T"], d["t"], d["ab"], flight)
     worst_none = max(layer_activation_elems(m, k, "none", **score) for k in kinds)
-    transient = np.where(remat == REMATS.index("full"), worst_none * d["T"] / d["t"] * d["ab"], 0.0)
-    if last:
-        transient = transient + 2 * d["T"] * m.vocab_size / d["t"] * 4
+    recompute = np.where(remat == REMATS.index("full"), worst_none, 0.0)
     biggest = np.max([params[k] for k in set(kinds)], axis=0)
-    transient = transient + np.where(d["fs"] > 1, 2 * biggest * d["wb"], 0.0)
+    gathered = np.where(d["fs"] > 1, biggest, 0.0)
+    transient = transient_bytes(m, d["T"], d["t"], d["ab"], last, recompute, gathered, d["wb"])
     return weights + grads + optimizer + acts + transient
