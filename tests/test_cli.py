@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hardware_profiles import load_profile
 from tests.cli_helpers import fails, ok
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ def test_predict_json_is_one_object_with_the_documented_keys(capsys):
     assert MEMORY_KEYS <= set(mem)
     assert isinstance(mem["fits"], bool)
     assert mem["fits"] == (mem["per_device_bytes"] <= mem["capacity_bytes"])
-    assert mem["capacity_bytes"] == 80e9
+    assert mem["capacity_bytes"] == load_profile("h100-sxm").chip.hbm_capacity_bytes.value
     assert d["chips"] == 16 and d["mesh"] == {"data": 2, "fsdp": 8}
     assert d["global_batch_seqs"] == 32
     assert d["tokens_per_s"] == pytest.approx(32 * d["seq_len"] / d["step_time_s"])
