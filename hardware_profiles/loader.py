@@ -75,6 +75,7 @@ def _norm(s: str) -> str:
 
 
 _PARENS = re.compile(r"\([^()]*\)")
+_VENDOR = re.compile(r"^\s*(nvidia|amd|google\s+cloud|google)\b[\s-]*", re.IGNORECASE)
 
 #: Shortest alias a prefix match may use: shorter ones ("v4", "v5p") would match too much.
 MIN_PREFIX_CHARS = 4
@@ -88,7 +89,8 @@ def _ambiguous(name: str, stems: tuple[str, ...] | list[str], how: str) -> Meshc
 
 def _resolve(name: str) -> tuple[str, str]:
     """(profile file stem, how it matched) for a name that is not a path: the exact normalised
-    alias first, then the name with its parenthesised parts removed, then the longest alias
+    alias first, then the name with its parenthesised parts and a leading vendor word ("NVIDIA",
+    "AMD", "Google Cloud") removed, then the longest alias
     (of at least :data:`MIN_PREFIX_CHARS` characters) that the normalised name starts with."""
     files = _profile_files()
     if name in files:
@@ -99,8 +101,8 @@ def _resolve(name: str) -> tuple[str, str]:
         if len(table[key]) > 1:
             raise _ambiguous(name, table[key], "exact alias")
         return table[key][0], "exact alias"
-    bare = _norm(_PARENS.sub(" ", name))
-    how = "alias after dropping '(...)'"
+    bare = _norm(_VENDOR.sub("", _PARENS.sub(" ", name)))
+    how = "alias after dropping '(...)' and the vendor"
     if bare != key and bare in table:
         if len(table[bare]) > 1:
             raise _ambiguous(name, table[bare], how)

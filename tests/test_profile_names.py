@@ -25,7 +25,7 @@ NEW = {
     "mi355x": ("amd", "amd-cdna4", "mi355x"),
     "mi325x": ("amd", "amd-cdna3", "mi325x"),
 }
-DROP = "alias after dropping '(...)'"
+DROP = "alias after dropping '(...)' and the vendor"
 
 
 @pytest.mark.parametrize("stem", sorted(NEW))
@@ -75,6 +75,9 @@ def test_devices_per_chip():
     ("B200 (1000W)", "b200", DROP),
     ("GB200 NVL72 (rack)", "gb200-nvl72", DROP),
     ("TPU v7 (Ironwood)", "tpu-v7", DROP),
+    ("NVIDIA H100", "h100-sxm", DROP),
+    ("Google Cloud TPU v5p", "tpu-v5p", DROP),
+    ("AMD Instinct MI300X", "mi300x", DROP),
     ("MI300X OAM", "mi300x", "prefix alias 'mi300x'"),
     ("tpu7x-8", "tpu-v7", "prefix alias 'tpu7x'"),
     ("GB300 NVL72 rack (1400 W)", "gb300-nvl72", "prefix alias 'gb300nvl72'"),
@@ -149,7 +152,7 @@ def test_hardware_note_only_for_loose_matches():
     prof = profile_for(loose)
     assert prof.name == "tpu-v6e"
     assert hardware_note(loose, prof) == (
-        "hardware 'TPU v6e (Trillium)' matched profile tpu-v6e (alias after dropping '(...)')")
+        "hardware 'TPU v6e (Trillium)' matched profile tpu-v6e (alias after dropping '(...)' and the vendor)")
     assert hardware_note(_row("MI300X OAM"), load_profile("mi300x")) == (
         "hardware 'MI300X OAM' matched profile mi300x (prefix alias 'mi300x')")
     exact = _row("TPU v6e")

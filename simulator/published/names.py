@@ -33,7 +33,7 @@ def profile_for(row: PublishedRow, profiles: dict[str, HardwareProfile] | None =
 
 def hardware_note(row: PublishedRow, profile: HardwareProfile) -> str | None:
     """Says which profile the row's ``hardware`` loosely matched and by which rule, e.g.
-    "hardware 'TPU v6e (Trillium)' matched profile tpu-v6e (alias after dropping '(...)')";
+    "hardware 'TPU v6e (Trillium)' matched profile tpu-v6e (alias after dropping '(...)' and the vendor)";
     None when the name is an exact alias (or a path, or does not resolve)."""
     from hardware_profiles import matched_how
     from simulator.errors import MeshcastError
