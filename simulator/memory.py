@@ -42,9 +42,11 @@ the most micro-batches in flight (rank 0 in 1F1B: ``min(pp, m)``; Megatron's int
 warm-up ``2 (pp - 1) + (v - 1) pp + 1`` chunks) sets the activation peak.
 
 **Transient** (:func:`transient_bytes`): two gathered layers under FSDP, plus the larger of two
-phases that never overlap in time: the last rank's fp32 logits and their gradient (from the LM
-head's forward to its backward) and, under full remat, one layer's ``none`` set while it is
-recomputed (which starts only after the LM head's backward has freed the logits).
+phases that never overlap in time: the last rank's logits while the loss is formed (from the LM
+head's forward to its backward; :func:`logits_bytes`: fp32 logits and their gradient, or with
+``fused_loss`` the bf16 logits alone, the fused loss writing its gradient in place) and, under
+full remat, one layer's ``none`` set while it is recomputed (which starts only after the LM
+head's backward has freed the logits).
 """
 
 from __future__ import annotations
@@ -180,16 +182,38 @@ def activation_bytes(elems_per_token, T, t, ab, flight):
     return elems_per_token * T / t * ab * flight
 
 
-def logits_bytes(m: ModelSpec, T, t):
-    """The last rank's LM-head output while the loss is formed: fp32 logits over the
-    vocabulary shard and their gradient, ``2 T V / t * 4`` bytes."""
+def logits_bytes(m: ModelSpec, T, t, fused=False, ab=2.0):
+    """The last rank's LM-head output while the loss is formed, over its ``T`` tokens and the
+    vocabulary shard ``V / t`` (``fused``: ``ShardingSpec.fused_loss``; ``ab``: bytes of the
+    matmul-dtype activations, 2 for bf16):
+
+    - unfused: ``2 T V / t * 4`` bytes, fp32 logits and their fp32 gradient. The loss runs on an
+      fp32 copy: Megatron-LM ``vocab_parallel_cross_entropy(output.float(), labels)``
+      (megatron/model/gpt_model.py, v2.6); Megatron-Core's unfused and ``native`` fused losses
+      both call ``VocabParallelCrossEntropy.calculate_logits_max``, which casts
+      ``vocab_parallel_logits.float()`` (megatron/core/tensor_parallel/cross_entropy.py);
+      MaxText casts the logits to fp32 (base.yml ``cast_logits_to_fp32: true``) before
+      ``max_utils.cross_entropy_with_logits`` over the whole vocabulary; AXLearn's
+      ``loss.cross_entropy`` casts bf16 logits to fp32.
+    - fused: ``T V / t * ab`` bytes, the logits alone. Transformer Engine's
+      ``parallel_cross_entropy`` (Megatron-Core ``cross_entropy_loss_fusion=True`` with
+      ``cross_entropy_fusion_impl="te"``, megatron/core/models/common/language_module/
+      language_module.py) reads the bf16 logits a block at a time into fp32 registers, keeps only
+      a per-token max / sum / target logit in fp32 (``T x 3 x 4`` bytes, not counted), and its
+      backward kernel stores the gradient into the logits' own buffer in their dtype
+      (transformer_engine/pytorch/triton/cross_entropy.py ``cross_entropy_backward_kernel``: "The
+      multiplication is performed in-place on the tensor pointed by X_ptr")."""
+    if fused:
+        return T * m.vocab_size / t * ab
     return 2 * T * m.vocab_size / t * 4
 
 
-def transient_bytes(m: ModelSpec, T, t, ab, last: bool, recompute_elems, gathered_params, wb):
+def transient_bytes(m: ModelSpec, T, t, ab, last: bool, recompute_elems, gathered_params, wb,
+                    fused_loss: bool = False):
     """Short-lived buffers on top of the stored activations: ``gathered_params`` x 2 layers of
     FSDP-gathered weights (current + prefetched, ``wb`` bytes each), plus the larger of the last
-    rank's logits (:func:`logits_bytes`) and one layer's un-rematerialised activations while
+    rank's logits (:func:`logits_bytes`, fp32 or ``fused_loss`` in place on the ``ab``-byte
+    logits) and one layer's un-rematerialised activations while
     it is recomputed (``recompute_elems`` per token; 0 without full remat). The two never
     coexist: the logits live from the LM head's forward to its backward, and the first layer
     recompute starts after that backward has turned them into the gradient of the last hidden
@@ -197,7 +221,7 @@ def transient_bytes(m: ModelSpec, T, t, ab, last: bool, recompute_elems, gathere
     back to back on the last rank)."""
     phase = recompute_elems * T / t * ab
     if last:
-        phase = np.maximum(phase, logits_bytes(m, T, t))
+        phase = np.maximum(phase, logits_bytes(m, T, t, fused_loss, ab))
     return 2 * gathered_params * wb + phase
 
 
@@ -242,6 +266,7 @@ def _stage_memory(job, rank: int, layers: list[int], first: bool, last: bool) ->
     gathered = 0.0
     if d.fs > 1 and kinds:
         gathered = max(sum(layer_params_local(m, d, k)) for k in kinds)
-    transient = float(transient_bytes(m, d.T, d.t, d.ab, last, recompute, gathered, d.wb))
+    transient = float(transient_bytes(m, d.T, d.t, d.ab, last, recompute, gathered, d.wb,
+                                      s.fused_loss))
     return MemoryEstimate(weights, grads, optimizer, acts, transient,
                           job.hardware.chip.hbm_capacity_bytes.value)

@@ -366,3 +366,16 @@ def test_predict_comm_overlap_flags_and_fp4_reach_the_forecast(capsys):
             < plain["breakdown_s"]["comm.all_gather.model"])  # hidden under the GEMMs
     fp4, fp8 = step("--precision", "fp4"), step("--precision", "fp8")
     assert fp4["precision"] == "fp4" and fp4["step_time_s"] < fp8["step_time_s"]
+
+
+def test_predict_fused_loss_flag_counts_the_logits_in_place(capsys):
+    """--fused-loss: the last rank's logits in bf16 with the gradient written in place
+    (2 B per element) instead of fp32 logits and gradient (8 B): the transient drops by
+    ``6 T V / t`` and the step time does not move."""
+    base = [*BASE, "--chips", "8", "--mesh", "data=4,model=2", "--seq-len", "4096",
+            "--global-batch", "8", "--json"]
+    plain, fused = json.loads(ok(capsys, base)), json.loads(ok(capsys, [*base, "--fused-loss"]))
+    T, t, V = 4096, 2, 128256  # one sequence per data shard; llama3-8b's vocabulary
+    assert plain["memory"]["transient_bytes"] - fused["memory"]["transient_bytes"] == \
+        pytest.approx(6 * T * V / t)
+    assert fused["step_time_s"] == plain["step_time_s"]

@@ -1,8 +1,9 @@
 """Memory terms pinned to their sources: the distributed optimizer's bytes per parameter
 (Megatron-Core docs), its sharding over every replicating axis, the activations a routed MoE slot
 keeps (Megatron-Core's TEGroupedMLP), Korthikanti et al. 2022's per-layer activations, the
-transient phases that never coexist, the published runs' gradient / optimizer dtypes, and the
-published runs that now fit (each that still does not is listed with the reason)."""
+transient phases that never coexist, the logits' bytes with and without a fused loss, the
+published runs' gradient / optimizer dtypes, and the published runs that now fit (each that still
+does not is listed with the reason)."""
 
 from __future__ import annotations
 
@@ -124,6 +125,56 @@ def test_logits_and_full_remat_recompute_do_not_coexist():
         max(big * d.T * d.ab, logits_bytes(m, d.T, d.t)))
 
 
+def test_logits_bytes_fp32_or_in_place_on_the_matmul_dtype():
+    """Unfused: fp32 logits and their fp32 gradient, ``2 T V / t * 4``. Fused (Transformer
+    Engine's parallel_cross_entropy): the ``ab``-byte logits alone, the gradient written into
+    their buffer, ``T V / t * ab``: a quarter of the fp32 count at bf16."""
+    m = load_model("llama3-8b")
+    V = m.vocab_size
+    for T, t in ((4096, 1), (8192, 4), (np.array([1024, 2048]), np.array([2, 8]))):
+        assert np.all(logits_bytes(m, T, t) == 2 * T * V / t * 4)
+        assert np.all(logits_bytes(m, T, t, False, 2.0) == 2 * T * V / t * 4)
+        assert np.all(logits_bytes(m, T, t, True, 2.0) == T * V / t * 2)
+        assert np.all(logits_bytes(m, T, t, True, 4.0) == T * V / t * 4)  # fp32 activations
+        assert np.all(logits_bytes(m, T, t, True) * 4 == logits_bytes(m, T, t))
+    # the transient's logits phase follows the switch; other ranks and the recompute phase do not
+    T, t, ab = 4096, 2, 2.0
+    assert transient_bytes(m, T, t, ab, True, 0.0, 0.0, 1, fused_loss=True) == T * V / t * ab
+    assert transient_bytes(m, T, t, ab, True, 0.0, 1e9, 1, fused_loss=False) == \
+        2e9 + 8 * T * V / t
+    big = 1e3 * layer_activation_elems(m, False, "none")
+    assert transient_bytes(m, T, t, ab, True, big, 0.0, 1, fused_loss=True) == big * T / t * ab
+    assert transient_bytes(m, T, t, ab, False, 0.0, 0.0, 1, fused_loss=True) == 0.0
+
+
+def test_fused_loss_shrinks_the_graph_paths_transient_by_the_logits_difference():
+    """ShardingSpec.fused_loss reaches :func:`simulator.memory.estimate_memory`: without remat
+    or FSDP the transient is the logits alone, ``8 T V / t`` bytes or ``2 T V / t``."""
+    job = dict(model="llama3-8b", hardware="h100-sxm", chips=8, mesh={"data": 4, "model": 2},
+               global_batch=8, seq_len=4096, remat="selective")
+    plain, fused = predict(**job), predict(fused_loss=True, **job)
+    d, V = Dims.from_job(plain.job), plain.job.model.vocab_size
+    assert plain.memory.transient_bytes == 8 * d.T * V / d.t
+    assert fused.memory.transient_bytes == 2 * d.T * V / d.t
+    assert plain.memory.per_device_bytes - fused.memory.per_device_bytes == 6 * d.T * V / d.t
+    assert fused.step_time_s == plain.step_time_s  # memory only
+
+
+def test_search_carries_the_base_specs_fused_loss():
+    """The search builds each candidate's ShardingSpec from its base: a fused loss set there
+    reaches the fast path's memory and the candidate's spec, and both equal predict's."""
+    fused = make_space("llama3-8b", "h100-sxm", 8, seq_len=4096, global_batch=16, fused_loss=True)
+    plain = make_space("llama3-8b", "h100-sxm", 8, seq_len=4096, global_batch=16)
+    cf, cp = enumerate_candidates(fused), enumerate_candidates(plain)
+    mf, mp = memory_per_device(cf), memory_per_device(cp)
+    assert len(mf) == len(mp) and np.all(mf <= mp) and np.any(mf < mp)
+    for i in np.random.default_rng(5).choice(len(mf), size=6, replace=False):
+        sh = cf.sharding(i)
+        assert sh.fused_loss and not cp.sharding(i).fused_loss
+        pred = predict_job(make_job(fused.model, sh, fused.hardware, 8))
+        assert pred.memory.per_device_bytes == pytest.approx(mf[i], rel=1e-12)
+
+
 def test_search_path_memory_equals_predict_with_experts_sequence_and_bf16_grads():
     """The fast path calls the same functions: memory identical with a distributed optimizer
     over expert and seq axes and a bf16 gradient buffer."""
@@ -169,10 +220,6 @@ def test_every_source_cites_its_gradient_dtype():
 
 #: Published runs meshcast still says do not fit, and why (every one of them ran).
 STILL_DO_NOT_FIT = {
-    # fp32 logits and their gradient counted (24.5 GiB); Bridge fuses the loss in place on the
-    # bf16 logits (cross_entropy_fusion_impl "te", 6.1 GiB), which meshcast cannot express
-    # yet; the preset's recompute_modules ["layernorm", "moe_act"] is not meshcast's selective.
-    **{f"megatron_bridge_perf_summary:{i}": "GPT-OSS B200: fused loss" for i in (40, 52, 62, 82)},
     # the table's MBS 4 contradicts the preset (H100: micro_batch_size 1, v0.2.0
     # scripts/performance/configs/gpt_oss/workload_base_configs.py)
     "megatron_bridge_perf_summary:88": "GPT-OSS H100: micro-batch 4 as published",
@@ -187,7 +234,7 @@ STILL_DO_NOT_FIT = {
 def test_published_runs_fit_except_the_explained_ones(published):
     """Every published run really ran: meshcast's forecast fits for all but the rows above
     (62 of 131 did not fit before the optimizer sharding, MoE slot, transient and gradient dtype
-    fixes)."""
+    fixes; 5 before the fused loss)."""
     cases, results = published
     no = {r.id for r in results if not r.fits_memory}
     assert no <= set(STILL_DO_NOT_FIT), sorted(no - set(STILL_DO_NOT_FIT))
@@ -199,4 +246,7 @@ def test_published_runs_fit_except_the_explained_ones(published):
              "megatron_bridge_perf_summary:42", "megatron_bridge_perf_summary:45",
              "megatron_bridge_perf_summary:71", "nemo_2407_perf_summary:129",
              "nemo_2407_perf_summary:138", "nemo_2407_perf_summary:142"}
+    # GPT-OSS B200: Bridge's loss fused in place on the bf16 logits (6.1 GiB, not 24.5 GiB of
+    # fp32 logits and gradient)
+    fixed |= {f"megatron_bridge_perf_summary:{i}" for i in (40, 52, 62, 82)}
     assert fixed <= {r.id for r in results if r.fits_memory}

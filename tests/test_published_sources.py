@@ -32,7 +32,7 @@ def test_every_rule_cites_each_setting():
 
 @pytest.mark.parametrize("source_id, name", [
     ("megatron_bridge_perf_summary", "megatron_core_recipes"),
-    ("nemo_2407_perf_summary", "megatron_core_recipes"),
+    ("nemo_2407_perf_summary", "nemo_2407_recipes"),
     ("megatron_lm_readme_h100", "megatron_lm_readme"),
     ("megatron_narayanan2021_table1", "megatron_narayanan2021"),
     ("megatron_korthikanti2022_table4", "megatron_korthikanti2022"),
@@ -69,7 +69,23 @@ def test_megatron_bridge_rows_keep_overlap_and_distributed_optimizer():
     for line in (45, 39, 77):  # Qwen3-235B FP8 H100, DeepSeek-V3 B200, Llama3-8B B200
         sh = _case(row_at(line)).job.sharding
         assert sh.tp_comm_overlap and sh.ep_comm_overlap and sh.distributed_optimizer
-        assert sh.flash_attention
+        assert sh.flash_attention and sh.fused_loss
+
+
+def test_only_megatron_bridge_rows_fuse_the_loss():
+    """Bridge presets run Transformer Engine's in-place loss on the bf16 logits
+    (cross_entropy_fusion_impl 'te'); NeMo 24.07's Megatron-Core predates it, and Megatron-LM,
+    MaxText and AXLearn compute the loss on fp32 logits. NeMo 24.07 otherwise keeps the
+    Megatron-Core recipe settings."""
+    for r in all_rows():
+        c = row_to_case(r)
+        if isinstance(c, Case):
+            sid = r.text("source_id")
+            assert c.job.sharding.fused_loss == sid.startswith("megatron_bridge"), c.id
+    bridge, nemo = rules_for("megatron_bridge_perf_summary"), rules_for("nemo_2407_perf_summary")
+    assert {**bridge.switches(), "fused_loss": False} == nemo.switches()
+    assert (bridge.flops, bridge.mesh, bridge.recompute, bridge.grad_dtype) == \
+        (nemo.flops, nemo.mesh, nemo.recompute, nemo.grad_dtype)
 
 
 @pytest.mark.parametrize("line", range(107, 117))

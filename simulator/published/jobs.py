@@ -3,7 +3,8 @@
 
 Each source is read by its own rules (:mod:`simulator.published.sources`): the FLOP formula of
 its TFLOP/s, how its layout maps to the mesh, its communication overlap, optimizer sharding,
-gradient dtype, attention kernel and default recompute (a recipe keeping bf16 optimizer moments:
+gradient dtype, attention kernel, loss (fp32 or fused in place on the bf16 logits) and default
+recompute (a recipe keeping bf16 optimizer moments:
 :mod:`simulator.published.optimizer_recipes`). A source without rules, or a row whose parallel
 layout was not published, is skipped with the reason.
 

@@ -3,8 +3,9 @@
 A published table gives throughput and a parallel layout; how the run executed (which FLOP
 formula its TFLOP/s use, how its layout maps onto meshcast's mesh, whether tensor-parallel or
 expert all-to-all communication overlaps compute, whether the optimizer state is sharded over
-data, whether attention is fused, what it recomputes when the row does not say) is its
-framework's documented default, which differs from source to source. :data:`RULES` holds one
+data, whether attention is fused, whether the loss is fused in place on the bf16 logits, what it
+recomputes when the row does not say) is its framework's documented default, which differs from
+source to source. :data:`RULES` holds one
 :class:`SourceRules` record per recognised source family, each setting cited in ``cites``;
 :func:`rules_for` finds the record of a ``source_id``.
 
@@ -18,12 +19,13 @@ the validation figures.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from simulator.published.rows import PublishedRow, RowError
 
 #: Fields of a record that set ShardingSpec fields of the same name.
-SWITCHES = ("tp_comm_overlap", "ep_comm_overlap", "distributed_optimizer", "flash_attention")
+SWITCHES = ("tp_comm_overlap", "ep_comm_overlap", "distributed_optimizer", "flash_attention",
+            "fused_loss")
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,9 @@ class SourceRules:
     :func:`simulator.published.measured.step_flops` knows; None: the source publishes none, so
     its rows must give step time or tokens/s). ``mesh``: how its layout columns map to meshcast
     axes (``megatron``, ``maxtext`` or ``axlearn``; :mod:`simulator.published.jobs`).
-    ``tp_comm_overlap``, ``ep_comm_overlap``, ``distributed_optimizer``, ``flash_attention``: the
-    ShardingSpec switches of the same names. ``recompute``: the remat policy of a row that does
-    not state one. ``grad_dtype``: the dtype of the gradient buffer the backward accumulates into
+    ``tp_comm_overlap``, ``ep_comm_overlap``, ``distributed_optimizer``, ``flash_attention``,
+    ``fused_loss``: the ShardingSpec switches of the same names. ``recompute``: the remat policy
+    of a row that does not state one. ``grad_dtype``: the dtype of the gradient buffer the backward accumulates into
     and the data-parallel reduction sends (``OptimizerSpec.grad_dtype``; fp32 unless the source's
     recipes reduce in bf16). ``cites``: for each of those fields, where the source documents it.
     """
@@ -49,6 +51,7 @@ class SourceRules:
     ep_comm_overlap: bool
     distributed_optimizer: bool
     flash_attention: bool
+    fused_loss: bool
     recompute: str
     cites: dict[str, str] = field(default_factory=dict)
     substring: bool = False
@@ -67,13 +70,14 @@ _MCORE_MESH = ("Megatron-Core parallel_state: TP fastest, then CP, EP, DP, PP; d
                "when not published; EP carved out of DP x CP (expert data parallel); Megatron-FSDP "
                "shards over the data-parallel group")
 
-#: Megatron-Core era recipes: NVIDIA Megatron-Bridge performance summaries (25.09-26.08) and the
-#: NeMo performance summaries (24.07, the NeMo 2 / Megatron-Core container) that preceded them.
-#: Their tables publish layouts, not recompute or overlap settings; these are the recipes'.
+#: Megatron-Core era recipes: NVIDIA Megatron-Bridge performance summaries (25.09-26.08), and
+#: (:data:`NEMO_2407`, the same but for the loss) the NeMo performance summaries (24.07, the NeMo 2
+#: / Megatron-Core container) that preceded them. Their tables publish layouts, not recompute or
+#: overlap settings; these are the recipes'.
 MEGATRON_CORE = SourceRules(
-    name="megatron_core_recipes", match=("megatron_bridge", "nemo_"), flops="megatron",
+    name="megatron_core_recipes", match=("megatron_bridge",), flops="megatron",
     mesh="megatron", tp_comm_overlap=True, ep_comm_overlap=True, distributed_optimizer=True,
-    flash_attention=True, recompute="none", grad_dtype="bf16",
+    flash_attention=True, fused_loss=True, recompute="none", grad_dtype="bf16",
     cites={
         "flops": "the tables' 'model TFLOP/s/GPU' use Megatron-Core's num_floating_point_operations "
                  "(megatron/training/training.py); rows also give tokens/s, which comes first",
@@ -89,6 +93,17 @@ MEGATRON_CORE = SourceRules(
                                  "the recipes); NeMo 24.07 recipes: distributed_fused_adam",
         "flash_attention": "Transformer Engine fused / flash attention, Megatron-Core's default "
                            "attention backend (attention_backend=auto)",
+        "fused_loss": "every Megatron-Bridge performance preset sets cross_entropy_fusion_impl = "
+                      "'te' (v0.1.0rc4 / 25.09: scripts/performance/configs/*/*_llm_pretrain.yaml "
+                      "model.cross_entropy_fusion_impl: \"te\"; v0.2.0: scripts/performance/"
+                      "utils/helpers.py set_common_perf_overrides, called by "
+                      "get_model_recipe_with_user_overrides for every preset; from v0.3.0: "
+                      "scripts/performance/utils/overrides.py _set_common_perf_overrides) and "
+                      "the model providers keep cross_entropy_loss_fusion = True (src/megatron/"
+                      "bridge/models/gpt_provider.py, mamba/mamba_provider.py, deepseek/"
+                      "deepseek_provider.py), so Megatron-Core's compute_language_model_loss "
+                      "calls Transformer Engine's parallel_cross_entropy on the bf16 logits, "
+                      "which writes the gradient in place",
         "recompute": "Megatron-Core TransformerConfig.recompute_granularity defaults to None (no "
                      "recompute); the tables do not publish it ('not stated (see perf recipes)'). "
                      "Presets that turn selective recompute on for one model are not tabulated "
@@ -106,11 +121,25 @@ MEGATRON_CORE = SourceRules(
                       "distributed_fused_adam's contiguous gradient buffer)",
     })
 
+#: NeMo 24.07 performance summaries: Megatron-Core's recipes as above, but their container predates
+#: the Transformer Engine loss, so the logits go to fp32.
+NEMO_2407 = replace(
+    MEGATRON_CORE, name="nemo_2407_recipes", match=("nemo_",), fused_loss=False,
+    cites={**MEGATRON_CORE.cites,
+           "fused_loss": "Megatron-Core's Transformer Engine loss (cross_entropy_fusion_impl 'te') "
+                         "arrived in 2025 (core_v0.12.0, 'Added option for parallel cross "
+                         "entropy'); before it both the unfused and the fused "
+                         "(cross_entropy_loss_fusion) vocab-parallel losses cast the logits "
+                         "to fp32 (core_r0.8.0 megatron/core/tensor_parallel/cross_entropy.py "
+                         "VocabParallelCrossEntropy.calculate_logits_max: "
+                         "vocab_parallel_logits.float(), which fusions/fused_cross_entropy.py "
+                         "calls too)"})
+
 #: The Megatron-LM README's H100 weak- and strong-scaling results (Megatron-Core r0.8, 2024).
 MEGATRON_LM_README = SourceRules(
     name="megatron_lm_readme", match=("megatron_lm_readme_h100",), flops="megatron",
     mesh="megatron", tp_comm_overlap=True, ep_comm_overlap=False, distributed_optimizer=True,
-    flash_attention=True, recompute="none",
+    flash_attention=True, fused_loss=False, recompute="none",
     cites={
         "flops": "README 'Performance Benchmarking': TFLOP/s by Megatron-LM's "
                  "num_floating_point_operations (r0.8)",
@@ -123,6 +152,11 @@ MEGATRON_LM_README = SourceRules(
                                  "--use-distributed-optimizer (megatron/training/arguments.py)",
         "flash_attention": "Megatron-Core r0.8 with Transformer Engine: TEDotProductAttention "
                            "(flash / cuDNN fused attention)",
+        "fused_loss": "Megatron-Core r0.8 has no Transformer Engine loss: compute_language_model_"
+                      "loss calls fused_vocab_parallel_cross_entropy (--cross-entropy-loss-fusion) "
+                      "or vocab_parallel_cross_entropy, both casting the logits to fp32 "
+                      "(core_r0.8.0 megatron/core/tensor_parallel/cross_entropy.py "
+                      "calculate_logits_max: vocab_parallel_logits.float())",
         "recompute": "the README does not state it; --recompute-granularity defaults to None "
                      "(megatron/training/arguments.py)",
         "grad_dtype": "fp32: with --bf16 Megatron-LM forces accumulate_allreduce_grads_in_fp32 "
@@ -140,6 +174,9 @@ _PAPER_SWITCHES = {
                        "fused scale-mask-softmax, attention dropout, bmm); Korthikanti et al. "
                        "2022 sec. 4.1 counts their 5 a s^2 b activation bytes; FlashAttention "
                        "(Dao et al., 2022) postdates both papers' runs",
+    "fused_loss": "Megatron-LM computed the loss on fp32 logits: "
+                  "mpu.vocab_parallel_cross_entropy(output.float(), labels) unless "
+                  "--fp16-lm-cross-entropy (megatron/model/gpt_model.py, v2.6, 2021)",
     "grad_dtype": "fp32 gradients (mixed-precision training as in the papers' memory accounting)",
     "mesh": "Table 1 gives t, p and d = n/(t p); meshcast models TP with sequence parallelism "
             "(Korthikanti 2022), which Narayanan 2021 predates: same TP bytes, norms and dropout "
@@ -151,7 +188,7 @@ _PAPER_SWITCHES = {
 MEGATRON_2021 = SourceRules(
     name="megatron_narayanan2021", match=("narayanan",), substring=True, flops="narayanan_eq3",
     mesh="megatron", tp_comm_overlap=False, ep_comm_overlap=False, distributed_optimizer=False,
-    flash_attention=False, recompute="full",
+    flash_attention=False, fused_loss=False, recompute="full",
     cites={
         **_PAPER_SWITCHES,
         "flops": "eq. (3): 96 B s l h^2 (1 + s/(6h) + V/(16 l h)), recompute FLOPs included",
@@ -165,7 +202,7 @@ MEGATRON_2021 = SourceRules(
 MEGATRON_2022 = SourceRules(
     name="megatron_korthikanti2022", match=("korthikanti",), substring=True, flops="megatron",
     mesh="megatron", tp_comm_overlap=False, ep_comm_overlap=False, distributed_optimizer=False,
-    flash_attention=False, recompute="selective",
+    flash_attention=False, fused_loss=False, recompute="selective",
     cites={
         **_PAPER_SWITCHES,
         "flops": "the paper's model FLOPs 72 B s l h^2 (1 + s/(6h) + V/(12 l h)) (recompute not "
@@ -178,7 +215,8 @@ MEGATRON_2022 = SourceRules(
 #: MaxText (AI-Hypercomputer/maxtext) TPU configs and their README MFU tables.
 MAXTEXT = SourceRules(
     name="maxtext", match=("maxtext",), flops="maxtext", mesh="maxtext", tp_comm_overlap=True,
-    ep_comm_overlap=False, distributed_optimizer=False, flash_attention=True, recompute="full",
+    ep_comm_overlap=False, distributed_optimizer=False, flash_attention=True, fused_loss=False,
+    recompute="full",
     cites={
         "flops": "calculate_tflops_training_per_device (src/maxtext/utils/maxtext_utils.py)",
         "mesh": "dcn_data_parallelism over slices, ici_fsdp / ici_tensor / ici_expert within "
@@ -193,6 +231,12 @@ MAXTEXT = SourceRules(
                                  "data-parallel replicas keep whole copies",
         "flash_attention": "base.yml attention: autoselected -> the Pallas flash / splash kernel "
                            "for training on TPU",
+        "fused_loss": "fp32 logits: base.yml logits_dot_in_fp32: True (2024: the LM-head dot "
+                      "in fp32), then cast_logits_to_fp32: true (from late 2024: the decoder "
+                      "casts the logits .astype(jnp.float32)), num_vocab_tiling: 1; the train "
+                      "step forms one-hot "
+                      "targets and calls max_utils.cross_entropy_with_logits, whose custom VJP "
+                      "keeps the fp32 logits and exp(logits - max) over the whole vocabulary",
         "recompute": "base.yml remat_policy: 'full'",
         "grad_dtype": "fp32: base.yml weight_dtype float32, so the gradients of the fp32 weights "
                       "are fp32",
@@ -201,7 +245,8 @@ MAXTEXT = SourceRules(
 #: AXLearn (apple/axlearn) runs, e.g. Du et al. 2024 (arXiv 2405.15052).
 AXLEARN = SourceRules(
     name="axlearn", match=("axlearn",), flops=None, mesh="axlearn", tp_comm_overlap=True,
-    ep_comm_overlap=False, distributed_optimizer=False, flash_attention=True, recompute="full",
+    ep_comm_overlap=False, distributed_optimizer=False, flash_attention=True, fused_loss=False,
+    recompute="full",
     cites={
         "flops": "AXLearn reports step times (Du et al. 2024); no TFLOP/s formula is documented, "
                  "so rows must give step_time_s or tokens_per_s_per_accel",
@@ -218,6 +263,8 @@ AXLEARN = SourceRules(
                                  "replicas keep whole copies",
         "flash_attention": "the fuji configs use axlearn.common.flash_attention (TPU Pallas / GPU "
                            "kernels)",
+        "fused_loss": "axlearn/common/loss.py cross_entropy casts bf16 / fp16 logits to fp32 "
+                      "before the log-softmax (CrossEntropyLossMetrics in causal_lm.py calls it)",
         "recompute": "the repeated transformer layer is rematerialised (RematSpec over the "
                      "layer: full remat) unless a mesh rule or the row names a save policy",
         "grad_dtype": "fp32: the fuji configs keep fp32 parameters (bf16 only in the training "
@@ -227,7 +274,7 @@ AXLEARN = SourceRules(
 #: Every recognised source family, most specific first (a source_id matching several takes the
 #: first: the papers' substrings before the prefixes).
 RULES: tuple[SourceRules, ...] = (MEGATRON_2021, MEGATRON_2022, MEGATRON_LM_README,
-                                  MEGATRON_CORE, MAXTEXT, AXLEARN)
+                                  MEGATRON_CORE, NEMO_2407, MAXTEXT, AXLEARN)
 
 
 def rules_for(source_id: str) -> SourceRules | None:

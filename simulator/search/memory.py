@@ -6,7 +6,8 @@ non-expert and expert parts, :func:`simulator.memory.param_state_bytes` turns th
 gradients and optimizer state (sharded by :func:`simulator.memory.optimizer_shards`),
 :func:`simulator.memory.activation_bytes` counts ``(sum_layers elems) T / t * ab * in-flight``
 and :func:`simulator.memory.transient_bytes` the FSDP-gathered layers plus the larger of the
-last rank's logits and one layer recomputed under full remat. The rank with the largest total
+last rank's logits (fp32, or in place on the bf16 logits with the base spec's ``fused_loss``)
+and one layer recomputed under full remat. The rank with the largest total
 sets the estimate.
 """
 
@@ -76,5 +77,6 @@ def memory_bytes(params: dict[bool, np.ndarray], dims: dict, space, remat: np.nd
     recompute = np.where(remat == REMATS.index("full"), worst_none, 0.0)
     biggest = np.max([params[k] for k in set(kinds)], axis=0)
     gathered = np.where(d["fs"] > 1, biggest, 0.0)
-    transient = transient_bytes(m, d["T"], d["t"], d["ab"], last, recompute, gathered, d["wb"])
+    transient = transient_bytes(m, d["T"], d["t"], d["ab"], last, recompute, gathered, d["wb"],
+                                s.fused_loss)
     return weights + grads + optimizer + acts + transient

@@ -87,6 +87,15 @@ class ShardingSpec(_Frozen):
         "et al. 2022): the [b, N/t, s, s] scores are written, soft-maxed, dropped out and read "
         "back in HBM, and stored for the backward unless recomputed "
         "(simulator.graph.layers.unfused_score_bytes)")
+    fused_loss: bool = Field(
+        default=False,
+        description="how the loss is formed on the last pipeline rank's logits "
+        "(simulator.memory.logits_bytes). False: the logits are cast to fp32 and the cross "
+        "entropy keeps fp32 logits and their fp32 gradient (Megatron-LM, Megatron-Core's "
+        "unfused and 'native' losses, MaxText, AXLearn). True: a fused loss computed in place on "
+        "the matmul-dtype (bf16) logits, its backward writing the gradient into their buffer "
+        "(Megatron-Core cross_entropy_loss_fusion with cross_entropy_fusion_impl='te', "
+        "Transformer Engine's parallel_cross_entropy)")
     pipeline_schedule: Literal["1f1b", "interleaved"] = "1f1b"
     virtual_stages: int = Field(default=1, ge=1, description="model chunks per pipeline rank")
     slice_shape: list[int] | None = Field(default=None, description="TPU slice shape override")
