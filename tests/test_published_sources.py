@@ -50,11 +50,17 @@ def test_every_source_in_the_file_has_rules():
     assert all(rules_for(r.text("source_id")) for r in all_rows())
 
 
-def test_unknown_source_is_skipped_naming_the_fix():
-    s = row_to_case(_with(138, source_id="deepspeed_zero3_paper"))
-    assert isinstance(s, Skip)
-    assert "source 'deepspeed_zero3_paper' has no rules in meshcast" in s.reason
-    assert "simulator/published/sources.py" in s.reason and s.reason.startswith("line 138:")
+def test_unknown_source_is_read_by_the_named_generic_default():
+    c = _case(_with(138, source_id="deepspeed_zero3_paper"))
+    assert "source 'deepspeed_zero3_paper' has no rules in meshcast" in c.notes[0]
+    assert "generic default" in c.notes[0] and "simulator/published/sources.py" in c.notes[0]
+    s = c.job.sharding
+    assert (s.flash_attention, s.distributed_optimizer, s.tp_comm_overlap) == (True, True, False)
+    assert c.measured.how in ("step_time_s", "tokens_per_s")
+    # with only TFLOP/s or MFU published there is no FLOP formula to read them by: skipped
+    skip = row_to_case(_with(138, source_id="deepspeed_zero3_paper", step_time_s="",
+                             tokens_per_s_per_accel="", tflops_per_accel="400"))
+    assert isinstance(skip, Skip) and "no FLOP formula" in skip.reason
 
 
 def test_row_without_a_published_layout_is_skipped():

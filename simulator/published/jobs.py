@@ -223,7 +223,7 @@ def row_to_case(row: PublishedRow, profiles: dict[str, HardwareProfile] | None =
 
 
 def _row_to_case(row: PublishedRow, profiles, execution: dict) -> Case:
-    rules = rules_of(row)
+    rules, source_note = rules_of(row)
     _check_layout(row)
     profile = profile_for(row, profiles)
     n = row.int("n_accel", required=True)
@@ -254,7 +254,7 @@ def _row_to_case(row: PublishedRow, profiles, execution: dict) -> Case:
                                   fields["seq_len"], profile.peak_flops("bf16"))
     stages = mesh.mesh.get("pipeline", 1) * fields.get("virtual_stages", 1)
     job_model, pad_note = pad_layers(model, stages)
-    notes = mesh.notes + notes + ([pad_note] if pad_note else [])
+    notes = [n for n in (source_note, *mesh.notes, *notes, pad_note) if n]
     if hw := hardware_note(row, profile):
         notes.append(hw)
     job = make_job(job_model, make_sharding(**fields), profile, n)
