@@ -1,10 +1,10 @@
 """``meshcast validate --published FILE.csv`` and ``meshcast fit --published FILE.csv``.
 
-validate: forecast every row the profiles (built in, or ``--profiles DIR`` / ``--profile YAML``)
-can map; print measured vs forecast, the error summary and the skipped rows with their reasons.
-With ``--fit`` or ``--cv KEY`` it also fits the file (pooled along the hardware lineage) and
-forecasts each group (hardware, model, source) with values fitted on the others: the report then
-shows every scheme asked (``--fit``: all three), and the intervals' coverage.
+validate: fit the file (pooled along the hardware lineage) and forecast each group (hardware,
+model, source: ``--cv``, all three by default) with values fitted on the others; print measured vs
+forecast, the error summaries, the intervals' coverage and the skipped rows with their reasons.
+With ``--profiles DIR`` / ``--profile YAML`` (or ``--cv none``) it forecasts every row with the
+profiles as given instead, e.g. the fitted ones on runs they never saw.
 fit: the same fit, written as one fitted profile per built-in profile into ``--out DIR`` (chips
 with no row transferred), with ``fit_report.json`` (values, provenance, variance components,
 cross-validated summaries, coverage, the CSV's sha256) and ``fit_predictions.csv`` beside them.
@@ -20,16 +20,17 @@ from pathlib import Path
 
 from simulator.errors import MeshcastError
 
-CV_CHOICES = ("hardware", "model", "source", "all")
+CV_CHOICES = ("hardware", "model", "source", "all", "none")
 
 
 def add_validate_args(va) -> None:
     va.add_argument("--published", help="a CSV with the columns of published_runs.csv")
     va.add_argument("--plot", help="--published: write a predicted-vs-measured log-log plot here")
-    va.add_argument("--fit", action="store_true", help="--published: fit the file and report it "
-                    "held out by hardware, by model and by source (same as --cv all)")
+    va.add_argument("--fit", action="store_true", help="--published: same as --cv all")
     va.add_argument("--cv", choices=CV_CHOICES, help="--published: fit on every other group of "
-                    "this kind and forecast the held-out one (all: the three)")
+                    "this kind and forecast the held-out one; all (the default): the three, "
+                    "hardware first; none: forecast with the profiles as given (the default "
+                    "with --profiles or --profile)")
     va.add_argument("--profile", action="append", default=[],
                     help="--published: a profile YAML replacing the built-in one of its name")
     va.add_argument("--moe-host-issue-s", type=float, default=None, metavar="SECONDS",
@@ -70,9 +71,12 @@ def _profiles(paths: list[str]) -> dict:
 
 
 def _keys(a) -> list[str]:
-    if a.cv == "all" or (a.fit and not a.cv):
+    """The cross-validation schemes asked: ``--cv``; else all three, unless the profiles to
+    forecast with were given (``--profiles``/``--profile``), which are then used as they are."""
+    cv = a.cv or ("all" if a.fit or not (a.profiles or a.profile) else "none")
+    if cv == "all":
         return ["hardware", "model", "source"]
-    return [a.cv] if a.cv else []
+    return [] if cv == "none" else [cv]
 
 
 def cmd_validate(a) -> int:
@@ -99,7 +103,7 @@ def _validate(a) -> int:
                  "coverage": cover, "in_sample_summary": summarize(fr.in_sample),
                  "variance_components": _variances(fr)}
     else:
-        results, header = evaluate(cases), "profiles as given; --fit or --cv fits them"
+        results, header = evaluate(cases), "profiles as given, not fitted to this file"
         extra = {"coverage": _given_coverage(cases, results)}
     summary = summarize(results)
     if a.plot:

@@ -32,12 +32,17 @@ def test_validate_json_rows_summary_and_skipped(capsys, small_csv):
     assert 0 <= s["median_abs_error"] <= s["p90_abs_error"]
     [skip] = out["skipped"]
     assert skip["hardware"] == "Cerebras WSE-9" and "unknown profile" in skip["reason"]
+    # by default every scheme is held out, hardware first (the headline), with the coverage
+    assert set(out["cv"]) == {"hardware", "model", "source"} and "coverage" in out
+    assert {r["distance"] for r in out["rows"]} == {"global"}  # the file's only chip held out
 
 
 def test_validate_text_and_plot(capsys, small_csv, tmp_path):
     png = tmp_path / "pvm.png"
     out = ok(capsys, ["validate", "--published", str(small_csv), "--plot", str(png)])
     assert "3 rows forecast, 1 skipped" in out and "median|e|" in out and "Cerebras WSE-9" in out
+    assert "held out by hardware" in out and "held out by model" in out and "held out by source" in out
+    assert "interval coverage" in out and "term matmul" in out
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -59,7 +64,8 @@ def test_fit_writes_every_profile_that_validate_and_predict_can_use(capsys, smal
     rep = json.loads((out_dir / "fit_report.json").read_text())
     assert rep["rows"] == 3 and set(rep["cv"]) == {"hardware", "model", "source"}
     assert rep["profiles"]["mi300x"]["basis"] == "global"
-    before = json.loads(ok(capsys, ["validate", "--published", str(small_csv), "--json"]))
+    before = json.loads(ok(capsys, ["validate", "--published", str(small_csv), "--json",
+                                    "--cv", "none"]))
     after = json.loads(ok(capsys, ["validate", "--published", str(small_csv), "--json",
                                    "--profiles", str(out_dir)]))
     assert after["summary"]["median_abs_error"] < before["summary"]["median_abs_error"]
@@ -106,7 +112,7 @@ def test_host_issue_time_reaches_dropless_rows_only(capsys, tmp_path):
     """--moe-host-issue-s slows the dropless Qwen3-30B-A3B row at micro-batch 1, not the
     token-drop one; a negative value is refused by name."""
     path = write_csv(tmp_path / "moe.csv", [row_at(73).raw, row_at(97).raw])  # dropless, tokendrop
-    args = ["validate", "--published", str(path), "--json"]
+    args = ["validate", "--published", str(path), "--json", "--cv", "none"]
     base = json.loads(ok(capsys, args))["rows"]
     eager = json.loads(ok(capsys, args + ["--moe-host-issue-s", "3e-4"]))["rows"]
     assert eager[0]["predicted_step_time_s"] > 1.05 * base[0]["predicted_step_time_s"]

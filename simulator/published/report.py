@@ -89,4 +89,7 @@ def format_cv(cv: dict, cover: dict, keys: list[str]) -> str:
         lines.append(f"interval coverage (held out by hardware, {100 * cover['level']:.0f}% "
                      f"bands made without the row's hardware): {100 * cover['covered']:.0f}% of "
                      f"{cover['n']} rows ({by})")
+    else:
+        lines.append("interval coverage: no row could be judged (a band needs held-out rows of "
+                     "another hardware at the same distance)")
     return "\n".join(lines).rstrip() + "\n"
