@@ -5,14 +5,20 @@ Durations use the graph path's formulas on arrays: compute ops the roofline of
 :class:`simulator.compute.ComputeModel`, collectives ``alpha * bytes + beta`` of their placement
 (:mod:`simulator.search.placements`). A chain is then list-scheduled exactly as
 :func:`simulator.schedule.schedule` does it -- each op starts when its stream is free and its
-dependencies are done -- starting with every stream free, which holds in the stage graph: each
-chain waits for the previous one to end, and only chains use the tp, ep and cp streams.
+dependencies are done. Each chain waits for the previous one to end, and only chains use the
+tp, ep and cp streams, so a chain starts with every stream free unless the previous chain left
+one busy past its own end (:func:`outlasting`): an op nothing in the chain waits for, such as
+the all-to-alls under EP comm overlap. The graph's streams run in order across chains, so the
+next chain is then timed on the streams the previous one leaves busy
+(:meth:`ChainTimes.carried`, passed as ``free``), or as a function of that backlog
+(``lag_of``, :meth:`ChainTimes.after`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import reduce
 
 import numpy as np
 
@@ -69,26 +75,56 @@ class VectorCost:
 @dataclass
 class ChainTimes:
     """One chain scheduled from time 0: ``end`` of its last op, ``first`` the end of its first
-    compute op, ``busy`` the compute stream's busy time, ``comm`` collective seconds per axis."""
+    compute op, ``busy`` the compute stream's busy time, ``comm`` collective seconds per axis,
+    ``free`` when each stream it used is free again. ``lag`` (when timed with ``lag_of``): the
+    same times' dependence on that stream being busy ``o`` past the chain's start, each time
+    becoming ``max(time, o + lag)`` (-inf: it does not wait for that stream; see :meth:`after`);
+    None where the chain neither uses nor waits for it."""
 
     end: np.ndarray
     first: np.ndarray
     busy: np.ndarray
     comm: dict[str, np.ndarray]
+    free: dict[str, np.ndarray] = field(default_factory=dict)
+    lag: ChainTimes | None = None
 
     @classmethod
     def zeros(cls, n: int) -> ChainTimes:
         z = np.zeros(n)
         return cls(z, z, z, {})
 
+    def carried(self) -> dict[str, np.ndarray]:
+        """Streams still busy at ``end`` (when the next chain starts), as seconds past it."""
+        return {s: np.maximum(f - self.end, 0.0) for s, f in self.free.items()
+                if np.any(f > self.end)}
 
-def time_chain(ops: list[Op], cost: VectorCost) -> ChainTimes:
-    """``start = max(free[stream], end of deps)``, ``end = start + duration``, in list order."""
+    def after(self, backlog: np.ndarray) -> ChainTimes:
+        """The times when the ``lag_of`` stream is busy ``backlog`` past the chain's start (a
+        stream the chain does not use stays busy that long: ``free`` = ``backlog``)."""
+        if self.lag is None:
+            return self
+        lag = self.lag
+        free = dict(self.free)
+        for s, v in lag.free.items():
+            free[s] = np.maximum(free[s], backlog + v) if s in free else backlog + v
+        return ChainTimes(np.maximum(self.end, backlog + lag.end),
+                          np.maximum(self.first, backlog + lag.first), self.busy, self.comm, free,
+                          lag)
+
+
+def time_chain(ops: list[Op], cost: VectorCost, free: dict[str, np.ndarray] | None = None,
+               lag_of: str | None = None) -> ChainTimes:
+    """``start = max(free[stream], end of deps)``, ``end = start + duration``, in list order;
+    ``free``: streams the previous chain left busy (:meth:`ChainTimes.carried`), else all free.
+    With ``lag_of`` also each time's longest path from that stream's availability
+    (``ChainTimes.lag``): the same recurrence with ``max`` over the paths that reach it."""
     n = cost.rows
     if not ops:
         return ChainTimes.zeros(n)
     end: dict[str, np.ndarray] = {}
-    free: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(n))
+    free = defaultdict(lambda: np.zeros(n), free or {})
+    lag: dict[str, np.ndarray] = {}
+    lag_free = {lag_of: np.zeros(n)} if lag_of else {}
     busy = np.zeros(n)
     comm: dict[str, np.ndarray] = {}
     first = None
@@ -98,16 +134,45 @@ def time_chain(ops: list[Op], cost: VectorCost) -> ChainTimes:
         for d in op.deps:
             start = np.maximum(start, end[d])
         end[op.name] = free[op.stream] = start + dur
+        if lag_of:
+            paths = [lag_free[op.stream]] if op.stream in lag_free else []
+            paths += [lag[d] for d in op.deps if d in lag]
+            if paths:
+                lag[op.name] = lag_free[op.stream] = reduce(np.maximum, paths) + dur
         if op.stream == COMPUTE:
             busy = busy + dur
             if first is None:
-                first = end[op.name]
+                first = op.name
         elif op.kind is OpKind.COLLECTIVE:
             comm[op.axis] = comm.get(op.axis, 0.0) + dur
-    return ChainTimes(end[ops[-1].name], first if first is not None else np.zeros(n), busy, comm)
+    last = ops[-1].name
+    out = ChainTimes(end[last], end[first] if first is not None else np.zeros(n), busy, comm,
+                     dict(free))
+    if lag:  # else the chain neither uses nor waits for that stream: ``lag`` stays None
+        none = np.full(n, -np.inf)
+        out.lag = ChainTimes(lag.get(last, none), lag.get(first, none), np.zeros(n), {}, lag_free)
+    return out
 
 
 def take_chain(ct: ChainTimes, idx) -> ChainTimes:
     """The rows ``idx`` of a ChainTimes."""
-    return ChainTimes(ct.end[idx], ct.first[idx], ct.busy[idx],
-                      {a: np.broadcast_to(v, ct.end.shape)[idx] for a, v in ct.comm.items()})
+    def rows(d: dict) -> dict:
+        return {k: np.broadcast_to(v, ct.end.shape)[idx] for k, v in d.items()}
+
+    return ChainTimes(ct.end[idx], ct.first[idx], ct.busy[idx], rows(ct.comm), rows(ct.free),
+                      None if ct.lag is None else take_chain(ct.lag, idx))
+
+
+def outlasting(ops: list[Op]) -> set[str]:
+    """Streams whose last op in ``ops`` the chain's last op does not wait for (through
+    dependencies or stream order): they may still be busy when the next chain starts."""
+    if not ops:
+        return set()
+    waits: dict[str, set[str]] = {}
+    last_on: dict[str, str] = {}
+    for op in ops:
+        preds = set(op.deps) | ({last_on[op.stream]} if op.stream in last_on else set())
+        waits[op.name] = preds.union(*(waits[p] for p in preds))
+        last_on[op.stream] = op.name
+    last = ops[-1].name
+    return {s for s, name in last_on.items() if name != last and name not in waits[last]}

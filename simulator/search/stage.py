@@ -20,6 +20,15 @@ in-order stream: it ends at ``W = max_k(issue_k + sum_{l >= k} w_l)``. The optim
 ``max(t_mb_raw, W)``; ``tail = max(W - t_mb_raw, 0) + optimizer + weight all-gather``. Collectives
 over one axis share its links: ``t_mb = max(t_mb_raw, max_axis sum of its collectives)``
 (:func:`simulator.predict.link_floor`). Without FSDP every ``g`` is 0 and the same formulas hold.
+
+Streams run in order across chains. Under EP comm overlap nothing waits for a forward or
+recompute chain's all-to-alls, so they may still run when the next chain starts (the carried
+stream, ``StageInputs.carried``): the backward ``B, nb`` of a layer is timed on what its own
+recompute leaves busy (:class:`~simulator.search.stage_inputs.KindTimes`), and the forward's
+all-to-alls queue up, ``q_j = max(q_{j-1} + lag_j, x_j + free_j)``, into the rank's first
+backward layer, whose ``R, B, nb`` are then those after that backlog ``max(q - y_{J-1}, 0)``
+(``ChainTimes.after``); every later backward starts with the stream free (each backward chain
+waits for its own all-to-alls).
 """
 
 from __future__ import annotations
@@ -50,6 +59,8 @@ class StageTime:
 
 
 def _pick(remat: np.ndarray, recs: dict[str, ChainTimes], field: str) -> np.ndarray:
+    if len({id(c) for c in recs.values()}) == 1:  # one chain for every policy
+        return getattr(recs["none"], field)
     return np.choose(remat, [getattr(recs[r], field) for r in ("none", "selective", "full")])
 
 
@@ -75,51 +86,94 @@ class _Layers:
         K = {k: si.kinds[k] for k in set(kinds)}
         return cls({k: v.fwd.end for k, v in K.items()}, {k: v.fwd.first for k, v in K.items()},
                    {k: _pick(remat, v.rec, "end") for k, v in K.items()},
-                   {k: v.bwd.end for k, v in K.items()}, {k: v.bwd.first for k, v in K.items()},
+                   {k: _pick(remat, v.bwd, "end") for k, v in K.items()},
+                   {k: _pick(remat, v.bwd, "first") for k, v in K.items()},
                    {k: v.gather for k, v in K.items()}, {k: v.grad for k, v in K.items()})
 
 
 def _forward(L: _Layers, si: StageInputs, kinds, first: bool, last: bool):
-    """(t_fwd, end of the forward and head, when the fsdp stream frees) -- see the module
-    docstring; one kind of layer is an arithmetic series, mixed kinds are walked."""
+    """(t_fwd, end of the forward and head, when the fsdp stream frees, when the carried stream
+    frees) -- see the module docstring; one kind of layer is an arithmetic series, mixed kinds
+    are walked."""
     F, n, g, gt = L.F, L.n, L.g, si.table_gather
     x = gt + np.maximum(si.embed_fwd.end, g[kinds[0]]) if first else g[kinds[0]]
     gamma = (gt if first else 0.0) + g[kinds[0]]  # when the fsdp stream has gathered the last layer
+    q = _queue(si, si.embed_fwd, gt, 0.0) if first else 0.0
     if len(set(kinds)) == 1:
         k, J = kinds[0], len(kinds)
         step = np.maximum(F[k], n[k] + g[k])
         if J > 1:
             gamma = x + (J - 2) * step + n[k] + g[k]
+        q = _queue(si, si.kinds[k].fwd, x, q, J, step)
         x = x + (J - 1) * step
     else:
         for a, b in zip(kinds, kinds[1:]):
             gamma = x + n[a] + g[b]
+            q = _queue(si, si.kinds[a].fwd, x, q)
             x = x + np.maximum(F[a], n[a] + g[b])
+        q = _queue(si, si.kinds[kinds[-1]].fwd, x, q)
     kl = kinds[-1]
     if not last:
-        return x + F[kl], x + F[kl], gamma
+        return x + F[kl], x + F[kl], gamma, q
     h0 = x + np.maximum(F[kl], n[kl] + gt)
     head = si.head_fwd
-    end = h0 + np.maximum(head.end, head.first + gt) + si.head_bwd.end
-    return h0 + head.end, end, h0 + head.first + gt
+    h1 = h0 + np.maximum(head.end, head.first + gt)
+    q = _queue(si, si.head_bwd, h1, _queue(si, head, h0, q))
+    return h0 + head.end, h1 + si.head_bwd.end, h0 + head.first + gt, q
 
 
-def _backward(L: _Layers, y: np.ndarray, kinds):
-    """(end of the last backward z_0, when the grad stream has taken every layer's gradients)."""
+def _queue(si: StageInputs, ct: ChainTimes, x, q, J: int = 1, step=0.0):
+    """When the carried stream (``si.carried``) is free after ``J`` chains ``ct`` started at
+    ``x, x + step, ...``, if it was free at ``q``: the stream runs their ops in order and
+    nothing else waits for it (``q_j = max(q_{j-1} + lag, x_j + free)`` with ``ct.free``,
+    ``ct.lag.free`` of the stream; linear in ``j``, so its maximum is at an end)."""
+    s = si.carried
+    if s is None:
+        return q
+    free = ct.free.get(s, -np.inf)
+    lag = ct.lag.free.get(s, 0.0) if ct.lag is not None else 0.0
+    return np.maximum(np.maximum(q + J * lag, x + free + (J - 1) * lag),
+                      x + (J - 1) * step + free)
+
+
+def _top(si: StageInputs, remat, k: bool, backlog):
+    """(R, B, nb) of the rank's last layer, the first backward, whose recompute starts with the
+    carried stream still busy ``backlog``: the forward's combine all-to-alls outlast their
+    chains under EP comm overlap, and the backward's own queue behind them."""
+    kt, s = si.kinds[k], si.carried
+    out = []
+    for r in ("none", "selective", "full"):
+        rec = kt.rec[r].after(backlog)
+        bwd = kt.bwd[r].after(rec.free.get(s, backlog) - rec.end)
+        out.append((rec.end, bwd.end, bwd.first))
+    return tuple(np.choose(remat, [o[i] for o in out]) for i in range(3))
+
+
+def _backward(L: _Layers, y: np.ndarray, kinds, top):
+    """(end of the last backward z_0, when the grad stream has taken every layer's gradients);
+    ``top``: (R, B, nb) of the first backward layer (None: its kind's)."""
     R, B, nb, g, w = L.R, L.B, L.nb, L.g, L.w
-    J = len(kinds)
-    if len(set(kinds)) == 1:
-        k = kinds[0]
+    k = kinds[-1]
+    Rt, Bt, nbt = top if top is not None else (R[k], B[k], nb[k])
+    z0 = y + Rt + Bt
+    grads = z0 + w[k]
+    rest = kinds[:-1]
+    if not rest:
+        return z0, grads
+    y = y + Rt + np.maximum(Bt, nbt + g[rest[-1]])
+    J = len(rest)
+    if len(set(rest)) == 1:
+        k = rest[0]
         pb = R[k] + np.maximum(B[k], nb[k] + g[k])
         z_top = y + R[k] + B[k]
-        return z_top + (J - 1) * pb, z_top + np.maximum(J * w[k], (J - 1) * pb + w[k])
-    grads = None
+        z0 = z_top + (J - 1) * pb
+        return z0, np.maximum(np.maximum(grads, z_top) + J * w[k], z0 + w[k])
     for j in range(J - 1, -1, -1):
-        k = kinds[j]
+        k = rest[j]
         z0 = y + R[k] + B[k]
-        grads = z0 + w[k] if grads is None else np.maximum(grads, z0) + w[k]
+        grads = np.maximum(grads, z0) + w[k]
         if j:
-            y = y + R[k] + np.maximum(B[k], nb[k] + g[kinds[j - 1]])
+            y = y + R[k] + np.maximum(B[k], nb[k] + g[rest[j - 1]])
     return z0, grads
 
 
@@ -127,8 +181,10 @@ def compose(si: StageInputs, remat: np.ndarray, kinds: tuple[bool, ...], first: 
             space) -> StageTime:
     """StageTime of a rank holding layers of ``kinds`` (in order), for rows of ``si``."""
     L = _Layers.of(si, remat, kinds)
-    t_fwd, prev, fs_free = _forward(L, si, kinds, first, last)
-    z0, grads = _backward(L, np.maximum(prev, fs_free + L.g[kinds[-1]]), kinds)
+    t_fwd, prev, fs_free, q = _forward(L, si, kinds, first, last)
+    y = np.maximum(prev, fs_free + L.g[kinds[-1]])
+    top = _top(si, remat, kinds[-1], np.maximum(q - y, 0.0)) if si.carried else None
+    z0, grads = _backward(L, y, kinds, top)
     t_raw = z0 + si.embed_bwd.end if first else z0
     n_embed = 0.0
     if first or last:
@@ -171,7 +227,8 @@ def link_floor(si: StageInputs, remat, kinds, first, last, n_embed) -> np.ndarra
         tot = sum(c.comm.get(axis, 0.0) for c in chains) + np.zeros(len(remat))
         for k in set(kinds):
             kt = si.kinds[k]
-            per = kt.fwd.comm.get(axis, 0.0) + kt.bwd.comm.get(axis, 0.0) + _pick_comm(remat, kt.rec, axis)
+            per = kt.fwd.comm.get(axis, 0.0) + kt.bwd["none"].comm.get(axis, 0.0) + _pick_comm(
+                remat, kt.rec, axis)  # a backward's ops take as long after any recompute
             tot = tot + kinds.count(k) * per
         floor = np.maximum(floor, tot)
     fsdp = sum(kinds.count(k) * (2 * si.kinds[k].gather + si.kinds[k].grad_rs) for k in set(kinds))
@@ -182,7 +239,7 @@ def link_floor(si: StageInputs, remat, kinds, first, last, n_embed) -> np.ndarra
 
 
 def _busy(si: StageInputs, remat, kinds, first, last) -> np.ndarray:
-    busy = sum(kinds.count(k) * (si.kinds[k].fwd.busy + si.kinds[k].bwd.busy
+    busy = sum(kinds.count(k) * (si.kinds[k].fwd.busy + si.kinds[k].bwd["none"].busy
                                  + _pick(remat, si.kinds[k].rec, "busy")) for k in set(kinds))
     if first:
         busy = busy + si.embed_fwd.busy + si.embed_bwd.busy
