@@ -117,11 +117,16 @@ class _Index:
         return a
 
 
-def _neg_marginal(logs: np.ndarray, X, r, kinds) -> float:
+def _variances(kinds: np.ndarray, g_sd: np.ndarray, ta: float, tc: float) -> np.ndarray:
+    """Prior variance of each effect: global (its term's sd), architecture, chip, slope."""
+    return np.where(kinds == 0, g_sd ** 2, np.where(kinds == 1, ta ** 2,
+                    np.where(kinds == 2, tc ** 2, BETA_SD ** 2)))
+
+
+def _neg_marginal(logs: np.ndarray, X, r, kinds, g_sd) -> float:
     """-log N(r; 0, X D X' + sigma^2 I) with D from (tau_arch, tau_chip); r = y - X m."""
     sigma, ta, tc = np.exp(logs)
-    d = np.where(kinds == 0, PRIOR_SD ** 2, np.where(kinds == 1, ta ** 2,
-                 np.where(kinds == 2, tc ** 2, BETA_SD ** 2)))
+    d = _variances(kinds, g_sd, ta, tc)
     S = (X * d) @ X.T + sigma ** 2 * np.eye(len(r))
     sign, logdet = np.linalg.slogdet(S)
     # Chung et al. 2013's gamma(2, 0) penalty on each tau: keeps them off zero when few groups
@@ -133,9 +138,10 @@ def _neg_marginal(logs: np.ndarray, X, r, kinds) -> float:
 INFORMED_SD = 0.9
 
 
-def fit(design: Design, lineage: Lineage, prior: dict[str, float]) -> Posterior:
+def fit(design: Design, lineage: Lineage, prior: dict[str, float],
+        prior_sd: dict[str, float] | None = None) -> Posterior:
     """The posterior of every (chip, quantity) value. ``prior[term]`` is the global effect's
-    prior mean (log). Every quantity some row depends on gets its posterior mode; it is
+    prior mean (log), ``prior_sd[term]`` its sd (default :data:`PRIOR_SD`). Every quantity some row depends on gets its posterior mode; it is
     *informed* (``Posterior.informed``) when the rows narrow its own global effect to
     :data:`INFORMED_SD` of its prior sd, else its value is the prior's more than the rows'."""
     from scipy.optimize import minimize
@@ -148,16 +154,17 @@ def fit(design: Design, lineage: Lineage, prior: dict[str, float]) -> Posterior:
     J = np.where([q in used for q in design.quantities], design.J, 0.0)
     X = np.einsum("nq,nqp->np", J, A)
     ystar = design.y - design.f0 + (J * design.theta_lin).sum(axis=1)
-    m = np.zeros(idx.n)
+    m, g_sd = np.zeros(idx.n), np.full(idx.n, PRIOR_SD)
     kinds = np.full(idx.n, 3)
     for (level, _, t), col in idx.cols.items():
         kinds[col] = {"global": 0, "arch": 1, "chip": 2}[level]
         m[col] = prior.get(t, 0.0) if level == "global" else 0.0
-    res = minimize(_neg_marginal, np.log([0.1, 0.15, 0.15]), args=(X, ystar - X @ m, kinds),
-                   method="L-BFGS-B", bounds=[(np.log(0.01), np.log(1.0))] * 3)
+        g_sd[col] = (prior_sd or {}).get(t, PRIOR_SD)
+    res = minimize(_neg_marginal, np.log([0.1, 0.15, 0.15]),
+                   args=(X, ystar - X @ m, kinds, g_sd), method="L-BFGS-B",
+                   bounds=[(np.log(0.01), np.log(1.0))] * 3)
     sigma, ta, tc = np.exp(res.x)
-    d = np.where(kinds == 0, PRIOR_SD ** 2, np.where(kinds == 1, ta ** 2,
-                 np.where(kinds == 2, tc ** 2, BETA_SD ** 2)))
+    d = _variances(kinds, g_sd, ta, tc)
     w = np.ones(len(ystar))
     for _ in range(8):  # Huber IRLS on the posterior mode
         H = (X.T * w) @ X / sigma ** 2 + np.diag(1.0 / d)
@@ -166,7 +173,7 @@ def fit(design: Design, lineage: Lineage, prior: dict[str, float]) -> Posterior:
         w = np.where(z <= HUBER, 1.0, HUBER / np.maximum(z, 1e-12))
     cov = np.linalg.inv(H)
     cols = {q: idx.cols[("global", "*", PATHS[q][-1])] for q in used}
-    informed = {q for q in used if np.sqrt(cov[cols[q], cols[q]]) <= INFORMED_SD * PRIOR_SD}
+    informed = {q for q in used if np.sqrt(cov[cols[q], cols[q]]) <= INFORMED_SD * g_sd[cols[q]]}
     mean, sd = {}, {}
     for c in lineage.chips:
         for q in used:
