@@ -48,19 +48,28 @@ def _profile_files() -> dict[str, Path]:
 
 def list_profiles() -> list[HardwareProfile]:
     """Every built-in profile, validated, sorted by name."""
-    return [load_profile(name) for name in _profile_files()]
+    return [load_profile_file(path) for path in _profile_files().values()]
 
 
-def _aliases() -> dict[str, tuple[str, ...]]:
+def _aliases(files: dict[str, Path]) -> dict[str, tuple[str, ...]]:
     """Normalised alias (names included) -> the profile files (stems) claiming it. A directory of
     :func:`profile_dirs` shadows the layers below it: an alias it claims belongs to its files
-    only. More than one stem means files of one layer share the alias (ambiguous)."""
-    files = _profile_files()
-    rank = {d: i + 1 for i, d in enumerate(reversed(_EXTRA_DIRS.get()))}  # built-ins: 0
+    only. More than one stem means files of one layer share the alias (ambiguous).
+
+    Built once per set of files (paths and modification times) and directories, not per
+    lookup: a published table resolves a name for every row."""
+    listing = tuple((stem, path, path.stat().st_mtime_ns) for stem, path in files.items())
+    return _alias_table(listing, _EXTRA_DIRS.get())
+
+
+@lru_cache(maxsize=16)
+def _alias_table(listing: tuple[tuple[str, Path, int], ...], extra: tuple[Path, ...]
+                 ) -> dict[str, tuple[str, ...]]:
+    rank = {d: i + 1 for i, d in enumerate(reversed(extra))}  # built-ins: 0
     table: dict[str, tuple[int, list[str]]] = {}
-    for stem in files:
-        layer = rank.get(files[stem].parent, 0)
-        prof = load_profile_file(files[stem])
+    for stem, path, _ in listing:
+        layer = rank.get(path.parent, 0)
+        prof = load_profile_file(path)
         for key in {_norm(a) for a in [prof.name, *prof.aliases]}:
             held = table.get(key)
             if held is None or held[0] < layer:
@@ -87,15 +96,15 @@ def _ambiguous(name: str, stems: tuple[str, ...] | list[str], how: str) -> Meshc
         f"({how}); give the profile's name or a path to its YAML file")
 
 
-def _resolve(name: str) -> tuple[str, str]:
+def _resolve(name: str, files: dict[str, Path]) -> tuple[str, str]:
     """(profile file stem, how it matched) for a name that is not a path: the exact normalised
     alias first, then the name with its parenthesised parts and a leading vendor word ("NVIDIA",
     "AMD", "Google Cloud") removed, then the longest alias
-    (of at least :data:`MIN_PREFIX_CHARS` characters) that the normalised name starts with."""
-    files = _profile_files()
+    (of at least :data:`MIN_PREFIX_CHARS` characters) that the normalised name starts with;
+    ``files``: :func:`_profile_files`."""
     if name in files:
         return name, "exact alias"
-    table = _aliases()
+    table = _aliases(files)
     key = _norm(name)
     if key in table:
         if len(table[key]) > 1:
@@ -135,8 +144,9 @@ def load_profile(name_or_path: str | Path) -> HardwareProfile:
     MeshcastError naming the candidates."""
     if _is_path(name_or_path):
         return load_profile_file(name_or_path)
-    stem, _ = _resolve(str(name_or_path))
-    return load_profile_file(_profile_files()[stem])
+    files = _profile_files()
+    stem, _ = _resolve(str(name_or_path), files)
+    return load_profile_file(files[stem])
 
 
 def matched_how(name: str) -> tuple[str, str]:
@@ -145,7 +155,7 @@ def matched_how(name: str) -> tuple[str, str]:
     path. Raises MeshcastError as :func:`load_profile` does."""
     if _is_path(name):
         return load_profile_file(name).name, "path"
-    return _resolve(str(name))
+    return _resolve(str(name), _profile_files())
 
 
 @lru_cache(maxsize=64)

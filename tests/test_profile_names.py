@@ -172,3 +172,15 @@ def test_new_profiles_place_jobs_like_their_siblings():
     assert [(lv.name, lv.size) for lv in gb] == [("nvlink", 72), ("ib", 2)]
     for stem in ("b300", "mi355x", "mi325x"):
         assert [lv.size for lv in job_levels(load_profile(stem), 32)] == [8, 4], stem
+
+
+def test_a_profile_written_into_a_profile_dir_after_a_lookup_resolves(tmp_path):
+    """The alias table is built once per set of files, not once per directory: a profile that
+    `meshcast fit --out DIR` writes after a first lookup (or a file edited since) still counts."""
+    _clone(tmp_path, "zeta-one", "ZETA-9000")
+    with profile_dirs(tmp_path):
+        assert matched_how("ZETA-9000") == ("zeta-one", "exact alias")
+        _clone(tmp_path, "zeta-two", "ZETA-7000")
+        assert matched_how("ZETA-7000 (liquid)") == ("zeta-two", DROP)
+        with pytest.raises(MeshcastError, match="unknown profile"):
+            load_profile("ZETA-5000")
