@@ -49,6 +49,11 @@ class ForecastInterval:
             return None
         return value * self.lo_s / step_time_s, value * self.hi_s / step_time_s
 
+    @property
+    def label(self) -> str:
+        """``80% interval`` (a legend's entry), or ``no interval``."""
+        return f"{100 * self.level:.0f}% interval" if self.exists else "no interval"
+
     def band_text(self, unit: str = " s") -> str:
         """``12.1-16.9 s, 80%``, or ``no interval``."""
         if not self.exists:
@@ -61,8 +66,7 @@ class ForecastInterval:
 
     def basis_line(self) -> str:
         """``80% interval: <detail>``, or ``no interval: <detail>``."""
-        head = f"{100 * self.level:.0f}% interval" if self.exists else "no interval"
-        return f"{head}: {self.detail}"
+        return f"{self.label}: {self.detail}"
 
     def as_dict(self) -> dict:
         """JSON-ready (strict: no NaN): ``step_time_interval_s`` ([lo, hi] or null),

@@ -240,3 +240,19 @@ def test_plots_draw_a_band_only_when_there_is_an_interval(profiles_dir):
     assert bands(plot_prediction(res.entries[2].best.prediction), LineCollection) == 0
     assert bands(plot_plan(res), PolyCollection) == 1  # b200's band; h100-sxm has none
     assert all(math.isfinite(x) for x in interval_of(pred).as_dict()["step_time_interval_s"])
+
+
+def test_a_band_above_its_forecast_is_drawn_from_lo_to_hi():
+    """A band need not contain its forecast (held-out runs ran slower: lo_factor > 1): the
+    plots draw it from lo to hi, not as (negative) offsets from the forecast."""
+    from simulator.plots import plot_prediction
+
+    above = DENSE.model_copy(update={"lo_factor": 1.05, "hi_factor": 1.4})
+    pred = predict(model="llama3-8b", hardware=fitted(interval_dense=above), chips=8,
+                   global_batch=8, seq_len=1024)
+    iv = interval_of(pred)
+    assert pred.step_time_s < iv.lo_s < iv.hi_s
+    (bar,) = [c for c in plot_prediction(pred).axes[0].collections
+              if isinstance(c, LineCollection)]
+    (seg,) = bar.get_segments()
+    assert sorted(seg[:, 0]) == pytest.approx([iv.lo_s, iv.hi_s])

@@ -73,6 +73,20 @@ def stacked_bars(ax, labels: list[str], parts: list[dict[str, float]], order, ho
     return base
 
 
+def interval_bars(ax, at, intervals, horizontal: bool = False, label: bool = True, **kw) -> None:
+    """Each forecast interval (a ForecastInterval with a band) as an error bar from ``lo_s`` to
+    ``hi_s`` at its position in ``at``, drawn about the band's middle: a band need not contain
+    its forecast (``lo_factor`` may exceed 1), so offsets from the forecast could be negative.
+    ``label``: a legend entry ``80% interval`` (the first interval's level)."""
+    mid = [(iv.lo_s + iv.hi_s) / 2 for iv in intervals]
+    half = [(iv.hi_s - iv.lo_s) / 2 for iv in intervals]
+    kw = {"fmt": "none", **kw, **({"label": intervals[0].label} if label else {})}
+    if horizontal:
+        ax.errorbar(mid, at, xerr=half, **kw)
+    else:
+        ax.errorbar(at, mid, yerr=half, **kw)
+
+
 def show(fig: Figure, dpi: int = 80) -> None:
     """Display ``fig`` as a PNG in a notebook (works whatever matplotlib backend is active)."""
     from IPython.display import Image, display

@@ -6,7 +6,7 @@ from simulator.attribution import PARTS
 from simulator.decompose import INCREASE_PARTS
 from simulator.interval import interval_of
 from simulator.matched import VIEW_LABELS, VIEWS
-from simulator.plots.common import colour, figure, stacked_bars
+from simulator.plots.common import colour, figure, interval_bars, stacked_bars
 
 
 def plot_comparison(c):
@@ -19,13 +19,10 @@ def plot_comparison(c):
     parts = [c.dense_attribution.by_part] + [x.attribution["moe"].by_part for x in c.moes]
     stacked_bars(steps, names, parts, PARTS, horizontal=False)
     preds = [c.dense] + [x.prediction for x in c.moes]
-    banded = [(n, p, iv) for n, p in zip(names, preds) if (iv := interval_of(p)).exists]
+    banded = [(n, iv) for n, p in zip(names, preds) if (iv := interval_of(p)).exists]
     if banded:  # each model's whole step with its forecast interval
-        steps.errorbar([n for n, _, _ in banded], [p.step_time_s for _, p, _ in banded],
-                       yerr=[[p.step_time_s - iv.lo_s for _, p, iv in banded],
-                             [iv.hi_s - p.step_time_s for _, p, iv in banded]],
-                       fmt="none", ecolor="black", capsize=4,
-                       label=f"{100 * banded[0][2].level:.0f}% interval")
+        interval_bars(steps, [n for n, _ in banded], [iv for _, iv in banded], ecolor="black",
+                      capsize=4)
     steps.set_ylabel("step time (s)")
     steps.set_title(f"{c.dense.job.hardware.name} x {c.dense.job.chips}: step time by part",
                     fontsize=10)

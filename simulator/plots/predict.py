@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from simulator.attribution import part_of
-from simulator.plots.common import colour, figure
+from simulator.plots.common import colour, figure, interval_bars
 
 
 def _layer(pred) -> int:
@@ -61,9 +61,8 @@ def plot_prediction(pred, interval=None):
     bars.barh(cats, [pred.breakdown_s[c] for c in cats], color=[colour(c, i) for i, c in enumerate(cats)])
     t = pred.step_time_s
     if iv.exists:
-        bars.barh(["step (total)"], [t], color="#bab0ac",
-                  xerr=[[t - iv.lo_s], [iv.hi_s - t]], capsize=4,
-                  label=f"{100 * iv.level:.0f}% interval")
+        bars.barh(["step (total)"], [t], color="#bab0ac")
+        interval_bars(bars, ["step (total)"], [iv], horizontal=True, ecolor="black", capsize=4)
         bars.legend(fontsize=7, loc="lower right")
     bars.set_xlabel("seconds per step")
     j = pred.job

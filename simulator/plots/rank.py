@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from simulator.plots.common import figure, stacked_bars
+from simulator.interval import interval_of
+from simulator.plots.common import figure, interval_bars, stacked_bars
 
 GIB = 2**30
 
@@ -18,18 +19,14 @@ def plot_rank(res):
     fig, (sc, bars) = figure(12, 4.8, 1, 2, width_ratios=[1, 1.2])
     sc.scatter(res.memory_bytes / GIB, res.times.step_s, s=4, alpha=0.35, color="#4e79a7",
                label=f"{len(res.times.step_s):,} configurations that fit")
-    from simulator.interval import interval_of
-
-    ivs = [interval_of(f.prediction) for f in res.top]
     sc.scatter([f.prediction.memory.per_device_bytes / GIB for f in res.top],
                [f.prediction.step_time_s for f in res.top], s=40, color="#e15759",
                label="top (graph path)")
+    ivs = [interval_of(f.prediction) for f in res.top]
     banded = [(f, iv) for f, iv in zip(res.top, ivs) if iv.exists]
     if banded:
-        sc.errorbar([f.prediction.memory.per_device_bytes / GIB for f, _ in banded],
-                    [f.prediction.step_time_s for f, _ in banded], fmt="none", ecolor="#e15759",
-                    capsize=3, yerr=_yerr(banded),
-                    label=f"{100 * banded[0][1].level:.0f}% interval")
+        interval_bars(sc, [f.prediction.memory.per_device_bytes / GIB for f, _ in banded],
+                      [iv for _, iv in banded], ecolor="#e15759", capsize=3)
     sc.axvline(res.space.hardware.chip.hbm_capacity_bytes.value / GIB, color="grey", ls="--",
                lw=1, label="HBM capacity")
     sc.set_yscale("log")
@@ -43,18 +40,11 @@ def plot_rank(res):
     cats = sorted({c for d in parts for c in d}, key=lambda c: -sum(d.get(c, 0) for d in parts))
     stacked_bars(bars, labels, parts, cats)
     if banded:  # the whole step's band at the end of each finalist's bar
-        rows = [(lab, f, iv) for lab, f, iv in zip(labels, res.top[::-1], ivs[::-1]) if iv.exists]
-        bars.errorbar([f.prediction.step_time_s for _, f, _ in rows], [lab for lab, _, _ in rows],
-                      xerr=_yerr([(f, iv) for _, f, iv in rows]), fmt="none", ecolor="black",
-                      capsize=3)
+        rows = [(lab, iv) for lab, iv in zip(labels, ivs[::-1]) if iv.exists]
+        interval_bars(bars, [lab for lab, _ in rows], [iv for _, iv in rows], horizontal=True,
+                      label=False, ecolor="black", capsize=3)
     bars.set_xlabel("step time (s)")
     bars.tick_params(axis="y", labelsize=7)
     bars.set_title("top configurations: where the step goes", fontsize=10)
     bars.legend(fontsize=6, loc="best" if banded else "lower right")
     return fig
-
-
-def _yerr(banded) -> list[list[float]]:
-    """Asymmetric error bars (below, above) from (finalist, interval) pairs."""
-    return [[f.prediction.step_time_s - iv.lo_s for f, iv in banded],
-            [iv.hi_s - f.prediction.step_time_s for f, iv in banded]]
