@@ -20,14 +20,12 @@ def plot_plan(res):
             continue
         tline.plot([e.chips for e in ok], [e.budget.days for e in ok], "o-", color=colour(hw, i),
                    label=hw)
-        bands = [(e, interval_of(e.best.prediction).scaled(e.budget.days, e.budget.step_time_s))
-                 for e in ok]
-        bands = [(e, b) for e, b in bands if b is not None]
-        if bands:  # the step's interval carries over to the days (days are steps x step time)
-            level = interval_of(bands[0][0].best.prediction).level
-            tline.fill_between([e.chips for e, _ in bands], [b[0] for _, b in bands],
-                               [b[1] for _, b in bands], color=colour(hw, i), alpha=0.2, lw=0,
-                               label=f"{hw}: {100 * level:.0f}% interval")
+        ivs = [(e, iv) for e in ok if (iv := interval_of(e.best.prediction)).exists]
+        if ivs:  # the step's interval carries over to the days (days are steps x step time)
+            bands = [iv.scaled(e.budget.days, e.budget.step_time_s) for e, iv in ivs]
+            tline.fill_between([e.chips for e, _ in ivs], [b[0] for b in bands],
+                               [b[1] for b in bands], color=colour(hw, i), alpha=0.2, lw=0,
+                               label=f"{hw}: {ivs[0][1].label}")
         priced = [e for e in ok if e.budget.cost_usd is not None]
         cost.scatter([e.budget.days for e in priced], [e.budget.cost_usd / 1e3 for e in priced],
                      color=colour(hw, i), label=hw)
