@@ -73,7 +73,8 @@ class Efficiency(_Frozen):
     """Compute efficiency curves: matmul and attention in FLOPs, memory-bound ops in bytes;
     ``gather`` for indexed reads and scatter-adds (embedding lookup and its gradient, gather
     dispatch), which run below streaming bandwidth: the ``memory`` curve when absent;
-    ``matmul_fp8`` for GEMMs in fp8 or fp4 (a fraction of that format's peak)."""
+    ``matmul_fp8`` and ``matmul_fp4`` for GEMMs in those formats (a fraction of that format's
+    peak). :meth:`curve` applies the fallbacks."""
 
     matmul: EfficiencyCurve
     attention: EfficiencyCurve
@@ -85,6 +86,17 @@ class Efficiency(_Frozen):
     matmul_fp4: EfficiencyCurve | None = Field(
         default=None, description="GEMMs in fp4 (of the fp4 peak, scaling and casts included): "
         "the matmul_fp8 curve when absent")
+
+    def curve(self, name: str) -> EfficiencyCurve:
+        """The curve ``name`` as the compute model uses it: an absent one is the curve its field
+        falls back to (``matmul_fp4`` -> ``matmul_fp8`` -> ``matmul``, ``gather`` -> ``memory``)."""
+        while (c := getattr(self, name)) is None:
+            name = _FALLBACK[name]
+        return c
+
+
+#: The curve an absent optional curve of :class:`Efficiency` falls back to.
+_FALLBACK = {"matmul_fp8": "matmul", "matmul_fp4": "matmul_fp8", "gather": "memory"}
 
 
 class Lineage(_Frozen):

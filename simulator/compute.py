@@ -55,11 +55,10 @@ class ComputeModel:
         c = profile.chip
         e = profile.efficiency
         attention_dtype = "fp32" if precision == "fp32" else "bf16"
-        matmul = {"fp8": e.matmul_fp8 or e.matmul,
-                  "fp4": e.matmul_fp4 or e.matmul_fp8 or e.matmul}.get(precision, e.matmul)
+        matmul = e.curve({"fp8": "matmul_fp8", "fp4": "matmul_fp4"}.get(precision, "matmul"))
         return cls(profile.peak_flops(precision), profile.peak_flops(attention_dtype),
                    c.hbm_bandwidth_bytes_per_s.value, c.launch_overhead_s.value,
-                   matmul, e.attention, e.memory, e.gather or e.memory)
+                   matmul, e.attention, e.memory, e.curve("gather"))
 
     def memory_time(self, nbytes: float, curve: EfficiencyCurve | None = None) -> float:
         """Memory-bound time ``bytes / (hbm_bw * eff(bytes))`` on ``curve`` (default: memory)."""
