@@ -85,9 +85,10 @@ class StageInputs:
         return rs, rs + de + ex
 
 
-def _scatter(dst: dict, key, idx: np.ndarray, value: np.ndarray, n: int) -> None:
+def _scatter(dst: dict, key, idx: np.ndarray, value: np.ndarray, n: int, fill: float = 0.0
+             ) -> None:
     if key not in dst:
-        dst[key] = np.zeros(n)
+        dst[key] = np.full(n, fill)
     dst[key][idx] = value
 
 
@@ -108,9 +109,7 @@ class _Collector:
             _scatter(self.arrays, (name, "free", carried), idx, ct.free[carried], self.n)
         if ct.lag is not None:  # rows timed without a lag keep -inf: they wait for no stream
             for f in ("end", "first"):
-                if (name, "lag", f) not in self.arrays:
-                    self.arrays[(name, "lag", f)] = np.full(self.n, -np.inf)
-                self.arrays[(name, "lag", f)][idx] = getattr(ct.lag, f)
+                _scatter(self.arrays, (name, "lag", f), idx, getattr(ct.lag, f), self.n, -np.inf)
             for k, v in ct.lag.free.items():
                 _scatter(self.arrays, (name, "lag", "free", k), idx, v, self.n)
 
