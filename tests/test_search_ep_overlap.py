@@ -23,6 +23,8 @@ def test_fast_path_follows_the_ep_stream_across_chains(remat):
     pool = np.nonzero((cands.axis("expert") > 1) & (cands.remat == REMATS.index(remat)))[0]
     idx = np.random.default_rng(0).choice(pool, size=12, replace=False)
     sub = cands.take(idx)
+    pp = sub.axis("pipeline")
+    assert (pp == 1).any() and (pp > 1).any()  # with and without a pipeline, as said above
     fast = step_times(sub).step_s
     for i in range(len(sub)):
         pred = predict_job(make_job(space.model, sub.sharding(i), space.hardware, space.chips))
