@@ -199,11 +199,11 @@ MEGATRON_2021 = SourceRules(
     })
 
 #: Korthikanti et al. 2022 (arXiv 2205.05198), "Reducing Activation Recomputation in Large
-#: Transformer Models": sequence parallelism and selective recompute on A100.
-MEGATRON_2022 = SourceRules(
-    name="megatron_korthikanti2022", match=("korthikanti",), substring=True, flops="megatron",
-    mesh="megatron", tp_comm_overlap=False, ep_comm_overlap=False, distributed_optimizer=False,
-    flash_attention=False, fused_loss=False, recompute="selective",
+#: Transformer Models": sequence parallelism and selective recompute on A100; the same
+#: Megatron-LM as :data:`MEGATRON_2021` but for its FLOP formula and recompute.
+MEGATRON_2022 = replace(
+    MEGATRON_2021, name="megatron_korthikanti2022", match=("korthikanti",), flops="megatron",
+    recompute="selective",
     cites={
         **_PAPER_SWITCHES,
         "flops": "the paper's model FLOPs 72 B s l h^2 (1 + s/(6h) + V/(12 l h)) (recompute not "
