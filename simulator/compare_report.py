@@ -70,27 +70,23 @@ def format_comparison(c) -> str:
         f"  dense budget  {_fmt_tokens(b.tokens)} tokens ({c.tokens_per_param:g} per parameter of "
         f"{dp.job.model.total_params / 1e9:.2f}B) = {b.steps:,} steps x {dp.step_time_s:.4g} s = "
         f"{b.days:.2f} days",
-        f"  dense         step {dp.step_time_s:.4g} s{_band(div)}, MFU {100 * dp.mfu:.1f} %, mesh "
-        f"{_mesh(dp)}, remat {dp.job.sharding.remat}, micro-batch {dp.job.sharding.micro_batch}",
-        f"    {div.basis_line()}",
-    ] + [f"    outside the fit: {o}" for o in div.outside] + [
-        f"    warning: {w}" for w in dp.warnings if w not in div.outside]
-    return "\n".join(head + [line for x in c.moes for line in _moe_lines(c, x)])
+        f"  dense         step {dp.step_time_s:.4g} s{div.band_note()}, MFU {100 * dp.mfu:.1f} %, "
+        f"mesh {_mesh(dp)}, remat {dp.job.sharding.remat}, micro-batch "
+        f"{dp.job.sharding.micro_batch}",
+        *div.notes("    "),
+    ] + [f"    warning: {w}" for w in dp.warnings if w not in div.outside]
+    said = {div.basis_line(), *div.outside}  # each MoE says again only where it differs
+    return "\n".join(head + [line for x in c.moes for line in _moe_lines(c, x, said)])
 
 
-def _band(iv) -> str:
-    return f" ({iv.band_text()})" if iv.exists else ""
-
-
-def _moe_lines(c, x) -> list[str]:
+def _moe_lines(c, x, said: set[str]) -> list[str]:
     p, inc = x.prediction, x.increase
-    iv, div = interval_of(p), interval_of(c.dense)  # said again only where it differs
+    iv = interval_of(p)
     lines = ["", f"  {x.model.name}  ({x.model.total_params / 1e9:.1f}B total, "
              f"{x.model.active_params / 1e9:.2f}B active)",
-             f"    step {p.step_time_s:.4g} s{_band(iv)}, MFU {100 * p.mfu:.1f} %, mesh {_mesh(p)}, "
-             f"remat {p.job.sharding.remat}, micro-batch {p.job.sharding.micro_batch}",
-             *([f"    {iv.basis_line()}"] if iv.basis_line() != div.basis_line() else []),
-             *(f"    outside the fit: {o}" for o in iv.outside if o not in div.outside),
+             f"    step {p.step_time_s:.4g} s{iv.band_note()}, MFU {100 * p.mfu:.1f} %, mesh "
+             f"{_mesh(p)}, remat {p.job.sharding.remat}, micro-batch {p.job.sharding.micro_batch}",
+             *iv.notes("    ", said),
              f"    step-time increase over dense: {inc.total_s:+.4g} s ({100 * inc.fraction:+.1f} %)"
              + ("  [under 20 %]" if inc.fraction < THRESHOLD else "  [20 % or more]")]
     if not _same_sharding(p.job, c.dense.job):

@@ -13,7 +13,7 @@ efficiencies are assumed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from hardware_profiles.schema import HardwareProfile
@@ -60,6 +60,10 @@ class ForecastInterval:
             return "no interval"
         return f"{self.lo_s:.3g}-{self.hi_s:.3g}{unit}, {100 * self.level:.0f}%"
 
+    def band_note(self) -> str:
+        """`` (12.1-16.9 s, 80%)`` after a step time, or nothing without an interval."""
+        return f" ({self.band_text()})" if self.exists else ""
+
     def text(self) -> str:
         """``12.1-16.9 s, 80%; efficiencies borrowed from ...`` (or ``no interval: ...``)."""
         return f"{self.band_text()}{'; ' if self.exists else ': '}{self.detail}"
@@ -68,17 +72,19 @@ class ForecastInterval:
         """``80% interval: <detail>``, or ``no interval: <detail>``."""
         return f"{self.label}: {self.detail}"
 
+    def notes(self, indent: str = "  ", said: Collection[str] = ()) -> list[str]:
+        """The basis line and an ``outside the fit: ...`` line per way out, at ``indent``, but
+        for those already ``said`` (basis lines or outside lines said once for several)."""
+        return ([f"{indent}{self.basis_line()}"] if self.basis_line() not in said else []) + [
+            f"{indent}outside the fit: {o}" for o in self.outside if o not in said]
+
     def as_dict(self) -> dict:
         """JSON-ready (strict: no NaN): ``step_time_interval_s`` ([lo, hi] or null),
         ``interval_level``, ``basis``, ``basis_detail``, ``outside``."""
-        band = [_finite(self.lo_s), _finite(self.hi_s)] if self.exists else None
-        return {"step_time_interval_s": None if band is None or None in band else band,
+        band = self.exists and math.isfinite(self.lo_s) and math.isfinite(self.hi_s)
+        return {"step_time_interval_s": [self.lo_s, self.hi_s] if band else None,
                 "interval_level": self.level if band else None, "basis": self.basis,
                 "basis_detail": self.detail, "outside": list(self.outside)}
-
-
-def _finite(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
 
 
 def forecast_interval(profile: HardwareProfile, is_moe: bool, step_time_s: float,

@@ -61,29 +61,21 @@ def format_rank(res) -> str:
         lines.append("  invalid: " + ", ".join(f"{k} {v:,}" for k, v in c["invalid"].items()))
     lines.append(f"  top {len(res.top)} (re-evaluated with the graph path):")
     ivs = [interval_of(f.prediction) for f in res.top]
-    common = _common_interval_lines(ivs)
-    lines += common
+    # what every finalist's interval shares (basis, outside lines) is said once, above them
+    shared = set.intersection(*({iv.basis_line(), *iv.outside} for iv in ivs)) if ivs else set()
+    if ivs:
+        lines += ivs[0].notes("  ", said={ivs[0].basis_line(), *ivs[0].outside} - shared)
     for i, (f, iv) in enumerate(zip(res.top, ivs), 1):
-        lines += ["", *_finalist_lines(i, f, res.objective, iv, common)]
+        lines += ["", *_finalist_lines(i, f, res.objective, iv, shared)]
     return "\n".join(lines)
 
 
-def _common_interval_lines(ivs) -> list[str]:
-    """What the finalists' intervals share (basis, outside lines), said once."""
-    if not ivs:
-        return []
-    out = [f"  {ivs[0].basis_line()}"] if len({iv.basis_line() for iv in ivs}) == 1 else []
-    shared = [line for line in ivs[0].outside if all(line in iv.outside for iv in ivs)]
-    return out + [f"  outside the fit: {line}" for line in shared]
-
-
-def _finalist_lines(i: int, f, objective: str, iv, common: list[str]) -> list[str]:
+def _finalist_lines(i: int, f, objective: str, iv, said: set[str]) -> list[str]:
     p, row, mem = f.prediction, f.row, f.prediction.memory
     place = row["placement"]
     b = f.budget
-    band = f" ({iv.band_text()})" if iv.exists else ""
     out = [
-        f"  #{i}  step {p.step_time_s:.4g} s{band}   MFU {100 * p.mfu:.1f} %   memory "
+        f"  #{i}  step {p.step_time_s:.4g} s{iv.band_note()}   MFU {100 * p.mfu:.1f} %   memory "
         f"{mem.per_device_bytes / GIB:.1f} of {mem.capacity_bytes / GIB:.1f} GiB "
         f"(headroom {mem.headroom_bytes / GIB:.1f})",
         f"      mesh {_mesh(row['mesh'])}   ({place})",
@@ -98,11 +90,7 @@ def _finalist_lines(i: int, f, objective: str, iv, common: list[str]) -> list[st
     parts = [f"{k} {v:.3g} ({100 * v / total:.0f}%)" for k, v in p.breakdown_s.items()
              if v >= 0.005 * total]
     out.append("      breakdown: " + ", ".join(parts))
-    if f"  {iv.basis_line()}" not in common:
-        out.append(f"      {iv.basis_line()}")
-    out += [f"      outside the fit: {line}" for line in iv.outside
-            if f"  outside the fit: {line}" not in common]
-    return out
+    return out + iv.notes("      ", said)
 
 
 CSV_COLUMNS = ("rank", *AXES, "placement", "axis_order", "micro_batch", "microbatches", "remat",
