@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 
 from simulator.graph.layers import unfused_score_bytes
-from simulator.predict import predict, predict_job
+from simulator.predict import predict
 from simulator.search import enumerate_candidates, make_space
-from simulator.search.fast import memory_per_device, step_times
-from simulator.specs.job import make_job
+from simulator.search.fast import memory_per_device
 from simulator.zoo import load_model
-from tests.test_search_agreement import TOLERANCE, _sample
+from tests.test_search_agreement import assert_sample_agrees
 
 LONG = dict(model="llama3-8b", hardware="h100-sxm", chips=8, mesh={"data": 8}, global_batch=8,
             seq_len=8192)
@@ -53,19 +52,8 @@ def test_selective_recompute_recomputes_the_scores():
 def test_search_path_agrees_without_flash_attention(pipelined):
     space = make_space(model="llama3-8b", hardware="h100-sxm", chips=32, seq_len=4096,
                        global_batch=64, flash_attention=False)
-    cands = enumerate_candidates(space)
-    mem = memory_per_device(cands)
-    fits = mem <= space.hardware.chip.hbm_capacity_bytes.value
-    idx = _sample(cands, fits, pipelined, 4, seed=7)
-    assert len(idx) == 4
-    sub = cands.take(idx)
-    fast = step_times(sub).step_s
-    for i in range(len(sub)):
-        sh = sub.sharding(i)
-        assert not sh.flash_attention
-        pred = predict_job(make_job(space.model, sh, space.hardware, space.chips))
-        assert pred.memory.per_device_bytes == pytest.approx(mem[idx[i]], rel=1e-12)
-        assert fast[i] == pytest.approx(pred.step_time_s, rel=TOLERANCE), sub.row(i)
+    mem, sub = assert_sample_agrees(space, pipelined, 4, seed=7)
+    assert not any(sub.sharding(i).flash_attention for i in range(len(sub)))
     # and the unfused search ranks memory above the fused one's for the same candidates
     fused = make_space(model="llama3-8b", hardware="h100-sxm", chips=32, seq_len=4096,
                        global_batch=64)

@@ -39,21 +39,28 @@ def _sample(cands, fits, pipelined: bool, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(pool, size=min(n, len(pool)), replace=False)
 
 
-@pytest.mark.parametrize("job", list(JOBS))
-@pytest.mark.parametrize("pipelined", [False, True], ids=["no-pipeline", "pipeline"])
-def test_fast_path_agrees_with_the_graph_path(job, pipelined):
-    space = _space(job)
+def assert_sample_agrees(space, pipelined: bool, n: int, seed: int):
+    """Draw ``n`` fitting candidates of ``space`` (with or without a pipeline) and check each
+    against predict: memory identical, step time within :data:`TOLERANCE`. Returns every
+    candidate's per-device memory and the sampled candidates."""
     cands = enumerate_candidates(space)
     mem = memory_per_device(cands)
     fits = mem <= space.hardware.chip.hbm_capacity_bytes.value
-    idx = _sample(cands, fits, pipelined, 6, seed=4)
-    assert len(idx) == 6
+    idx = _sample(cands, fits, pipelined, n, seed)
+    assert len(idx) == n
     sub = cands.take(idx)
     fast = step_times(sub).step_s
     for i in range(len(sub)):
         pred = predict_job(make_job(space.model, sub.sharding(i), space.hardware, space.chips))
         assert pred.memory.per_device_bytes == pytest.approx(mem[idx[i]], rel=1e-12)
         assert fast[i] == pytest.approx(pred.step_time_s, rel=TOLERANCE), sub.row(i)
+    return mem, sub
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+@pytest.mark.parametrize("pipelined", [False, True], ids=["no-pipeline", "pipeline"])
+def test_fast_path_agrees_with_the_graph_path(job, pipelined):
+    assert_sample_agrees(_space(job), pipelined, 6, seed=4)
 
 
 @pytest.mark.parametrize("job", ["dense-gpu", "moe-tpu"])
