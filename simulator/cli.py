@@ -128,12 +128,8 @@ def _job_from_args(a):
     return make_job(model, make_sharding(**fields), hw, a.chips)
 
 
+@cli_search.with_profiles
 def _cmd_predict(a) -> int:
-    with cli_search.profiles_of(a):
-        return _predict(a)
-
-
-def _predict(a) -> int:
     from simulator.interval import interval_of
     from simulator.predict import predict_job
     from simulator.report import format_prediction

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from simulator.cli_search import add_profiles_arg, profiles_of
+from simulator.cli_search import add_profiles_arg, with_profiles
 from simulator.errors import MeshcastError
 from simulator.matched import VIEWS
 
@@ -36,12 +36,8 @@ def add_parser(sub) -> None:
     add_profiles_arg(p)
 
 
+@with_profiles
 def cmd_compare(a) -> int:
-    with profiles_of(a):
-        return _compare(a)
-
-
-def _compare(a) -> int:
     from simulator.compare import compare
     from simulator.compare_report import comparison_dict, format_comparison
     from simulator.specs.sharding import parse_mesh

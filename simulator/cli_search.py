@@ -5,6 +5,7 @@ Registered by :mod:`simulator.cli` through :func:`add_parsers` and :data:`COMMAN
 
 from __future__ import annotations
 
+import functools
 import json
 
 from simulator.cli_progress import Progress
@@ -25,6 +26,15 @@ def profiles_of(a):
     from hardware_profiles import profile_dirs
 
     return profile_dirs(*(a.profiles or ()))
+
+
+def with_profiles(cmd):
+    """``cmd(a)`` run inside :func:`profiles_of` ``a`` (a command that takes ``--profiles``)."""
+    @functools.wraps(cmd)
+    def run(a) -> int:
+        with profiles_of(a):
+            return cmd(a)
+    return run
 
 
 def _job_args(p, chips_help: str, chips_type) -> None:
@@ -80,12 +90,8 @@ def _tokens(a, model, reference) -> int | None:
     return chinchilla_tokens(model, a.tokens_per_param or 20.0, reference)
 
 
+@with_profiles
 def cmd_rank(a) -> int:
-    with profiles_of(a):
-        return _rank(a)
-
-
-def _rank(a) -> int:
     from simulator.search.rank import rank
     from simulator.search.report import format_rank, rank_json, write_csv
     from simulator.search.space import make_space
@@ -121,12 +127,8 @@ def _chip_list(text: str | None) -> list[int] | None:
                             "(example: 256,512,1024)") from None
 
 
+@with_profiles
 def cmd_plan(a) -> int:
-    with profiles_of(a):
-        return _plan(a)
-
-
-def _plan(a) -> int:
     from simulator.search.plan import plan
     from simulator.search.report import format_plan, plan_json
 
