@@ -256,3 +256,16 @@ def test_a_band_above_its_forecast_is_drawn_from_lo_to_hi():
               if isinstance(c, LineCollection)]
     (seg,) = bar.get_segments()
     assert sorted(seg[:, 0]) == pytest.approx([iv.lo_s, iv.hi_s])
+
+
+def test_the_prediction_plot_title_says_why_there_is_no_interval():
+    from simulator.plots import plot_prediction
+
+    def title(prof) -> str:
+        pred = predict(model="llama3-8b", hardware=prof, chips=8, global_batch=8, seq_len=1024)
+        return plot_prediction(pred).axes[0].get_title()
+
+    assert "(no interval: efficiencies not fitted)" in title(load_profile("b200"))
+    unbanded = title(fitted(interval_dense=None, interval_moe=None))  # fitted, no band recorded
+    assert "(no interval)" in unbanded and "not fitted" not in unbanded
+    assert "s, 80%)" in title(fitted())

@@ -67,7 +67,7 @@ def plot_prediction(pred, interval=None):
     bars.set_xlabel("seconds per step")
     j = pred.job
     mesh = " ".join(f"{a}={v}" for a, v in j.mesh.items() if v != 1) or "data=1"
-    band = f" ({iv.band_text()})" if iv.exists else " (no interval: efficiencies not fitted)"
+    band = f" ({iv.band_text()}{': efficiencies not fitted' if iv.basis == 'assumed' else ''})"
     bars.set_title(f"{j.model.name} on {j.hardware.name} x {j.chips} ({mesh}): step "
                    f"{t:.3g} s{band}, MFU {100 * pred.mfu:.1f} %", fontsize=10)
     i = _layer(pred)
