@@ -5,8 +5,9 @@ Each source is read by its own rules (:mod:`simulator.published.sources`): the F
 its TFLOP/s, how its layout maps to the mesh, its communication overlap, optimizer sharding,
 gradient dtype, attention kernel, loss (fp32 or fused in place on the bf16 logits) and default
 recompute (a recipe keeping bf16 optimizer moments:
-:mod:`simulator.published.optimizer_recipes`). A source without rules, or a row whose parallel
-layout was not published, is skipped with the reason.
+:mod:`simulator.published.optimizer_recipes`). A source without rules is read by the generic
+default its notes name (:data:`simulator.published.sources.GENERIC`); a row whose parallel layout
+was not published is skipped with the reason.
 
 Megatron layouts (``mesh="megatron"``): ``tp -> model``, ``pp -> pipeline``, ``cp -> seq``,
 ``dp = n / (tp pp cp)`` when not published; EP is carved out of DP (``data = dp / ep``,
