@@ -69,6 +69,11 @@ class _Mesh:
     slice_shape: list[int] | None = None
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def replicas(self) -> int:
+        """Data-parallel replicas, the ranks the batch splits over: ``data x fsdp x expert``."""
+        return self.mesh["data"] * self.mesh["fsdp"] * self.mesh["expert"]
+
 
 def _check_layout(row: PublishedRow) -> None:
     """A row must publish its layout: some of tp / pp / dp, or an fsdp / mesh description."""
@@ -162,7 +167,7 @@ def _maxtext_batch(row: PublishedRow, mesh: _Mesh, n: int, profile: HardwareProf
     ``per_device x devices_per_chip x (chips per replica)`` sequences, ``x model`` with a
     tensor-parallel axis. Fractional ``per_device_batch_size`` (below 1) is allowed."""
     per_device = row.num("micro_batch")
-    replicas = mesh.mesh["data"] * mesh.mesh["fsdp"] * mesh.mesh["expert"]
+    replicas = mesh.replicas
     devices = n * profile.chip.devices_per_chip
     notes = []
     if per_device is None:  # one micro-step: MaxText's default gradient_accumulation_steps = 1
@@ -186,7 +191,7 @@ def _axlearn_batch(row: PublishedRow, mesh: _Mesh, global_batch: int) -> int:
     """AXLearn sets the global batch (``train_batch_size``) and runs it in one micro-step unless
     the row's ``grad_accum`` cell gives gradient accumulation: each data-parallel replica holds
     ``global / (replicas x accumulation)`` sequences per micro-step."""
-    replicas = mesh.mesh["data"] * mesh.mesh["fsdp"] * mesh.mesh["expert"]
+    replicas = mesh.replicas
     accum = row.int("grad_accum", default=1)
     micro = global_batch // (replicas * accum)
     if micro < 1 or micro * replicas * accum != global_batch:
@@ -255,7 +260,7 @@ def _row_to_case(row: PublishedRow, profiles, execution: dict) -> Case:
                                   fields["seq_len"], profile.peak_flops("bf16"))
     stages = mesh.mesh.get("pipeline", 1) * fields.get("virtual_stages", 1)
     job_model, pad_note = pad_layers(model, stages)
-    notes = [n for n in (source_note, *mesh.notes, *notes, pad_note) if n]
+    notes = [x for x in (source_note, *mesh.notes, *notes, pad_note) if x]
     if hw := hardware_note(row, profile):
         notes.append(hw)
     job = make_job(job_model, make_sharding(**fields), profile, n)
