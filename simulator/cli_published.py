@@ -88,7 +88,7 @@ def cmd_validate(a) -> int:
 
 def _validate(a) -> int:
     from simulator.published import evaluate, summarize
-    from simulator.published.fit import by_term
+    from simulator.published.fit import TERM_SHARE, by_term
     from simulator.published.report import format_cv, format_report, format_terms, report_json
 
     cases, skipped = _cases(a.published, _profiles(a.profile), a.moe_host_issue_s)
@@ -118,8 +118,9 @@ def _validate(a) -> int:
     text = format_report(a.published, results, summary, skipped, header)
     if keys:
         terms = format_terms(extra["cv"][keys[0]]["by_term"])
-        text += (f"rows that lean on each fitted term (|d log T / d log value| >= 0.1), held out "
-                 f"by {keys[0]}:\n" + "\n".join(terms) + "\n\n" + format_cv(extra["cv"], cover, keys[1:]))
+        text += (f"rows that lean on each fitted term (|d log T / d log value| >= {TERM_SHARE}), "
+                 f"held out by {keys[0]}:\n" + "\n".join(terms) + "\n\n"
+                 + format_cv(extra["cv"], cover, keys[1:]))
     elif extra["coverage"]["n"]:
         c = extra["coverage"]
         text += (f"\ninterval coverage (the profiles' own 80% bands): {100 * c['covered']:.0f}% "
@@ -169,14 +170,9 @@ def _variances(fr) -> dict:
 
 def _given_coverage(cases, results) -> dict:
     """Coverage of the profiles' own bands (fitted profiles from ``--profiles DIR``)."""
-    from simulator.published.intervals import LEVEL
+    from simulator.published.intervals import LEVEL, covered
 
-    hits = []
-    for c, r in zip(cases, results):
-        b = _profile_band(c)
-        if b:
-            hits.append(b.lo_factor <= r.measured_step_time_s / r.predicted_step_time_s
-                        <= b.hi_factor)
+    hits = [covered(r, b) for c, r in zip(cases, results) if (b := _profile_band(c))]
     return {"level": LEVEL, "n": len(hits),
             "covered": sum(hits) / len(hits) if hits else None}
 
@@ -191,8 +187,9 @@ def cmd_fit(a) -> int:
 
     cases, skipped = _cases(a.published, {})
     fr, cv, cover = _fit_and_cv(cases, ["hardware", "model", "source"])
+    sums = {k: {"summary": summarize(v), "by_term": by_term(fr, v)} for k, v in cv.items()}
     sha = hashlib.sha256(Path(a.published).read_bytes()).hexdigest()[:16]
-    held = summarize(cv["hardware"])
+    held = sums["hardware"]["summary"]
     source = (f"fitted {date.today().isoformat()} to {len(cases)} published runs in "
               f"{Path(a.published).name} (sha256 {sha}) by meshcast fit --published; held out "
               f"by hardware median |error| {100 * held['median_abs_error']:.1f}%")
@@ -200,28 +197,26 @@ def cmd_fit(a) -> int:
     out = Path(a.out)
     if a.hardware:
         name = load_profile(a.hardware).name
-        written = [save_profile(profiles[name], out if out.suffix in (".yaml", ".yml")
-                                else _dir(out) / f"{name}.yaml")]
-        report_dir = written[0].parent
+        path = out if out.suffix in (".yaml", ".yml") else _dir(out) / f"{name}.yaml"
+        written = {name: save_profile(profiles[name], path)}
+        report_dir = path.parent
     else:
         if out.suffix in (".yaml", ".yml"):
             raise MeshcastError(f"out: {out} is a YAML file; fit --published writes every profile "
                                 "into a directory (or add --hardware NAME for one file)")
-        written = [save_profile(p, _dir(out) / f"{n}.yaml") for n, p in profiles.items()]
+        written = {n: save_profile(p, _dir(out) / f"{n}.yaml") for n, p in profiles.items()}
         report_dir = out
     _write_predictions(fr, cv, report_dir / "fit_predictions.csv")
     report = {"published": str(a.published), "sha256": sha, "rows": len(cases),
               "skipped": len(skipped), "variance_components": _variances(fr),
               "profiles": {n: p.fit.model_dump(mode="json") for n, p in profiles.items()},
               "in_sample": summarize(fr.in_sample),
-              "cv": {k: summarize(v) for k, v in cv.items()},
-              "by_term": {k: by_term(fr, v) for k, v in cv.items()}, "coverage": cover}
+              "cv": {k: v["summary"] for k, v in sums.items()},
+              "by_term": {k: v["by_term"] for k, v in sums.items()}, "coverage": cover}
     (report_dir / "fit_report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
-    print(format_cv({k: {"summary": summarize(v), "by_term": by_term(fr, v)}
-                     for k, v in cv.items()}, cover, list(cv)), end="")
-    for p in written:
-        prof = profiles[p.stem] if p.stem in profiles else next(iter(profiles.values()))
-        print(f"wrote {p}  ({prof.fit.basis}: {prof.fit.basis_detail})")
+    print(format_cv(sums, cover, list(cv)), end="")
+    for name, path in written.items():
+        print(f"wrote {path}  ({profiles[name].fit.basis}: {profiles[name].fit.basis_detail})")
     return 0
 
 

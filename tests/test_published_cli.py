@@ -86,9 +86,11 @@ def test_fit_writes_every_profile_that_validate_and_predict_can_use(capsys, smal
 
 def test_fit_one_profile_to_a_yaml_and_cv_json(capsys, small_csv, tmp_path):
     prof = tmp_path / "h100-fit.yaml"
-    ok(capsys, ["fit", "--published", str(small_csv), "--hardware", "H100-SXM-80GB",
-                "--out", str(prof)])
+    out = ok(capsys, ["fit", "--published", str(small_csv), "--hardware", "H100-SXM-80GB",
+                      "--out", str(prof)])
     assert load_profile_file(prof).fit.basis == "own"
+    # the line names the profile written, not another one of the fit
+    assert f"wrote {prof}  (own: efficiencies fitted on h100-sxm's 3 rows" in out
     out = json.loads(ok(capsys, ["validate", "--published", str(small_csv), "--cv", "model",
                                  "--json"]))
     assert out["summary"]["n"] == 3 and set(out["cv"]) == {"model", "hardware"}
