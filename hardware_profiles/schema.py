@@ -90,9 +90,13 @@ class Efficiency(_Frozen):
     def curve(self, name: str) -> EfficiencyCurve:
         """The curve ``name`` as the compute model uses it: an absent one is the curve its field
         falls back to (``matmul_fp4`` -> ``matmul_fp8`` -> ``matmul``, ``gather`` -> ``memory``)."""
-        while (c := getattr(self, name)) is None:
+        return getattr(self, self.present(name))
+
+    def present(self, name: str) -> str:
+        """The field that holds curve ``name``: itself, or the one it falls back to."""
+        while getattr(self, name) is None:
             name = _FALLBACK[name]
-        return c
+        return name
 
 
 #: The curve an absent optional curve of :class:`Efficiency` falls back to.

@@ -83,6 +83,11 @@ def test_chips_with_no_rows_borrow_with_wider_uncertainty(tmp_path):
     # network of a TPU nobody ran keeps its assumed value
     tpu = {v.term: v for v in profs["tpu-v5p"].fit.values}
     assert tpu["net_torus"].basis == "assumed" and tpu["net_torus"].log_sd is None
+    # no fp4 row: the fp4 value is the curve the compute model falls back to, named, with the
+    # value it really uses
+    fp4 = next(v for v in h100.values if v.term == "matmul_fp4")
+    used = profs["h100-sxm"].efficiency.curve("matmul_fp4").max_efficiency
+    assert fp4.basis == "assumed" and "curve" in fp4.borrowed_from and fp4.value == used
 
 
 def test_cross_validation_holds_each_group_out(tmp_path):

@@ -4,10 +4,10 @@ interval bands at its transfer distance (:class:`hardware_profiles.schema.FitRec
 from __future__ import annotations
 
 from hardware_profiles.schema import FitRecord, FittedValue, HardwareProfile
-from simulator.published.fit import FitResult, distance, lineage_of
+from simulator.published.fit import FitResult, distance
 from simulator.published.hier import COVARIATE
 from simulator.published.intervals import band
-from simulator.published.terms import quantities_of, value_of, with_values
+from simulator.published.terms import CURVES, quantities_of, value_of, with_values
 
 
 def _value_basis(fr: FitResult, chip: str, q: str) -> tuple[str, str]:
@@ -18,7 +18,7 @@ def _value_basis(fr: FitResult, chip: str, q: str) -> tuple[str, str]:
         return "assumed", ("the prior: rows barely inform it" + (f" (log sd {sd:.2f})" if sd else ""))
     if q in fr.informed_by_chip.get(chip, set()):
         return "own", ""
-    arch = lineage_of(fr.profiles).arch
+    arch = fr.lineage.arch
     sibs = sorted(c for c, qs in fr.informed_by_chip.items()
                   if q in qs and c != chip and arch.get(c) == arch[chip])
     if sibs:
@@ -32,7 +32,7 @@ def fitted_profile(fr: FitResult, chip: str, pool: list, source: str) -> Hardwar
     cross-validated rows the interval bands are made of."""
     prof = fr.profiles[chip]
     values = fr.values.get(chip, {})
-    basis, detail = distance(chip, fr.rows_by_chip, fr.profiles)
+    basis, detail = distance(chip, fr.rows_by_chip, fr.lineage.arch)
     out = with_values(prof, values, f"{source}; {detail}")
     entries = []
     for q in quantities_of(prof):
@@ -43,7 +43,7 @@ def fitted_profile(fr: FitResult, chip: str, pool: list, source: str) -> Hardwar
         entries.append(FittedValue(term=q, value=value_of(out, q), basis=basis_q,
                                    rows=fr.rows_by_chip.get(chip, 0) if basis_q == "own" else 0,
                                    borrowed_from=borrowed, log_sd=sd))
-    arch = lineage_of(fr.profiles).arch[chip]
+    arch = fr.lineage.arch[chip]
     record = FitRecord(source=source, basis=basis, basis_detail=detail, values=entries,
                        measured_precisions=sorted(fr.precisions_by_arch.get(arch, set())),
                        interval_dense=band(pool, basis, "dense"),
@@ -54,10 +54,7 @@ def fitted_profile(fr: FitResult, chip: str, pool: list, source: str) -> Hardwar
 def _fallback(profile: HardwareProfile, q: str) -> str:
     """Where an unfitted value comes from: the curve the compute model falls back to, or the
     profile's own assumption."""
-    e = profile.efficiency
-    if q in ("matmul_fp8", "matmul_fp4", "gather") and getattr(e, q) is None:
-        src = {"matmul_fp8": "matmul", "matmul_fp4": "matmul_fp8" if e.matmul_fp8 else "matmul",
-               "gather": "memory"}[q]
+    if q in CURVES and (src := profile.efficiency.present(q)) != q:
         return f"the {src} curve (no row of this quantity anywhere)"
     return "the profile's own assumed value"
 

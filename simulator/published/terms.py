@@ -42,10 +42,8 @@ def matmul_quantity(precision: str) -> str:
 
 
 def _curve(profile: HardwareProfile, q: str) -> EfficiencyCurve:
-    """The curve ``q`` as the compute model would use it (absent curves fall back as there)."""
-    e = profile.efficiency
-    fallback = {"matmul_fp8": e.matmul, "matmul_fp4": e.matmul_fp8 or e.matmul, "gather": e.memory}
-    return getattr(e, q) or fallback[q]
+    """The curve ``q`` as the compute model uses it (:meth:`Efficiency.curve`)."""
+    return profile.efficiency.curve(q)
 
 
 def quantities_of(profile: HardwareProfile) -> tuple[str, ...]:
