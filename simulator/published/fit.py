@@ -88,13 +88,14 @@ PRECISION_STEP, PRECISION_STEP_SD = 0.8, 0.25
 
 
 def prior_means(profiles: dict[str, HardwareProfile]) -> dict[str, float]:
-    """Prior mean of each global effect: the log median of the profiles' assumed values
-    (precision steps: :data:`PRECISION_STEP`; shapes: where the fit starts them)."""
+    """Prior mean of each global effect: the log median of the profiles' assumed values of each
+    quantity that is its own term (precision steps: :data:`PRECISION_STEP`; shapes: where the
+    fit starts them)."""
     out = {q: float(np.log(v)) for q, v in SHAPE_START.items()}
-    out |= {t: float(np.log(PRECISION_STEP)) for t in ("fp8_over_bf16", "fp4_over_fp8")}
-    for q in ("matmul", "attention", "memory", "gather", "net_switch", "net_torus", "net_fat_tree"):
+    out |= {t: float(np.log(PRECISION_STEP)) for t in hier.PRECISION_STEPS}
+    for q, path in hier.PATHS.items():
         vals = [value_of(p, q) for p in profiles.values() if q in quantities_of(p)]
-        if vals:
+        if path == (q,) and q not in SHAPE_START and vals:
             out[q] = float(np.log(np.median(vals)))
     return out
 
@@ -130,7 +131,7 @@ def solve(design: hier.Design, profiles: dict[str, HardwareProfile]) -> tuple[Va
     """Fitted values of every profile (each quantity some row depends on; efficiencies clipped
     to 1) and the posterior."""
     post = hier.fit(design, lineage_of(profiles), prior_means(profiles),
-                    {t: PRECISION_STEP_SD for t in ("fp8_over_bf16", "fp4_over_fp8")})
+                    {t: PRECISION_STEP_SD for t in hier.PRECISION_STEPS})
     values: Values = {c: {} for c in profiles}
     for (c, q), m in post.mean.items():
         if q in quantities_of(profiles[c]):
@@ -141,13 +142,15 @@ def solve(design: hier.Design, profiles: dict[str, HardwareProfile]) -> tuple[Va
 @dataclass
 class FitResult:
     """A fit: its values per chip, the posterior, in-sample forecasts, every chip estimated,
-    rows per chip, precisions measured per architecture, the quantities each chip's own rows
-    move by more than 2% per log unit, and the final linearisation and cases (for the folds)."""
+    their lineage, rows per chip, precisions measured per architecture, the quantities each
+    chip's own rows move by more than 2% per log unit, and the final linearisation and cases (for
+    the folds)."""
 
     values: Values
     posterior: hier.Posterior
     in_sample: list[RowResult]
     profiles: dict[str, HardwareProfile]
+    lineage: hier.Lineage
     rows_by_chip: dict[str, int]
     precisions_by_arch: dict[str, set[str]]
     informed_by_chip: dict[str, set[str]] = field(default_factory=dict)
@@ -155,16 +158,16 @@ class FitResult:
     cases: list[Case] = field(default_factory=list)
 
 
-def distance(chip: str, fr_rows: dict[str, int], profiles: dict[str, HardwareProfile]) -> tuple[str, str]:
-    """``(basis, detail)`` of ``chip`` given training rows per chip: own / architecture / global."""
+def distance(chip: str, fr_rows: dict[str, int], arch: dict[str, str]) -> tuple[str, str]:
+    """``(basis, detail)`` of ``chip`` given training rows per chip and each chip's architecture:
+    own / architecture / global."""
     n = fr_rows.get(chip, 0)
     if n:
         return "own", f"efficiencies fitted on {chip}'s {n} rows (pooled with its lineage)"
-    lin = lineage_of(profiles)
-    sibs = sorted(c for c, k in fr_rows.items() if k and lin.arch.get(c) == lin.arch[chip])
+    sibs = sorted(c for c, k in fr_rows.items() if k and arch.get(c) == arch[chip])
     if sibs:
         return "architecture", (f"efficiencies borrowed from {', '.join(sibs)} "
-                                f"(architecture {lin.arch[chip]})")
+                                f"(architecture {arch[chip]})")
     return "global", ("efficiencies borrowed from every measured chip (global), moved by the "
                       "FLOP:byte rule; its architecture has no measured run")
 
@@ -192,8 +195,8 @@ def fit_published(cases: list[Case], profiles: dict[str, HardwareProfile] | None
         for k, q in enumerate(design.quantities):
             if abs(design.J[i, k]) > 0.02:
                 informed[c.job.hardware.name].add(q)
-    return FitResult(values, post, in_sample, profiles, rows, dict(precisions), dict(informed),
-                     design, cases)
+    return FitResult(values, post, in_sample, profiles, lin, rows, dict(precisions),
+                     dict(informed), design, cases)
 
 
 def _largest_move(old: Values, new: Values, chips: set[str], profiles) -> float:
@@ -243,7 +246,7 @@ def cross_validate(fr: FitResult, key: str, log=None) -> list[RowResult]:
             values, train_rows = {}, {}
         for c in held:
             chip = c.job.hardware.name
-            basis, _ = distance(chip, train_rows, fr.profiles)
+            basis, _ = distance(chip, train_rows, fr.lineage.arch)
             r = result_of(c, forecast_at(c, values.get(chip)))
             out[c.id] = replace(r, distance=basis, fold=g)
     return [out[c.id] for c in fr.cases]

@@ -5,11 +5,12 @@ efficiencies. Each fitted log value of chip ``c`` (architecture ``a``) is a sum 
 
     theta[c, q] = sum over terms t on q's path of (g[t] + u[a, t] + v[c, t])  (+ beta z[c])
 
-with ``g[t] ~ N(m0[t], s0^2)`` (weak: the global level is set by the data), ``u ~ N(0, tau_a^2)``
-and ``v ~ N(0, tau_c^2)``. A quantity's path chains related terms: ``matmul_fp8 = matmul +
-fp8_over_bf16`` and ``matmul_fp4 = matmul_fp8 + fp4_over_fp8``, so a chip measured only in bf16
-still gets its own fp8 value from its bf16 one and the pooled fp8/bf16 ratio, and fp4 is its own
-value, as far from fp8 as the data say (with no fp4 row, it stays at fp8's fraction of its peak).
+with ``g[t] ~ N(m0[t], s0[t]^2)`` (weak, ``s0 = 1``, except the precision steps' physical prior
+of :mod:`simulator.published.fit`), ``u ~ N(0, tau_a^2)`` and ``v ~ N(0, tau_c^2)``. A quantity's
+path chains related terms: ``matmul_fp8 = matmul + fp8_over_bf16`` and ``matmul_fp4 = matmul_fp8
++ fp4_over_fp8``, so a chip measured only in bf16 still gets its own fp8 value from its bf16 one
+and the pooled fp8/bf16 step, and fp4 is its own value, as far from fp8 as the data say (with no
+fp4 row, the step's prior).
 The physical rule for an architecture nobody measured is the covariate ``z[c] = log(B_c / B_ref)``
 (``B`` = bf16 peak FLOP/s over HBM bytes/s, the chip's FLOP:byte balance; ``B_ref`` the median
 over the built-in profiles) on the compute terms matmul and attention: a chip whose FLOPs outrun
@@ -24,8 +25,9 @@ Rows enter through a linearisation of meshcast's own forecast at the current val
 likelihood of the variance components ``(sigma, tau_a, tau_c)`` is Gaussian in closed form:
 ``y ~ N(X m, X D X' + sigma^2 I)``; they are set by maximising it (type-II maximum likelihood,
 with Chung et al. 2013's ``gamma(2, 0)`` penalty on each ``tau`` so that one or two measured
-architectures do not collapse the spread between architectures to zero), which is what makes the pooling *empirical*: a chip with many rows is fitted mostly on its own
-(its ``v`` is cheap to move), a chip with few is pulled to its siblings, a chip with none takes
+architectures do not collapse the spread between architectures to zero), which is what makes
+the pooling *empirical*: a chip with many rows is fitted mostly on its own (its ``v`` is cheap
+to move), a chip with few is pulled to its siblings, a chip with none takes
 its architecture's value with the architecture's and the chip's spread in its uncertainty. The
 effects are then the posterior mode with Huber weights (rows with doubtful configurations do not
 pull the fit), and each value's standard deviation comes from the posterior covariance.
@@ -48,6 +50,8 @@ PATHS = {"matmul": ("matmul",), "matmul_fp8": ("matmul", "fp8_over_bf16"),
          "attention_seq_half": ("attention_seq_half",),
          "attention_head_dim_half": ("attention_head_dim_half",), "net_switch": ("net_switch",),
          "net_torus": ("net_torus",), "net_fat_tree": ("net_fat_tree",)}
+#: The terms that step from one matmul precision to the next narrower one.
+PRECISION_STEPS = ("fp8_over_bf16", "fp4_over_fp8")
 #: Quantities the FLOP:byte covariate moves.
 COVARIATE = ("matmul", "matmul_fp8", "matmul_fp4", "attention")
 PRIOR_SD = 1.0  # of each global effect, in log units: weak
@@ -128,7 +132,7 @@ def _neg_marginal(logs: np.ndarray, X, r, kinds, g_sd) -> float:
     sigma, ta, tc = np.exp(logs)
     d = _variances(kinds, g_sd, ta, tc)
     S = (X * d) @ X.T + sigma ** 2 * np.eye(len(r))
-    sign, logdet = np.linalg.slogdet(S)
+    _, logdet = np.linalg.slogdet(S)
     # Chung et al. 2013's gamma(2, 0) penalty on each tau: keeps them off zero when few groups
     # cannot tell their spread (type-II ML alone would call one measured architecture typical)
     return 0.5 * (logdet + r @ np.linalg.solve(S, r)) - logs[1] - logs[2]
@@ -141,9 +145,10 @@ INFORMED_SD = 0.9
 def fit(design: Design, lineage: Lineage, prior: dict[str, float],
         prior_sd: dict[str, float] | None = None) -> Posterior:
     """The posterior of every (chip, quantity) value. ``prior[term]`` is the global effect's
-    prior mean (log), ``prior_sd[term]`` its sd (default :data:`PRIOR_SD`). Every quantity some row depends on gets its posterior mode; it is
-    *informed* (``Posterior.informed``) when the rows narrow its own global effect to
-    :data:`INFORMED_SD` of its prior sd, else its value is the prior's more than the rows'."""
+    prior mean (log), ``prior_sd[term]`` its sd (default :data:`PRIOR_SD`). Every quantity some
+    row depends on gets its posterior mode; it is *informed* (``Posterior.informed``) when the
+    rows narrow its own global effect to :data:`INFORMED_SD` of its prior sd, else its value is
+    the prior's more than the rows'."""
     from scipy.optimize import minimize
 
     used = {q for q, w in zip(design.quantities, np.abs(design.J).sum(axis=0)) if w > 0}
@@ -151,9 +156,8 @@ def fit(design: Design, lineage: Lineage, prior: dict[str, float],
     idx = _Index(terms, lineage)
     rows_of = [idx.of(c, q) for c in design.chip for q in design.quantities]
     A = np.array(rows_of).reshape(len(design.chip), len(design.quantities), idx.n)
-    J = np.where([q in used for q in design.quantities], design.J, 0.0)
-    X = np.einsum("nq,nqp->np", J, A)
-    ystar = design.y - design.f0 + (J * design.theta_lin).sum(axis=1)
+    X = np.einsum("nq,nqp->np", design.J, A)  # a quantity no row uses has a zero column
+    ystar = design.y - design.f0 + (design.J * design.theta_lin).sum(axis=1)
     m, g_sd = np.zeros(idx.n), np.full(idx.n, PRIOR_SD)
     kinds = np.full(idx.n, 3)
     for (level, _, t), col in idx.cols.items():

@@ -26,7 +26,8 @@ def plot_predicted_vs_measured(results: list[RowResult], path: str | Path, title
     for i, hw in enumerate(hardware):
         for kind, mk in markers.items():
             pts = [r for r in results if r.hardware == hw and r.kind == kind]
-            with_band = [(r, b) for r, b in zip(results, bands or []) if b is not None and r in pts]
+            with_band = [(r, b) for r, b in zip(results, bands or [])
+                         if b is not None and r.hardware == hw and r.kind == kind]
             if with_band:  # a band need not contain its forecast (held-out runs ran slower)
                 ax.vlines([r.measured_step_time_s for r, _ in with_band],
                           [r.predicted_step_time_s * b.lo_factor for r, b in with_band],
