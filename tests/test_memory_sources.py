@@ -21,7 +21,7 @@ from simulator.memory import (
 )
 from simulator.predict import predict, predict_job
 from simulator.published import evaluate, read_cases
-from simulator.published.sources import RULES
+from simulator.published.sources import GENERIC, RULES
 from simulator.search import enumerate_candidates, make_space
 from simulator.search.fast import memory_per_device
 from simulator.specs.job import make_job
@@ -214,7 +214,7 @@ def test_published_gradient_and_optimizer_dtypes_follow_the_recipes(published):
 
 
 def test_every_source_cites_its_gradient_dtype():
-    for r in RULES:
+    for r in (*RULES, GENERIC):
         assert r.grad_dtype in ("fp32", "bf16") and len(r.cites.get("grad_dtype", "")) > 10, r.name
 
 

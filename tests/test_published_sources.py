@@ -7,7 +7,7 @@ import pytest
 
 from simulator.published.jobs import Case, Skip, row_to_case
 from simulator.published.rows import PublishedRow
-from simulator.published.sources import RULES, SWITCHES, rules_for
+from simulator.published.sources import GENERIC, RULES, SWITCHES, rules_for
 from tests.published_helpers import all_rows, row_at
 
 
@@ -23,7 +23,7 @@ def _case(row: PublishedRow, profiles=None) -> Case:
 
 
 def test_every_rule_cites_each_setting():
-    for r in RULES:
+    for r in (*RULES, GENERIC):
         for f in ("flops", "mesh", "recompute", *SWITCHES):
             assert len(r.cites.get(f, "")) > 10, (r.name, f)
         assert r.mesh in ("megatron", "maxtext", "axlearn")
