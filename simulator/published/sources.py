@@ -11,7 +11,8 @@ source to source. :data:`RULES` holds one
 
 An unrecognised source is read by :data:`GENERIC`, an explicit default each of whose settings
 is stated and argued below, and every such row's notes say so ("source X has no rules in
-meshcast: read by the generic default ..."), as does the report's by-source line. A skip would be
+meshcast: read by the generic default ..."); the report's by-source line lists it under its own
+``source_id``. A skip would be
 safer for the validation figures, but a planner's table of runs from a framework meshcast does not
 know yet would then forecast nothing at all; the default forecasts them and names itself, and a
 source whose runs it misreads gets a record of its own here. A row of an unknown source that
@@ -39,9 +40,10 @@ class SourceRules:
     axes (``megatron``, ``maxtext`` or ``axlearn``; :mod:`simulator.published.jobs`).
     ``tp_comm_overlap``, ``ep_comm_overlap``, ``distributed_optimizer``, ``flash_attention``,
     ``fused_loss``: the ShardingSpec switches of the same names. ``recompute``: the remat policy
-    of a row that does not state one. ``grad_dtype``: the dtype of the gradient buffer the backward accumulates into
-    and the data-parallel reduction sends (``OptimizerSpec.grad_dtype``; fp32 unless the source's
-    recipes reduce in bf16). ``cites``: for each of those fields, where the source documents it.
+    of a row that does not state one. ``grad_dtype``: the dtype of the gradient buffer the
+    backward accumulates into and the data-parallel reduction sends (``OptimizerSpec.grad_dtype``;
+    fp32 unless the source's recipes reduce in bf16). ``cites``: for each of those fields, where
+    the source documents it.
     """
 
     name: str
