@@ -11,8 +11,8 @@ a value was fitted on and the chip it is used for:
 
 The 80% band is the residuals' own 10% and 90% quantiles, each side widened in quadrature by
 the uncertainty of their mean across the few held-out groups that gave them
-(:func:`_predictive_band`). Published runs cover three to five chips: plain quantiles covered
-72% of held-out chips' rows, a normal predictive band 86%, this one 85% (2026-12-05). The
+(:func:`_predictive_band`). Published runs cover three to five chips: on them plain quantiles
+covered 71% of held-out chips' rows, a normal predictive band 86%, this one 85% (2026-12-05). The
 residuals are those of the job's kind (dense or MoE) at its distance when it has at least
 :data:`MIN_RESIDUALS`, else of its kind at the next farther distance (MoE errors are another size
 than dense ones), else of both kinds; never of a nearer distance (a missing distance gets the
