@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def _fit_and_cv(cases, keys: list[str]):
     """The fit on every case, its cross-validation per key, and the intervals' coverage (which
     needs the hardware and model folds, run whether or not they were asked)."""
     from simulator.cli_progress import Progress
-    from simulator.published.fit import cross_validate, fit_published
+    from simulator.published.fit import ITERATIONS, TOLERANCE, cross_validate, fit_published
     from simulator.published.intervals import coverage
 
     progress = Progress("fit")
@@ -143,6 +144,10 @@ def _fit_and_cv(cases, keys: list[str]):
     finally:
         progress.done()
     cover = coverage(cv)
+    if fr.last_move >= TOLERANCE:
+        print(f"warning: the fit did not settle in {ITERATIONS} passes (its last moved a value by "
+              f"{100 * fr.last_move:.1f}% in log); its values are the last pass's",
+              file=sys.stderr)
     return fr, {k: cv[k] for k in keys} | {k: v for k, v in cv.items() if k not in keys}, cover
 
 
@@ -165,7 +170,7 @@ def _profile_band(case):
 def _variances(fr) -> dict:
     p = fr.posterior
     return {"sigma": p.sigma, "tau_architecture": p.tau_arch, "tau_chip": p.tau_chip,
-            "flop_byte_slope": p.beta}
+            "flop_byte_slope": p.beta, "last_pass_log_move": fr.last_move}
 
 
 def _given_coverage(cases, results) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from simulator.published import read_rows, row_to_case
-from simulator.published.fit import cross_validate, fit_published, forecast_at
+from simulator.published.fit import TOLERANCE, cross_validate, fit_published, forecast_at
 from simulator.published.fitted import fitted_profiles
 from simulator.published.intervals import interval_pool
 from tests.published_helpers import row_at, write_csv
@@ -47,6 +47,7 @@ def test_fit_recovers_the_efficiency_that_made_the_data(tmp_path):
     assert fr.values["h100-sxm"]["matmul"] == pytest.approx(0.6, rel=0.05)
     assert "matmul" in fr.posterior.informed
     assert fr.rows_by_chip == {"h100-sxm": 11}
+    assert fr.last_move < TOLERANCE  # settled
     for r in fr.in_sample:
         assert abs(r.error) < 0.02, r
 
