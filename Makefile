@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m simulator.demo
+	$(PY) -m simulator.cli.demo
 
 test: $(STAMP)
 	$(PY) -m pytest

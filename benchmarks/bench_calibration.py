@@ -14,7 +14,7 @@ import pytest
 
 @pytest.mark.benchmark
 def test_calibrate_fit_validate_on_cpu(tmp_path):
-    cli = [sys.executable, "-m", "simulator.cli"]
+    cli = [sys.executable, "-m", "simulator.cli.main"]
     t0 = time.perf_counter()
     cal = subprocess.run([*cli, "calibrate", "--backend", "cpu", "--devices", "8", "--quick",
                           "--out", str(tmp_path)], capture_output=True, text=True)

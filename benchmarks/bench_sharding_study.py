@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from simulator.study import LAYOUTS, format_study, sharding_study
+from simulator.analysis.study import LAYOUTS, format_study, sharding_study
 
 HARDWARE = ("h100-sxm", "tpu-v5p")
 CHIPS = (256, 1024)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from calibration.context import CONTEXT_KINDS, context_ops, context_sizes, elementwise_bytes
-from simulator.collectives import Collective
+from simulator.cost.collectives import Collective
 from simulator.graph.ops import OpKind
 from simulator.graph.step import BWD_SCALE
 
@@ -51,7 +51,7 @@ def precision_of(dtype: str) -> str:
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark case. Sizes are per device; ``nbytes`` follows simulator.collectives."""
+    """One benchmark case. Sizes are per device; ``nbytes`` follows simulator.cost.collectives."""
 
     kind: str  # launch | matmul | attention | elementwise | gather | collective | block | head
     op: str = ""
@@ -93,7 +93,7 @@ class Case:
 def graph_matmul_shapes(job, max_flops: float) -> list[tuple[int, int, int]]:
     """Distinct (m, k, n) of the matmuls in ``job``'s step graph, scaled down (m first) until
     each fits ``max_flops`` so a CPU sweep stays short."""
-    from simulator.compute import ComputeModel
+    from simulator.cost.compute import ComputeModel
     from simulator.graph.ops import CostContext
     from simulator.graph.step import build_stage_graph
 

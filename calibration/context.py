@@ -28,7 +28,7 @@ def context_ops(kind: str, b: int, s: int, dtype: str = "float32") -> tuple:
     or of the embedding and head (``head``) for ``b`` sequences of ``s`` tokens per device, in
     ``dtype`` (float32 or bfloat16 activations)."""
     from calibration.cases import precision_of
-    from simulator.compute import ComputeModel
+    from simulator.cost.compute import ComputeModel
     from simulator.graph.ops import COMPUTE, CostContext
     from simulator.graph.step import build_stage_graph
     from simulator.specs.job import make_job

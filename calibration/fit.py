@@ -11,7 +11,7 @@ The formulas are the simulator's own; only their numbers are fitted (design less
 - in context (``block``, ``head``): the memory curve again, fitted to whole layers and heads
   with the GEMM and attention terms held at their curves (:mod:`calibration.fit_context`).
 - collectives: ``t = c_lat(op, f) * a + c_bw(op, f) * nbytes / W``, where ``c_lat`` and ``c_bw`` are
-  read off :mod:`simulator.collectives` for the group (unit latency, unit bandwidth): fit the
+  read off :mod:`simulator.cost.collectives` for the group (unit latency, unit bandwidth): fit the
   latency ``a`` and the achieved bandwidth ``W`` per network level.
 
 Least squares on raw seconds fits only the largest sizes, so every residual is relative:
@@ -29,8 +29,8 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from calibration.context import CONTEXT_KINDS
-from simulator.collectives import Collective, collective_time
-from simulator.topology import AxisPart, Level
+from simulator.cost.collectives import Collective, collective_time
+from simulator.cost.topology import AxisPart, Level
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from calibration.profile_out import profile_from_rows, write_outputs
 from calibration.raw import measured_rows, raw_path
-from simulator.errors import MeshcastError
+from meshcast.errors import MeshcastError
 
 
 def run_fit(directory: str | Path, out: str | Path, base: str | None = None) -> str:

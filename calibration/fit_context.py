@@ -21,7 +21,7 @@ GROUP = "elementwise:context"
 def fixed_and_bytes(p: Point, profile) -> tuple[float, list[float]]:
     """(seconds of the case's non-elementwise ops on ``profile``, bytes of each elementwise op)."""
     from calibration.cases import precision_of
-    from simulator.compute import ComputeModel
+    from simulator.cost.compute import ComputeModel
     from simulator.graph.ops import CostContext, cost
 
     ctx = CostContext(ComputeModel.from_profile(profile, precision_of(p.dtype)), None)

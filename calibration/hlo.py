@@ -3,7 +3,7 @@
 One :class:`HloCollective` per collective instruction (an async ``-start``/``-done`` pair counts
 once, at its start; a tuple-shaped all-reduce of ``n`` buffers is one instruction carrying
 ``n`` :class:`Buffer`, each attributed to the jax code that produced it). Bytes follow
-:mod:`simulator.collectives` conventions, per device, from the operand shapes (the HLO is
+:mod:`simulator.cost.collectives` conventions, per device, from the operand shapes (the HLO is
 SPMD-partitioned, so every shape is already per device):
 
 =================  ==========================================================
@@ -40,7 +40,7 @@ from itertools import combinations
 
 import numpy as np
 
-from simulator.collectives import Collective
+from simulator.cost.collectives import Collective
 
 #: HLO opcode -> simulator collective kind.
 OPCODES = {"all-gather": Collective.ALL_GATHER, "reduce-scatter": Collective.REDUCE_SCATTER,

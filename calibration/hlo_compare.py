@@ -1,6 +1,6 @@
 """XLA's compiled collectives beside meshcast's step graph, for one reference case, bytes per step.
 
-Both sides are per device and in :mod:`simulator.collectives` byte conventions (XLA's from
+Both sides are per device and in :mod:`simulator.cost.collectives` byte conventions (XLA's from
 :mod:`calibration.hlo`). meshcast's ops that recur per micro-batch (phases fwd, bwd, recompute)
 count ``m`` times, the gradient sync and optimizer once.
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from calibration.hlo import Buffer, HloCollective
-from simulator.collectives import Collective
+from simulator.cost.collectives import Collective
 
 TOLERANCE = 0.01
 AG, RS, AR, A2A = (Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_REDUCE,

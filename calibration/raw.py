@@ -13,7 +13,7 @@ import io
 import os
 from pathlib import Path
 
-from simulator.errors import MeshcastError
+from meshcast.errors import MeshcastError
 
 COLUMNS = [
     "case_id", "kind", "op", "axis", "group_size", "dtype", "m", "k", "n", "hd", "nbytes", "flops",

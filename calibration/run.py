@@ -15,7 +15,7 @@ from pathlib import Path
 
 from calibration.cases import Case, plan_cases, run_dtype
 from calibration.raw import raw_path, read_rows, write_rows
-from simulator.errors import MeshcastError
+from meshcast.errors import MeshcastError
 from simulator.specs.sharding import ShardingSpec
 
 PLATFORM = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}

@@ -10,8 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from hardware_profiles.schema import HardwareProfile
-from simulator.errors import MeshcastError
-from simulator.spec_file import load_spec_file
+from meshcast.errors import MeshcastError
+from meshcast.spec_file import load_spec_file
 
 PROFILE_DIR = Path(__file__).resolve().parent
 

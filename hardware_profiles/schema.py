@@ -48,7 +48,7 @@ class EfficiencyCurve(_Frozen):
 
     with ``s`` the key/value sequence length the kernel sees (tokens) and ``hd`` the head dim;
     a half of 0 drops its factor, so both 0 (the default) is the size-only curve exactly. The
-    shape factor is :func:`simulator.compute.attention_shape_factor`; other curves ignore both.
+    shape factor is :func:`simulator.cost.compute.attention_shape_factor`; other curves ignore both.
     """
 
     max_efficiency: float = Field(gt=0, le=1)
@@ -227,7 +227,7 @@ class NetworkLevel(_Frozen):
         default=None, description="The smallest share of one group of this level a scheduler "
         "hands a job that spans several groups, in members (e.g. a 4-GPU compute tray of a "
         "72-GPU NVL72 rack); a whole number dividing ``size``. Absent: whole groups only (an "
-        "8-GPU server is one scheduling unit). See simulator.topology.job_levels.")
+        "8-GPU server is one scheduling unit). See simulator.cost.topology.job_levels.")
 
     @model_validator(mode="after")
     def _unit_divides_size(self) -> NetworkLevel:
@@ -309,7 +309,7 @@ class HardwareProfile(_Frozen):
         for d in order:
             if d in self.chip.peak_flops_per_s:
                 return self.chip.peak_flops_per_s[d].value
-        from simulator.errors import MeshcastError
+        from meshcast.errors import MeshcastError
 
         raise MeshcastError(
             f"precision: {self.name} has no peak for {dtype!r}; it has "

@@ -4,7 +4,7 @@ Step composition per pipeline rank ``r`` (``m`` micro-batches):
 ``t_mb[r]`` = scheduled forward+backward of one micro-batch (compute plus exposed comm);
 ``tail[r]`` = what follows the last micro-batch (exposed gradient sync, optimizer, weight gather).
 No pipeline: ``step = m * t_mb + tail``. With a pipeline the micro-batch tasks run through the
-schedule simulation (:mod:`simulator.pipeline`) and ``step = max_r(finish[r] + tail[r])``; the
+schedule simulation (:mod:`simulator.graph.pipeline`) and ``step = max_r(finish[r] + tail[r])``; the
 bubble is the rest of the step on the rank that sets it, so the breakdown sums to the step time.
 """
 
@@ -18,14 +18,14 @@ from pathlib import Path
 
 import networkx as nx
 
-from simulator.collectives import Collective, collective_time
-from simulator.compute import ComputeModel
-from simulator.flops import model_flops_per_step
+from simulator.cost.collectives import Collective, collective_time
+from simulator.cost.compute import ComputeModel
+from simulator.cost.flops import model_flops_per_step
 from simulator.graph.ops import COMPUTE, CostContext
 from simulator.graph.step import build_stage_graph
-from simulator.memory import MemoryEstimate, estimate_memory
-from simulator.pipeline import PipelineResult, simulate_pipeline
-from simulator.schedule import Scheduled, schedule
+from simulator.graph.memory import MemoryEstimate, estimate_memory
+from simulator.graph.pipeline import PipelineResult, simulate_pipeline
+from simulator.graph.schedule import Scheduled, schedule
 from simulator.specs.job import Job, make_job
 from simulator.specs.sharding import make_sharding
 
@@ -85,7 +85,7 @@ class StepPrediction:
         }
 
     def write_trace(self, path: str | Path) -> None:
-        from simulator.trace import write_chrome_trace
+        from simulator.cli.trace import write_chrome_trace
 
         write_chrome_trace(self, path)
 
@@ -253,8 +253,8 @@ def predict(job: Job | None = None, /, *, model=None, hardware=None, chips: int 
     fields as keywords."""
     if job is None:
         from hardware_profiles import load_profile
-        from simulator.errors import MeshcastError
-        from simulator.zoo import load_model
+        from meshcast.errors import MeshcastError
+        from simulator.specs.zoo import load_model
 
         if model is None or hardware is None or chips is None:
             raise MeshcastError("predict: give a Job, or model=, hardware= and chips=")

@@ -1,8 +1,8 @@
-"""Running ``simulator.cli.main`` in-process for the CLI tests: success, or a clean exit 2."""
+"""Running ``simulator.cli.main.main`` in-process for the CLI tests: success, or a clean exit 2."""
 
 from __future__ import annotations
 
-from simulator.cli import main
+from simulator.cli.main import main
 
 
 def ok(capsys, argv: list[str]) -> str:

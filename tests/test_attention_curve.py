@@ -1,7 +1,7 @@
 """The attention curve's shape factor (issue 13 item 2): fused attention reaches less of peak at
 short sequences and small head dims, ``eff = e_max * x / (x + x_half) * s / (s + seq_half) *
 hd / (hd + head_dim_half)`` (EfficiencyCurve), one function
-(simulator.compute.attention_shape_factor) on the graph and the search paths."""
+(simulator.cost.compute.attention_shape_factor) on the graph and the search paths."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from hardware_profiles import load_profile
 from hardware_profiles.schema import EfficiencyCurve
-from simulator.compute import ComputeModel, attention_shape_factor
+from simulator.cost.compute import ComputeModel, attention_shape_factor
 from simulator.graph.dims import Dims
 from simulator.graph.layers import layer_template
 from simulator.graph.ops import OpKind
@@ -19,7 +19,7 @@ from simulator.predict import predict, predict_job
 from simulator.search import enumerate_candidates, make_space
 from simulator.search.fast import memory_per_device, step_times
 from simulator.specs.job import make_job
-from simulator.zoo import load_model
+from simulator.specs.zoo import load_model
 from tests.test_search_agreement import TOLERANCE, _sample
 
 SEQ_HALF, HD_HALF = 2048.0, 32.0

@@ -118,7 +118,7 @@ def test_accelerator_runs_calibrate_in_bfloat16_and_cpu_in_float32():
 
 def test_validate_of_an_empty_directory_is_a_clear_error(tmp_path):
     from calibration.validate import validate
-    from simulator.errors import MeshcastError
+    from meshcast.errors import MeshcastError
 
     with pytest.raises(MeshcastError, match="validate: no measurements"):
         validate(tmp_path)

@@ -109,8 +109,8 @@ def test_forecast_outside_the_calibrated_range_says_so():
 def test_each_collective_kind_keeps_its_own_bandwidth_and_latency():
     """A host whose all-to-all runs at a third of all-gather's bandwidth and twice its latency:
     the calibrated level says so per kind, and forecasts use it for that kind only."""
-    from simulator.collectives import Collective, collective_time
-    from simulator.topology import AxisPart, job_levels
+    from simulator.cost.collectives import Collective, collective_time
+    from simulator.cost.topology import AxisPart, job_levels
 
     rows = synthetic_rows(bw=3e9, lat=1e-4, a2a_bw=1e9, a2a_lat=2e-4)
     launch, fits = fit_all(rows)

@@ -13,9 +13,9 @@ import pytest
 
 from calibration.bench import MIN_REPS
 from calibration.raw import read_rows, write_rows
-from simulator.errors import MeshcastError
+from meshcast.errors import MeshcastError
 
-MESHCAST = [sys.executable, "-m", "simulator.cli"]
+MESHCAST = [sys.executable, "-m", "simulator.cli.main"]
 
 
 def _calibrate(out: Path, *extra: str) -> subprocess.CompletedProcess:

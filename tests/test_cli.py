@@ -1,6 +1,6 @@
 """The ``meshcast`` CLI: predict (text, --json, --trace), profiles, models, and bad input.
 
-Runs ``simulator.cli.main(argv)`` in-process with capsys, plus one run of the installed console
+Runs ``simulator.cli.main.main(argv)`` in-process with capsys, plus one run of the installed console
 script. Bad input must exit 2 with an ``error:`` message naming the field, never a traceback.
 """
 
@@ -337,7 +337,7 @@ def test_slice_on_a_gpu_profile_is_an_error(capsys):
 def test_optimizer_dtypes_shrink_memory(capsys):
     import json as _json
 
-    from simulator.cli import main as _main
+    from simulator.cli.main import main as _main
 
     base = ["predict", "--model", "llama3-8b", "--hardware", "h100-sxm", "--chips", "8",
             "--mesh", "fsdp=8", "--json"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.collectives import Collective, collective_time
-from simulator.topology import build_topology
+from simulator.cost.collectives import Collective, collective_time
+from simulator.cost.topology import build_topology
 
 ORDER = ["model", "seq", "expert", "fsdp", "data", "pipeline"]
 

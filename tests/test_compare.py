@@ -8,15 +8,15 @@ import math
 import pytest
 
 from simulator import predict
-from simulator.attribution import PARTS, attribute
-from simulator.budget import Budget, chinchilla_tokens
-from simulator.compare import compare, dense_mesh
-from simulator.compare_report import comparison_dict
-from simulator.decompose import INCREASE_PARTS, decompose_predictions, unpadded
-from simulator.errors import MeshcastError
-from simulator.flops import model_flops_per_token
-from simulator.matched import equal_time_steps, matched
-from simulator.zoo import load_model
+from simulator.analysis.attribution import PARTS, attribute
+from simulator.analysis.budget import Budget, chinchilla_tokens
+from simulator.analysis.compare import compare, dense_mesh
+from simulator.cli.compare_report import comparison_dict
+from simulator.analysis.decompose import INCREASE_PARTS, decompose_predictions, unpadded
+from meshcast.errors import MeshcastError
+from simulator.cost.flops import model_flops_per_token
+from simulator.analysis.matched import equal_time_steps, matched
+from simulator.specs.zoo import load_model
 
 B = 64 * 2048  # tokens per step in the end-to-end cases: 64 sequences of 2,048
 JOB = dict(hardware="h100-sxm", chips=32, global_batch=64, seq_len=2048, remat="selective")

@@ -9,12 +9,12 @@ from math import comb
 import pytest
 
 from hardware_profiles import load_profile
-from simulator.collectives import Collective, collective_time, dedup_block_hit
+from simulator.cost.collectives import Collective, collective_time, dedup_block_hit
 from simulator.predict import predict_job
 from simulator.specs.job import make_job
 from simulator.specs.sharding import make_sharding
-from simulator.topology import build_topology
-from simulator.zoo import load_model
+from simulator.cost.topology import build_topology
+from simulator.specs.zoo import load_model
 
 ORDER = ["model", "seq", "expert", "fsdp", "data", "pipeline"]
 

@@ -12,7 +12,7 @@ from simulator.graph.layers import unfused_score_bytes
 from simulator.predict import predict
 from simulator.search import enumerate_candidates, make_space
 from simulator.search.fast import memory_per_device
-from simulator.zoo import load_model
+from simulator.specs.zoo import load_model
 from tests.test_search_agreement import assert_sample_agrees
 
 LONG = dict(model="llama3-8b", hardware="h100-sxm", chips=8, mesh={"data": 8}, global_batch=8,

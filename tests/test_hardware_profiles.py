@@ -13,8 +13,8 @@ from pydantic import BaseModel
 from hardware_profiles import PROFILE_DIR, list_profiles, load_profile, load_profile_file
 from hardware_profiles.loader import _norm
 from hardware_profiles.schema import EfficiencyCurve, Fraction, HardwareProfile, SliceShape, Sourced
-from simulator.errors import MeshcastError
-from simulator.topology import job_levels
+from meshcast.errors import MeshcastError
+from simulator.cost.topology import job_levels
 
 REQUIRED = {"a100-sxm-80gb", "h100-sxm", "h200", "b200", "gb200-nvl72", "mi300x",
             "tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e",

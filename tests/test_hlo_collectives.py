@@ -22,7 +22,7 @@ from calibration.hlo import (
     shape_bytes,
 )
 from calibration.hlo_compare import Ctx, SimCollective, compare
-from simulator.collectives import Collective
+from simulator.cost.collectives import Collective
 
 #: The reference mesh order (outermost first): position = data * 4 + fsdp * 2 + model.
 LAYOUT = MeshLayout(("pipeline", "data", "fsdp", "expert", "seq", "model"), (1, 2, 2, 1, 1, 2))

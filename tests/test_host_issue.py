@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hardware_profiles import load_profile
-from simulator.attribution import attribute
+from simulator.analysis.attribution import attribute
 from simulator.graph.dims import Dims
 from simulator.graph.layers import layer_template
 from simulator.graph.ops import OpKind
@@ -14,7 +14,7 @@ from simulator.graph.step import backward_of, recompute_of
 from simulator.predict import predict_job
 from simulator.specs.job import make_job
 from simulator.specs.sharding import make_sharding
-from simulator.zoo import load_model
+from simulator.specs.zoo import load_model
 
 H100 = load_profile("h100-sxm")
 
@@ -82,7 +82,7 @@ def test_token_drop_and_off_are_unchanged_and_the_host_shows_in_the_breakdown():
 
 
 def test_negative_issue_time_is_refused():
-    from simulator.errors import MeshcastError
+    from meshcast.errors import MeshcastError
 
     with pytest.raises((MeshcastError, ValueError), match="moe_host_issue_s"):
         _job(host=-1e-4)

@@ -14,7 +14,7 @@ from matplotlib.collections import LineCollection, PolyCollection
 from hardware_profiles import load_profile, save_profile
 from hardware_profiles.schema import FitRecord, FittedValue, IntervalBand
 from simulator import predict
-from simulator.interval import ASSUMED_DETAIL, forecast_interval, interval_of
+from simulator.analysis.interval import ASSUMED_DETAIL, forecast_interval, interval_of
 from tests.cli_helpers import fails, ok
 
 DETAIL = "efficiencies borrowed from architecture nvidia-blackwell (b200)"
@@ -125,7 +125,7 @@ def test_op_sizes_past_a_calibrated_range_are_outside_the_fit():
     iv = interval_of(pred)
     extra = [o for o in iv.outside if "calibrated range" in o]
     assert len(extra) == 1 and extra[0] in pred.warnings
-    from simulator.report import format_prediction
+    from simulator.cli.report import format_prediction
 
     text = format_prediction(pred, iv)
     assert text.count(extra[0]) == 1 and f"outside the fit: {extra[0]}" in text
@@ -226,7 +226,7 @@ def test_compare_gives_each_side_its_band(capsys, profiles_dir):
 
 def test_plots_draw_a_band_only_when_there_is_an_interval(profiles_dir):
     from hardware_profiles import profile_dirs
-    from simulator.plots import plot_plan, plot_prediction
+    from simulator.cli.plots import plot_plan, plot_prediction
     from simulator.search.plan import plan
 
     def bands(fig, kind) -> int:  # in the first panel: the step times (predict), days (plan)
@@ -245,7 +245,7 @@ def test_plots_draw_a_band_only_when_there_is_an_interval(profiles_dir):
 def test_a_band_above_its_forecast_is_drawn_from_lo_to_hi():
     """A band need not contain its forecast (held-out runs ran slower: lo_factor > 1): the
     plots draw it from lo to hi, not as (negative) offsets from the forecast."""
-    from simulator.plots import plot_prediction
+    from simulator.cli.plots import plot_prediction
 
     above = DENSE.model_copy(update={"lo_factor": 1.05, "hi_factor": 1.4})
     pred = predict(model="llama3-8b", hardware=fitted(interval_dense=above), chips=8,
@@ -259,7 +259,7 @@ def test_a_band_above_its_forecast_is_drawn_from_lo_to_hi():
 
 
 def test_the_prediction_plot_title_says_why_there_is_no_interval():
-    from simulator.plots import plot_prediction
+    from simulator.cli.plots import plot_prediction
 
     def title(prof) -> str:
         pred = predict(model="llama3-8b", hardware=prof, chips=8, global_batch=8, seq_len=1024)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from simulator.graph.dims import Dims
-from simulator.memory import (
+from simulator.graph.memory import (
     layer_activation_elems,
     logits_bytes,
     moe_slot_copies,
@@ -25,7 +25,7 @@ from simulator.published.sources import GENERIC, RULES
 from simulator.search import enumerate_candidates, make_space
 from simulator.search.fast import memory_per_device
 from simulator.specs.job import make_job
-from simulator.zoo import load_model
+from simulator.specs.zoo import load_model
 from tests.published_helpers import DATA
 
 
@@ -148,7 +148,7 @@ def test_logits_bytes_fp32_or_in_place_on_the_matmul_dtype():
 
 
 def test_fused_loss_shrinks_the_graph_paths_transient_by_the_logits_difference():
-    """ShardingSpec.fused_loss reaches :func:`simulator.memory.estimate_memory`: without remat
+    """ShardingSpec.fused_loss reaches :func:`simulator.graph.memory.estimate_memory`: without remat
     or FSDP the transient is the logits alone, ``8 T V / t`` bytes or ``2 T V / t``."""
     job = dict(model="llama3-8b", hardware="h100-sxm", chips=8, mesh={"data": 4, "model": 2},
                global_batch=8, seq_len=4096, remat="selective")

@@ -7,7 +7,7 @@ import sys
 
 
 def test_simulator_does_not_import_jax():
-    code = ("import sys, simulator.cli, simulator.predict, hardware_profiles\n"
+    code = ("import sys, simulator.cli.main, simulator.predict, hardware_profiles\n"
             "from simulator.predict import predict\n"
             "predict(model='llama3-8b', hardware='h100-sxm', chips=8)\n"
             "assert 'jax' not in sys.modules, 'simulator imported jax'\n")

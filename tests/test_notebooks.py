@@ -1,6 +1,6 @@
 """The notebooks run top to bottom (issue 6) with fast settings injected after their
 ``parameters`` cell, as papermill would; each must finish without an error and show its plots
-as non-empty PNGs. (The notebooks draw their figures with ``simulator.plots``; this test checks
+as non-empty PNGs. (The notebooks draw their figures with ``simulator.cli.plots``; this test checks
 only that they run and show images.)"""
 
 from __future__ import annotations

@@ -11,13 +11,13 @@ import pytest
 
 from hardware_profiles import load_profile
 from hardware_profiles.schema import HardwareProfile
-from simulator.collectives import Collective, collective_time
-from simulator.errors import MeshcastError
+from simulator.cost.collectives import Collective, collective_time
+from meshcast.errors import MeshcastError
 from simulator.predict import predict, predict_job
 from simulator.search import enumerate_candidates, make_space, rank_table
 from simulator.search.fast import memory_per_device, step_times
 from simulator.specs.job import make_job
-from simulator.topology import build_topology, job_levels
+from simulator.cost.topology import build_topology, job_levels
 
 ORDER = ["model", "seq", "expert", "fsdp", "data", "pipeline"]
 RACK = 72

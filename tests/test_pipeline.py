@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.pipeline import interleaved_order, one_f_one_b_order, simulate_pipeline
+from simulator.graph.pipeline import interleaved_order, one_f_one_b_order, simulate_pipeline
 
 
 @pytest.mark.parametrize("pp,m", [(2, 4), (4, 8), (4, 4), (8, 16)])
@@ -44,7 +44,7 @@ def test_orders_run_every_task_once():
 
 @pytest.mark.parametrize("schedule,v", [("1f1b", 1), ("interleaved", 2)])
 def test_long_runs_extend_the_steady_state_exactly(schedule, v, monkeypatch):
-    import simulator.pipeline as pl
+    import simulator.graph.pipeline as pl
 
     tf, tb = [1.0, 1.2, 0.9, 1.5], [2.0, 2.1, 1.8, 3.2]  # uneven stages, with sends
     m = 200

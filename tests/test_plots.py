@@ -8,9 +8,9 @@ from matplotlib.collections import Collection
 from matplotlib.figure import Figure
 
 from simulator import predict
-from simulator.compare import compare
-from simulator.errors import MeshcastError
-from simulator.plots import (
+from simulator.analysis.compare import compare
+from meshcast.errors import MeshcastError
+from simulator.cli.plots import (
     plot_comparison,
     plot_fit,
     plot_plan,
@@ -21,11 +21,11 @@ from simulator.plots import (
     png_bytes,
     save,
 )
-from simulator.plots.predict import layer_spans
+from simulator.cli.plots.predict import layer_spans
 from simulator.search.plan import plan
 from simulator.search.rank import rank
 from simulator.search.space import make_space
-from simulator.study import study_pair
+from simulator.analysis.study import study_pair
 from tests.cli_helpers import ok
 
 PNG = b"\x89PNG\r\n\x1a\n"

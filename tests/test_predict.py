@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from simulator.collectives import Collective, collective_time
+from simulator.cost.collectives import Collective, collective_time
 from simulator.graph.ops import COMPUTE
 from simulator.predict import predict
 from simulator.specs.model import ModelSpec, MoESpec
@@ -151,9 +151,9 @@ def test_trace_is_chrome_json(gpu_profile, tmp_path):
 def test_a_wait_is_split_along_the_chain_that_caused_it():
     import networkx as nx
 
-    from simulator.collectives import Collective as C
+    from simulator.cost.collectives import Collective as C
     from simulator.graph.ops import Op, OpKind
-    from simulator.schedule import schedule
+    from simulator.graph.schedule import schedule
 
     g = nx.DiGraph()
     ops = [Op("a", OpKind.MATMUL, duration=1.0),
@@ -181,7 +181,7 @@ def test_fp32_jobs_store_four_byte_activations(gpu_profile):
     b = predict(model=TINY, hardware=fp32, chips=1, precision="fp32")
     assert b.memory.activations_bytes == pytest.approx(2 * a.memory.activations_bytes)
     assert b.step_time_s > a.step_time_s  # same FLOP/s, twice the bytes moved
-    from simulator.errors import MeshcastError
+    from meshcast.errors import MeshcastError
 
     with pytest.raises(MeshcastError, match="precision: synthetic has no peak for 'fp32'"):
         predict(model=TINY, hardware=gpu_profile, chips=1, precision="fp32")
@@ -218,7 +218,7 @@ def test_embedding_lookup_runs_on_the_gather_curve_and_its_gradient_writes_the_t
 def test_collectives_on_compute_cores_do_not_overlap(gpu_profile):
     """A host whose collectives are copies on the compute cores: every collective runs on the
     compute stream, so the step is the sum of all its ops; with a network they overlap."""
-    from simulator.errors import MeshcastError
+    from meshcast.errors import MeshcastError
     from simulator.search import make_space
 
     host = gpu_profile.model_copy(update={"chip": gpu_profile.chip.model_copy(

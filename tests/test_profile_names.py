@@ -14,7 +14,7 @@ from hardware_profiles import (
     matched_how,
     profile_dirs,
 )
-from simulator.errors import MeshcastError
+from meshcast.errors import MeshcastError
 from simulator.published.names import hardware_note, profile_for
 from simulator.published.rows import PublishedRow
 
@@ -161,7 +161,7 @@ def test_hardware_note_only_for_loose_matches():
 
 
 def test_new_profiles_place_jobs_like_their_siblings():
-    from simulator.topology import job_levels
+    from simulator.cost.topology import job_levels
 
     v7 = job_levels(load_profile("TPU7x"), 64)
     assert [(lv.name, lv.size, lv.wraparound) for lv in v7[:3]] == [

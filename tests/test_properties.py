@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from hardware_profiles import load_profile
 from hardware_profiles.schema import HardwareProfile
-from simulator.errors import MeshcastError
+from meshcast.errors import MeshcastError
 from simulator.predict import StepPrediction, predict
 from simulator.specs.model import ModelSpec, MoESpec
 
@@ -413,7 +413,7 @@ def test_bad_model_and_hardware_names_raise_meshcast_error_only(model, hardware)
 _HUGE_PIPELINE_BATCH = r"""
 import resource
 resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))  # 1 GiB: fail fast instead of swapping
-from simulator.errors import MeshcastError
+from meshcast.errors import MeshcastError
 from simulator.predict import predict
 from simulator.specs.model import ModelSpec
 m = ModelSpec(name="d", source="inline", n_layers=2, d_model=128, n_heads=4, ffn_hidden=256,

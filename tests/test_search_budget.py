@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.budget import Budget, chinchilla_tokens, smallest_meeting
-from simulator.errors import MeshcastError
+from simulator.analysis.budget import Budget, chinchilla_tokens, smallest_meeting
+from meshcast.errors import MeshcastError
 from simulator.search.plan import PlanEntry, pareto_front
 from simulator.specs.model import ModelSpec, MoESpec
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.errors import MeshcastError
+from meshcast.errors import MeshcastError
 from simulator.search import enumerate_candidates, make_space
 from simulator.search.enumerate import factorizations
 from simulator.search.placements import PlacementFinder
 from simulator.specs.model import ModelSpec, MoESpec
-from simulator.topology import job_levels
+from simulator.cost.topology import job_levels
 
 DENSE = ModelSpec(name="tiny", source="test", n_layers=4, d_model=256, n_heads=2, n_kv_heads=2,
                   ffn_hidden=512, vocab_size=512, seq_len=128)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.errors import MeshcastError
+from meshcast.errors import MeshcastError
 from simulator.predict import predict_job
 from simulator.search import enumerate_candidates, make_space, rank_table
 from simulator.search.fast import memory_per_device

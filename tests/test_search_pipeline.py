@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.pipeline import SIMULATED_MICROBATCHES, simulate_pipeline
+from simulator.graph.pipeline import SIMULATED_MICROBATCHES, simulate_pipeline
 from simulator.search.columns import column
 from simulator.search.pipeline import compile_schedule, pipeline_finish
 

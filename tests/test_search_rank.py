@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.errors import MeshcastError
+from meshcast.errors import MeshcastError
 from simulator.search import enumerate_candidates, make_space, rank, rank_table
 from simulator.search.rank import objective_values
 

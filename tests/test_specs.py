@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.errors import MeshcastError
+from meshcast.errors import MeshcastError
 from simulator.predict import predict
 from simulator.specs.job import resolve_mesh
 from simulator.specs.model import ModelSpec, MoESpec

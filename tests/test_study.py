@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.errors import MeshcastError
-from simulator.study import LAYOUTS, format_study, sharding_study, study_pair
+from meshcast.errors import MeshcastError
+from simulator.analysis.study import LAYOUTS, format_study, sharding_study, study_pair
 
 BATCH = dict(global_batch=64, seq_len=2048)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.errors import MeshcastError
-from simulator.topology import build_topology, job_levels
+from meshcast.errors import MeshcastError
+from simulator.cost.topology import build_topology, job_levels
 
 ORDER = ["model", "seq", "expert", "fsdp", "data", "pipeline"]
 

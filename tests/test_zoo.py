@@ -12,8 +12,8 @@ import re
 import pytest
 import yaml
 
-from simulator.errors import MeshcastError
-from simulator.zoo import ZOO_DIR, load_model, zoo_names
+from meshcast.errors import MeshcastError
+from simulator.specs.zoo import ZOO_DIR, load_model, zoo_names
 
 REQUIRED = {
     "llama3-8b", "llama3-70b", "llama3-405b",

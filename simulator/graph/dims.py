@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simulator.compute import DTYPE_BYTES
+from simulator.cost.compute import DTYPE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +18,7 @@ class Dims:
     another micro-batch's compute. ``host_s``: host seconds to issue one op of a dropless MoE
     layer's data-dependent part when it runs eagerly (0: launches never bind). ``dedup``: the
     expert all-to-alls are the deduplicated dispatch of DeepEP/HybridEP
-    (:func:`simulator.collectives.dedup_shares`). ``flash``: fused attention (no score matrix
+    (:func:`simulator.cost.collectives.dedup_shares`). ``flash``: fused attention (no score matrix
     in HBM; :func:`simulator.graph.layers.attention_block`).
     """
 

@@ -4,14 +4,14 @@ Tensor parallelism is Megatron-style with sequence parallelism (Korthikanti et a
 are sharded over ``model`` along the sequence; an all-gather precedes each block and a
 reduce-scatter follows it. MoE follows Du et al. 2024 / AXLearn 3D sharding: tokens split over
 (data, expert) groups, experts over ``expert``, expert FFN over ``model``; an all-to-all over
-``expert`` dispatches and combines. Byte conventions follow :mod:`simulator.collectives`.
+``expert`` dispatches and combines. Byte conventions follow :mod:`simulator.cost.collectives`.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from simulator.collectives import Collective
+from simulator.cost.collectives import Collective
 from simulator.graph.dims import Dims
 from simulator.graph.ops import HOST, Op, OpKind
 from simulator.specs.model import ModelSpec
@@ -102,7 +102,7 @@ def attention_block(tp: Template, m: ModelSpec, d: Dims, prev: str | None) -> st
     reduce-scatter beside the out-projection (Megatron/TE pipeline them chunk by chunk), so each
     pair costs about ``max(GEMM, collective)``; their consumers wait for both.
     The ``attn`` op carries the kernel's shape for the attention curve's shape factor
-    (:func:`simulator.compute.attention_shape_factor`): head dim ``Hd`` and key/value length
+    (:func:`simulator.cost.compute.attention_shape_factor`): head dim ``Hd`` and key/value length
     ``s``, the whole sequence also under context parallelism, since ``cp_kv_ag`` gathers every
     K and V and the local ``s / cp`` queries attend to all of them (as the FLOPs count it).
     """
@@ -183,7 +183,7 @@ def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
     wait for the all-to-alls; they still occupy the expert links (the stage's per-axis link
     floor), so a micro-batch costs about ``max(compute, all-to-all)``.
     With ``d.dedup`` (DeepEP/HybridEP) both all-to-alls are the deduplicated dispatch of
-    :func:`simulator.collectives.dedup_shares` on the same buffer.
+    :func:`simulator.cost.collectives.dedup_shares` on the same buffer.
     """
     moe = m.moe
     T, t, D, E = d.T, d.t, m.d_model, moe.n_experts

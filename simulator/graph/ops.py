@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable
 
-from simulator.collectives import Collective, collective_time
-from simulator.compute import ComputeModel
-from simulator.topology import AxisPart, Topology
+from simulator.cost.collectives import Collective, collective_time
+from simulator.cost.compute import ComputeModel
+from simulator.cost.topology import AxisPart, Topology
 
 
 class OpKind(str, Enum):
@@ -31,7 +31,7 @@ class Op:
     """One node of the step graph before it is placed in a layer.
 
     ``deps`` name ops of the same template; ``unit_flops`` is one GEMM's size for efficiency.
-    For collectives ``nbytes`` follows :mod:`simulator.collectives` conventions and ``axis`` is a
+    For collectives ``nbytes`` follows :mod:`simulator.cost.collectives` conventions and ``axis`` is a
     mesh axis or ``a+b`` for a group over several axes.
     """
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import networkx as nx
 
-from simulator.collectives import Collective
+from simulator.cost.collectives import Collective
 from simulator.graph.dims import Dims
 from simulator.graph.layers import (
     embedding_ops,

@@ -27,7 +27,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from hardware_profiles.schema import HardwareProfile
-from simulator.errors import MeshcastError
+from meshcast.errors import MeshcastError
 from simulator.published.measured import Measured, measured_step_time
 from simulator.published.model import model_of, pad_layers
 from simulator.published.names import hardware_note, precision_of, profile_for, remat_of

@@ -12,7 +12,7 @@ import re
 
 from pydantic import ValidationError
 
-from simulator.errors import from_validation_error
+from meshcast.errors import from_validation_error
 from simulator.published.names import is_swiglu
 from simulator.published.rows import PublishedRow, RowError
 from simulator.specs.model import ModelSpec, MoESpec

@@ -18,7 +18,7 @@ def profile_for(row: PublishedRow, profiles: dict[str, HardwareProfile] | None =
     """The profile the row's ``hardware`` names; ``profiles`` (profile name -> profile) replaces
     built-in ones, e.g. by a fitted profile. Unknown names raise RowError with the known ones."""
     from hardware_profiles import load_profile
-    from simulator.errors import MeshcastError
+    from meshcast.errors import MeshcastError
 
     name = row.text("hardware")
     try:
@@ -36,7 +36,7 @@ def hardware_note(row: PublishedRow, profile: HardwareProfile) -> str | None:
     "hardware 'TPU v6e (Trillium)' matched profile tpu-v6e (alias after dropping '(...)' and the vendor)";
     None when the name is an exact alias (or a path, or does not resolve)."""
     from hardware_profiles import matched_how
-    from simulator.errors import MeshcastError
+    from meshcast.errors import MeshcastError
 
     name = row.text("hardware")
     if not name:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulator.errors import MeshcastError
+from meshcast.errors import MeshcastError
 from simulator.published.evaluate import RowResult
 
 

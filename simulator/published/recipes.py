@@ -1,7 +1,7 @@
 """How a published MoE run dispatched its tokens, when the table does not say.
 
 The tables publish parallel layouts, not the token dispatcher, yet it changes the fabric traffic
-of a cross-node expert group by 2x or more (:func:`simulator.collectives.dedup_shares`).
+of a cross-node expert group by 2x or more (:func:`simulator.cost.collectives.dedup_shares`).
 A row says it itself with an optional ``moe_dispatcher`` column (``alltoall`` / ``deepep``; also
 ``flex``, ``hybridep``) or by naming DeepEP / HybridEP in its notes. Otherwise the recipes below,
 read from the frameworks' published performance configs, decide; every other row keeps the

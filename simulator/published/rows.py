@@ -11,7 +11,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulator.errors import MeshcastError
+from meshcast.errors import MeshcastError
 
 #: Columns the mapping reads; any other column may be present and is kept in ``raw``.
 REQUIRED = (

@@ -2,9 +2,9 @@
 embedding, the LM head) for many configurations at once.
 
 Durations use the graph path's formulas on arrays: compute ops the roofline of
-:class:`simulator.compute.ComputeModel`, collectives ``alpha * bytes + beta`` of their placement
+:class:`simulator.cost.compute.ComputeModel`, collectives ``alpha * bytes + beta`` of their placement
 (:mod:`simulator.search.placements`). A chain is then list-scheduled exactly as
-:func:`simulator.schedule.schedule` does it -- each op starts when its stream is free and its
+:func:`simulator.graph.schedule.schedule` does it -- each op starts when its stream is free and its
 dependencies are done. Each chain waits for the previous one to end, and only chains use the
 tp, ep and cp streams, so a chain starts with every stream free unless the previous chain left
 one busy past its own end (:func:`outlasting`): an op nothing in the chain waits for, such as
@@ -22,7 +22,7 @@ from functools import reduce
 
 import numpy as np
 
-from simulator.compute import ComputeModel, attention_shape_factor
+from simulator.cost.compute import ComputeModel, attention_shape_factor
 from simulator.graph.ops import COMPUTE, Op, OpKind
 from simulator.search.placements import COLUMN, DEDUP_COLUMN
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from simulator.errors import NoFeasibleConfig
+from meshcast.errors import NoFeasibleConfig
 from simulator.search.placements import PlacementFinder
 from simulator.search.space import REMATS, SCHEDULES, SearchSpace
 from simulator.search.table import AXIS, Candidates

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.flops import model_flops_per_step
+from simulator.cost.flops import model_flops_per_step
 from simulator.search.memory import layer_params, max_in_flight, memory_bytes
 from simulator.search.pipeline import pipeline_finish
 from simulator.search.placements import coefficients
@@ -45,7 +45,7 @@ def _classes(layout) -> dict[tuple, list[int]]:
 
 def dims_of(c: Candidates) -> dict:
     """Numpy columns of the Dims fields (and ``T`` tokens per device per micro-batch)."""
-    from simulator.compute import DTYPE_BYTES
+    from simulator.cost.compute import DTYPE_BYTES
 
     s = c.space.base
     cp = c.axis("seq")

@@ -1,11 +1,11 @@
-"""Memory per device for columns of configurations: :mod:`simulator.memory`'s estimate, rank by
+"""Memory per device for columns of configurations: :mod:`simulator.graph.memory`'s estimate, rank by
 rank, through the same functions (so ``fits`` is the graph path's ``fits``).
 
-:func:`simulator.memory.stage_params` splits a rank's local parameters (after FSDP) into
-non-expert and expert parts, :func:`simulator.memory.param_state_bytes` turns them into weights,
-gradients and optimizer state (sharded by :func:`simulator.memory.optimizer_shards`),
-:func:`simulator.memory.activation_bytes` counts ``(sum_layers elems) T / t * ab * in-flight``
-and :func:`simulator.memory.transient_bytes` the FSDP-gathered layers plus the larger of the
+:func:`simulator.graph.memory.stage_params` splits a rank's local parameters (after FSDP) into
+non-expert and expert parts, :func:`simulator.graph.memory.param_state_bytes` turns them into weights,
+gradients and optimizer state (sharded by :func:`simulator.graph.memory.optimizer_shards`),
+:func:`simulator.graph.memory.activation_bytes` counts ``(sum_layers elems) T / t * ab * in-flight``
+and :func:`simulator.graph.memory.transient_bytes` the FSDP-gathered layers plus the larger of the
 last rank's logits (fp32, or in place on the bf16 logits with the base spec's ``fused_loss``)
 and one layer recomputed under full remat. The rank with the largest total
 sets the estimate.
@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from simulator.memory import (
+from simulator.graph.memory import (
     activation_bytes,
     in_flight_microbatches,
     layer_activation_elems,

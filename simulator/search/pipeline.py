@@ -1,4 +1,4 @@
-"""The pipeline schedule simulation of :mod:`simulator.pipeline`, on columns of configurations.
+"""The pipeline schedule simulation of :mod:`simulator.graph.pipeline`, on columns of configurations.
 
 The schedule is a fixed DAG for given ``(pp, m, schedule, v)``: each rank runs its tasks in the
 order ``one_f_one_b_order`` / ``interleaved_order`` give, ``F(k, i)`` waits for ``F(k-1, i)``
@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from simulator.pipeline import SIMULATED_MICROBATCHES, interleaved_order, one_f_one_b_order
+from simulator.graph.pipeline import SIMULATED_MICROBATCHES, interleaved_order, one_f_one_b_order
 
 
 @dataclass(frozen=True)

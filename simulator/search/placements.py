@@ -1,9 +1,9 @@
 """Bindings of mesh axes to network levels worth trying, and what each costs per byte.
 
 For a mesh, each order of its non-trivial axes fills the levels innermost first
-(:func:`simulator.topology.place_axes`, the same greedy rule ``--bind``/``axis_order`` use): the
+(:func:`simulator.cost.topology.place_axes`, the same greedy rule ``--bind``/``axis_order`` use): the
 first axis in the order gets the fastest links. Orders that give the same placement are one
-candidate. Every collective formula in :mod:`simulator.collectives` is affine in the message
+candidate. Every collective formula in :mod:`simulator.cost.collectives` is affine in the message
 size for a fixed placement (ring, hierarchical, direct all-to-all and permute are all
 ``latency + bytes x coefficient``), so a placement is summarised per (axis, collective kind) by
 ``time(S) = alpha * S + beta`` for ``S > 0``, read off ``collective_time`` itself.
@@ -17,10 +17,10 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from simulator.collectives import Collective, collective_time
-from simulator.errors import MeshcastError
+from simulator.cost.collectives import Collective, collective_time
+from meshcast.errors import MeshcastError
 from simulator.specs.sharding import AXES, DEFAULT_AXIS_ORDER
-from simulator.topology import AxisPart, Level, Topology, place_axes
+from simulator.cost.topology import AxisPart, Level, Topology, place_axes
 
 #: (axis group, collective) pairs the step graph issues; the columns of :func:`coefficients`.
 COLLECTIVES: tuple[tuple[str, Collective], ...] = (

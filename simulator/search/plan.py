@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from simulator.budget import Budget, chinchilla_tokens, price_of, smallest_meeting
-from simulator.errors import MeshcastError
+from simulator.analysis.budget import Budget, chinchilla_tokens, price_of, smallest_meeting
+from meshcast.errors import MeshcastError
 from simulator.search.rank import Finalist, rank
 from simulator.search.space import make_space
 
@@ -67,7 +67,7 @@ def plan(model, hardware: list, chips: list[int] | None = None, *, tokens: int |
     """Best configuration per (profile, chip count) by time to train ``tokens`` (default:
     Chinchilla, ``tokens_per_param`` x the reference's parameters)."""
     from hardware_profiles import load_profile
-    from simulator.zoo import load_model
+    from simulator.specs.zoo import load_model
 
     m = load_model(model) if isinstance(model, (str, Path)) else model
     ref = load_model(reference) if isinstance(reference, (str, Path)) else reference

@@ -16,8 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-from simulator.budget import Budget, chinchilla_tokens, price_of
-from simulator.errors import MeshcastError, NoFeasibleConfig
+from simulator.analysis.budget import Budget, chinchilla_tokens, price_of
+from meshcast.errors import MeshcastError, NoFeasibleConfig
 from simulator.search.enumerate import enumerate_candidates
 from simulator.search.fast import StepTimes, memory_per_device, mfu, step_times
 from simulator.search.space import SearchSpace
@@ -80,7 +80,7 @@ def objective_values(space: SearchSpace, objective: str, step_s, tokens: int):
         return steps * step_s
     if objective == "cost":
         return steps * step_s * space.chips / 3600.0 * _price(space)
-    from simulator.flops import model_flops_per_step
+    from simulator.cost.flops import model_flops_per_step
 
     flops = model_flops_per_step(space.model, space.seq_len, space.tokens_per_step)
     return flops / (step_s * space.chips * space.hardware.peak_flops("bf16"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from simulator.errors import MeshcastError
-from simulator.interval import interval_of
+from meshcast.errors import MeshcastError
+from simulator.analysis.interval import interval_of
 from simulator.search.space import REMATS, SCHEDULES
 from simulator.specs.sharding import AXES
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardware_profiles.schema import HardwareProfile
-from simulator.errors import MeshcastError
+from meshcast.errors import MeshcastError
 from simulator.specs.model import ModelSpec
 from simulator.specs.sharding import AXES, ShardingSpec, make_sharding
-from simulator.topology import Level, job_levels
+from simulator.cost.topology import Level, job_levels
 
 REMATS: tuple[str, ...] = ("none", "selective", "full")
 SCHEDULES: tuple[str, ...] = ("1f1b", "interleaved")
@@ -55,7 +55,7 @@ class SearchSpace:
 
 def _resolve(model, hardware) -> tuple[ModelSpec, HardwareProfile]:
     from hardware_profiles import load_profile
-    from simulator.zoo import load_model
+    from simulator.specs.zoo import load_model
 
     m = load_model(model) if isinstance(model, (str, Path)) else model
     hw = load_profile(hardware) if isinstance(hardware, (str, Path)) else hardware

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.collectives import Collective
+from simulator.cost.collectives import Collective
 from simulator.graph.layers import embedding_params_local
 from simulator.search.chains import ChainTimes
 from simulator.search.columns import DimsView

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simulator.collectives import Collective
-from simulator.compute import ComputeModel
+from simulator.cost.collectives import Collective
+from simulator.cost.compute import ComputeModel
 from simulator.graph.layers import (
     embedding_ops,
     embedding_params_local,

@@ -11,10 +11,10 @@ from functools import cached_property
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hardware_profiles.schema import HardwareProfile
-from simulator.errors import from_validation_error
+from meshcast.errors import from_validation_error
 from simulator.specs.model import ModelSpec
 from simulator.specs.sharding import AXES, BATCH_AXES, ShardingSpec
-from simulator.topology import Topology, build_topology
+from simulator.cost.topology import Topology, build_topology
 
 
 def resolve_mesh(mesh: dict[str, int], chips: int) -> dict[str, int]:

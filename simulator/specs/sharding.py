@@ -90,7 +90,7 @@ class ShardingSpec(_Frozen):
     fused_loss: bool = Field(
         default=False,
         description="how the loss is formed on the last pipeline rank's logits "
-        "(simulator.memory.logits_bytes). False: the logits are cast to fp32 and the cross "
+        "(simulator.graph.memory.logits_bytes). False: the logits are cast to fp32 and the cross "
         "entropy keeps fp32 logits and their fp32 gradient (Megatron-LM, Megatron-Core's "
         "unfused and 'native' losses, MaxText, AXLearn). True: a fused loss computed in place on "
         "the matmul-dtype (bf16) logits, its backward writing the gradient into their buffer "
@@ -135,7 +135,7 @@ def make_sharding(**fields) -> ShardingSpec:
     """A ShardingSpec from keyword fields; a bad field raises MeshcastError naming it."""
     from pydantic import ValidationError
 
-    from simulator.errors import from_validation_error
+    from meshcast.errors import from_validation_error
 
     try:
         return ShardingSpec(**fields)
@@ -145,7 +145,7 @@ def make_sharding(**fields) -> ShardingSpec:
 
 def parse_mesh(text: str) -> dict[str, int]:
     """Parse ``data=-1,fsdp=8`` into ``{"data": -1, "fsdp": 8}``; errors name the bad part."""
-    from simulator.errors import MeshcastError
+    from meshcast.errors import MeshcastError
 
     out: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -167,7 +167,7 @@ def parse_mesh(text: str) -> dict[str, int]:
 
 def parse_bindings(text: str) -> dict[str, list[str]]:
     """Parse ``model=nvlink,data=ib`` or ``fsdp=ici_x+ici_y`` into axis -> level names."""
-    from simulator.errors import MeshcastError
+    from meshcast.errors import MeshcastError
 
     out: dict[str, list[str]] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):

@@ -1,0 +1,89 @@
+"""Training budgets: how many tokens, how many steps, how long, how many chip-hours, what cost.
+
+Chinchilla (Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models", arXiv
+2203.15556): a compute-optimal dense model sees about 20 training tokens per parameter,
+``tokens = ratio * N``. Du et al. 2024 (arXiv 2405.15052) fix the budget this way for the
+*dense reference* and train the MoE for the same wall-clock cost; pass that dense model as
+``reference``. Without one, an MoE's budget uses its **total** parameters: the compute-optimal
+token count of a routed model is not settled (Clark et al. 2022, arXiv 2202.01169, fit it
+between its active and total size), and total parameters is the conservative (longer) budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from meshcast.errors import MeshcastError
+from simulator.specs.model import ModelSpec
+
+CHINCHILLA_TOKENS_PER_PARAM = 20.0
+SECONDS_PER_DAY = 86400.0
+
+
+def chinchilla_tokens(model: ModelSpec, ratio: float = CHINCHILLA_TOKENS_PER_PARAM,
+                      reference: ModelSpec | None = None) -> int:
+    """``ratio * N`` training tokens, ``N`` = total parameters (embeddings included, as
+    Chinchilla counts them) of ``reference``, else of ``model`` (see the module docstring)."""
+    _check_tokens_per_param(ratio)
+    return int(round(ratio * (reference or model).total_params))
+
+
+def _check_tokens_per_param(ratio: float) -> None:
+    """A clear error unless ``ratio`` is a positive finite number."""
+    if not math.isfinite(ratio) or ratio <= 0:
+        raise MeshcastError(f"tokens-per-param: {ratio} must be a positive number (Chinchilla: 20)")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One run: ``steps = ceil(tokens / tokens_per_step)``, ``seconds = steps * step_time_s``,
+    ``chip_hours = chips * seconds / 3600``, ``cost_usd = chip_hours * price`` (None without
+    a price)."""
+
+    tokens: int
+    tokens_per_step: int
+    step_time_s: float
+    chips: int
+    price_per_chip_hour_usd: float | None
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(self.tokens / self.tokens_per_step)
+
+    @property
+    def seconds(self) -> float:
+        return self.steps * self.step_time_s
+
+    @property
+    def days(self) -> float:
+        return self.seconds / SECONDS_PER_DAY
+
+    @property
+    def chip_hours(self) -> float:
+        return self.chips * self.seconds / 3600.0
+
+    @property
+    def cost_usd(self) -> float | None:
+        p = self.price_per_chip_hour_usd
+        return None if p is None else self.chip_hours * p
+
+    def as_dict(self) -> dict:
+        return {"tokens": self.tokens, "tokens_per_step": self.tokens_per_step,
+                "steps": self.steps, "step_time_s": self.step_time_s, "seconds": self.seconds,
+                "days": self.days, "chips": self.chips, "chip_hours": self.chip_hours,
+                "price_per_chip_hour_usd": self.price_per_chip_hour_usd, "cost_usd": self.cost_usd}
+
+
+def price_of(profile) -> float | None:
+    """The profile's on-demand price per chip-hour (USD), or None if it gives none."""
+    p = profile.price_per_chip_hour_usd
+    return None if p is None else p.value
+
+
+def smallest_meeting(days_by_chips: dict[int, float], deadline_days: float) -> int | None:
+    """The smallest chip count whose time to train is within ``deadline_days``, or None."""
+    if deadline_days <= 0:
+        raise MeshcastError(f"deadline: {deadline_days} days must be positive")
+    ok = [c for c, d in days_by_chips.items() if d <= deadline_days]
+    return min(ok) if ok else None

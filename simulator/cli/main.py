@@ -1,0 +1,243 @@
+"""The ``meshcast`` command: one CLI with subcommands.
+
+Bad input prints ``error: <field>: <problem>`` and exits 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from simulator.cli import compare as cli_compare, published as cli_published, search as cli_search
+from meshcast.errors import MeshcastError
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="forecast one training step")
+    p.add_argument("--model", required=True, help="zoo name (see `meshcast models`) or YAML path")
+    p.add_argument("--hardware", required=True, help="profile name/alias or YAML path")
+    p.add_argument("--chips", required=True, type=int)
+    p.add_argument("--mesh", default="data=-1", help="e.g. data=-1,fsdp=8,model=4 (-1 = the rest)")
+    p.add_argument("--bind", default="", help="axis to network levels, e.g. model=nvlink,data=ib")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--global-batch", type=int, help="sequences per step")
+    g.add_argument("--global-batch-tokens", type=int, help="tokens per step")
+    p.add_argument("--micro-batch", type=int, default=1, help="sequences per batch shard")
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--precision", choices=["bf16", "fp8", "fp4", "fp32"], default="bf16")
+    p.add_argument("--remat", choices=["none", "selective", "full"], default="selective")
+    p.add_argument("--pipeline-schedule", choices=["1f1b", "interleaved"], default="1f1b")
+    p.add_argument("--virtual-stages", type=int, default=1)
+    p.add_argument("--optimizer-state", choices=["fp32", "bf16"], default="fp32",
+                   help="dtype of Adam's moments")
+    p.add_argument("--grad-dtype", choices=["fp32", "bf16"], default="fp32",
+                   help="dtype gradients are accumulated and reduced in")
+    p.add_argument("--distributed-optimizer", action="store_true",
+                   help="shard optimizer state over data (ZeRO-1)")
+    p.add_argument("--tp-comm-overlap", action="store_true",
+                   help="tensor-parallel collectives pipelined with their GEMMs (Megatron)")
+    p.add_argument("--ep-comm-overlap", action="store_true",
+                   help="MoE all-to-alls under another micro-batch's compute (Megatron)")
+    p.add_argument("--fused-loss", action="store_true",
+                   help="loss fused in place on the bf16 logits, no fp32 copy (Megatron-Core "
+                   "cross_entropy_fusion_impl='te'); default: fp32 logits and their gradient")
+    p.add_argument("--moe-host-issue-s", type=float, default=0.0, metavar="SECONDS",
+                   help="dropless MoE run eagerly (PyTorch, no CUDA graph for the dispatch): host "
+                   "seconds to issue one op of the dispatch-to-combine part (about 3.6e-4 for "
+                   "Megatron's dropless runs in published_runs.csv, fitted 2026-11-30)")
+    p.add_argument("--moe-dispatcher", choices=("alltoall", "deepep"), default="alltoall",
+                   help="MoE token dispatch: one copy per (token, expert) (alltoall), or one per "
+                   "destination device and node (deepep: DeepEP/HybridEP, Megatron's flex)")
+    p.add_argument("--load-imbalance", type=float, help="MoE: busiest expert's share / mean")
+    p.add_argument("--slice", help="TPU slice shape, e.g. 4x4x4")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--trace", help="write a Chrome/Perfetto trace JSON here")
+    p.add_argument("--plot", help="write a PNG: breakdown bars (with the step's interval when "
+                   "the profile was fitted) and a one-layer timeline per stream")
+    cli_search.add_profiles_arg(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="meshcast", description="Forecast sharded dense/MoE "
+                                 "LLM training step time on a concrete topology.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    _add_predict(sub)
+    cli_search.add_parsers(sub)
+    cli_compare.add_parser(sub)
+    pr = sub.add_parser("profiles", help="list the hardware profiles")
+    pr.add_argument("--json", action="store_true")
+    ca = sub.add_parser("calibrate", help="time kernels and collectives with JAX into raw rows")
+    ca.add_argument("--backend", choices=["cpu", "gpu", "tpu"], default="cpu")
+    ca.add_argument("--devices", type=int, help="CPU: virtual devices (default 8)")
+    ca.add_argument("--quick", action="store_true", help="a short sweep (about a minute on CPU)")
+    ca.add_argument("--out", required=True, help="directory for raw.csv")
+    ca.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    ca.add_argument("--mesh", help="mesh to calibrate collectives on, e.g. data=2,expert=2,model=2")
+    ca.add_argument("--multi-host", action="store_true", help="call jax.distributed.initialize()")
+    ca.add_argument("--limit", type=int, help="measure at most N new cases, then stop (continue "
+                    "later with --resume)")
+    fi = sub.add_parser("fit", help="fit a calibrated hardware profile to raw rows")
+    fi.add_argument("directory", nargs="?", help="a calibration --out directory (holds raw.csv)")
+    fi.add_argument("--out", required=True, help="where to write the calibrated profile YAML")
+    fi.add_argument("--base", help="profile whose datasheet peaks and network to keep")
+    cli_published.add_fit_args(fi)
+    va = sub.add_parser("validate", help="time real sharded train steps vs the forecast")
+    va.add_argument("--calibration", help="a calibration directory (raw.csv)")
+    va.add_argument("--backend", choices=["cpu", "gpu", "tpu"], default="cpu")
+    va.add_argument("--devices", type=int, help="CPU: virtual devices (default 8)")
+    va.add_argument("--quick", action="store_true", help="two cases, short sequences")
+    va.add_argument("--hlo", action="store_true", help="also compare the collectives XLA "
+                    "compiled with the step graph's, kind by kind")
+    va.add_argument("--json", action="store_true")
+    cli_published.add_validate_args(va)
+    mo = sub.add_parser("models", help="list the model zoo")
+    mo.add_argument("--json", action="store_true")
+    return ap
+
+
+def _job_from_args(a):
+    from hardware_profiles import load_profile
+    from simulator.specs.job import make_job
+    from simulator.specs.sharding import OptimizerSpec, make_sharding, parse_bindings, parse_mesh
+    from simulator.specs.zoo import load_model
+
+    model = load_model(a.model)
+    if a.load_imbalance is not None:
+        if model.moe is None:
+            raise MeshcastError(f"load-imbalance: {model.name} is dense; drop --load-imbalance")
+        if a.load_imbalance < 1:
+            raise MeshcastError(f"load-imbalance: {a.load_imbalance} must be >= 1 (1 = balanced)")
+        model = model.model_copy(update={"moe": model.moe.model_copy(
+            update={"load_imbalance": a.load_imbalance})})
+    hw = load_profile(a.hardware)
+    fields = dict(mesh=parse_mesh(a.mesh), bindings=parse_bindings(a.bind),
+                  micro_batch=a.micro_batch, global_batch=a.global_batch,
+                  global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len,
+                  remat=a.remat, precision=a.precision, pipeline_schedule=a.pipeline_schedule,
+                  virtual_stages=a.virtual_stages, distributed_optimizer=a.distributed_optimizer,
+                  tp_comm_overlap=a.tp_comm_overlap, ep_comm_overlap=a.ep_comm_overlap,
+                  fused_loss=a.fused_loss,
+                  moe_host_issue_s=a.moe_host_issue_s, moe_dispatcher=a.moe_dispatcher,
+                  optimizer=OptimizerSpec(state_dtype=a.optimizer_state, grad_dtype=a.grad_dtype))
+    if a.slice:
+        try:
+            fields["slice_shape"] = [int(x) for x in a.slice.lower().split("x")]
+        except ValueError:
+            raise MeshcastError(f"slice: {a.slice!r} is not like 4x4x4") from None
+    return make_job(model, make_sharding(**fields), hw, a.chips)
+
+
+@cli_search.with_profiles
+def _cmd_predict(a) -> int:
+    from simulator.analysis.interval import interval_of
+    from simulator.predict import predict_job
+    from simulator.cli.report import format_prediction
+
+    if a.plot:
+        from simulator.cli.plots.common import check_png_path
+
+        check_png_path(a.plot)  # before the forecast
+    pred = predict_job(_job_from_args(a))
+    iv = interval_of(pred)
+    if a.trace:
+        try:
+            pred.write_trace(a.trace)
+        except OSError as e:
+            raise MeshcastError(f"trace: cannot write {a.trace}: {e.strerror}") from None
+    if a.plot:
+        from simulator.cli.plots import plot_prediction, save
+
+        save(plot_prediction(pred, iv), a.plot)
+    print(json.dumps({**pred.to_dict(), **iv.as_dict()}, indent=2) if a.json
+          else format_prediction(pred, iv))
+    return 0
+
+
+def _cmd_profiles(a) -> int:
+    from hardware_profiles import list_profiles
+    from simulator.cli.report import format_profiles
+
+    profiles = list_profiles()
+    if a.json:
+        print(json.dumps([p.model_dump(mode="json") for p in profiles], indent=2))
+    else:
+        print(format_profiles(profiles))
+    return 0
+
+
+def _cmd_models(a) -> int:
+    from simulator.cli.report import format_models
+    from simulator.specs.zoo import list_models
+
+    models = list_models()
+    if a.json:
+        print(json.dumps([dict(m.model_dump(mode="json"), total_params=m.total_params,
+                               active_params=m.active_params) for m in models], indent=2))
+    else:
+        print(format_models(models))
+    return 0
+
+
+def _cmd_calibrate(a) -> int:
+    from calibration.run import calibrate
+    from simulator.specs.sharding import parse_mesh
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    path = calibrate(a.out, backend=a.backend, devices=a.devices, quick=a.quick, resume=a.resume,
+                     mesh=parse_mesh(a.mesh) if a.mesh else None, multi_host=a.multi_host,
+                     limit=a.limit, log=log)
+    print(path)
+    return 0
+
+
+def _cmd_fit(a) -> int:
+    if a.published:
+        return cli_published.cmd_fit(a)
+    if not a.directory:
+        raise MeshcastError("fit: give a calibration directory, or --published FILE.csv --out DIR")
+    from calibration.fit_cli import run_fit
+
+    print(run_fit(a.directory, a.out, a.base))
+    return 0
+
+
+def _cmd_validate(a) -> int:
+    if a.published:
+        return cli_published.cmd_validate(a)
+    if not a.calibration:
+        raise MeshcastError("validate: give --calibration DIR (JAX train steps) or --published "
+                            "FILE.csv (published runs)")
+    from calibration.run import configure_backend
+
+    configure_backend(a.backend, a.devices)
+    from calibration.validate import validate
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr if a.json else sys.stdout, flush=True)
+
+    result = validate(a.calibration, quick=a.quick, hlo=a.hlo, log=log)
+    if a.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+COMMANDS = {"predict": _cmd_predict, "calibrate": _cmd_calibrate, "fit": _cmd_fit,
+            "validate": _cmd_validate,
+            "profiles": _cmd_profiles, "models": _cmd_models, **cli_search.COMMANDS,
+            **cli_compare.COMMANDS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except MeshcastError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

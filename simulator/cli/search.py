@@ -1,0 +1,157 @@
+"""``meshcast rank`` and ``meshcast plan``: search every sharding of a job; what to buy.
+
+Registered by :mod:`simulator.cli.main` through :func:`add_parsers` and :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+from simulator.cli.progress import Progress
+from meshcast.errors import MeshcastError
+
+OBJECTIVES = ("step_time", "time_to_train", "cost", "mfu")
+
+
+def add_profiles_arg(p) -> None:
+    """``--profiles DIR`` (repeatable): profile names resolve to DIR's YAML files first."""
+    p.add_argument("--profiles", action="append", metavar="DIR",
+                   help="a folder of fitted profiles (`meshcast fit --published FILE --out DIR`) "
+                   "searched before the built-in ones; their fit gives the forecast its interval")
+
+
+def profiles_of(a):
+    """The context in which the command's profile names resolve (``--profiles``)."""
+    from hardware_profiles import profile_dirs
+
+    return profile_dirs(*(a.profiles or ()))
+
+
+def with_profiles(cmd):
+    """``cmd(a)`` run inside :func:`profiles_of` ``a`` (a command that takes ``--profiles``)."""
+    @functools.wraps(cmd)
+    def run(a) -> int:
+        with profiles_of(a):
+            return cmd(a)
+    return run
+
+
+def _job_args(p, chips_help: str, chips_type) -> None:
+    p.add_argument("--model", required=True, help="zoo name (see `meshcast models`) or YAML path")
+    p.add_argument("--chips", required=chips_type is int, type=chips_type, help=chips_help)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--global-batch", type=int, help="sequences per step (default about 4M tokens)")
+    g.add_argument("--global-batch-tokens", type=int, help="tokens per step")
+    p.add_argument("--seq-len", type=int, help="tokens per sequence (default: the model's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_profiles_arg(p)
+
+
+def _budget_args(p) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--tokens", type=float, help="training tokens (default: Chinchilla)")
+    g.add_argument("--tokens-per-param", type=float,
+                   help="Chinchilla ratio over the reference's parameters (default 20)")
+    p.add_argument("--reference", help="dense reference model whose parameters set the budget "
+                   "(Du et al. 2024); default: the model itself (an MoE's total parameters)")
+
+
+def add_parsers(sub) -> None:
+    """Add the ``rank`` and ``plan`` subcommands to an argparse subparsers object."""
+    r = sub.add_parser("rank", help="rank every feasible sharding of a job")
+    r.add_argument("--hardware", required=True, help="profile name/alias or YAML path")
+    _job_args(r, "chips in the job", int)
+    r.add_argument("--objective", choices=OBJECTIVES, default="step_time")
+    r.add_argument("--top", type=int, default=5, help="configurations to show (default 5)")
+    r.add_argument("--out", help="write every evaluated configuration to this CSV file")
+    r.add_argument("--plot", help="write a PNG: every configuration and the top ones' breakdowns")
+    r.add_argument("--precision", choices=["bf16", "fp8", "fp4", "fp32"], default="bf16")
+    r.add_argument("--moe-dispatcher", choices=("alltoall", "deepep"), default="alltoall",
+                   help="MoE token dispatch (see `predict --help`): deepep sends a token once per "
+                   "destination device and node")
+    _budget_args(r)
+    p = sub.add_parser("plan", help="best configuration, time and cost per hardware and chip count")
+    p.add_argument("--hardware", required=True, help="comma-separated profiles, e.g. h100-sxm,tpu-v5p")
+    _job_args(p, "comma-separated chip counts (default 64,...,4096)", str)
+    _budget_args(p)
+    p.add_argument("--deadline", type=float, help="days: the smallest chip count that meets it")
+    p.add_argument("--plot", help="write a PNG: days against chips per hardware (with the "
+                   "forecast band where the profiles were fitted), and the cost front")
+
+
+def _tokens(a, model, reference) -> int | None:
+    from simulator.analysis.budget import chinchilla_tokens
+
+    if a.tokens is not None:
+        if a.tokens < 1:
+            raise MeshcastError(f"tokens: {a.tokens:g} must be a positive number of tokens")
+        return int(a.tokens)
+    return chinchilla_tokens(model, a.tokens_per_param or 20.0, reference)
+
+
+@with_profiles
+def cmd_rank(a) -> int:
+    from simulator.search.rank import rank
+    from simulator.search.report import format_rank, rank_json, write_csv
+    from simulator.search.space import make_space
+    from simulator.specs.zoo import load_model
+
+    space = make_space(a.model, a.hardware, a.chips, global_batch=a.global_batch,
+                       global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len,
+                       precision=a.precision, moe_dispatcher=a.moe_dispatcher)
+    ref = load_model(a.reference) if a.reference else None
+    progress = Progress("rank")
+    try:
+        res = rank(space, a.objective, a.top, tokens=_tokens(a, space.model, ref),
+                   progress=progress)
+    finally:
+        progress.done()
+    if a.out:
+        write_csv(res, a.out)
+    if a.plot:
+        from simulator.cli.plots import plot_rank, save
+
+        save(plot_rank(res), a.plot)
+    print(json.dumps(rank_json(res), indent=2) if a.json else format_rank(res))
+    return 0
+
+
+def _chip_list(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise MeshcastError(f"chips: {text!r} is not a comma-separated list of integers "
+                            "(example: 256,512,1024)") from None
+
+
+@with_profiles
+def cmd_plan(a) -> int:
+    from simulator.search.plan import plan
+    from simulator.search.report import format_plan, plan_json
+
+    if a.plot:
+        from simulator.cli.plots.common import check_png_path
+
+        check_png_path(a.plot)  # before the searches
+    progress = Progress("plan")
+    try:
+        res = plan(a.model, [h for h in a.hardware.split(",") if h.strip()], _chip_list(a.chips),
+                   tokens=int(a.tokens) if a.tokens is not None else None,
+                   tokens_per_param=a.tokens_per_param, reference=a.reference,
+                   deadline_days=a.deadline, global_batch=a.global_batch,
+                   global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len,
+                   progress=lambda what: progress(what))
+    finally:
+        progress.done()
+    if a.plot:
+        from simulator.cli.plots import plot_plan, save
+
+        save(plot_plan(res), a.plot)
+    print(json.dumps(plan_json(res), indent=2) if a.json else format_plan(res))
+    return 0
+
+
+COMMANDS = {"rank": cmd_rank, "plan": cmd_plan}
