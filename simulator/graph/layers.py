@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from simulator.cost import formulas
 from simulator.cost.collectives import Collective
 from simulator.graph.dims import Dims
 from simulator.graph.ops import HOST, Op, OpKind
@@ -88,7 +89,7 @@ def _tp_overlapped(d: Dims) -> bool:
     return bool(d.tp_overlap) and d.t > 1
 
 
-def attention_block(tp: Template, m: ModelSpec, d: Dims, prev: str | None) -> str:
+def attention_block(tpl: Template, m: ModelSpec, d: Dims, prev: str | None) -> str:
     """Norm, [AG model], QKV, [AG seq of K,V], flash attention, out-proj, [RS model], residual.
 
     Causal attention FLOPs ``4 * T * s * (N/t) * Hd / 2`` (QK^T and AV, half masked).
@@ -108,56 +109,56 @@ def attention_block(tp: Template, m: ModelSpec, d: Dims, prev: str | None) -> st
     """
     T, t, D, hd = d.T, d.t, m.d_model, m.hd
     ov = _tp_overlapped(d)
-    norm = tp.ew("attn_norm", 2 * T * D / t * d.ab, deps=[prev] if prev else [])
-    ag = tp.coll("attn_ag", AG, "model", T * D * d.ab, "tp") if t > 1 else ""
-    qkv = tp.mm("qkv", T, D, (m.n_heads + 2 * m.kv_heads) * hd / t, d, deps=[norm] if ov else None)
+    norm = tpl.ew("attn_norm", 2 * T * D / t * d.ab, deps=[prev] if prev else [])
+    ag = tpl.coll("attn_ag", AG, "model", T * D * d.ab, "tp") if t > 1 else ""
+    qkv = tpl.mm("qkv", T, D, (m.n_heads + 2 * m.kv_heads) * hd / t, d, deps=[norm] if ov else None)
     deps = [qkv, ag] if ov else [qkv]
     if d.cp > 1:
-        deps.append(tp.coll("cp_kv_ag", AG, "seq", d.b * d.s * 2 * m.kv_heads * hd / t * d.ab,
+        deps.append(tpl.coll("cp_kv_ag", AG, "seq", d.b * d.s * 2 * m.kv_heads * hd / t * d.ab,
                             "cp", deps=[qkv]))
     flops = 4.0 * T * d.s * (m.n_heads / t) * hd * 0.5
     io = T * (2 * m.n_heads + 2 * m.kv_heads) * hd / t * d.ab
     if d.flash:
-        attn = tp._add(Op("attn", OpKind.ATTENTION, flops=flops, nbytes=io, seq=d.s,
+        attn = tpl._add(Op("attn", OpKind.ATTENTION, flops=flops, nbytes=io, seq=d.s,
                           head_dim=hd), deps)
     else:
         e, sb = T * d.s * m.n_heads / t, unfused_score_bytes(d.ab)
-        tp._add(Op("attn", OpKind.ATTENTION, flops=2 * flops, nbytes=io + sb.gemm_fwd * e,
+        tpl._add(Op("attn", OpKind.ATTENTION, flops=2 * flops, nbytes=io + sb.gemm_fwd * e,
                    bwd_scale=2.0, seq=d.s, head_dim=hd), deps)
-        attn = tp._add(Op("attn_softmax", OpKind.ELEMENTWISE, nbytes=sb.softmax_fwd * e,
+        attn = tpl._add(Op("attn_softmax", OpKind.ELEMENTWISE, nbytes=sb.softmax_fwd * e,
                           bwd_scale=sb.softmax_bwd / sb.softmax_fwd), None)
-    out = tp.mm("attn_out", T, m.n_heads * hd / t, D, d)
+    out = tpl.mm("attn_out", T, m.n_heads * hd / t, D, d)
     if t > 1:
-        rs = tp.coll("attn_rs", RS, "model", T * D * d.ab, "tp", deps=[attn] if ov else None)
+        rs = tpl.coll("attn_rs", RS, "model", T * D * d.ab, "tp", deps=[attn] if ov else None)
         if ov:
-            return tp.ew("attn_res", 3 * T * D / t * d.ab, deps=[out, rs])
-    return tp.ew("attn_res", 3 * T * D / t * d.ab)
+            return tpl.ew("attn_res", 3 * T * D / t * d.ab, deps=[out, rs])
+    return tpl.ew("attn_res", 3 * T * D / t * d.ab)
 
 
-def _ffn(tp: Template, pre: str, m: ModelSpec, d: Dims, tokens: float, hidden: int,
+def _ffn(tpl: Template, pre: str, m: ModelSpec, d: Dims, tokens: float, hidden: int,
          groups: float = 1.0, deps=None) -> str:
     """``in`` (gate+up for SwiGLU), activation, ``out`` over ``tokens`` rows, hidden split by t."""
     g = 2 if m.ffn_kind == "swiglu" else 1
-    tp.mm(f"{pre}_in", tokens, m.d_model, g * hidden / d.t, d, deps=deps, groups=groups)
-    tp.ew(f"{pre}_act", tokens * hidden / d.t * d.ab * (g + 1))
-    return tp.mm(f"{pre}_out", tokens, hidden / d.t, m.d_model, d, groups=groups)
+    tpl.mm(f"{pre}_in", tokens, m.d_model, g * hidden / d.t, d, deps=deps, groups=groups)
+    tpl.ew(f"{pre}_act", tokens * hidden / d.t * d.ab * (g + 1))
+    return tpl.mm(f"{pre}_out", tokens, hidden / d.t, m.d_model, d, groups=groups)
 
 
-def dense_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
+def dense_mlp(tpl: Template, m: ModelSpec, d: Dims, prev: str) -> str:
     """Norm, [AG model], FFN, [RS model], residual; with TP comm overlap the all-gather runs
     beside the first GEMM and the reduce-scatter beside the second (as in attention_block)."""
     T, t, D = d.T, d.t, m.d_model
     ov = _tp_overlapped(d)
-    norm = tp.ew("mlp_norm", 2 * T * D / t * d.ab, deps=[prev])
-    ag = tp.coll("mlp_ag", AG, "model", T * D * d.ab, "tp") if t > 1 else ""
-    out = _ffn(tp, "mlp", m, d, T, m.ffn_hidden, deps=[norm] if ov else None)
+    norm = tpl.ew("mlp_norm", 2 * T * D / t * d.ab, deps=[prev])
+    ag = tpl.coll("mlp_ag", AG, "model", T * D * d.ab, "tp") if t > 1 else ""
+    out = _ffn(tpl, "mlp", m, d, T, m.ffn_hidden, deps=[norm] if ov else None)
     if ov:
-        tp.ops[-2].deps.append(ag)  # the activation needs the gathered input's GEMM and the gather
-        rs = tp.coll("mlp_rs", RS, "model", T * D * d.ab, "tp", deps=[tp.ops[-2].name])
-        return tp.ew("mlp_res", 3 * T * D / t * d.ab, deps=[out, rs])
+        tpl.ops[-2].deps.append(ag)  # the activation needs the gathered input's GEMM and the gather
+        rs = tpl.coll("mlp_rs", RS, "model", T * D * d.ab, "tp", deps=[tpl.ops[-2].name])
+        return tpl.ew("mlp_res", 3 * T * D / t * d.ab, deps=[out, rs])
     if t > 1:
-        tp.coll("mlp_rs", RS, "model", T * D * d.ab, "tp")
-    return tp.ew("mlp_res", 3 * T * D / t * d.ab)
+        tpl.coll("mlp_rs", RS, "model", T * D * d.ab, "tp")
+    return tpl.ew("mlp_res", 3 * T * D / t * d.ab)
 
 
 def slots_per_token(m: ModelSpec) -> float:
@@ -170,7 +171,7 @@ def slots_per_token(m: ModelSpec) -> float:
     return moe.capacity_factor
 
 
-def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
+def moe_mlp(tpl: Template, m: ModelSpec, d: Dims, prev: str) -> str:
     """Router, dispatch, A2A(expert), [AG model], expert FFN, [RS model], A2A, combine.
 
     Each device routes its ``T/t`` sequence-parallel tokens. Einsum dispatch (GShard/AXLearn)
@@ -185,59 +186,108 @@ def moe_mlp(tp: Template, m: ModelSpec, d: Dims, prev: str) -> str:
     With ``d.dedup`` (DeepEP/HybridEP) both all-to-alls are the deduplicated dispatch of
     :func:`simulator.cost.collectives.dedup_shares` on the same buffer.
     """
-    moe = m.moe
-    T, t, D, E = d.T, d.t, m.d_model, moe.n_experts
-    kf = slots_per_token(m)
-    tl = T / t
-    tp.ew("moe_norm", 2 * tl * D * d.ab, deps=[prev])
-    tp.mm("router", tl, D, E, d)
+    topk = _router(tpl, m, d, prev)
+    host = _host_issue(tpl, m, d, topk)
+    disp, a2a = _dispatch(tpl, m, d, topk)
+    ov = _ep_overlapped(d)
+    # Program order puts the shared experts right after the dispatch all-to-all is issued, so
+    # their compute overlaps the all-to-all (they only need the normed input).
+    ends = [_shared_experts(tpl, m, d)] if m.moe.n_shared_experts else []
+    done = _expert_ffn(tpl, m, d, disp if ov else a2a)
+    ends.append(_combine(tpl, m, d, done, host))
+    if host:  # the ops it issues: dispatch to combine, shared experts aside (captured)
+        issued = [op for op in tpl.ops[tpl.ops.index(host) + 1:]
+                  if not op.name.startswith("shared")]
+        host.host_s = len(issued) * d.host_s
+    tl = d.T / d.t
+    return tpl.ew("moe_res", 3 * tl * m.d_model * d.ab, deps=ends)
+
+
+def _ep_overlapped(d: Dims) -> bool:
+    return bool(d.ep_overlap) and d.e > 1
+
+
+def _a2a_bytes(m: ModelSpec, d: Dims) -> float:
+    """Bytes of one expert all-to-all (dispatch or combine): the ``(T/t) * kf`` routed slots of
+    width ``D``."""
+    return d.T / d.t * slots_per_token(m) * m.d_model * d.ab
+
+
+def _einsum_slots(m: ModelSpec, d: Dims) -> float:
+    """``E * C = kf * min(S_g, T)``: the expert-capacity slots of the dispatch/combine einsum."""
+    return slots_per_token(m) * min(m.moe.group_size_tokens, d.T)
+
+
+def _router(tpl: Template, m: ModelSpec, d: Dims, prev: str) -> str:
+    """Norm, router GEMM ``[T/t, D] x [D, E]`` (plus ``router_flops_per_token``), top-k over
+    fp32 scores (``3 (T/t) E * 4`` bytes); returns the top-k op."""
+    moe, tl, D = m.moe, d.T / d.t, m.d_model
+    tpl.ew("moe_norm", 2 * tl * D * d.ab, deps=[prev])
+    tpl.mm("router", tl, D, moe.n_experts, d)
     if moe.router_flops_per_token:
-        tp.ops[-1].flops += moe.router_flops_per_token * tl
-    topk = tp.ew("router_topk", 3 * tl * E * 4)
-    host = _host_issue(tp, m, d, topk)
-    if moe.dispatch == "einsum":
-        ec = kf * min(moe.group_size_tokens, T)
-        disp = tp.mm("dispatch", tl, ec, D, d, deps=[topk])
+        tpl.ops[-1].flops += moe.router_flops_per_token * tl
+    return tpl.ew("router_topk", 3 * tl * moe.n_experts * 4)
+
+
+def _dispatch(tpl: Template, m: ModelSpec, d: Dims, topk: str) -> tuple[str, str]:
+    """The dispatch (an einsum ``[T/t, E C] x [E C, D]``, or a gather of ``2 (T/t) kf D ab``
+    bytes) and its all-to-all over ``expert``; returns both names."""
+    tl, D = d.T / d.t, m.d_model
+    if m.moe.dispatch == "einsum":
+        disp = tpl.mm("dispatch", tl, _einsum_slots(m, d), D, d, deps=[topk])
     else:
-        disp = tp.ew("dispatch", 2 * tl * kf * D * d.ab, gather=True, deps=[topk])
-    dedup = (E, moe.top_k) if d.dedup else None
-    a2a = tp.coll("a2a_dispatch", A2A, "expert", tl * kf * D * d.ab, "ep", dedup=dedup)
-    ov = bool(d.ep_overlap) and d.e > 1
-    ends = []
-    if moe.n_shared_experts:
-        # Program order puts the shared expert right after the dispatch all-to-all is issued,
-        # so its compute overlaps the all-to-all (it only needs the normed input).
-        hidden = moe.n_shared_experts * (moe.shared_expert_ffn_hidden or moe.expert_ffn_hidden)
-        first = ["moe_norm"]
-        if t > 1:
-            first = [tp.coll("shared_ag", AG, "model", T * D * d.ab, "tp", deps=first)]
-        _ffn(tp, "shared", m, d, T, hidden, deps=first)
-        if t > 1:
-            tp.coll("shared_rs", RS, "model", T * D * d.ab, "tp")
-        ends.append(tp.ops[-1].name)
-    prev = disp if ov else a2a
-    if t > 1:
-        prev = tp.coll("moe_ag", AG, "model", T * kf * D * d.ab, "tp", deps=[prev])
-    _ffn(tp, "expert", m, d, T * kf, moe.expert_ffn_hidden, groups=max(E / d.e, 1.0), deps=[prev])
-    if t > 1:
-        tp.coll("moe_rs", RS, "model", T * kf * D * d.ab, "tp")
-    done = tp.ops[-1].name
-    tp.coll("a2a_combine", A2A, "expert", tl * kf * D * d.ab, "ep", dedup=dedup)
-    after = [done] if ov else [tp.ops[-1].name]
+        disp = tpl.ew("dispatch", 2 * tl * slots_per_token(m) * D * d.ab, gather=True,
+                      deps=[topk])
+    a2a = tpl.coll("a2a_dispatch", A2A, "expert", _a2a_bytes(m, d), "ep", dedup=_dedup(m, d))
+    return disp, a2a
+
+
+def _dedup(m: ModelSpec, d: Dims) -> tuple[int, int] | None:
+    return (m.moe.n_experts, m.moe.top_k) if d.dedup else None
+
+
+def _shared_experts(tpl: Template, m: ModelSpec, d: Dims) -> str:
+    """[AG model], the shared experts' FFN (hidden ``n_shared * F_s``) over all ``T`` tokens
+    from the normed input, [RS model]; returns the last op."""
+    moe, T, D = m.moe, d.T, m.d_model
+    hidden = moe.n_shared_experts * (moe.shared_expert_ffn_hidden or moe.expert_ffn_hidden)
+    first = ["moe_norm"]
+    if d.t > 1:
+        first = [tpl.coll("shared_ag", AG, "model", T * D * d.ab, "tp", deps=first)]
+    _ffn(tpl, "shared", m, d, T, hidden, deps=first)
+    if d.t > 1:
+        tpl.coll("shared_rs", RS, "model", T * D * d.ab, "tp")
+    return tpl.ops[-1].name
+
+
+def _expert_ffn(tpl: Template, m: ModelSpec, d: Dims, after: str) -> str:
+    """[AG model] of the ``T kf`` routed rows, the grouped expert FFN (``E/e`` GEMMs),
+    [RS model]; returns the last op."""
+    moe, rows = m.moe, d.T * slots_per_token(m)
+    if d.t > 1:
+        after = tpl.coll("moe_ag", AG, "model", rows * m.d_model * d.ab, "tp", deps=[after])
+    _ffn(tpl, "expert", m, d, rows, moe.expert_ffn_hidden, groups=max(moe.n_experts / d.e, 1.0),
+         deps=[after])
+    if d.t > 1:
+        tpl.coll("moe_rs", RS, "model", rows * m.d_model * d.ab, "tp")
+    return tpl.ops[-1].name
+
+
+def _combine(tpl: Template, m: ModelSpec, d: Dims, done: str, host: Op | None) -> str:
+    """The combine all-to-all over ``expert``, then the combine (einsum or scatter, as the
+    dispatch); with EP comm overlap the combine waits for the expert FFN (``done``) only, and
+    for the host's issue of a dropless layer when it runs eagerly."""
+    tl, D = d.T / d.t, m.d_model
+    a2a = tpl.coll("a2a_combine", A2A, "expert", _a2a_bytes(m, d), "ep", dedup=_dedup(m, d))
+    after = [done] if _ep_overlapped(d) else [a2a]
     if host:
         after.append(host.name)
-    if moe.dispatch == "einsum":
-        ends.append(tp.mm("combine", tl, ec, D, d, deps=after))
-    else:
-        ends.append(tp.ew("combine", 2 * tl * kf * D * d.ab, gather=True, deps=after))
-    if host:  # the ops it issues: dispatch to combine, shared experts aside (captured)
-        start = tp.ops.index(host) + 1
-        issued = [op for op in tp.ops[start:] if not op.name.startswith("shared")]
-        host.host_s = len(issued) * d.host_s
-    return tp.ew("moe_res", 3 * tl * D * d.ab, deps=ends)
+    if m.moe.dispatch == "einsum":
+        return tpl.mm("combine", tl, _einsum_slots(m, d), D, d, deps=after)
+    return tpl.ew("combine", 2 * tl * slots_per_token(m) * D * d.ab, gather=True, deps=after)
 
 
-def _host_issue(tp: Template, m: ModelSpec, d: Dims, sync: str) -> Op | None:
+def _host_issue(tpl: Template, m: ModelSpec, d: Dims, sync: str) -> Op | None:
     """Dropless MoE run eagerly (``d.host_s`` > 0): the router's token counts go to the host
     (a sync), which then issues the data-dependent ops one by one (sizes known only now, so no
     CUDA graph holds them). A HOST op beside the device, starting at the sync and lasting
@@ -246,41 +296,33 @@ def _host_issue(tp: Template, m: ModelSpec, d: Dims, sync: str) -> Op | None:
     if not d.host_s or not m.moe.dropless:
         return None
     op = Op("moe_host", OpKind.HOST, stream=HOST)
-    tp._add(op, [sync])
+    tpl._add(op, [sync])
     return op
 
 
 def layer_template(m: ModelSpec, d: Dims, moe_layer: bool) -> list[Op]:
     """The forward ops of one layer, in program order; the last op is the layer output."""
-    tp = Template()
-    prev = attention_block(tp, m, d, None)
-    (moe_mlp if moe_layer else dense_mlp)(tp, m, d, prev)
-    return tp.ops
+    tpl = Template()
+    prev = attention_block(tpl, m, d, None)
+    (moe_mlp if moe_layer else dense_mlp)(tpl, m, d, prev)
+    return tpl.ops
 
 
 def layer_params_local(m: ModelSpec, d: Dims, moe_layer: bool) -> tuple[float, float]:
-    """(non-expert, expert) parameters of one layer held per device before FSDP sharding:
-    dense parts split by ``t``, routed experts by ``e * t``."""
-    if not moe_layer:
-        return (m.attention_params + m.dense_ffn_params) / d.t, 0.0
-    dense = (m.attention_params + m.shared_expert_params) / d.t + m.router_params
-    return dense, m.moe.n_experts * m.expert_params / (d.e * d.t)
+    """:func:`simulator.cost.formulas.layer_params` at ``d``'s mesh (``t``, ``e``)."""
+    return formulas.layer_params(m, d.t, d.e, moe_layer)
 
 
 def embedding_params_local(m: ModelSpec, d: Dims, first: bool, last: bool) -> float:
-    """Embedding/LM-head parameters a pipeline rank holds (vocab-parallel over ``t``): the input
-    table on the first rank, the output projection on the last, one shared table if tied."""
-    if not (first or last):
-        return 0.0
-    tables = 2 if (first and last and not m.tied_embeddings) else 1
-    return tables * m.vocab_size * m.d_model / d.t
+    """:func:`simulator.cost.formulas.embedding_params` at ``d``'s ``t``."""
+    return formulas.embedding_params(m, d.t, first, last)
 
 
 def stage_params_local(m: ModelSpec, d: Dims, layers: list[int], first: bool, last: bool) -> float:
-    """Parameters one device of a pipeline rank keeps after FSDP sharding: its layers' local
-    parameters plus its embedding share, divided by ``fs``."""
-    n = sum(sum(layer_params_local(m, d, m.is_moe_layer(i))) for i in layers)
-    return (n + embedding_params_local(m, d, first, last)) / d.fs
+    """Parameters one device of a pipeline rank keeps after FSDP sharding, non-expert and expert
+    together: :func:`simulator.cost.formulas.stage_params` of ``layers`` at ``d``'s mesh."""
+    kinds = [m.is_moe_layer(i) for i in layers]
+    return sum(formulas.stage_params(m, d.t, d.e, d.fs, kinds, first, last))
 
 
 def embedding_ops(m: ModelSpec, d: Dims) -> list[Op]:
@@ -289,24 +331,24 @@ def embedding_ops(m: ModelSpec, d: Dims) -> list[Op]:
     [RS model]: each model rank holds rows of ``V/t`` tokens only, so the ``[T, D]`` partial
     lookups are summed and scattered to the sequence-parallel layout (Megatron's
     VocabParallelEmbedding + reduce-scatter to the sequence-parallel region)."""
-    tp = Template()
-    tp.ew("embed", 2 * d.T * m.d_model / d.t * d.ab, gather=True,
+    tpl = Template()
+    tpl.ew("embed", 2 * d.T * m.d_model / d.t * d.ab, gather=True,
           bwd_nbytes=m.vocab_size / d.t * m.d_model * d.gb)  # the dense table gradient
     if d.t > 1:
-        tp.coll("embed_rs", RS, "model", d.T * m.d_model * d.ab, "tp")
-    return tp.ops
+        tpl.coll("embed_rs", RS, "model", d.T * m.d_model * d.ab, "tp")
+    return tpl.ops
 
 
 def head_ops(m: ModelSpec, d: Dims, prev: str) -> list[Op]:
     """Final norm, [AG model], vocab-parallel LM head ``[T, D] x [D, V/t]``, fp32 softmax loss."""
-    tp = Template()
+    tpl = Template()
     T, t, D = d.T, d.t, m.d_model
-    tp.ew("final_norm", 2 * T * D / t * d.ab, deps=[prev])
+    tpl.ew("final_norm", 2 * T * D / t * d.ab, deps=[prev])
     if t > 1:
-        tp.coll("head_ag", AG, "model", T * D * d.ab, "tp")
-    tp.mm("lm_head", T, D, m.vocab_size / t, d)
-    tp.ew("loss", 3 * T * m.vocab_size / t * 4)
-    return tp.ops
+        tpl.coll("head_ag", AG, "model", T * D * d.ab, "tp")
+    tpl.mm("lm_head", T, D, m.vocab_size / t, d)
+    tpl.ew("loss", 3 * T * m.vocab_size / t * 4)
+    return tpl.ops
 
 
 __all__ = ["layer_template", "unfused_score_bytes", "ScoreBytes", "layer_params_local",
