@@ -21,11 +21,13 @@ import networkx as nx
 from simulator.cost.collectives import Collective, collective_time
 from simulator.cost.compute import ComputeModel
 from simulator.cost.flops import model_flops_per_step
+from simulator.graph.cost import cost_blocks
+from simulator.graph.dims import Dims
 from simulator.graph.ops import COMPUTE, CostContext
-from simulator.graph.step import build_stage_graph
+from simulator.graph.plan import StagePlan, plan_stage
 from simulator.graph.memory import MemoryEstimate, estimate_memory
 from simulator.graph.pipeline import PipelineResult, simulate_pipeline
-from simulator.graph.schedule import Scheduled, schedule
+from simulator.graph.schedule import Scheduled, schedule_items
 from simulator.specs.job import Job, make_job
 from simulator.specs.sharding import make_sharding
 
@@ -102,9 +104,19 @@ def _stages(job: Job) -> list[tuple[list[int], bool, bool]]:
     return out
 
 
+def stage_plan(job: Job, ctx: CostContext, layers: list[int], first: bool, last: bool
+               ) -> StagePlan:
+    """The plan of one rank's micro-batch, costed on ``ctx``."""
+    plan = plan_stage(job.model, job.sharding, Dims.from_job(job), layers, first, last)
+    cost_blocks(plan.blocks(), ctx, job.hardware.chip.collectives_use_compute)
+    return plan
+
+
 def _time_stage(job: Job, ctx: CostContext, layers: list[int], first: bool, last: bool) -> StageTiming:
-    g = build_stage_graph(job, ctx, layers, first, last)
-    sc = schedule(g)
+    plan = stage_plan(job, ctx, layers, first, last)
+    items = list(plan.unrolled())
+    sc = schedule_items(items)
+    g = plan.graph(items)
     nodes = g.nodes
     t_fwd = t_mb = last_compute = 0.0
     for name, attrs in nodes.items():

@@ -87,6 +87,10 @@ class CostContext:
     def group_size(self, axis: str) -> int:
         return math.prod(p.factor for p in self.parts(axis))
 
+    def collective(self, op: Op) -> float:
+        """Seconds of one collective op on this topology (:mod:`simulator.cost.collectives`)."""
+        return collective_time(op.collective, self.parts(op.axis), op.nbytes, op.dedup)
+
 
 def _matmul(op: Op, ctx: CostContext) -> float:
     return ctx.compute.matmul_time(op.flops, op.nbytes, op.unit_flops)
@@ -103,7 +107,7 @@ def _elementwise(op: Op, ctx: CostContext) -> float:
 
 
 def _collective(op: Op, ctx: CostContext) -> float:
-    return collective_time(op.collective, ctx.parts(op.axis), op.nbytes, op.dedup)
+    return ctx.collective(op)
 
 
 def _host(op: Op, ctx: CostContext) -> float:

@@ -1,10 +1,13 @@
-"""Time a step graph with overlap: in-order streams, each node starts when its stream is free
-and its dependencies are done.
+"""The list scheduler: time ops with overlap on in-order streams. The one statement of the rule,
+used by the step graph (floats) and by the search (numpy columns, or max-plus unknowns).
 
 ``start(n) = max(free[stream(n)], max(end(p) for p in preds(n)))``; ``end = start + duration``.
-Exposed communication: whenever the compute stream waits, the gap is split along the chain that
-held it up (the dependency that finished last, what delayed that one, ...), each collective
-charged the part of the wait during which it ran.
+Only ``max`` and ``+`` appear, so the same loop runs on floats, on arrays of configurations, and
+on max-plus vectors (a time as the latest of ``unknown_j + c_j``, :mod:`simulator.search.stage`).
+
+Exposed communication (floats only): whenever the compute stream waits, the gap is split along
+the chain that held it up (the dependency that finished last, what delayed that one, ...), each
+collective charged the part of the wait during which it ran.
 """
 
 from __future__ import annotations
@@ -13,8 +16,88 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import networkx as nx
+import numpy as np
 
 from simulator.graph.ops import COMPUTE, Op
+
+
+@dataclass
+class Clock:
+    """When each stream is free (``free``) and when each named op or register has ended
+    (``end``); ``mx`` is the max of two times (``max`` on floats, ``np.maximum`` on arrays) and
+    ``none`` the time of "no dependency"."""
+
+    free: dict
+    end: dict = field(default_factory=dict)
+    mx: object = max
+    none: object = float("-inf")
+
+    @classmethod
+    def scalar(cls) -> Clock:
+        return cls(defaultdict(float))
+
+    @classmethod
+    def arrays(cls, free: dict, end: dict, none) -> Clock:
+        return cls(free, end, np.maximum, none)
+
+
+def run(items, clock: Clock, trace: _Attribution | None = None) -> None:
+    """List-schedule ``items`` -- ``(name, op, predecessor names)`` in a topological order, each
+    stream's ops in its program order -- advancing ``clock``; ``trace`` records each op's start
+    and what held it up (floats only)."""
+    free, end, mx, none = clock.free, clock.end, clock.mx, clock.none
+    for name, op, preds in items:
+        ready = none
+        for p in preds:
+            ready = mx(ready, end[p])
+        at = free[op.stream]
+        t0 = mx(ready, at)
+        end[name] = free[op.stream] = t0 + op.duration
+        if trace is not None:
+            trace.node(name, op, preds, at, t0)
+
+
+class _Attribution:
+    """Start times and wait attribution of a float schedule (see the module docstring)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.end = clock.end
+        self.start: dict[str, float] = {}
+        self.last_on: dict[str, str] = {}
+        self.blocker: dict[str, str | None] = {}
+        self.waits: dict[str, tuple[tuple[str, float], ...]] = {}
+        self.ops: dict[str, Op] = {}
+
+    def node(self, name: str, op: Op, preds, free_at: float, t0: float) -> None:
+        ready, last = 0.0, None
+        for p in preds:
+            e = self.end[p]
+            if e > ready:
+                ready, last = e, p
+        self.start[name] = t0
+        self.ops[name] = op
+        self.blocker[name] = last if ready >= free_at else self.last_on.get(op.stream)
+        self.last_on[op.stream] = name
+        if op.stream == COMPUTE:
+            self.waits[name] = self._charge(last, free_at, t0) if t0 > free_at else ()
+
+    def _charge(self, node, lo_bound: float, hi: float) -> tuple[tuple[str, float], ...]:
+        """Split a compute-stream wait ``(lo_bound, hi]`` along the chain of what held it up:
+        each collective (by node name) is charged the part of the wait during which it ran,
+        then whatever delayed it (its own dependency, or the previous collective on its
+        stream) the rest."""
+        pieces: list[tuple[str, float]] = []
+        while node is not None and hi > lo_bound:
+            if self.ops[node].stream == COMPUTE:
+                break
+            lo = max(self.start[node], lo_bound)
+            if hi > lo:
+                pieces.append((node, hi - lo))
+                hi = lo
+            node = self.blocker[node]
+        if hi > lo_bound:  # waited on something already finished on the compute side: rare
+            pieces.append((pieces[0][0] if pieces else "", hi - lo_bound))
+        return tuple(pieces)
 
 
 @dataclass
@@ -47,50 +130,16 @@ def wait_category(nodes, who: str) -> str:
     return nodes[who]["op"].category if who else "compute"
 
 
+def schedule_items(items) -> Scheduled:
+    """:func:`run` on floats from time 0, with attribution."""
+    clock = Clock.scalar()
+    trace = _Attribution(clock)
+    run(items, clock, trace)
+    end = clock.end
+    return Scheduled(trace.start, end, makespan=max(end.values(), default=0.0), waits=trace.waits)
+
+
 def schedule(graph: nx.DiGraph) -> Scheduled:
-    """List-schedule ``graph`` (insertion order must be topological, as the builders make it)."""
-    start: dict[str, float] = {}
-    end: dict[str, float] = {}
-    free: dict[str, float] = defaultdict(float)
-    last_on: dict[str, str] = {}
-    blocker: dict[str, str | None] = {}
-    waits: dict[str, tuple[tuple[str, float], ...]] = {}
-    nodes = graph.nodes
+    """List-schedule ``graph`` (insertion order must be topological, as the plans make it)."""
     pred = graph._pred  # the predecessor dict-of-dicts; the public view costs 2x here
-    for name, attrs in nodes.items():
-        op: Op = attrs["op"]
-        ready, last = 0.0, None
-        for p in pred[name]:
-            e = end[p]
-            if e > ready:
-                ready, last = e, p
-        free_at = free[op.stream]
-        t0 = ready if ready > free_at else free_at
-        t1 = t0 + op.duration
-        start[name], end[name] = t0, t1
-        free[op.stream] = t1
-        blocker[name] = last if ready >= free_at else last_on.get(op.stream)
-        last_on[op.stream] = name
-        if op.stream == COMPUTE:
-            gap = t0 - free_at
-            waits[name] = _charge(last, free_at, t0, nodes, start, blocker) if gap > 0 else ()
-    return Scheduled(start, end, makespan=max(end.values(), default=0.0), waits=waits)
-
-
-def _charge(node, lo_bound: float, hi: float, nodes, start, blocker) -> tuple[tuple[str, float], ...]:
-    """Split a compute-stream wait ``(lo_bound, hi]`` along the chain of what held it up: each
-    collective (by node name) is charged the part of the wait during which it ran, then whatever
-    delayed it (its own dependency, or the previous collective on its stream) the rest."""
-    pieces: list[tuple[str, float]] = []
-    while node is not None and hi > lo_bound:
-        op = nodes[node]["op"]
-        if op.stream == COMPUTE:
-            break
-        lo = max(start[node], lo_bound)
-        if hi > lo:
-            pieces.append((node, hi - lo))
-            hi = lo
-        node = blocker[node]
-    if hi > lo_bound:  # waited on something already finished on the compute side: rare
-        pieces.append((pieces[0][0] if pieces else "", hi - lo_bound))
-    return tuple(pieces)
+    return schedule_items((name, a["op"], pred[name]) for name, a in graph.nodes.items())

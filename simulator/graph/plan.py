@@ -1,0 +1,285 @@
+"""The plan of one pipeline rank's micro-batch: its ops, collectives, streams and dependencies as
+data, from the job's shapes alone (no hardware, no durations).
+
+A plan is a sequence of steps, each a :class:`Block` under a node-name prefix. A block is one
+recurring piece of the step, built once per kind and shared by every layer of that kind:
+
+- ``embed_fwd`` / ``embed_bwd``: the token embedding (first rank), with the FSDP gather of its
+  table before the forward;
+- ``fwd`` (per layer kind): the FSDP all-gather of the layer's weights, prefetched one layer
+  ahead (issued once the previous layer's first compute op has run), then its forward;
+- ``head_fwd`` / ``head_bwd`` (last rank): final norm, LM head and loss, each after a gather of
+  the head's table (the backward needs the weights for the input gradient);
+- ``bwd`` (per layer kind): the weight gather again (prefetched one backward layer ahead), the
+  recompute the remat policy asks for, the backward, then the gradient reduction: reduce-scatter
+  over fsdp (every micro-batch), then all-reduce (reduce-scatter with a distributed optimizer)
+  over data (x expert for the non-expert weights; :func:`gradient_sync`);
+- ``embed_grad``: the tables' gradient reduction; ``optimizer``: the Adam update after every
+  gradient, then (distributed optimizer) the all-gather of the updated weights over data.
+
+Blocks talk through registers: an op's dependency ``@name`` reads a register, and after its
+block runs a register is set to the end of one of its ops (``writes``) or raised to the latest
+of several (``accumulates``). Registers: ``x`` the end of the chain so far, ``first`` the end of
+the previous forward chain's first compute op (the FSDP prefetch point), ``bfirst`` the same for
+the backward, ``grads`` the latest gradient reduction. An unset register is no dependency.
+
+The step graph (:meth:`StagePlan.graph`) unrolls the steps into one networkx DiGraph; the search
+(:mod:`simulator.search.stage`) runs each distinct block once on the registers and stream clocks
+as max-plus unknowns and composes the steps, so both time the same plan with the one scheduler
+(:mod:`simulator.graph.schedule`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import networkx as nx
+
+from simulator.cost.collectives import Collective
+from simulator.graph.dims import Dims
+from simulator.graph.layers import (
+    embedding_ops,
+    embedding_params_local,
+    head_ops,
+    layer_params_local,
+    layer_template,
+    stage_params_local,
+)
+from simulator.graph.ops import Op, OpKind
+from simulator.graph.step import backward_of, recompute_of
+
+AG, RS, AR = Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_REDUCE
+#: Registers a plan's blocks read and write (see the module docstring).
+REGISTERS = ("x", "first", "bfirst", "grads")
+
+
+@dataclass(frozen=True, eq=False)
+class Block:
+    """One recurring piece of the step: ``ops`` in program order (dependencies name ops of the
+    block or ``@register``); ``writes`` (register, op) set after it, ``accumulates`` (register,
+    ops) raise a register to the latest of those ops; ``key`` names it (equal keys, equal ops)."""
+
+    key: tuple
+    ops: tuple[Op, ...]
+    writes: tuple[tuple[str, str], ...] = ()
+    accumulates: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """A block placed in the stage: ``prefix`` makes its ops' node names unique."""
+
+    block: Block
+    prefix: str
+
+
+@dataclass
+class StagePlan:
+    """The steps of one rank's micro-batch (and the optimizer after the last), in order."""
+
+    steps: list[Step]
+
+    def blocks(self) -> list[Block]:
+        """Each distinct block once, in order of first use."""
+        seen: dict[int, Block] = {}
+        for st in self.steps:
+            seen.setdefault(id(st.block), st.block)
+        return list(seen.values())
+
+    def unrolled(self):
+        """``(node name, op, predecessor names)`` in program order (a topological order), with
+        register reads resolved to the nodes that last set them."""
+        regs: dict[str, tuple[str, ...]] = {}
+        for st in self.steps:
+            p = st.prefix
+            for op in st.block.ops:
+                preds: list[str] = []
+                for d in op.deps:
+                    if d[0] == "@":
+                        preds.extend(regs.get(d[1:], ()))
+                    else:
+                        preds.append(p + d)
+                yield p + op.name, op, preds
+            for reg, name in st.block.writes:
+                regs[reg] = (p + name,) if name else ()
+            for reg, names in st.block.accumulates:
+                regs[reg] = regs.get(reg, ()) + tuple(p + n for n in names)
+
+    def graph(self, items=None) -> nx.DiGraph:
+        """The stage's step graph: one node per op (attribute ``op``), program order
+        (``items``: :meth:`unrolled`'s, when already listed)."""
+        nodes, edges = [], []
+        for name, op, preds in items if items is not None else self.unrolled():
+            nodes.append((name, {"op": op}))
+            edges.extend((p, name) for p in preds)
+        g = nx.DiGraph()
+        g.add_nodes_from(nodes)
+        g.add_edges_from(edges)
+        return g
+
+
+def _first_compute(ops) -> str:
+    return next((op.name for op in ops if op.kind is not OpKind.COLLECTIVE), "")
+
+
+def _rooted(ops: list[Op], sources: list[str]) -> list[Op]:
+    """Copies of a chain's ops whose roots (ops without dependencies) also wait for
+    ``sources`` (other ops of the block, or ``@registers``)."""
+    sources = [s for s in sources if s]
+    return [replace(op, deps=list(sources)) if not op.deps else op for op in ops]
+
+
+class _Planner:
+    """Builds the blocks of one job shape (each once) and a rank's steps from them."""
+
+    def __init__(self, model, sharding, d: Dims) -> None:
+        self.m, self.s, self.d = model, sharding, d
+        self._blocks: dict[tuple, Block] = {}
+
+    def block(self, key: tuple, *args) -> Block:
+        """The block ``key`` names (built once; ``args`` complete its build, not its key)."""
+        if key not in self._blocks:
+            self._blocks[key] = getattr(self, "_" + key[0])(*key[1:], *args)
+        return self._blocks[key]
+
+    def _gather(self, name: str, params, after: str, phase: str) -> list[Op]:
+        """FSDP all-gather of ``params`` local weights, issued once ``after`` has run."""
+        if self.d.fs <= 1:
+            return []
+        return [Op(name, OpKind.COLLECTIVE, stream="fsdp", nbytes=params * self.d.wb,
+                   collective=AG, axis="fsdp", deps=[after] if after else [], phase=phase)]
+
+    def _table(self) -> float:
+        """One ``[V/t, D]`` vocabulary table's local parameters."""
+        return self.m.vocab_size * self.m.d_model / self.d.t
+
+    # --- blocks -------------------------------------------------------------------------------
+    def _embed_fwd(self) -> Block:
+        g = self._gather("fwd.fsdp_ag", self._table(), "", "fwd")
+        ops = _rooted(embedding_ops(self.m, self.d), [o.name for o in g])
+        return Block(("embed_fwd",), tuple(g + ops), writes=(("x", ops[-1].name),))
+
+    def _fwd(self, moe: bool) -> Block:
+        dense, expert = layer_params_local(self.m, self.d, moe)
+        g = self._gather("fwd.fsdp_ag", dense + expert, "@first", "fwd")
+        ops = _rooted(layer_template(self.m, self.d, moe), ["@x"] + [o.name for o in g])
+        return Block(("fwd", moe), tuple(g + ops),
+                     writes=(("x", ops[-1].name), ("first", _first_compute(ops))))
+
+    def _head_fwd(self) -> Block:
+        g = self._gather("fwd.fsdp_ag", self._table(), "@first", "fwd")
+        head = head_ops(self.m, self.d, "x")
+        head[0].deps = []
+        ops = _rooted(head, ["@x"] + [o.name for o in g])
+        return Block(("head_fwd",), tuple(g + ops),
+                     writes=(("x", ops[-1].name), ("first", _first_compute(ops))))
+
+    def _head_bwd(self) -> Block:
+        head = head_ops(self.m, self.d, "x")
+        head[0].deps = []
+        g = self._gather("bwd.fsdp_ag", self._table(), "@first", "bwd")
+        ops = _rooted(backward_of(head), ["@x"] + [o.name for o in g])
+        return Block(("head_bwd",), tuple(g + ops), writes=(("x", ops[-1].name),))
+
+    def _bwd(self, moe: bool) -> Block:
+        m, d = self.m, self.d
+        fwd = layer_template(m, d, moe)
+        dense, expert = layer_params_local(m, d, moe)
+        g = self._gather("bwd.fsdp_ag", dense + expert, "@bfirst", "bwd")
+        gather = [o.name for o in g]
+        rec = _rooted(recompute_of(fwd, self.s.remat), ["@x"] + gather)
+        r_last = rec[-1].name if rec else ""
+        bwd = _rooted(backward_of(fwd), ["@x", r_last] + gather)
+        sync, outs = gradient_sync(d, self.s.distributed_optimizer, "", dense, expert,
+                                   bwd[-1].name)
+        return Block(("bwd", moe), tuple(g + rec + bwd + sync),
+                     writes=(("x", bwd[-1].name), ("bfirst", _first_compute(bwd))),
+                     accumulates=(("grads", tuple(outs)),))
+
+    def _embed_bwd(self) -> Block:
+        ops = _rooted(backward_of(embedding_ops(self.m, self.d)), ["@x"])
+        return Block(("embed_bwd",), tuple(ops), writes=(("x", ops[-1].name),))
+
+    def _embed_grad(self, first: bool, last: bool) -> Block:
+        n = embedding_params_local(self.m, self.d, first, last)
+        sync, outs = gradient_sync(self.d, self.s.distributed_optimizer, "", n, 0.0, "@x")
+        return Block(("embed_grad", first, last), tuple(sync), accumulates=(("grads", tuple(outs)),))
+
+    def _optimizer(self, kinds: tuple[bool, ...], first: bool, last: bool,
+                   layers: list[int]) -> Block:
+        """Adam update, memory bound: per local parameter it reads/writes the fp32 master
+        (8 B), reads the gradient, reads/writes m and v (4 x state bytes) and writes the bf16
+        weight (2 B). A distributed optimizer then all-gathers the updated weights over data."""
+        m, d, s = self.m, self.d, self.s
+        n = stage_params_local(m, d, layers, first, last)
+        shard = d.dp if s.distributed_optimizer else 1
+        state = 4 if s.optimizer.state_dtype == "fp32" else 2
+        per_param = (8 if s.optimizer.master_weights else 0) + d.gb + 4 * state + 2
+        ops = [Op("optimizer", OpKind.ELEMENTWISE, nbytes=n / shard * per_param,
+                  deps=["@grads", "@x"], phase="optimizer")]
+        if shard > 1:
+            ops.append(Op("param_ag", OpKind.COLLECTIVE, stream="grad", nbytes=n * d.wb,
+                          collective=AG, axis="data", deps=["optimizer"], phase="optimizer"))
+        return Block(("optimizer", kinds, first, last), tuple(ops))
+
+
+def gradient_sync(d: Dims, distributed: bool, tag: str, dense, expert, after: str
+                  ) -> tuple[list[Op], list[str]]:
+    """The reduction of one set of gradients, as data: reduce-scatter of ``(dense + expert) *
+    gb`` over fsdp (phase ``bwd``: it recurs every micro-batch, gradients accumulate sharded as
+    in ZeRO-3), then once per step (phase ``grad_sync``) an all-reduce -- a reduce-scatter with a
+    distributed optimizer -- of ``dense / fs * gb`` over data x expert (data without expert
+    parallelism) and of ``expert / fs * gb`` over data; groups of one chip are skipped. Ops run
+    on the ``grad`` stream after ``after``. Returns (ops, the ops the optimizer waits for)."""
+    ops: list[Op] = []
+    gb = d.gb
+    rs = [after]
+    if d.fs > 1:
+        ops.append(Op(f"{tag}grad_rs", OpKind.COLLECTIVE, stream="grad",
+                      nbytes=(dense + expert) * gb, collective=RS, axis="fsdp",
+                      deps=[after] if after else [], phase="bwd"))
+        rs = [ops[-1].name]
+    kind = RS if distributed else AR
+    groups = [("data+expert" if d.e > 1 else "data", dense, "", d.dp * d.e),
+              ("data", expert, "_experts", d.dp)]
+    outs = []
+    for axis, n, part, size in groups:
+        if n > 0 and size > 1:
+            ops.append(Op(f"{tag}grad_{axis}{part}", OpKind.COLLECTIVE, stream="grad",
+                          nbytes=n / d.fs * gb, collective=kind, axis=axis,
+                          deps=[r for r in rs if r], phase="grad_sync"))
+            outs.append(ops[-1].name)
+    return ops, outs or [r for r in rs if r != after and r]
+
+
+def stage_steps(planner: _Planner, kinds: tuple[bool, ...], first: bool, last: bool,
+                names: list[int] | None = None) -> list[Step]:
+    """The steps of a rank holding layers of ``kinds`` in order (global indices ``names``)."""
+    names = names if names is not None else list(range(len(kinds)))
+    b = planner.block
+    steps = [Step(b(("embed_fwd",)), "embed.")] if first else []
+    steps += [Step(b(("fwd", k)), f"L{i}.") for i, k in zip(names, kinds)]
+    if last:
+        steps += [Step(b(("head_fwd",)), "head."), Step(b(("head_bwd",)), "head.")]
+    steps += [Step(b(("bwd", k)), f"L{i}.") for i, k in reversed(list(zip(names, kinds)))]
+    if first:
+        steps.append(Step(b(("embed_bwd",)), "embed."))
+    if first or last:
+        n = embedding_params_local(planner.m, planner.d, first, last)
+        if n:
+            steps.append(Step(b(("embed_grad", first, last)), "embed."))
+    steps.append(Step(b(("optimizer", kinds, first, last), names), ""))
+    return steps
+
+
+def plan_stage(model, sharding, d: Dims, layers: list[int], first: bool, last: bool,
+               planner: _Planner | None = None) -> StagePlan:
+    """The plan of one micro-batch through ``layers`` (global indices) of a rank, from the
+    model, the sharding spec (remat, optimizer) and the per-device dimensions alone."""
+    planner = planner or _Planner(model, sharding, d)
+    kinds = tuple(model.is_moe_layer(i) for i in layers)
+    return StagePlan(stage_steps(planner, kinds, first, last, list(layers)))
+
+
+__all__ = ["Block", "Step", "StagePlan", "REGISTERS", "gradient_sync", "plan_stage",
+           "stage_steps"]
