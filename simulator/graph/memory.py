@@ -1,9 +1,11 @@
 """Memory per device: weights, gradients, optimizer state, activations under the remat policy.
 
-One statement of each formula: the graph path (:func:`estimate_memory`) and the search path
+One statement of each formula: the graph path (:func:`estimate_memory`, one job) and the search
 (:func:`simulator.search.memory.memory_bytes`, whole columns of configurations) both call
-:func:`stage_params`, :func:`param_state_bytes`, :func:`layer_activation_elems`,
-:func:`activation_bytes` and :func:`transient_bytes`, which take floats or numpy arrays.
+:func:`rank_memory`, which puts together :func:`simulator.cost.formulas.stage_params`,
+:func:`param_state_bytes`, :func:`layer_activation_elems`, :func:`activation_bytes`,
+:func:`in_flight_microbatches` and :func:`transient_bytes` over floats or numpy arrays (a
+:class:`~simulator.graph.dims.Dims` of numbers or of columns, a remat policy or a column of them).
 
 **Parameter state** (:func:`param_state_bytes`), per local parameter: bf16 weights (2 B),
 gradients (``grad_dtype``: the gradient buffer the backward accumulates into, kept whole on
@@ -38,8 +40,8 @@ attention core only: Korthikanti's ``34 s b h / t`` bytes). Without flash attent
 per token (:func:`simulator.graph.layers.unfused_score_bytes`; Korthikanti et al. 2022's
 ``5 a s^2 b`` bytes per layer at bf16), so a GPT layer keeps ``s b h (32 + 5 a s / h) / t``
 bytes, Korthikanti's ``34 + 5 a s / h`` less its two dropout masks. The pipeline rank holding
-the most micro-batches in flight (rank 0 in 1F1B: ``min(pp, m)``; Megatron's interleaved
-warm-up ``2 (pp - 1) + (v - 1) pp + 1`` chunks) sets the activation peak.
+the most micro-batches in flight (:func:`in_flight_microbatches`: rank 0 in 1F1B: ``min(pp, m)``;
+Megatron's interleaved warm-up ``2 (pp - 1) + (v - 1) pp + 1`` chunks) sets the activation peak.
 
 **Transient** (:func:`transient_bytes`): two gathered layers under FSDP, plus the larger of two
 phases that never overlap in time: the last rank's logits while the loss is formed (from the LM
@@ -51,24 +53,20 @@ head's backward has freed the logits).
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 
+from simulator.cost import formulas
 from simulator.graph.dims import Dims
-from simulator.graph.layers import (
-    embedding_params_local,
-    layer_params_local,
-    slots_per_token,
-    unfused_score_bytes,
-)
-from simulator.graph.pipeline import interleaved_order, one_f_one_b_order
+from simulator.graph.layers import slots_per_token, unfused_score_bytes
 from simulator.specs.model import ModelSpec
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
+    """Bytes per device by term (floats for one job, numpy columns in the search)."""
+
     weights_bytes: float
     gradients_bytes: float
     optimizer_bytes: float
@@ -97,16 +95,9 @@ class MemoryEstimate:
 
 
 def stage_params(m: ModelSpec, d, kinds, first: bool, last: bool):
-    """``(non-expert, expert)`` parameters one device of a pipeline rank keeps after FSDP: its
-    layers (``kinds``: one ``is_moe_layer`` flag per layer) and its embedding share (non-expert),
-    divided by ``fs``. ``d`` is a Dims or any object with ``t``, ``e``, ``fs`` (floats or
-    arrays)."""
-    dense = expert = 0.0
-    for kind, count in sorted(Counter(kinds).items()):
-        de, ex = layer_params_local(m, d, kind)
-        dense, expert = dense + count * de, expert + count * ex
-    dense = dense + embedding_params_local(m, d, first, last)
-    return dense / d.fs, expert / d.fs
+    """:func:`simulator.cost.formulas.stage_params` at ``d``'s mesh (a Dims, or anything with
+    ``t``, ``e``, ``fs``): ``(non-expert, expert)`` parameters per device after FSDP."""
+    return formulas.stage_params(m, d.t, d.e, d.fs, kinds, first, last)
 
 
 def optimizer_shards(sharding, data, expert, seq):
@@ -130,9 +121,7 @@ def param_state_bytes(dense, expert, sharding, dense_shards, expert_shards, grad
     if kept) plus two Adam moments of ``state_dtype``, divided by the optimizer's shards
     (:func:`optimizer_shards`). Megatron-Core docs ("Distributed Optimizer"): bf16 parameters and
     fp32 gradients cost ``6 + 12/d`` bytes per parameter."""
-    opt = sharding.optimizer
-    moment = 4 if opt.state_dtype == "fp32" else 2
-    per_param = (4 if opt.master_weights else 0) + 2 * moment
+    per_param = formulas.optimizer_state_bytes_per_param(sharding.optimizer)
     n = dense + expert
     return (n * 2.0, n * grad_bytes,
             per_param * (dense / dense_shards + expert / expert_shards))
@@ -225,18 +214,61 @@ def transient_bytes(m: ModelSpec, T, t, ab, last: bool, recompute_elems, gathere
     return 2 * gathered_params * wb + phase
 
 
-def in_flight_microbatches(rank: int, pp: int, m: int, schedule: str, v: int) -> float:
-    """Most forward passes (in units of a whole rank's layers) alive at once on ``rank``."""
-    if pp == 1:
-        return 1.0
-    m = min(m, 4 * pp * v)  # the warm-up sets the peak; later micro-batches only repeat it
-    order = interleaved_order(rank, pp, m, v) if schedule == "interleaved" and v > 1 \
-        else one_f_one_b_order(rank, pp, m)
-    live = peak = 0
-    for kind, _, _ in order:
-        live += 1 if kind == "F" else -1
-        peak = max(peak, live)
-    return peak / (v if schedule == "interleaved" else 1)
+def in_flight_microbatches(rank, pp, m, interleaved, v):
+    """Most forward passes (in units of a whole rank's layers) alive at once on pipeline rank
+    ``rank`` of ``pp`` with ``m`` micro-batches; numbers or numpy columns.
+
+    - ``pp = 1``: 1.
+    - 1F1B (PipeDream-Flush; :func:`simulator.graph.pipeline.one_f_one_b_order`): the warm-up's
+      ``pp - r - 1`` forwards plus one, ``min(pp - r, m)``.
+    - interleaved with ``v > 1`` chunks per rank (Megatron;
+      :func:`simulator.graph.pipeline.interleaved_order`): the warm-up's
+      ``2 (pp - r - 1) + (v - 1) pp`` forward chunks plus one, at most ``m v``, in units of the
+      rank's ``v`` chunks: ``min(2 (pp - r - 1) + (v - 1) pp + 1, m v) / v``.
+
+    The peak of the live count as those schedule orders run (tests/test_search_memory.py checks
+    it against them)."""
+    one_f_one_b = np.minimum(pp - rank, m)
+    chunks = np.minimum(2 * (pp - rank - 1) + (v - 1) * pp + 1, m * v)
+    peak = np.where(np.logical_and(interleaved, v > 1), chunks / v, one_f_one_b)
+    return np.where(pp == 1, 1.0, peak)
+
+
+def rank_memory(m: ModelSpec, s, d: Dims, kinds, first: bool, last: bool, remat, flight,
+                capacity: float) -> MemoryEstimate:
+    """Memory of one device of a pipeline rank holding layers ``kinds`` (one ``is_moe_layer``
+    flag per layer, in order; the embedding if ``first``, the LM head if ``last``) with
+    ``flight`` micro-batches alive (:func:`in_flight_microbatches`), under ``remat`` (a policy
+    name, or a numpy column of them). ``s`` is the ShardingSpec (optimizer, dtypes, loss and
+    attention switches), ``d`` the Dims (numbers, or numpy columns in the search). The terms of
+    the module docstring: parameter state (:func:`param_state_bytes` of
+    :func:`simulator.cost.formulas.stage_params`), activations (:func:`activation_bytes` of
+    :func:`layer_activation_elems`) and :func:`transient_bytes` (two of the largest layer
+    gathered under FSDP; under full remat one layer's ``none`` set recomputed)."""
+    dense, expert = formulas.stage_params(m, d.t, d.e, d.fs, kinds, first, last)
+    shards = optimizer_shards(s, d.dp, d.e, d.cp)
+    weights, grads, optimizer = param_state_bytes(dense, expert, s, *shards, d.gb)
+    score = dict(flash=s.flash_attention, s=d.s, ab=d.ab)
+    acts_tok = _by_remat(remat, lambda r: sum(layer_activation_elems(m, k, r, **score)
+                                              for k in kinds))
+    acts = activation_bytes(acts_tok, d.T, d.t, d.ab, flight)
+    worst = max((layer_activation_elems(m, k, "none", **score) for k in kinds), default=0.0)
+    recompute = _by_remat(remat, lambda r: worst if r == "full" else 0.0)
+    gathered = 0.0
+    if kinds:
+        biggest = np.max([np.add(*formulas.layer_params(m, d.t, d.e, k)) for k in set(kinds)],
+                         axis=0)
+        gathered = np.where(d.fs > 1, biggest, 0.0)
+    transient = transient_bytes(m, d.T, d.t, d.ab, last, recompute, gathered, d.wb, s.fused_loss)
+    return MemoryEstimate(weights, grads, optimizer, acts, transient, capacity)
+
+
+def _by_remat(remat, value_of):
+    """``value_of(policy)`` for a remat policy name, or per entry of a numpy column of names."""
+    if isinstance(remat, str):
+        return value_of(remat)
+    policies = np.unique(remat)
+    return np.select([remat == p for p in policies], [value_of(str(p)) for p in policies])
 
 
 def estimate_memory(job, stages: list[tuple[list[int], bool, bool]]) -> MemoryEstimate:
@@ -250,23 +282,9 @@ def estimate_memory(job, stages: list[tuple[list[int], bool, bool]]) -> MemoryEs
 
 
 def _stage_memory(job, rank: int, layers: list[int], first: bool, last: bool) -> MemoryEstimate:
-    m, s, d = job.model, job.sharding, Dims.from_job(job)
-    kinds = [m.is_moe_layer(i) for i in layers]
-    dense, expert = stage_params(m, d, kinds, first, last)
-    shards = optimizer_shards(s, job.axis("data"), job.axis("expert"), job.axis("seq"))
-    weights, grads, optimizer = param_state_bytes(dense, expert, s, *shards, d.gb)
-    score = dict(flash=s.flash_attention, s=d.s, ab=d.ab)
-    acts_tok = sum(layer_activation_elems(m, k, s.remat, **score) for k in kinds)
-    flight = in_flight_microbatches(rank, d.pp, job.microbatches, s.pipeline_schedule,
-                                    s.virtual_stages)
-    acts = activation_bytes(acts_tok, d.T, d.t, d.ab, flight)
-    recompute = 0.0
-    if s.remat == "full" and kinds:
-        recompute = max(layer_activation_elems(m, k, "none", **score) for k in kinds)
-    gathered = 0.0
-    if d.fs > 1 and kinds:
-        gathered = max(sum(layer_params_local(m, d, k)) for k in kinds)
-    transient = float(transient_bytes(m, d.T, d.t, d.ab, last, recompute, gathered, d.wb,
-                                      s.fused_loss))
-    return MemoryEstimate(weights, grads, optimizer, acts, transient,
-                          job.hardware.chip.hbm_capacity_bytes.value)
+    s, d = job.sharding, Dims.from_job(job)
+    flight = in_flight_microbatches(rank, d.pp, job.microbatches,
+                                    s.pipeline_schedule == "interleaved", s.virtual_stages)
+    est = rank_memory(job.model, s, d, [job.model.is_moe_layer(i) for i in layers], first, last,
+                      s.remat, flight, job.hardware.chip.hbm_capacity_bytes.value)
+    return MemoryEstimate(*(float(x) for x in astuple(est)))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulator.cost.flops import model_flops_per_step
-from simulator.search.memory import layer_params, max_in_flight, memory_bytes
+from simulator.search.memory import max_in_flight, memory_bytes
 from simulator.search.pipeline import pipeline_finish
 from simulator.search.placements import coefficients
 from simulator.search.space import SCHEDULES
@@ -43,16 +43,13 @@ def _classes(layout) -> dict[tuple, list[int]]:
     return out
 
 
-def dims_of(c: Candidates) -> dict:
-    """Numpy columns of the Dims fields (and ``T`` tokens per device per micro-batch)."""
-    from simulator.cost.compute import DTYPE_BYTES
+def dims_of(c: Candidates):
+    """The rows' :class:`~simulator.graph.dims.Dims` as numpy columns (``Dims.from_mesh``)."""
+    from simulator.graph.dims import Dims
+    from simulator.specs.sharding import AXES
 
-    s = c.space.base
-    cp = c.axis("seq")
-    return {"b": c.micro_batch, "t": c.axis("model"), "e": c.axis("expert"), "fs": c.axis("fsdp"),
-            "dp": c.axis("data"), "cp": cp, "T": c.micro_batch * c.space.seq_len // cp,
-            "ab": 4.0 if s.precision == "fp32" else 2.0, "wb": DTYPE_BYTES[s.precision],
-            "gb": DTYPE_BYTES[s.optimizer.grad_dtype]}
+    return Dims.from_mesh(c.space.base, c.space.seq_len, {a: c.axis(a) for a in AXES},
+                          c.micro_batch)
 
 
 def _groups(c: Candidates):
@@ -68,14 +65,13 @@ def memory_per_device(c: Candidates) -> np.ndarray:
     out = np.zeros(len(c))
     for pp, v, idx in _groups(c):
         sub = c.take(idx)
-        dims = dims_of(sub)
-        params = layer_params(c.space, dims)
-        m, sched = sub.microbatches, sub.schedule
+        d = dims_of(sub)
+        interleaved = sub.schedule == SCHEDULES.index("interleaved")
         best = np.zeros(len(idx))
         for (kinds, first, last), ranks in _classes(rank_layout(c.space.model, pp, v)).items():
-            flight = max_in_flight(ranks, sub.axis("pipeline"), m, sched, sub.virtual)
-            mem = memory_bytes(params, dims, c.space, sub.remat, kinds, first, last, flight)
-            best = np.maximum(best, mem)
+            flight = max_in_flight(ranks, pp, sub.microbatches, interleaved, v)
+            best = np.maximum(best, memory_bytes(d, c.space, sub.remat, kinds, first, last,
+                                                 flight))
         out[idx] = best
     return out
 
