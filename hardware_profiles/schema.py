@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "fp4", "int8"]
@@ -65,8 +66,18 @@ class EfficiencyCurve(_Frozen):
         description="attention only: head dim at which the factor hd / (hd + head_dim_half) is "
         "1/2; 0: no head-dim dependence")
 
-    def at(self, x: float) -> float:
-        return self.max_efficiency * x / (x + self.half_saturation) if x > 0 else self.max_efficiency
+    def at(self, x: float | np.ndarray) -> float | np.ndarray:
+        """``eff(x) = max_efficiency * x / (x + half_saturation)`` for ``x > 0``, and
+        ``max_efficiency`` for ``x <= 0`` (no op: its time is 0 whatever the efficiency). ``x``
+        is a number or a numpy array (elementwise, same values)."""
+        if isinstance(x, np.ndarray):
+            positive = x > 0
+            return np.where(positive, self._size_curve(np.where(positive, x, 1.0)),
+                            self.max_efficiency)
+        return self._size_curve(x) if x > 0 else self.max_efficiency
+
+    def _size_curve(self, x):
+        return self.max_efficiency * x / (x + self.half_saturation)
 
 
 class Efficiency(_Frozen):

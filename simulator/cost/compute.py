@@ -4,17 +4,22 @@
 (Williams et al. 2009, "Roofline"). The efficiency curves (``eff(x) = e_max * x / (x + x_half)``)
 come from the hardware profile, or from calibration; attention's is further scaled by the
 kernel's shape (:func:`attention_shape_factor`).
+
+Every time here takes numbers or numpy arrays (broadcast elementwise, the same values): the graph
+path costs one op, the search a column of configurations. A term with no FLOPs (or no bytes)
+takes 0 s; the launch cost is added to every op, empty or not.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
+import numpy as np
 
 from hardware_profiles.schema import EfficiencyCurve, HardwareProfile
 
-if TYPE_CHECKING:
-    import numpy as np
+#: A Python number or a numpy array of them.
+Num = float | np.ndarray
 
 DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "fp4": 0.5, "int8": 1}
 
@@ -60,39 +65,59 @@ class ComputeModel:
                    c.hbm_bandwidth_bytes_per_s.value, c.launch_overhead_s.value,
                    matmul, e.attention, e.memory, e.curve("gather"))
 
-    def memory_time(self, nbytes: float, curve: EfficiencyCurve | None = None) -> float:
-        """Memory-bound time ``bytes / (hbm_bw * eff(bytes))`` on ``curve`` (default: memory)."""
+    def memory_time(self, nbytes: Num, curve: EfficiencyCurve | None = None) -> Num:
+        """Memory-bound time ``bytes / (hbm_bw * eff(bytes))`` on ``curve`` (default: memory);
+        0 for no bytes. No launch cost."""
         curve = curve or self.memory
-        return nbytes / (self.hbm_bw * curve.at(nbytes)) if nbytes > 0 else 0.0
+        return _if_positive(nbytes, lambda: nbytes / (self.hbm_bw * curve.at(nbytes)))
 
-    def matmul_time(self, flops: float, nbytes: float, unit_flops: float = 0.0) -> float:
+    def matmul_time(self, flops: Num, nbytes: Num, unit_flops: Num = 0.0) -> Num:
         """Roofline of a GEMM: ``max(flops / (peak * eff(u)), memory_time(bytes)) + launch``.
 
         ``u`` is the size of one GEMM (``unit_flops``, e.g. one expert's of a grouped GEMM),
-        defaulting to ``flops``.
+        ``flops`` where it is 0; the FLOPs term is 0 for no FLOPs.
         """
-        u = unit_flops or flops
-        t_flops = flops / (self.peak_flops * self.matmul.at(u)) if flops > 0 else 0.0
-        return max(t_flops, self.memory_time(nbytes)) + self.launch_s
+        u = np.where(unit_flops != 0, unit_flops, flops) if _any_array(unit_flops, flops) \
+            else unit_flops or flops
+        t_flops = _if_positive(flops, lambda: flops / (self.peak_flops * self.matmul.at(u)))
+        return _maximum(t_flops, self.memory_time(nbytes)) + self.launch_s
 
-    def attention_time(self, flops: float, nbytes: float, *, seq: float | None = None,
-                       head_dim: float | None = None) -> float:
+    def attention_time(self, flops: Num, nbytes: Num, *, seq: Num | None = None,
+                       head_dim: Num | None = None) -> Num:
         """Fused (flash) attention at the attention dtype's peak (bf16, or fp32 for fp32 jobs)
         with the attention curve, scaled by the kernel's shape when the profile's curve sets
         ``seq_half`` / ``head_dim_half`` (``seq``: the key/value length the kernel sees,
-        ``head_dim``; None: not known, no factor); memory bound if tiny."""
+        ``head_dim``; None: not known, no factor); memory bound if tiny:
+        ``max(flops / (peak_attn * eff(flops) * shape), memory_time(bytes)) + launch``."""
         a = self.attention
         eff = a.at(flops) * attention_shape_factor(seq, head_dim, a.seq_half, a.head_dim_half)
-        t_flops = flops / (self.attention_peak_flops * eff) if flops > 0 else 0.0
-        return max(t_flops, self.memory_time(nbytes)) + self.launch_s
+        t_flops = _if_positive(flops, lambda: flops / (self.attention_peak_flops * eff))
+        return _maximum(t_flops, self.memory_time(nbytes)) + self.launch_s
 
-    def elementwise_time(self, nbytes: float) -> float:
+    def elementwise_time(self, nbytes: Num) -> Num:
         """Norms, activations, softmax, optimizer updates: ``memory_time(bytes) + launch``."""
         return self.memory_time(nbytes) + self.launch_s
 
-    def gather_time(self, nbytes: float) -> float:
+    def gather_time(self, nbytes: Num) -> Num:
         """Gathers and scatter-adds: ``bytes / (hbm_bw * eff_gather(bytes)) + launch``."""
         return self.memory_time(nbytes, self.gather) + self.launch_s
+
+
+def _any_array(*xs) -> bool:
+    return any(isinstance(x, np.ndarray) for x in xs)
+
+
+def _if_positive(x: Num, value) -> Num:
+    """``value()`` where ``x > 0``, else 0: on numbers ``value`` is not called for ``x <= 0``;
+    on arrays it is evaluated everywhere and its entries at ``x <= 0`` are dropped."""
+    if not isinstance(x, np.ndarray):
+        return value() if x > 0 else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x > 0, value(), 0.0)
+
+
+def _maximum(a: Num, b: Num) -> Num:
+    return np.maximum(a, b) if _any_array(a, b) else max(a, b)
 
 
 def gemm_flops_bytes(m: float, k: float, n: float, dtype_bytes: float = 2.0, batch: float = 1.0):
