@@ -5,7 +5,8 @@ then the mesh rules below (the first rule a mesh breaks is the one counted), the
 its distinct placements x micro-batches (divisors of the per-shard batch) x remat policies x
 pipeline schedules (1F1B; interleaved with ``v > 1`` virtual stages dividing the layers per
 rank). Invalid counts are of mesh factorisations for the mesh rules and of rows for the row
-rules. The rules are Job's own (:mod:`simulator.specs.job`), applied to whole columns.
+rules. The rules are Job's own predicates (``simulator.specs.job.*_ok``), applied to whole
+columns.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ from meshcast.errors import NoFeasibleConfig
 from simulator.search.placements import PlacementFinder
 from simulator.search.space import REMATS, SCHEDULES, SearchSpace
 from simulator.search.table import AXIS, Candidates
+from simulator.specs.job import (
+    batch_split_ok,
+    expert_axis_ok,
+    experts_split_ok,
+    heads_split_ok,
+    interleaved_ok,
+    layers_split_ok,
+    seq_split_ok,
+)
 from simulator.specs.sharding import AXES
 
 #: Why a candidate was dropped: key -> what the rule says.
@@ -61,15 +71,15 @@ def mesh_rules(space: SearchSpace, mesh: np.ndarray) -> list[tuple[str, np.ndarr
     m = space.model
     t, e, pp, cp = (mesh[:, AXIS[a]] for a in ("model", "expert", "pipeline", "seq"))
     shards = mesh[:, AXIS["data"]] * mesh[:, AXIS["fsdp"]] * e
-    experts = m.moe.n_experts if m.moe else 1
-    return [
-        ("heads % model", (m.n_heads % t != 0) | (m.kv_heads % t != 0)),
-        ("expert on dense", (e > 1) if m.moe is None else np.zeros(len(mesh), bool)),
-        ("experts % expert", experts % e != 0),
-        ("layers % pipeline", m.n_layers % pp != 0),
-        ("seq_len % seq", space.seq_len % cp != 0),
-        ("batch % shards", space.global_batch % shards != 0),
+    rules = [
+        ("heads % model", heads_split_ok(m, t)),
+        ("expert on dense", expert_axis_ok(m, e)),
+        ("experts % expert", experts_split_ok(m, e)),
+        ("layers % pipeline", layers_split_ok(m.n_layers, pp)),
+        ("seq_len % seq", seq_split_ok(space.seq_len, cp)),
+        ("batch % shards", batch_split_ok(space.global_batch, 1, shards)),
     ]
+    return [(reason, ~np.broadcast_to(ok, len(mesh))) for reason, ok in rules]
 
 
 def valid_meshes(space: SearchSpace, invalid: dict[str, int]) -> np.ndarray:
@@ -90,15 +100,16 @@ def _schedules(space: SearchSpace, pp: int) -> list[tuple[int, int]]:
     out = [(0, 1)] if "1f1b" in space.schedules else []
     if "interleaved" in space.schedules:
         per_rank = space.model.n_layers // pp
-        out += [(1, v) for v in divisors(per_rank) if v > 1]
+        out += [(1, v) for v in range(2, per_rank + 1)
+                if layers_split_ok(space.model.n_layers, pp, v)]
     return out
 
 
-def _micro_batches(space: SearchSpace, per_shard: int) -> tuple[list[int], int]:
+def _micro_batches(space: SearchSpace, shards: int) -> tuple[list[int], int]:
     """(micro-batch sizes that divide the per-shard batch, how many tried sizes did not)."""
     if space.micro_batches is None:
-        return list(divisors(per_shard)), 0
-    ok = [b for b in space.micro_batches if per_shard % b == 0]
+        return list(divisors(space.global_batch // shards)), 0
+    ok = [b for b in space.micro_batches if batch_split_ok(space.global_batch, b, shards)]
     return ok, len(space.micro_batches) - len(ok)
 
 
@@ -114,7 +125,7 @@ def enumerate_candidates(space: SearchSpace) -> Candidates:
             invalid["no placement"] += 1
             continue
         shards = sizes["data"] * sizes["fsdp"] * sizes["expert"]
-        mbs, bad_mb = _micro_batches(space, space.global_batch // shards)
+        mbs, bad_mb = _micro_batches(space, shards)
         invalid["micro-batch % batch"] += bad_mb * len(pids) * len(space.remats)
         blocks.append((mesh, pids, mbs, _schedules(space, sizes["pipeline"])))
     cands = _expand(space, blocks, finder, invalid) if blocks else None
@@ -153,8 +164,8 @@ def _expand(space: SearchSpace, blocks, finder: PlacementFinder, invalid: dict[s
     sv = scheds[s0[mesh_of] + s]
     cands = Candidates(space, meshes[mesh_of], pids[p0[mesh_of] + p, 0], mbs[m0[mesh_of] + mb, 0],
                        remats[r], sv[:, 0].astype(np.int8), sv[:, 1], finder.registry, invalid)
-    bad = (cands.schedule == SCHEDULES.index("interleaved")) & (
-        cands.microbatches % cands.axis("pipeline") != 0)
+    bad = ~interleaved_ok(cands.microbatches, cands.axis("pipeline"),
+                          cands.schedule == SCHEDULES.index("interleaved"))
     invalid["interleaved % pipeline"] += int(bad.sum())
     return cands.take(~bad)
 

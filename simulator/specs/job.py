@@ -1,6 +1,9 @@
 """Job: model + sharding + hardware profile + chip count, checked as a whole.
 
 Every cross-field rule lives here and fails with the field, the value and what would be valid.
+Each rule is one predicate over numbers or numpy columns (``*_ok`` below): :class:`Job` raises
+on a number that breaks it, and the search (:mod:`simulator.search.enumerate`) masks the rows of
+a candidate table with the same function.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import math
 from functools import cached_property
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hardware_profiles.schema import HardwareProfile
@@ -15,6 +19,43 @@ from meshcast.errors import from_validation_error
 from simulator.specs.model import ModelSpec
 from simulator.specs.sharding import AXES, BATCH_AXES, ShardingSpec
 from simulator.cost.topology import Topology, build_topology
+
+
+def heads_split_ok(m: ModelSpec, t):
+    """``model`` divides ``n_heads`` and ``n_kv_heads`` (each model rank holds whole heads)."""
+    return np.logical_and(m.n_heads % t == 0, m.kv_heads % t == 0)
+
+
+def expert_axis_ok(m: ModelSpec, e):
+    """A dense model takes ``expert = 1``."""
+    return np.logical_or(m.moe is not None, e == 1)
+
+
+def experts_split_ok(m: ModelSpec, e):
+    """``expert`` divides ``n_experts`` (1 for a dense model)."""
+    return (m.moe.n_experts if m.moe is not None else 1) % e == 0
+
+
+def layers_split_ok(n_layers: int, pp, v=1):
+    """``pipeline x virtual_stages`` divides ``n_layers`` (equal chunks per virtual stage)."""
+    return n_layers % (pp * v) == 0
+
+
+def seq_split_ok(seq_len, cp):
+    """``seq`` divides ``seq_len``."""
+    return seq_len % cp == 0
+
+
+def batch_split_ok(global_batch, micro_batch, shards):
+    """``micro_batch x shards`` divides ``global_batch`` (sequences), ``shards`` the batch
+    shards ``data x fsdp x expert``: every step is whole micro-batches on every shard."""
+    return global_batch % (micro_batch * shards) == 0
+
+
+def interleaved_ok(microbatches, pp, interleaved):
+    """The interleaved schedule needs micro-batches per step to be a multiple of ``pipeline``
+    (Megatron's interleaved 1F1B; :func:`simulator.graph.pipeline.interleaved_order`)."""
+    return np.logical_or(np.logical_not(interleaved), microbatches % pp == 0)
 
 
 def resolve_mesh(mesh: dict[str, int], chips: int) -> dict[str, int]:
@@ -93,26 +134,25 @@ class Job(BaseModel):
         m, s = self.model, self.sharding
         mesh = resolve_mesh(s.mesh, self.chips)
         t, e, pp, cp = mesh["model"], mesh["expert"], mesh["pipeline"], mesh["seq"]
-        if m.n_heads % t or m.kv_heads % t:
+        if not heads_split_ok(m, t):
             raise ValueError(
                 f"mesh.model={t}: must divide n_heads={m.n_heads} and n_kv_heads={m.kv_heads} "
                 f"of {m.name}; valid model sizes: {_divisors(math.gcd(m.n_heads, m.kv_heads))}"
             )
-        if m.moe is None and e > 1:
+        if not expert_axis_ok(m, e):
             raise ValueError(f"mesh.expert={e}: {m.name} is dense; use expert=1 (put chips on data)")
-        if m.moe is not None and m.moe.n_experts % e:
+        if not experts_split_ok(m, e):
             raise ValueError(
                 f"mesh.expert={e}: must divide n_experts={m.moe.n_experts} of {m.name}; "
                 f"valid expert sizes: {_divisors(m.moe.n_experts)}"
             )
-        stages = pp * s.virtual_stages
-        if m.n_layers % stages:
+        if not layers_split_ok(m.n_layers, pp, s.virtual_stages):
             raise ValueError(
                 f"mesh.pipeline={pp} (x virtual_stages={s.virtual_stages}): must divide "
                 f"n_layers={m.n_layers}; valid: {_divisors(m.n_layers)}"
             )
         seq = s.seq_len or m.seq_len
-        if seq % cp:
+        if not seq_split_ok(seq, cp):
             raise ValueError(f"mesh.seq={cp}: must divide seq_len={seq}")
         self._check_batch(mesh, seq)
         return self
@@ -126,13 +166,13 @@ class Job(BaseModel):
                 f"global_batch_tokens={s.global_batch_tokens}: not a multiple of seq_len={seq}"
             )
         gb = s.global_batch or (s.global_batch_tokens // seq if s.global_batch_tokens else unit)
-        if gb % unit:
+        if not batch_split_ok(gb, s.micro_batch, shards):
             raise ValueError(
                 f"global_batch={gb} sequences: not divisible by micro_batch={s.micro_batch} x "
                 f"data x fsdp x expert={shards} = {unit}; use a multiple of {unit}"
             )
         pp = mesh["pipeline"]
-        if s.pipeline_schedule == "interleaved" and pp > 1 and (gb // unit) % pp:
+        if not interleaved_ok(gb // unit, pp, s.pipeline_schedule == "interleaved"):
             raise ValueError(
                 f"global_batch={gb}: the interleaved schedule needs micro-batches ({gb // unit}) "
                 f"to be a multiple of pipeline={pp}"
