@@ -109,3 +109,50 @@ def test_nothing_valid_names_the_rule(gpu_profile):
     with pytest.raises(MeshcastError, match="chips: no valid configuration.*divide the global"):
         enumerate_candidates(make_space(DENSE, gpu_profile, 8, global_batch=3,
                                         axes=("data", "fsdp")))
+
+
+@pytest.mark.parametrize("model", [DENSE, MOE.model_copy(update={"n_layers": 6})])
+def test_mesh_rules_accept_exactly_the_meshes_a_job_accepts(model, gpu_profile):
+    """Enumerate's masks are Job's own predicates: over every factorisation of 24 chips (and a
+    global batch of 12, seq_len 96) a mesh passes the mesh rules iff a Job with one sequence
+    per micro-batch on it validates."""
+    from pydantic import ValidationError
+
+    from simulator.search.enumerate import mesh_rules, meshes
+    from simulator.specs.job import Job
+    from simulator.specs.sharding import AXES, make_sharding
+
+    space = make_space(model, gpu_profile, 24, global_batch=12, seq_len=96)
+    mesh = meshes(space)
+    alive = ~np.any([broken for _, broken in mesh_rules(space, mesh)], axis=0)
+    assert alive.any() and (~alive).any()
+    for row, ok in zip(mesh, alive):
+        sizes = {a: int(x) for a, x in zip(AXES, row) if x != 1} or {"data": 1}
+        s = make_sharding(mesh=sizes, global_batch=12, seq_len=96)
+        try:
+            Job(model=model, sharding=s, hardware=gpu_profile, chips=24)
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert accepted == bool(ok), sizes
+
+
+def test_rules_on_columns_equal_each_number():
+    from simulator.specs import job as rules
+
+    t, e, pp = np.array([1, 2, 3, 4]), np.array([1, 2, 3, 4]), np.array([1, 2, 3, 4])
+    checks = [
+        (lambda x, i: rules.heads_split_ok(MOE, x[i]), t),
+        (lambda x, i: rules.expert_axis_ok(DENSE, x[i]), e),
+        (lambda x, i: rules.experts_split_ok(MOE, x[i]), e),
+        (lambda x, i: rules.layers_split_ok(8, x[i], 2), pp),
+        (lambda x, i: rules.seq_split_ok(12, x[i]), pp),
+        (lambda x, i: rules.batch_split_ok(24, x[i], 3), pp),
+        (lambda x, i: rules.interleaved_ok(6, x[i], True), pp),
+    ]
+    for rule, col in checks:
+        assert np.array_equal(rule(col, slice(None)), [bool(rule(col, i)) for i in range(4)])
+    assert not rules.heads_split_ok(MOE, 4) and rules.heads_split_ok(MOE, 2)  # 2 heads
+    assert not rules.expert_axis_ok(DENSE, 2) and rules.expert_axis_ok(MOE, 2)
+    assert not rules.experts_split_ok(MOE, 3) and rules.experts_split_ok(MOE, 4)  # 4 experts
+    assert rules.interleaved_ok(3, 2, False) and not rules.interleaved_ok(3, 2, True)

@@ -41,3 +41,67 @@ def test_no_configuration_fits_is_a_clear_error():
     msg = str(e.value)
     assert msg.startswith("chips: no configuration of llama3-405b on 8 h100-sxm chips fits")
     assert "GiB" in msg and "use more chips" in msg
+
+
+def _replayed_peak(rank: int, pp: int, m: int, interleaved: bool, v: int) -> float:
+    """Peak live forwards while the schedule's own task order runs, in units of the rank's
+    chunks (the definition the closed form must match)."""
+    from simulator.graph.pipeline import interleaved_order, one_f_one_b_order
+
+    if pp == 1:
+        return 1.0
+    order = interleaved_order(rank, pp, m, v) if interleaved and v > 1 \
+        else one_f_one_b_order(rank, pp, m)
+    live = peak = 0
+    for kind, _, _ in order:
+        live += 1 if kind == "F" else -1
+        peak = max(peak, live)
+    return peak / (v if interleaved else 1)
+
+
+def test_in_flight_closed_form_is_the_schedules_peak():
+    from simulator.graph.memory import in_flight_microbatches
+
+    for pp in (1, 2, 3, 4, 8):
+        for v in (1, 2, 3):
+            for m in (1, 2, 3, pp, 2 * pp, 5 * pp + 1, 40):
+                for interleaved in (False, True):
+                    if interleaved and v > 1 and m % pp:
+                        continue  # the schedule needs m % pp == 0 (a Job rule)
+                    for r in range(pp):
+                        want = _replayed_peak(r, pp, m, interleaved, v)
+                        assert in_flight_microbatches(r, pp, m, interleaved, v) == want
+    # columns: one call, the same numbers
+    pp, m, v = np.array([1, 2, 4, 4]), np.array([3, 8, 8, 16]), np.array([1, 1, 2, 3])
+    inter = np.array([False, False, True, True])
+    got = in_flight_microbatches(0, pp, m, inter, v)
+    assert np.array_equal(got, [_replayed_peak(0, *map(int, x[:2]), bool(x[2]), int(x[3]))
+                                for x in zip(pp, m, inter, v)])
+
+
+@pytest.mark.parametrize("model", ["llama3-8b", "mixtral-8x7b", "deepseek-v3"])
+def test_rank_memory_on_columns_equals_each_number(model):
+    """The search's call (numpy columns of meshes, micro-batches, remat policies) and the graph
+    path's (numbers) give the same bytes, term by term."""
+    from dataclasses import astuple
+
+    from simulator.graph.dims import Dims
+    from simulator.graph.memory import rank_memory
+    from simulator.specs.sharding import make_sharding
+    from simulator.specs.zoo import load_model
+
+    m = load_model(model)
+    s = make_sharding(distributed_optimizer=True)
+    mesh = {"data": np.array([1, 2, 4, 1]), "fsdp": np.array([1, 4, 1, 2]),
+            "expert": np.array([1, 1, 2, 4]) if m.moe else np.ones(4, int),
+            "model": np.array([1, 2, 4, 1]), "seq": np.array([1, 1, 2, 2]),
+            "pipeline": np.array([1, 2, 1, 4])}
+    b, remat = np.array([1, 2, 1, 4]), np.array(["none", "selective", "full", "full"])
+    kinds, flight = tuple(m.is_moe_layer(i) for i in range(4)), np.array([1.0, 2.0, 3.5, 1.0])
+    cols = rank_memory(m, s, Dims.from_mesh(s, 4096, mesh, b), kinds, True, True, remat, flight,
+                       1e11)
+    for i in range(4):
+        d = Dims.from_mesh(s, 4096, {a: int(x[i]) for a, x in mesh.items()}, int(b[i]))
+        one = rank_memory(m, s, d, kinds, True, True, str(remat[i]), float(flight[i]), 1e11)
+        assert [np.asarray(x)[i] if np.ndim(x) else x for x in astuple(cols)] \
+            == [float(x) for x in astuple(one)]
