@@ -1,6 +1,7 @@
-"""Issue 3's accuracy benchmark: a fresh quick calibration on 8 virtual CPU devices, then six
-(model, mesh) train steps measured vs forecast, and the median absolute error (target < 15%,
-none over 30%), all in one run. Prints figures; run with `make bench`."""
+"""Issue 3's accuracy benchmark: a fresh quick calibration on 8 virtual CPU devices, its fit
+(``DIR/profile.yaml``), then six (model, mesh) train steps measured vs forecast from that file,
+and the median absolute error (target < 15%, none over 30%), all in one run. Prints figures; run
+with `make bench`."""
 
 from __future__ import annotations
 
@@ -20,11 +21,15 @@ def test_calibrate_fit_validate_on_cpu(tmp_path):
                           "--out", str(tmp_path)], capture_output=True, text=True)
     t_cal = time.perf_counter() - t0
     assert cal.returncode == 0, cal.stderr[-2000:]
+    fit = subprocess.run([*cli, "fit", str(tmp_path)], capture_output=True, text=True)
+    assert fit.returncode == 0, fit.stderr[-2000:]
     val = subprocess.run([*cli, "validate", "--calibration", str(tmp_path), "--json"],
                          capture_output=True, text=True)
     assert val.returncode == 0, val.stderr[-2000:]
     out = json.loads(val.stdout)
     print(f"\nquick calibration: {t_cal:.1f} s (target < 180 s)")
+    print(f"validated {out['profile']} (sha256 {out['profile_sha256'][:16]}), steps in "
+          f"{out['dtype']}")
     for c in out["cases"]:
         print(f"  {c['case']:<34} measured {c['measured_s'] * 1e3:8.1f} ms  forecast "
               f"{c['forecast_s'] * 1e3:8.1f} ms  error {100 * c['error']:+6.1f}%")

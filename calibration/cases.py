@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from calibration.context import CONTEXT_KINDS, context_ops, context_sizes, elementwise_bytes
+from calibration.dtypes import itemsize
 from simulator.cost.collectives import Collective
 from simulator.graph.ops import OpKind
 from simulator.graph.step import BWD_SCALE
@@ -33,24 +34,8 @@ def fwd_bwd(kind: OpKind) -> float:
     return 1.0 + BWD_SCALE[kind]
 
 
-def itemsize(dtype: str) -> int:
-    return 2 if dtype == "bfloat16" else 4
-
-
-def run_dtype(backend: str) -> str:
-    """The dtype a run calibrates in: the one its training steps use. Accelerators train in
-    bfloat16; a CPU runs bfloat16 GEMMs through float32 (slower), so a CPU host calibrates and
-    validates in float32."""
-    return "float32" if backend == "cpu" else "bfloat16"
-
-
-def precision_of(dtype: str) -> str:
-    """meshcast's ``precision`` for a calibration dtype."""
-    return "fp32" if dtype == "float32" else "bf16"
-
-
 @dataclass(frozen=True)
-class Case:
+class BenchCase:
     """One benchmark case. Sizes are per device; ``nbytes`` follows simulator.cost.collectives."""
 
     kind: str  # launch | matmul | attention | elementwise | gather | collective | block | head
@@ -112,19 +97,21 @@ def graph_matmul_shapes(job, max_flops: float) -> list[tuple[int, int, int]]:
     return sorted(shapes)
 
 
-def plan_cases(mesh_sizes: dict[str, int], job, quick: bool, dtype: str = "float32") -> list[Case]:
+def plan_cases(mesh_sizes: dict[str, int], job, quick: bool,
+               dtype: str = "float32") -> list[BenchCase]:
     """Every case for one run: launch baseline, matmuls, attention, elementwise, gathers, the
     in-context layer and head, collectives per axis."""
-    cases = [Case("launch", dtype=dtype)]
+    cases = [BenchCase("launch", dtype=dtype)]
     max_flops = 1e9 if quick else 1e10
     squares = [128, 256, 512] if quick else [128, 256, 512, 1024, 2048]
     shapes = {(s, s, s) for s in squares} | set(graph_matmul_shapes(job, max_flops))
-    cases += [Case("matmul", dtype=dtype, m=m, k=k, n=n) for m, k, n in sorted(shapes)]
+    cases += [BenchCase("matmul", dtype=dtype, m=m, k=k, n=n) for m, k, n in sorted(shapes)]
     cases += attention_cases(job, quick, dtype)
     sizes = [2**p for p in (range(12, 25, 2) if quick else range(10, 25, 1))]
-    cases += [Case("elementwise", dtype=dtype, nbytes=b) for b in sizes]
+    cases += [BenchCase("elementwise", dtype=dtype, nbytes=b) for b in sizes]
     cases += gather_cases(job, quick, dtype)
-    cases += [Case(kind, dtype=dtype, m=b, k=s, nbytes=elementwise_bytes(kind, b, s, dtype))
+    cases += [BenchCase(kind, dtype=dtype, m=b, k=s,
+                        nbytes=elementwise_bytes(kind, b, s, dtype))
               for kind in CONTEXT_KINDS for b, s in context_sizes(quick)]
     for axis, size in mesh_sizes.items():
         if size <= 1:
@@ -133,12 +120,12 @@ def plan_cases(mesh_sizes: dict[str, int], job, quick: bool, dtype: str = "float
             for b in sizes:
                 nb = max(b - b % (size * 4 * size), size * 4 * size)  # divisible into shards
                 if nb <= MAX_MESSAGE_BYTES:
-                    cases.append(Case("collective", op=op, axis=axis, group_size=size,
-                                      dtype=dtype, nbytes=nb))
+                    cases.append(BenchCase("collective", op=op, axis=axis, group_size=size,
+                                           dtype=dtype, nbytes=nb))
     return list({c.case_id: c for c in cases}.values())
 
 
-def attention_cases(job, quick: bool, dtype: str = "float32") -> list[Case]:
+def attention_cases(job, quick: bool, dtype: str = "float32") -> list[BenchCase]:
     """The job's heads per device and head dim over a sweep of sequences and lengths."""
     m, t = job.model, job.mesh.get("model", 1)
     heads = max(1, m.n_heads // t)
@@ -146,13 +133,13 @@ def attention_cases(job, quick: bool, dtype: str = "float32") -> list[Case]:
     out = []
     for s in lengths:
         for b in ([1, 2] if quick else [1, 2, 4]):
-            c = Case("attention", dtype=dtype, m=b, k=s, n=heads, hd=m.hd)
+            c = BenchCase("attention", dtype=dtype, m=b, k=s, n=heads, hd=m.hd)
             if c.flops <= (4e9 if quick else 4e10):
                 out.append(c)
     return out
 
 
-def gather_cases(job, quick: bool, dtype: str = "float32") -> list[Case]:
+def gather_cases(job, quick: bool, dtype: str = "float32") -> list[BenchCase]:
     """The embedding lookup and its scatter-add gradient: ``m`` tokens from a ``[n, k]`` table
     (the job's vocabulary rows per model rank), counted as the simulator's ``embed`` op forward
     plus its backward (2x, plus the dense gradient table): ``3 x 2 m k + n k`` elements
@@ -161,7 +148,7 @@ def gather_cases(job, quick: bool, dtype: str = "float32") -> list[Case]:
     rows = max(1, m.vocab_size // job.mesh.get("model", 1))
     tokens = [64, 256, 1024, 2048, 4096] if quick else [32, 64, 128, 256, 512, 1024, 2048, 4096,
                                                          8192]
-    return [Case("gather", dtype=dtype, m=t, k=m.d_model, n=rows,
+    return [BenchCase("gather", dtype=dtype, m=t, k=m.d_model, n=rows,
                  nbytes=(fwd_bwd(OpKind.ELEMENTWISE) * 2.0 * t + rows) * m.d_model
                  * itemsize(dtype))
             for t in tokens]

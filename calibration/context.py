@@ -3,13 +3,13 @@
 A compiler fuses elementwise work into and around the GEMMs it feeds (layout copies for the
 backward GEMMs, the tied table's gradient accumulation, the loss over the logits), so the
 elementwise ops a step really runs can only be observed in context. A ``block`` case times one
-dense decoder layer (:func:`calibration.models.dense_block`) forward and backward on ``m``
+dense decoder layer (:func:`calibration.measure.models.dense_block`) forward and backward on ``m``
 sequences of ``k`` tokens per device; a ``head`` case the embedding lookup, final norm, tied LM
-head and cross-entropy (:func:`calibration.models.head_loss`), forward and backward. All devices
-run at once, as in a step.
+head and cross-entropy (:func:`calibration.measure.models.head_loss`), forward and backward. All devices
+run at once, as in a step; :func:`calibration.measure.in_context.jax_case` builds them in jax.
 
 :func:`context_ops` lays the same work out as meshcast's step graph does (compute ops only,
-forward and backward), so the fit (:mod:`calibration.fit_context`) can hold the GEMM and
+forward and backward), so the fit (:mod:`calibration.fitting.fit_context`) can hold the GEMM and
 attention terms at their own sweeps' curves and fit what the elementwise ops achieve.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from calibration.dtypes import precision_of_dtype
 from calibration.reference import reference_model, shape_profile
 
 CONTEXT_KINDS = ("block", "head")
@@ -27,7 +28,6 @@ def context_ops(kind: str, b: int, s: int, dtype: str = "float32") -> tuple:
     """The step graph's compute ops (forward and backward) of one reference layer (``block``)
     or of the embedding and head (``head``) for ``b`` sequences of ``s`` tokens per device, in
     ``dtype`` (float32 or bfloat16 activations)."""
-    from calibration.cases import precision_of
     from simulator.cost.compute import ComputeModel
     from simulator.graph.ops import COMPUTE, CostContext
     from simulator.graph.step import build_stage_graph
@@ -36,7 +36,7 @@ def context_ops(kind: str, b: int, s: int, dtype: str = "float32") -> tuple:
 
     m = reference_model("dense", s).model_copy(update={"n_layers": 1})
     job = make_job(m, ShardingSpec(mesh={"data": 1}, micro_batch=b, global_batch=b,
-                                   remat="none", precision=precision_of(dtype)),
+                                   remat="none", precision=precision_of_dtype(dtype)),
                    shape_profile(1), 1)
     ctx = CostContext(ComputeModel.from_profile(job.hardware, "fp32"), job.topology)
     g = build_stage_graph(job, ctx, [0], True, True)
@@ -57,37 +57,6 @@ def fitted_elementwise(op) -> bool:
 def elementwise_bytes(kind: str, b: int, s: int, dtype: str = "float32") -> float:
     """Bytes the case's :func:`fitted_elementwise` ops move (its size on the fit's axis)."""
     return sum(op.nbytes for op in context_ops(kind, b, s, dtype) if fitted_elementwise(op))
-
-
-def jax_case(kind: str, b: int, s: int, dtype):
-    """``(fn, per-device arrays)``: ``fn`` runs the case forward and backward on one device's
-    arrays and returns the output and every input's gradient."""
-    import jax
-    import jax.numpy as jnp
-
-    from calibration.models import dense_block, head_loss, layer_shapes
-
-    m = reference_model("dense", s)
-    D, V = m.d_model, m.vocab_size
-    x = jnp.ones((b, s, D), dtype) * 0.1
-    if kind == "head":
-        embed = jnp.ones((V, D), dtype) * 0.02
-        tokens = (jnp.arange(b * s, dtype=jnp.int32) * 7 % V).reshape(b, s)
-
-        def head(embed, x, tokens):
-            loss, vjp = jax.vjp(lambda e, h: head_loss(e, e[tokens] + h, tokens), embed, x)
-            return (loss.reshape(1), *vjp(jnp.ones_like(loss)))
-
-        return head, (embed, x, tokens)
-    shapes = layer_shapes(m, 0)  # the dense reference layer
-    names = sorted(shapes)
-
-    def block(x, *ws):
-        f = lambda x, *ws: dense_block(dict(zip(names, ws)), x, m)  # noqa: E731
-        y, vjp = jax.vjp(f, x, *ws)
-        return (y, *vjp(y))
-
-    return block, (x, *(jnp.ones(shapes[k], dtype) * 0.02 for k in names))
 
 
 def context_sizes(quick: bool) -> list[tuple[int, int]]:

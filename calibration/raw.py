@@ -33,15 +33,15 @@ def raw_path(directory: str | Path) -> Path:
 
 
 def measured_rows(directory: str | Path, command: str) -> list[dict]:
-    """:func:`read_rows`, or a MeshcastError for ``command`` when there are none."""
-    rows = read_rows(directory)
+    """:func:`read_raw_rows`, or a MeshcastError for ``command`` when there are none."""
+    rows = read_raw_rows(directory)
     if not rows:
         raise MeshcastError(f"{command}: no measurements in {raw_path(directory)}; run meshcast "
                             "calibrate --out DIR first")
     return rows
 
 
-def read_rows(directory: str | Path) -> list[dict]:
+def read_raw_rows(directory: str | Path) -> list[dict]:
     """All rows, typed; a corrupt file raises MeshcastError naming the line and field."""
     path = raw_path(directory)
     if not path.exists():
@@ -74,7 +74,7 @@ def read_rows(directory: str | Path) -> list[dict]:
     return rows
 
 
-def write_rows(directory: str | Path, rows: list[dict]) -> None:
+def write_raw_rows(directory: str | Path, rows: list[dict]) -> None:
     """Write every row atomically: temp file, fsync, rename."""
     path = raw_path(directory)
     tmp = path.with_suffix(".csv.tmp")

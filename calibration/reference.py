@@ -10,7 +10,7 @@ _SRC = "calibration reference model (meshcast), sized for a CPU host"
 
 def reference_model(kind: str = "dense", seq_len: int | None = None) -> ModelSpec:
     """A small decoder: 4 layers, d_model 512, 8 heads, SwiGLU 1408, vocab 4096, seq 512; the
-    embedding table is also the LM head (as in calibration.models); the MoE variant puts 8
+    embedding table is also the LM head (as in calibration.measure.models); the MoE variant puts 8
     experts (top-2, capacity factor 2) in every other layer. ``seq_len`` overrides 512."""
     moe = MoESpec(n_experts=8, top_k=2, capacity_factor=2.0, expert_ffn_hidden=1408,
                   layer_interval=2, group_size_tokens=512) if kind == "moe" else None

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from calibration.context import context_ops, elementwise_bytes, fitted_elementwise, jax_case
-from calibration.fit import medians
-from calibration.fit_context import GROUP, fixed_and_bytes
-from calibration.profile_out import profile_from_rows
+from calibration.context import context_ops, elementwise_bytes, fitted_elementwise
+from calibration.fitting.fit import medians
+from calibration.fitting.fit_context import GROUP, fixed_and_bytes
+from calibration.fitting.profile_out import profile_from_rows
+from calibration.measure.in_context import jax_case
 from simulator.graph.ops import OpKind
 from tests.test_calibration_fit import row, synthetic_rows
 
@@ -95,13 +96,14 @@ def test_without_context_rows_the_memory_curve_is_streaming():
 
 
 def test_accelerator_runs_calibrate_in_bfloat16_and_cpu_in_float32():
-    from calibration.cases import plan_cases, precision_of, run_dtype
-    from calibration.run import shape_job
+    from calibration.cases import plan_cases
+    from calibration.dtypes import precision_of_dtype, run_dtype
+    from calibration.measure.run import shape_job
     from simulator.specs.sharding import ShardingSpec
 
     assert (run_dtype("cpu"), run_dtype("gpu"), run_dtype("tpu")) == ("float32", "bfloat16",
                                                                       "bfloat16")
-    assert (precision_of("float32"), precision_of("bfloat16")) == ("fp32", "bf16")
+    assert (precision_of_dtype("float32"), precision_of_dtype("bfloat16")) == ("fp32", "bf16")
     job = shape_job(ShardingSpec(mesh={"data": 8}), 8)
     f32 = {c.case_id: c for c in plan_cases({"data": 8}, job, True, run_dtype("cpu"))}
     b16 = {c.case_id: c for c in plan_cases({"data": 8}, job, True, run_dtype("gpu"))}
@@ -116,14 +118,6 @@ def test_accelerator_runs_calibrate_in_bfloat16_and_cpu_in_float32():
                 assert c.nbytes / 2 < half.nbytes < c.nbytes
 
 
-def test_validate_of_an_empty_directory_is_a_clear_error(tmp_path):
-    from calibration.validate import validate
-    from meshcast.errors import MeshcastError
-
-    with pytest.raises(MeshcastError, match="validate: no measurements"):
-        validate(tmp_path)
-
-
 def test_a_bfloat16_reference_step_trains_on_the_same_code_path():
     import subprocess
     import sys
@@ -134,7 +128,7 @@ def test_a_bfloat16_reference_step_trains_on_the_same_code_path():
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
         os.environ["JAX_PLATFORMS"] = "cpu"
         import jax, jax.numpy as jnp
-        from calibration.validate import reference_step
+        from calibration.measure.steps import reference_step
         step, (params, opt, toks), _ = reference_step("moe", {"data": 2, "expert": 2}, 4, 32,
                                                       "bfloat16")
         assert params["embed"].dtype == jnp.bfloat16

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from calibration.fit import _coefficients, fit_all, split
-from calibration.profile_out import calibrated_profile
+from calibration.fitting.fit import _coefficients, fit_all, split
+from calibration.fitting.profile_out import calibrated_profile
 from calibration.raw import rows_hash
 
 META = {"backend": "cpu", "device_kind": "cpu", "n_devices": 8, "n_hosts": 1,
@@ -70,7 +70,7 @@ def test_relative_loss_fits_small_sizes_too():
 
 
 def test_split_holds_out_sizes_not_repetitions():
-    from calibration.fit import Point
+    from calibration.fitting.fit import Point
 
     pts = [Point("g", s, 1.0) for s in (1, 2, 3, 4, 5, 6)]
     train, test = split(pts)
@@ -146,7 +146,7 @@ def test_attention_rows_calibrate_the_attention_curve():
 def test_raw_rows_written_before_attention_cases_still_read(tmp_path):
     import csv
 
-    from calibration.raw import LEGACY_COLUMNS, read_rows
+    from calibration.raw import LEGACY_COLUMNS, read_raw_rows
 
     r = {k: v for k, v in row("mm64", "matmul", 1e-3, m=64, k=64, n=64, flops=2.0 * 64**3).items()
          if k != "hd"}
@@ -154,12 +154,12 @@ def test_raw_rows_written_before_attention_cases_still_read(tmp_path):
         w = csv.DictWriter(f, fieldnames=LEGACY_COLUMNS)
         w.writeheader()
         w.writerow(r)
-    (got,) = read_rows(tmp_path)
+    (got,) = read_raw_rows(tmp_path)
     assert got["hd"] == 0 and got["m"] == 64 and got["seconds"] == 1e-3
 
 
 def test_a_fitted_profile_names_the_dtype_its_rows_were_measured_in():
-    from calibration.profile_out import profile_from_rows
+    from calibration.fitting.profile_out import profile_from_rows
 
     for dtype in ("float32", "bfloat16"):
         rows = [{**r, "dtype": dtype} for r in synthetic_rows()]

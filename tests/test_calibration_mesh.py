@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from calibration.mesh import mesh_axes
+from calibration.measure.mesh import mesh_axes
 from simulator.specs.sharding import ShardingSpec
 
 
@@ -22,7 +22,7 @@ def test_make_jax_mesh_on_virtual_cpu_devices():
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
         os.environ["JAX_PLATFORMS"] = "cpu"
         import jax
-        from calibration.mesh import make_jax_mesh
+        from calibration.measure.mesh import make_jax_mesh
         from simulator.specs.sharding import ShardingSpec
         m = make_jax_mesh(ShardingSpec(mesh={"data": 2, "expert": 2, "model": 2}))
         print(len(jax.devices()), dict(m.shape))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from calibration.bench import MIN_REPS
-from calibration.raw import read_rows, write_rows
+from calibration.measure.bench import MIN_REPS
+from calibration.raw import read_raw_rows, write_raw_rows
 from meshcast.errors import MeshcastError
 
 MESHCAST = [sys.executable, "-m", "simulator.cli.main"]
@@ -33,7 +33,7 @@ def full_run(tmp_path_factory) -> Path:
 
 
 def test_calibration_runs_end_to_end(full_run):
-    rows = read_rows(full_run)
+    rows = read_raw_rows(full_run)
     kinds = {r["kind"] for r in rows}
     assert kinds == {"launch", "matmul", "attention", "elementwise", "gather", "block", "head",
                      "collective"}
@@ -63,28 +63,28 @@ def test_killed_run_resumes_without_losing_or_redoing_rows(tmp_path):
     while time.time() < deadline:
         time.sleep(0.2)
         try:
-            before = read_rows(out)
+            before = read_raw_rows(out)
         except MeshcastError:
             pytest.fail("raw.csv was readable only partially while the run was writing")
         if len({r["case_id"] for r in before}) >= 10:
             break
     proc.kill()
     proc.wait()
-    before = read_rows(out)  # whatever the kill left is a whole, valid file
+    before = read_raw_rows(out)  # whatever the kill left is a whole, valid file
     n_cases = len({r["case_id"] for r in before})
     assert n_cases >= 10
     again = _calibrate(out, *one_axis)
     assert again.returncode == 2 and "--resume" in again.stderr  # nothing overwritten
-    assert read_rows(out) == before
+    assert read_raw_rows(out) == before
     res = _calibrate(out, "--resume", "--limit", "5", *one_axis)  # five more cases, then stop
     assert res.returncode == 0, res.stderr
     assert f"{n_cases} done" in res.stderr
-    after = read_rows(out)
+    after = read_raw_rows(out)
     assert after[: len(before)] == before
     key = [(r["case_id"], r["rep"]) for r in after]
     assert len(key) == len(set(key))
     from calibration.cases import plan_cases
-    from calibration.run import shape_job
+    from calibration.measure.run import shape_job
     from simulator.specs.sharding import ShardingSpec
 
     planned = [c.case_id for c in plan_cases({"data": 8}, shape_job(ShardingSpec(mesh={"data": 8}),
@@ -109,7 +109,7 @@ def test_corrupt_raw_file_is_a_clear_error(full_run, tmp_path, damage):
     else:
         raw.write_text("a,b,c\n1,2,3\n")
     with pytest.raises(MeshcastError, match=r"calibration: .*raw.csv"):
-        read_rows(out)
+        read_raw_rows(out)
     res = _calibrate(out, "--resume")
     assert res.returncode == 2 and "error: calibration:" in res.stderr
     assert "Traceback" not in res.stderr
@@ -120,24 +120,31 @@ def test_write_rows_is_atomic(tmp_path):
                          "jax_version", "jaxlib_version", "xla_flags", "host", "date"], "x")
     row.update(group_size=1, m=1, k=1, n=1, hd=0, nbytes=1.0, flops=2.0, rep=0, seconds=1e-3,
                n_devices=8, n_hosts=1)
-    write_rows(tmp_path, [row])
+    write_raw_rows(tmp_path, [row])
     assert [p.name for p in tmp_path.iterdir()] == ["raw.csv"]
-    assert read_rows(tmp_path)[0]["seconds"] == 1e-3
+    assert read_raw_rows(tmp_path)[0]["seconds"] == 1e-3
 
 
 def test_fit_cli_writes_a_profile_that_predict_uses(full_run, tmp_path):
     import json
 
+    from calibration.fitting.files import file_sha256
+    from calibration.raw import rows_hash
     from hardware_profiles import load_profile
 
-    out = tmp_path / "host.yaml"
+    out = tmp_path / "elsewhere" / "host.yaml"
     res = subprocess.run([*MESHCAST, "fit", str(full_run), "--out", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "held-out" in res.stdout
     prof = load_profile(out)
     assert prof.name == "host-calibrated" and prof.network[0].size == 8
-    report = json.loads((full_run / "fit_report.json").read_text())
+    # the report and the predictions sit beside the profile, and name the files they join
+    assert sorted(p.name for p in out.parent.iterdir()) == ["fit_predictions.csv",
+                                                            "fit_report.json", "host.yaml"]
+    report = json.loads((out.parent / "fit_report.json").read_text())
+    assert report["profile"] == "host.yaml" and report["profile_sha256"] == file_sha256(out)
+    assert report["raw_sha256"] == rows_hash(read_raw_rows(full_run))
     assert report["groups"]["matmul"]["params"]["rate"] > 0
     assert "held_out_median_abs_error" in report["groups"]["collective:all_to_all:expert"]
     pred = subprocess.run([*MESHCAST, "predict", "--model", "llama3-8b", "--hardware", str(out),
@@ -147,19 +154,35 @@ def test_fit_cli_writes_a_profile_that_predict_uses(full_run, tmp_path):
     assert json.loads(pred.stdout)["step_time_s"] > 0
 
 
+@pytest.fixture(scope="module")
+def fitted_run(full_run) -> Path:
+    """``full_run`` after ``meshcast fit DIR`` with no --out: the profile is DIR/profile.yaml."""
+    res = subprocess.run([*MESHCAST, "fit", str(full_run)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"wrote {full_run / 'profile.yaml'}" in res.stdout
+    return full_run
+
+
 def test_fit_of_an_empty_directory_is_a_clear_error(tmp_path):
     res = subprocess.run([*MESHCAST, "fit", str(tmp_path), "--out", str(tmp_path / "p.yaml")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "error: fit: no measurements" in res.stderr
 
 
-def test_validate_times_real_sharded_steps_beside_the_forecast(full_run):
+def test_validate_times_real_sharded_steps_beside_the_forecast(fitted_run):
     import json
 
-    res = subprocess.run([*MESHCAST, "validate", "--calibration", str(full_run), "--quick",
+    from calibration.fitting.files import file_sha256
+
+    res = subprocess.run([*MESHCAST, "validate", "--calibration", str(fitted_run), "--quick",
                           "--hlo", "--json"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout)
+    profile = fitted_run / "profile.yaml"  # the file fit wrote, identified by its hash
+    assert out["profile"] == str(profile) and out["profile_sha256"] == file_sha256(profile)
+    assert out["dtype"] == "float32"
+    assert f"sha256 {out['profile_sha256']}" in res.stderr
     cases = {c["case"]: c for c in out["cases"]}
     assert set(cases) == {"dense data=2,fsdp=2,model=2", "moe data=2,expert=2,model=2"}
     for c in cases.values():

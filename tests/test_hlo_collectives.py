@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from calibration.hlo import (
+from calibration.measure.hlo import (
     Buffer,
     HloCollective,
     HloParseError,
@@ -21,7 +21,7 @@ from calibration.hlo import (
     parse_replica_groups,
     shape_bytes,
 )
-from calibration.hlo_compare import Ctx, SimCollective, compare
+from calibration.measure.hlo_compare import Ctx, SimCollective, compare_collectives
 from simulator.cost.collectives import Collective
 
 #: The reference mesh order (outermost first): position = data * 4 + fsdp * 2 + model.
@@ -229,9 +229,9 @@ def xla(kind, axes, nbytes, buffers=1, site="attention:85", name="x"):
 
 def test_gradient_reduce_scatter_as_combined_all_reduce_is_explained_until_bytes_differ():
     sim = [SimCollective(RS, "fsdp", 1000.0, 1, f"L{i}.grad_rs") for i in range(3)]
-    rows = compare([xla(AR, ("fsdp",), 3000.0, buffers=3)], sim, CTX)
+    rows = compare_collectives([xla(AR, ("fsdp",), 3000.0, buffers=3)], sim, CTX)
     assert [(r.status, r.xla_count, r.sim_count) for r in rows] == [("explained", 1, 3)]
-    rows = compare([xla(AR, ("fsdp",), 3000.0, buffers=3)], sim[:2], CTX)
+    rows = compare_collectives([xla(AR, ("fsdp",), 3000.0, buffers=3)], sim[:2], CTX)
     assert rows[0].status == "mismatch" and "expected 2,000" in rows[0].reason
 
 
@@ -239,17 +239,17 @@ def test_tensor_parallel_rule_predicts_xla_all_reduce_bytes():
     act = CTX.T * CTX.D * CTX.ab
     sim = [SimCollective(k, "model", act, 1, n) for k in (AG, RS) for n in ("a", "b")]
     # (AG + RS) / 2 = 2 activations, + 2 for q/k/v partials, + 1 for the SwiGLU gate/up partials
-    ok = compare([xla(AR, ("model",), 5 * act, buffers=5)], sim, CTX)
+    ok = compare_collectives([xla(AR, ("model",), 5 * act, buffers=5)], sim, CTX)
     assert ok[0].status == "explained" and ok[0].expected_bytes == 5 * act
-    off = compare([xla(AR, ("model",), 6 * act, buffers=6)], sim, CTX)
+    off = compare_collectives([xla(AR, ("model",), 6 * act, buffers=6)], sim, CTX)
     assert off[0].status == "mismatch"
 
 
 def test_same_kind_rows_match_and_one_sided_rows_do_not():
     sim = [SimCollective(A2A, "seq", 10.0, 2, "a")]
     two = [xla(A2A, ("seq",), 10.0, name="a"), xla(A2A, ("seq",), 10.0, name="b")]
-    assert compare(two, sim, CTX)[0].status == "match"
-    rows = compare([xla(PERM, ("data",), 10.0)], [], CTX)
+    assert compare_collectives(two, sim, CTX)[0].status == "match"
+    rows = compare_collectives([xla(PERM, ("data",), 10.0)], [], CTX)
     assert rows[0].status == "mismatch" and "only in XLA" in rows[0].reason
 
 
@@ -264,7 +264,7 @@ def compiled() -> dict:
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
         os.environ["JAX_PLATFORMS"] = "cpu"
         from dataclasses import asdict
-        from calibration.hlo_compare import compare_case, format_table
+        from calibration.measure.hlo_compare import compare_case, format_table
         out = {{}}
         for kind, mesh in {CASES!r}.items():
             rows = compare_case(kind, mesh, 8, 64)

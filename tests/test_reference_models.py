@@ -15,8 +15,8 @@ def test_reference_train_steps_learn_on_a_3d_mesh():
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
         os.environ["JAX_PLATFORMS"] = "cpu"
         import jax, jax.numpy as jnp
-        from calibration.mesh import make_jax_mesh
-        from calibration.models import (batch, init_opt, init_params, make_train_step,
+        from calibration.measure.mesh import make_jax_mesh
+        from calibration.measure.models import (batch, init_opt, init_params, make_train_step,
                                         top_k_dispatch)
         from calibration.reference import reference_model
         from simulator.specs.sharding import ShardingSpec
@@ -38,7 +38,7 @@ def test_reference_train_steps_learn_on_a_3d_mesh():
         per_slot = dispatch.sum(axis=1)  # tokens per (group, expert, slot)
         assert float(per_slot.max()) <= 1.0  # one token per capacity slot
         assert float(dispatch.sum(axis=(2, 3)).max()) <= 2.0  # at most top-k experts per token
-        from calibration.models import load_balance_loss
+        from calibration.measure.models import load_balance_loss
         spread = jnp.tile(jnp.eye(4) * 5.0, (2, 4, 1))  # each expert first for a quarter
         skewed = jnp.zeros((2, 16, 4)).at[..., 0].set(5.0)  # every token prefers expert 0
         assert abs(float(load_balance_loss(spread)) - 1.0) < 0.05
@@ -47,7 +47,7 @@ def test_reference_train_steps_learn_on_a_3d_mesh():
         jm = make_jax_mesh(ShardingSpec(mesh={"data": 2, "expert": 2, "model": 2}))
         params = init_params(m, jax.random.PRNGKey(0), jm)
         toks = batch(m, 8, jm, jax.random.PRNGKey(1))
-        from calibration.models import loss_fn
+        from calibration.measure.models import loss_fn
         vg = jax.jit(jax.value_and_grad(loss_fn), static_argnums=(2, 3, 4))
         (with_aux, g), (plain, g0) = vg(params, toks, m, jm, 0.5), vg(params, toks, m, jm, 0.0)
         assert float(with_aux) > float(plain) + 0.4  # 0.5 x (aux >= 1)

@@ -79,11 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "later with --resume)")
     fi = sub.add_parser("fit", help="fit a calibrated hardware profile to raw rows")
     fi.add_argument("directory", nargs="?", help="a calibration --out directory (holds raw.csv)")
-    fi.add_argument("--out", required=True, help="where to write the calibrated profile YAML")
+    fi.add_argument("--out", help="where to write the fitted profile YAML (default "
+                    "DIR/profile.yaml; fit_report.json and fit_predictions.csv go beside it); "
+                    "--published: a directory, or FILE.yaml with --hardware")
     fi.add_argument("--base", help="profile whose datasheet peaks and network to keep")
     cli_published.add_fit_args(fi)
     va = sub.add_parser("validate", help="time real sharded train steps vs the forecast")
-    va.add_argument("--calibration", help="a calibration directory (raw.csv)")
+    va.add_argument("--calibration", help="a calibration directory: validates the profile "
+                    "`meshcast fit DIR` wrote there (DIR/profile.yaml), or --profile PATH")
     va.add_argument("--backend", choices=["cpu", "gpu", "tpu"], default="cpu")
     va.add_argument("--devices", type=int, help="CPU: virtual devices (default 8)")
     va.add_argument("--quick", action="store_true", help="two cases, short sequences")
@@ -180,7 +183,7 @@ def _cmd_models(a) -> int:
 
 
 def _cmd_calibrate(a) -> int:
-    from calibration.run import calibrate
+    from calibration.measure.run import calibrate
     from simulator.specs.sharding import parse_mesh
 
     def log(msg: str) -> None:
@@ -195,10 +198,13 @@ def _cmd_calibrate(a) -> int:
 
 def _cmd_fit(a) -> int:
     if a.published:
+        if not a.out:
+            raise MeshcastError("out: fit --published writes into --out DIR (or --out FILE.yaml "
+                                "with --hardware)")
         return cli_published.cmd_fit(a)
     if not a.directory:
         raise MeshcastError("fit: give a calibration directory, or --published FILE.csv --out DIR")
-    from calibration.fit_cli import run_fit
+    from calibration.fitting.fit_cli import run_fit
 
     print(run_fit(a.directory, a.out, a.base))
     return 0
@@ -210,15 +216,19 @@ def _cmd_validate(a) -> int:
     if not a.calibration:
         raise MeshcastError("validate: give --calibration DIR (JAX train steps) or --published "
                             "FILE.csv (published runs)")
-    from calibration.run import configure_backend
+    if len(a.profile) > 1:
+        raise MeshcastError(f"profile: --calibration validates one profile; got {len(a.profile)}")
+    from calibration.fitting.files import fitted_profile_path
+    from calibration.measure.run import configure_backend
 
+    profile = fitted_profile_path(a.calibration, a.profile[0] if a.profile else None)
     configure_backend(a.backend, a.devices)
-    from calibration.validate import validate
+    from calibration.measure.validate import validate
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr if a.json else sys.stdout, flush=True)
 
-    result = validate(a.calibration, quick=a.quick, hlo=a.hlo, log=log)
+    result = validate(a.calibration, profile, quick=a.quick, hlo=a.hlo, log=log)
     if a.json:
         print(json.dumps(result, indent=2))
     return 0

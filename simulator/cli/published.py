@@ -33,7 +33,8 @@ def add_validate_args(va) -> None:
                     "hardware first; none: forecast with the profiles as given (the default "
                     "with --profiles or --profile)")
     va.add_argument("--profile", action="append", default=[],
-                    help="--published: a profile YAML replacing the built-in one of its name")
+                    help="--published: a profile YAML replacing the built-in one of its name; "
+                    "--calibration: the profile to validate (default DIR/profile.yaml)")
     va.add_argument("--moe-host-issue-s", type=float, default=None, metavar="SECONDS",
                     help="--published: host seconds per eager dropless-MoE op for every row "
                     "(default 0)")

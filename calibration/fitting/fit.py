@@ -9,7 +9,7 @@ The formulas are the simulator's own; only their numbers are fitted (design less
 - elementwise: the same in bytes against HBM bandwidth (streaming ``x * a + b``); and
   ``gather``, the embedding lookup and its scatter-add gradient, likewise.
 - in context (``block``, ``head``): the memory curve again, fitted to whole layers and heads
-  with the GEMM and attention terms held at their curves (:mod:`calibration.fit_context`).
+  with the GEMM and attention terms held at their curves (:mod:`calibration.fitting.fit_context`).
 - collectives: ``t = c_lat(op, f) * a + c_bw(op, f) * nbytes / W``, where ``c_lat`` and ``c_bw`` are
   read off :mod:`simulator.cost.collectives` for the group (unit latency, unit bandwidth): fit the
   latency ``a`` and the achieved bandwidth ``W`` per network level.
@@ -169,7 +169,7 @@ def fit_points(pts: list[Point]) -> tuple[float, dict[str, GroupFit]]:
     launch = float(np.median(launch_pts)) if launch_pts else 0.0
     groups: dict[str, list[Point]] = defaultdict(list)
     for p in pts:
-        if p.group != "launch" and p.group not in CONTEXT_KINDS:  # see calibration.fit_context
+        if p.group != "launch" and p.group not in CONTEXT_KINDS:  # see calibration.fitting.fit_context
             groups[p.group].append(p)
     fits = {}
     for g, gp in sorted(groups.items()):

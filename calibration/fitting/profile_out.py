@@ -1,8 +1,9 @@
 """Turn fits into a calibrated HardwareProfile (same schema as hardware_profiles/) and files.
 
-Written beside the raw rows: ``fit_report.json`` (every group's parameters and errors) and
-``fit_predictions.csv`` (predicted vs measured per size, held-out flagged). The profile's sources
-say ``calibrated <date> from raw rows sha256:<hash>`` with the held-out error.
+Written beside the profile: ``fit_report.json`` (every group's parameters and errors, the
+hashes of the raw rows and of the profile) and ``fit_predictions.csv`` (predicted vs measured per
+size, held-out flagged). The profile's sources say ``calibrated <date> from raw rows
+sha256:<hash>`` with the held-out error.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.fit import GroupFit
-from calibration.fit_context import GROUP as CONTEXT_GROUP
+from calibration.fitting.files import PREDICTIONS_NAME, REPORT_NAME, file_sha256
+from calibration.fitting.fit import GroupFit
+from calibration.fitting.fit_context import GROUP as CONTEXT_GROUP
 from hardware_profiles import save_profile
 from hardware_profiles.schema import HardwareProfile
+from meshcast.errors import MeshcastError
 
 
 def _src(date: str, digest: str, fit: GroupFit | None = None) -> str:
@@ -116,8 +119,8 @@ def _host_network(coll: list[GroupFit], date: str, digest: str) -> dict:
 
 def profile_from_rows(rows: list[dict], base: HardwareProfile | None = None):
     """Fit ``rows`` and build the calibrated profile: (profile, launch, fits, rows sha256)."""
-    from calibration.fit import fit_points, medians
-    from calibration.fit_context import fit_context
+    from calibration.fitting.fit import fit_points, medians
+    from calibration.fitting.fit_context import fit_context
     from calibration.raw import rows_hash
 
     pts = medians(rows)
@@ -150,17 +153,23 @@ def _host_skeleton(meta: dict) -> dict:
                          "efficiency": {"value": 1.0, "source": "folded into the fitted bandwidth"}}]}
 
 
-def write_outputs(directory: Path, profile: HardwareProfile, out: Path, launch: float,
-                  fits: dict[str, GroupFit], digest: str) -> None:
-    """The profile YAML at ``out``; report and predictions beside the raw rows."""
+def write_outputs(profile: HardwareProfile, out: Path, launch: float,
+                  fits: dict[str, GroupFit], digest: str, raw: Path) -> None:
+    """The profile YAML at ``out``, and beside it the report (every group's parameters and
+    errors, the raw rows' path and sha256, the profile's sha256) and the predictions."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MeshcastError(f"out: cannot create {out.parent}: {e.strerror}") from None
     save_profile(profile, out)
-    report = {"raw_sha256": digest, "launch_overhead_s": launch,
+    report = {"raw": str(raw), "raw_sha256": digest, "profile": out.name,
+              "profile_sha256": file_sha256(out), "launch_overhead_s": launch,
               "groups": {g: {"params": f.params, "in_sample_median_abs_error": f.in_sample_error,
                              "held_out_median_abs_error": f.held_out_error,
                              "held_out_max_abs_error": f.max_held_out_error,
                              "size_range": list(f.size_range)} for g, f in fits.items()}}
-    (directory / "fit_report.json").write_text(json.dumps(report, indent=2))
-    with open(directory / "fit_predictions.csv", "w", newline="") as fh:
+    (out.parent / REPORT_NAME).write_text(json.dumps(report, indent=2))
+    with open(out.parent / PREDICTIONS_NAME, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["group", "size", "measured_s", "predicted_s", "held_out"])
         for g, f in fits.items():

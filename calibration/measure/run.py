@@ -13,8 +13,9 @@ import socket
 import sys
 from pathlib import Path
 
-from calibration.cases import Case, plan_cases, run_dtype
-from calibration.raw import raw_path, read_rows, write_rows
+from calibration.cases import BenchCase, plan_cases
+from calibration.dtypes import run_dtype
+from calibration.raw import raw_path, read_raw_rows, write_raw_rows
 from meshcast.errors import MeshcastError
 from simulator.specs.sharding import ShardingSpec
 
@@ -70,14 +71,14 @@ def calibrate(out: str | Path, backend: str = "cpu", devices: int | None = None,
     configure_backend(backend, devices)
     import jax
 
-    from calibration.bench import median, time_case
-    from calibration.mesh import make_jax_mesh
+    from calibration.measure.bench import median, time_case
+    from calibration.measure.mesh import make_jax_mesh
 
     if multi_host:
         jax.distributed.initialize()
     out = Path(out)
     writer = jax.process_index() == 0
-    rows = read_rows(out) if resume else []
+    rows = read_raw_rows(out) if resume else []
     if not resume and raw_path(out).exists() and raw_path(out).stat().st_size:
         raise MeshcastError(f"out: {raw_path(out)} already holds measurements; pass --resume to "
                             "continue that run, or choose a new --out directory")
@@ -99,12 +100,12 @@ def calibrate(out: str | Path, backend: str = "cpu", devices: int | None = None,
         times = time_case(case, jmesh, reps)
         rows += _rows(case, times, meta)
         if writer:
-            write_rows(out, rows)
+            write_raw_rows(out, rows)
         log(f"  [{len(done) + i}/{len(cases)}] {case.case_id}: median {median(times) * 1e6:.1f} us")
     return raw_path(out)
 
 
-def _rows(case: Case, times: list[float], meta: dict) -> list[dict]:
+def _rows(case: BenchCase, times: list[float], meta: dict) -> list[dict]:
     base = {"case_id": case.case_id, "kind": case.kind, "op": case.op, "axis": case.axis,
             "group_size": case.group_size, "dtype": case.dtype, "m": case.m, "k": case.k,
             "n": case.n, "hd": case.hd, "nbytes": case.nbytes, "flops": case.flops, **meta}

@@ -13,18 +13,18 @@ second is the simulator's memory-bound time ``bytes / (bw * eff(bytes))`` with
 from __future__ import annotations
 
 from calibration.context import CONTEXT_KINDS, context_ops, fitted_elementwise
-from calibration.fit import GroupFit, Point, fit_curve
+from calibration.dtypes import precision_of_dtype
+from calibration.fitting.fit import GroupFit, Point, fit_curve
 
 GROUP = "elementwise:context"
 
 
 def fixed_and_bytes(p: Point, profile) -> tuple[float, list[float]]:
     """(seconds of the case's non-elementwise ops on ``profile``, bytes of each elementwise op)."""
-    from calibration.cases import precision_of
     from simulator.cost.compute import ComputeModel
     from simulator.graph.ops import CostContext, cost
 
-    ctx = CostContext(ComputeModel.from_profile(profile, precision_of(p.dtype)), None)
+    ctx = CostContext(ComputeModel.from_profile(profile, precision_of_dtype(p.dtype)), None)
     fixed, ew = 0.0, []
     for op in context_ops(p.group, *p.shape, p.dtype):
         if fitted_elementwise(op):

@@ -1,7 +1,7 @@
 """XLA's compiled collectives beside meshcast's step graph, for one reference case, bytes per step.
 
 Both sides are per device and in :mod:`simulator.cost.collectives` byte conventions (XLA's from
-:mod:`calibration.hlo`). meshcast's ops that recur per micro-batch (phases fwd, bwd, recompute)
+:mod:`calibration.measure.hlo`). meshcast's ops that recur per micro-batch (phases fwd, bwd, recompute)
 count ``m`` times, the gradient sync and optimizer once.
 
 Each row of the table pairs a set of XLA collectives with a set of meshcast collectives and says:
@@ -28,13 +28,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable
 
-from calibration.hlo import Buffer, HloCollective
+from calibration.measure.hlo import Buffer, HloCollective
 from simulator.cost.collectives import Collective
 
 TOLERANCE = 0.01
 AG, RS, AR, A2A = (Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_REDUCE,
                    Collective.ALL_TO_ALL)
-#: jax functions of calibration/models.py whose collectives belong to the MoE layer / the loss.
+#: jax functions of calibration/measure/models.py whose collectives belong to the MoE layer / the loss.
 MOE_SITES = ("moe_mlp", "top_k_dispatch")
 LOSS_SITES = ("loss_fn", "head_loss")  # the embedding lookup; the LM head and loss
 AUX_SITE = "load_balance_loss"
@@ -190,111 +190,167 @@ def ctx_of(prediction) -> Ctx:
                kf=slots_per_token(model) if moe else 0.0)
 
 
-# --- the known differences --------------------------------------------------------------
-def rules(c: Ctx, xla: list[Piece], sim: list[SimCollective]) -> list[Rule]:
-    """The explained differences of the reference step, each with the bytes it predicts. ``xla``
-    only tells which of two strategies XLA took where it has a choice (re-gather FSDP weights
-    for the backward or keep the forward's; gather the MoE output weights or not)."""
-    act = c.T * c.D * c.ab  # one activation [T, D]
-    partials = c.m * (2 * c.n_attn * act + c.gated * (c.n_dense * act + c.n_moe * c.kf * act))
-    table = c.V * c.D / c.t  # one vocabulary table's elements per device before fsdp
-    fsdp_ag = [x for x in xla if x.kind is AG and x.axes == ("fsdp",)]
+# --- the known differences: a table -----------------------------------------------------
+@dataclass(frozen=True)
+class Facts:
+    """What the rules' bytes depend on beyond the case's sizes (:func:`facts`)."""
 
-    def gathered(sites: tuple[str, ...], phase, nbytes=None):
-        return [x for x in fsdp_ag if _site(x) in sites and x.phase == phase
-                and (nbytes is None or x.nbytes == nbytes)]
+    partials: float  # unsummed partial input-gradients XLA all-reduces over model, bytes
+    kept_sites: tuple[str, ...]  # layer sites whose forward FSDP gathers XLA keeps for backward
+    kept: float  # bytes of those kept forward gathers
+    lookup_table: float  # the table meshcast gathers for the lookup and XLA does not (0 or one)
+    kept_head: float  # the LM head's forward gather XLA keeps for its backward (0 or one table)
+    tied_fsdp: float  # extra tied-table gradient reductions XLA emits over fsdp, bytes
+    tied_dp: float  # the same over the embedding axis
 
-    # per layer site, XLA either re-gathers the weights for the backward or keeps the forward's
-    # (then it moves what its forward gathers of that site moved less than meshcast)
-    kept_sites = [st for st in ("attention", "dense_mlp", "moe_mlp")
-                  if gathered((st,), "fwd") and not gathered((st,), "bwd")]
-    kept = sum(x.nbytes * x.count for st in kept_sites for x in gathered((st,), "fwd"))
-    # the table: gathered for the lookup or not (token ids gathered instead); the LM head's
-    # forward gather kept for its backward or not
-    lookup_table = table * c.wb if c.fs > 1 and len(gathered(LOSS_SITES, "fwd", table * c.wb)) < 2 \
-        else 0.0
-    kept_head = table * c.wb if c.fs > 1 and not gathered(LOSS_SITES, "bwd", table * c.wb) else 0.0
 
-    def tied_extra(axis: str, nbytes: float) -> float:
-        """One more table per extra reduction of the tied table's partial gradients (lookup
-        scatter-add, LM head) that XLA emits separately over ``axis`` (meshcast: one)."""
-        n = sum(x.count for x in xla if x.kind is AR and x.axis == axis and x.weight
-                and x.nbytes == nbytes and _site(x) in LOSS_SITES)
-        return nbytes * max(0, n - 1)
+def _fsdp_gathered(xla: list[Piece], sites: tuple[str, ...], phase: str,
+                   nbytes: float | None = None) -> list[Piece]:
+    """XLA's FSDP all-gathers from ``sites`` in ``phase`` (of ``nbytes`` each, if given)."""
+    return [x for x in xla if x.kind is AG and x.axes == ("fsdp",) and _site(x) in sites
+            and x.phase == phase and (nbytes is None or x.nbytes == nbytes)]
 
-    tied_fsdp, tied_dp = tied_extra("fsdp", table * c.gb), tied_extra(c.embed_axis, table / c.fs * c.gb)
-    is_moe = c.n_moe > 0 and c.e > 1
-    out = [
-        Rule(lambda x: x.kind is AR and x.axes == ("model",),
-             lambda s: s.kind in (AG, RS) and s.axis == "model",
-             "tensor parallel: meshcast runs Megatron sequence parallelism (all-gather before, "
-             "reduce-scatter after each block, the embedding and the LM head), XLA plain tensor "
-             "parallelism (one all-reduce per block per pass): AR(S) = RS(S) + AG(S), so XLA = "
-             "(AG + RS) / 2. XLA also all-reduces unsummed partial input-gradients: q, k, v "
-             f"separately (+2 x T x D per attention layer, {c.n_attn} layers) and the SwiGLU gate "
-             "and up projections separately (+1 x T x D per dense MLP, +1 x T x kf x D per MoE "
-             "layer); and the vocab-parallel softmax's per-token scalars (max, sum, target "
-             "logit; < 0.1 %). Counts differ: XLA combines several all-reduces into tuples",
-             expected=lambda s: s / 2 + partials),
-        Rule(lambda x: x.kind is AG and x.axes == ("fsdp",),
-             lambda s: s.kind is AG and s.axis == "fsdp",
-             "FSDP weight all-gathers of each layer and of the LM head, forward and backward"
-             + (f" (XLA keeps the forward gathers of {', '.join(kept_sites)} for the backward "
-                "instead of gathering again: - those bytes)" if kept_sites else "")
-             + (" (XLA keeps the LM head's forward gather for its backward: - one table)"
-                if kept_head else "")
-             + (". meshcast also gathers the embedding table (V/t x D) for the lookup; XLA "
-                "gathers the int32 token ids instead (b x s x 4 B each) and reshards the "
-                "looked-up rows (see the embedding-lookup rows), so - one table"
-                if lookup_table else ""),
-             expected=lambda s: s - lookup_table - kept - kept_head),
-        Rule(lambda x: x.kind is AR and x.axes == ("fsdp",) and x.weight,
-             lambda s: s.kind is RS and s.axis == "fsdp",
-             "gradient reduce-scatter over fsdp: XLA:CPU emits it as an all-reduce of the full "
-             "gradient and a dynamic-slice (the same S bytes in meshcast's convention, twice a "
-             "reduce-scatter's wire traffic), all layers combined into one tuple all-reduce"
-             + (". The embedding is tied: XLA reduces its two partial gradients (lookup "
-                "scatter-add, LM head) separately: + V x D / t x 4 B" if tied_fsdp else ""),
-             expected=lambda s: s + tied_fsdp),
-        Rule(lambda x: x.kind is AR and x.axis == c.embed_axis and x.weight,
-             lambda s: s.kind is AR and s.axis == c.embed_axis,
-             f"gradient all-reduce over {c.embed_axis}, combined by XLA into one tuple "
-             "all-reduce" + (". The embedding is tied: XLA reduces its two partial gradients "
-                             "(lookup scatter-add, LM head) separately: + V x D / (t x fs) x 4 B"
-                             if tied_dp else ""),
-             expected=lambda s: s + tied_dp),
-    ]
-    if is_moe:
-        out += [
-            Rule(lambda x: x.kind is AR and x.axes == ("data",) and x.weight,
-                 lambda s: s.kind is AR and s.axis == "data",
-                 "expert-weight gradient all-reduce over data, combined by XLA",
-                 expected=lambda s: s),
-            Rule(lambda x: x.kind is A2A and x.axes == ("expert",) and _site(x) in MOE_SITES,
-                 lambda s: s.kind is A2A and s.axis == "expert",
-                 "MoE dispatch and combine over expert, forward and backward: the T/t x kf x D "
-                 "slot buffer (XLA moves < 1 % more, not attributed)",
-                 expected=lambda s: s),
-            Rule(lambda x: _site(x) in MOE_SITES, lambda s: False,
-                 "SPMD resharding inside the MoE layer, by source site (tokens gathered over "
-                 "data, gating masks and combine weights permuted or gathered); meshcast has no "
-                 "counterpart", split=True),
-        ]
-    out += [
-        Rule(_lookup, lambda s: False,
+
+def _tied_extra(xla: list[Piece], axis: str, nbytes: float) -> float:
+    """One more table per extra reduction of the tied table's partial gradients (lookup
+    scatter-add, LM head) that XLA emits separately over ``axis`` (meshcast: one)."""
+    n = sum(x.count for x in xla if x.kind is AR and x.axis == axis and x.weight
+            and x.nbytes == nbytes and _site(x) in LOSS_SITES)
+    return nbytes * max(0, n - 1)
+
+
+def facts(c: Ctx, xla: list[Piece]) -> Facts:
+    """``xla`` only tells which of two strategies XLA took where it has a choice (re-gather FSDP
+    weights for the backward or keep the forward's; gather the tied table or not). With one
+    activation ``A = T D ab`` and one vocabulary table ``V D / t`` elements per device:
+    ``partials = m (2 n_attn A + gated (n_dense A + n_moe kf A))``."""
+    act = c.T * c.D * c.ab
+    table = c.V * c.D / c.t
+    kept_sites = tuple(st for st in ("attention", "dense_mlp", "moe_mlp")
+                       if _fsdp_gathered(xla, (st,), "fwd")
+                       and not _fsdp_gathered(xla, (st,), "bwd"))
+    one = table * c.wb
+    return Facts(
+        partials=c.m * (2 * c.n_attn * act + c.gated * (c.n_dense * act + c.n_moe * c.kf * act)),
+        kept_sites=kept_sites,
+        kept=sum(x.nbytes * x.count for st in kept_sites
+                 for x in _fsdp_gathered(xla, (st,), "fwd")),
+        lookup_table=one if c.fs > 1 and len(_fsdp_gathered(xla, LOSS_SITES, "fwd", one)) < 2
+        else 0.0,
+        kept_head=one if c.fs > 1 and not _fsdp_gathered(xla, LOSS_SITES, "bwd", one) else 0.0,
+        tied_fsdp=_tied_extra(xla, "fsdp", table * c.gb),
+        tied_dp=_tied_extra(xla, c.embed_axis, table / c.fs * c.gb))
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """One row of :data:`RULES`: which XLA pieces and meshcast collectives it claims, why (a
+    string, or built from the case), and the XLA bytes it predicts from meshcast's ``S`` (None:
+    attributed by source site). ``moe``: only where experts are sharded (``n_moe > 0, e > 1``)."""
+
+    xla: Callable[[Piece, Ctx], bool]
+    sim: Callable[[SimCollective, Ctx], bool]
+    reason: str | Callable[[Ctx, Facts], str]
+    expected: Callable[[float, Ctx, Facts], float] | None = None
+    split: bool = False
+    moe: bool = False
+
+    def bind(self, c: Ctx, f: Facts) -> Rule:
+        """This rule for one case."""
+        exp = self.expected
+        return Rule(lambda x: self.xla(x, c), lambda s: self.sim(s, c),
+                    self.reason if isinstance(self.reason, str) else self.reason(c, f),
+                    None if exp is None else (lambda s: exp(s, c, f)), self.split)
+
+
+def _none(s: SimCollective, c: Ctx) -> bool:
+    return False
+
+
+def _tp_reason(c: Ctx, f: Facts) -> str:
+    return ("tensor parallel: meshcast runs Megatron sequence parallelism (all-gather before, "
+            "reduce-scatter after each block, the embedding and the LM head), XLA plain tensor "
+            "parallelism (one all-reduce per block per pass): AR(S) = RS(S) + AG(S), so XLA = "
+            "(AG + RS) / 2. XLA also all-reduces unsummed partial input-gradients: q, k, v "
+            f"separately (+2 x T x D per attention layer, {c.n_attn} layers) and the SwiGLU gate "
+            "and up projections separately (+1 x T x D per dense MLP, +1 x T x kf x D per MoE "
+            "layer); and the vocab-parallel softmax's per-token scalars (max, sum, target "
+            "logit; < 0.1 %). Counts differ: XLA combines several all-reduces into tuples")
+
+
+def _fsdp_ag_reason(c: Ctx, f: Facts) -> str:
+    return ("FSDP weight all-gathers of each layer and of the LM head, forward and backward"
+            + (f" (XLA keeps the forward gathers of {', '.join(f.kept_sites)} for the backward "
+               "instead of gathering again: - those bytes)" if f.kept_sites else "")
+            + (" (XLA keeps the LM head's forward gather for its backward: - one table)"
+               if f.kept_head else "")
+            + (". meshcast also gathers the embedding table (V/t x D) for the lookup; XLA "
+               "gathers the int32 token ids instead (b x s x 4 B each) and reshards the "
+               "looked-up rows (see the embedding-lookup rows), so - one table"
+               if f.lookup_table else ""))
+
+
+def _fsdp_rs_reason(c: Ctx, f: Facts) -> str:
+    return ("gradient reduce-scatter over fsdp: XLA:CPU emits it as an all-reduce of the full "
+            "gradient and a dynamic-slice (the same S bytes in meshcast's convention, twice a "
+            "reduce-scatter's wire traffic), all layers combined into one tuple all-reduce"
+            + (". The embedding is tied: XLA reduces its two partial gradients (lookup "
+               "scatter-add, LM head) separately: + V x D / t x 4 B" if f.tied_fsdp else ""))
+
+
+def _dp_ar_reason(c: Ctx, f: Facts) -> str:
+    return (f"gradient all-reduce over {c.embed_axis}, combined by XLA into one tuple all-reduce"
+            + (". The embedding is tied: XLA reduces its two partial gradients (lookup "
+               "scatter-add, LM head) separately: + V x D / (t x fs) x 4 B" if f.tied_dp else ""))
+
+
+#: The explained differences of the reference step, in the order they claim collectives.
+RULES: tuple[RuleSpec, ...] = (
+    RuleSpec(lambda x, c: x.kind is AR and x.axes == ("model",),
+             lambda s, c: s.kind in (AG, RS) and s.axis == "model",
+             _tp_reason, lambda s, c, f: s / 2 + f.partials),
+    RuleSpec(lambda x, c: x.kind is AG and x.axes == ("fsdp",),
+             lambda s, c: s.kind is AG and s.axis == "fsdp",
+             _fsdp_ag_reason, lambda s, c, f: s - f.lookup_table - f.kept - f.kept_head),
+    RuleSpec(lambda x, c: x.kind is AR and x.axes == ("fsdp",) and x.weight,
+             lambda s, c: s.kind is RS and s.axis == "fsdp",
+             _fsdp_rs_reason, lambda s, c, f: s + f.tied_fsdp),
+    RuleSpec(lambda x, c: x.kind is AR and x.axis == c.embed_axis and x.weight,
+             lambda s, c: s.kind is AR and s.axis == c.embed_axis,
+             _dp_ar_reason, lambda s, c, f: s + f.tied_dp),
+    RuleSpec(lambda x, c: x.kind is AR and x.axes == ("data",) and x.weight,
+             lambda s, c: s.kind is AR and s.axis == "data",
+             "expert-weight gradient all-reduce over data, combined by XLA",
+             lambda s, c, f: s, moe=True),
+    RuleSpec(lambda x, c: x.kind is A2A and x.axes == ("expert",) and _site(x) in MOE_SITES,
+             lambda s, c: s.kind is A2A and s.axis == "expert",
+             "MoE dispatch and combine over expert, forward and backward: the T/t x kf x D "
+             "slot buffer (XLA moves < 1 % more, not attributed)", lambda s, c, f: s, moe=True),
+    RuleSpec(lambda x, c: _site(x) in MOE_SITES, _none,
+             "SPMD resharding inside the MoE layer, by source site (tokens gathered over "
+             "data, gating masks and combine weights permuted or gathered); meshcast has no "
+             "counterpart", split=True, moe=True),
+    RuleSpec(lambda x, c: _lookup(x), _none,
              "embedding lookup, by source site: the table is vocab-parallel over model; XLA "
              "moves token ids or looked-up rows between the batch shards to do the lookup "
              "(SPMD); meshcast gathers the table over fsdp (fsdp row) and looks up locally",
              split=True),
-        Rule(lambda x: x.kind is AR and _site(x) == AUX_SITE, lambda s: False,
+    RuleSpec(lambda x, c: x.kind is AR and _site(x) == AUX_SITE, _none,
              "load-balance loss: each MoE layer reduces its per-expert first-choice shares and "
              "mean router probabilities (2 x E fp32) over the batch shards; not in meshcast",
-             expected=lambda s: 2.0 * c.E * 4 * c.n_moe * c.m),
-        Rule(lambda x: x.kind is AR and _site(x) in LOSS_SITES and x.nbytes <= 8, lambda s: False,
+             lambda s, c, f: 2.0 * c.E * 4 * c.n_moe * c.m),
+    RuleSpec(lambda x, c: x.kind is AR and _site(x) in LOSS_SITES and x.nbytes <= 8, _none,
              "loss mean over the batch shards: one fp32 scalar per step, not in meshcast",
-             expected=lambda s: 4.0 * c.m),
-    ]
-    return out
+             lambda s, c, f: 4.0 * c.m),
+)
+
+
+def rules(c: Ctx, xla: list[Piece]) -> list[Rule]:
+    """The rows of :data:`RULES` that apply to the case, bound to its sizes and to what ``xla``
+    shows of XLA's choices (:func:`facts`)."""
+    f = facts(c, xla)
+    expert_parallel = c.n_moe > 0 and c.e > 1
+    return [spec.bind(c, f) for spec in RULES if expert_parallel or not spec.moe]
 
 
 # --- pairing ----------------------------------------------------------------------------
@@ -334,11 +390,11 @@ def _row(xs: list[Piece], ss: list[SimCollective], rule: Rule | None) -> Row:
     return Row(xl, sl, xn, xb, sn, sb, want, status, reason)
 
 
-def compare(xla: list[HloCollective], sim: list[SimCollective], c: Ctx) -> list[Row]:
+def compare_collectives(xla: list[HloCollective], sim: list[SimCollective], c: Ctx) -> list[Row]:
     """Pair both sides by the known differences, then the rest by (kind, axes)."""
     xla = pieces(xla)
     rows = []
-    for rule in rules(c, xla, sim):
+    for rule in rules(c, xla):
         xs = [x for x in xla if rule.xla(x)]
         ss = [s for s in sim if rule.sim(s)]
         if not xs and not ss:
@@ -365,8 +421,8 @@ def compare(xla: list[HloCollective], sim: list[SimCollective], c: Ctx) -> list[
 # --- one reference case end to end ------------------------------------------------------
 def xla_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int) -> list[HloCollective]:
     """The collectives of the compiled reference train step (jax must see the mesh's devices)."""
-    from calibration.hlo import compiled_collectives
-    from calibration.validate import reference_step
+    from calibration.measure.hlo import compiled_collectives
+    from calibration.measure.steps import reference_step
 
     step, args, mesh = reference_step(kind, mesh_sizes, global_batch, seq_len)
     return compiled_collectives(step, args, mesh)
@@ -375,12 +431,12 @@ def xla_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int) -> li
 def compare_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int) -> list[Row]:
     """XLA vs meshcast collectives of one reference case, one row per paired group."""
     from calibration.reference import shape_profile
-    from calibration.validate import predict_case
+    from calibration.measure.steps import predict_case
 
     # only the graph's shapes are used: any profile lays it out
     pred = predict_case(kind, mesh_sizes, global_batch, seq_len,
                         shape_profile(math.prod(mesh_sizes.values())))
-    return compare(xla_case(kind, mesh_sizes, global_batch, seq_len), sim_collectives(pred),
+    return compare_collectives(xla_case(kind, mesh_sizes, global_batch, seq_len), sim_collectives(pred),
                    ctx_of(pred))
 
 
@@ -403,10 +459,10 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m calibration.hlo_compare moe data=2,expert=2,model=2 [gb seq]
+if __name__ == "__main__":  # python -m calibration.measure.hlo_compare moe data=2,model=2 [gb seq]
     import sys
 
-    from calibration.run import configure_backend
+    from calibration.measure.run import configure_backend
     from simulator.specs.sharding import parse_mesh
 
     mesh_arg = parse_mesh(sys.argv[2])

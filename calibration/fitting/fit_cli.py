@@ -1,18 +1,24 @@
-"""`meshcast fit DIR --out PROFILE.yaml`: raw rows -> fits -> calibrated profile + report."""
+"""`meshcast fit DIR [--out PROFILE.yaml]`: raw rows -> fits -> calibrated profile + report.
+
+The profile goes to ``DIR/profile.yaml`` unless ``--out`` says elsewhere; ``fit_report.json`` and
+``fit_predictions.csv`` go beside it (:mod:`calibration.fitting.files`)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from calibration.profile_out import profile_from_rows, write_outputs
+from calibration.fitting.files import REPORT_NAME, default_profile_path
+from calibration.fitting.profile_out import profile_from_rows, write_outputs
 from calibration.raw import measured_rows, raw_path
 from meshcast.errors import MeshcastError
 
 
-def run_fit(directory: str | Path, out: str | Path, base: str | None = None) -> str:
-    """Fit, write the profile and the report, and return a table of each group's errors."""
-    directory, out = Path(directory), Path(out)
+def run_fit(directory: str | Path, out: str | Path | None = None, base: str | None = None) -> str:
+    """Fit, write the profile and the report beside it, and return a table of each group's
+    errors."""
+    directory = Path(directory)
+    out = Path(out) if out else default_profile_path(directory)
     rows = measured_rows(directory, "fit")
     base_profile = None
     if base:
@@ -22,11 +28,11 @@ def run_fit(directory: str | Path, out: str | Path, base: str | None = None) -> 
     profile, launch, fits, digest = profile_from_rows(rows, base_profile)
     if "matmul" not in fits:
         raise MeshcastError(f"fit: {raw_path(directory)} has too few matmul sizes to fit")
-    write_outputs(directory, profile, out, launch, fits, digest)
+    write_outputs(profile, out, launch, fits, digest, raw_path(directory))
     lines = [f"{'group':<36}{'in-sample':>10}{'held-out':>10}{'max held-out':>14}"]
     for g, f in fits.items():
         ho = "-" if math.isnan(f.held_out_error) else f"{100 * f.held_out_error:.1f}%"
         mx = "-" if math.isnan(f.max_held_out_error) else f"{100 * f.max_held_out_error:.1f}%"
         lines.append(f"{g:<36}{100 * f.in_sample_error:>9.1f}%{ho:>10}{mx:>14}")
-    lines.append(f"wrote {out} ({profile.name}); report {directory / 'fit_report.json'}")
+    lines.append(f"wrote {out} ({profile.name}); report {out.parent / REPORT_NAME}")
     return "\n".join(lines)

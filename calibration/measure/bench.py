@@ -13,8 +13,9 @@ import time
 
 import numpy as np
 
-from calibration.cases import Case
-from calibration.context import CONTEXT_KINDS, jax_case
+from calibration.cases import BenchCase
+from calibration.context import CONTEXT_KINDS
+from calibration.measure.in_context import jax_case
 
 WARMUP = 2
 MIN_REPS = 5
@@ -50,7 +51,7 @@ def _dtype(name: str):
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
 
 
-def build(case: Case, mesh):
+def build(case: BenchCase, mesh):
     """(compiled function, args) for ``case`` on ``mesh``; inputs are sharded over every axis."""
     import jax
     import jax.numpy as jnp
@@ -69,7 +70,7 @@ def build(case: Case, mesh):
         fn = _train_triple(lambda a, b: a @ b)
         args, in_specs, out_specs = (a, b), (spec, spec), (spec, spec, spec)
     elif case.kind == "attention":
-        from calibration.models import attention_core
+        from calibration.measure.models import attention_core
 
         q = _place(mesh, jnp.ones((n_dev * case.m, case.k, case.n, case.hd), dt) * 0.01)
         fn = _train_triple(lambda q, kv: attention_core(q, kv, kv))
@@ -114,7 +115,7 @@ def _train_triple(f):
     return fwd_bwd
 
 
-def _collective_fn(case: Case, itemsize: int):
+def _collective_fn(case: BenchCase, itemsize: int):
     """The collective and its per-device input length, so bytes match simulator conventions."""
     from jax import lax
 
@@ -134,7 +135,7 @@ def _collective_fn(case: Case, itemsize: int):
     raise ValueError(f"unknown collective {case.op!r}")
 
 
-def time_case(case: Case, mesh, reps: int, budget_s: float = 4.0) -> list[float]:
+def time_case(case: BenchCase, mesh, reps: int, budget_s: float = 4.0) -> list[float]:
     """Seconds of each timed repetition (compile and warm-up excluded): ``reps`` of them, or
     fewer (never under :data:`MIN_REPS`) once the timed ones add up to ``budget_s``, so a
     whole-layer case costs seconds, not minutes."""

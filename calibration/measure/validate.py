@@ -1,0 +1,78 @@
+"""`meshcast validate --calibration DIR`: time the reference train step for several (model, mesh)
+cases and set each beside meshcast's forecast from the fitted profile file (``DIR/profile.yaml``,
+as ``meshcast fit DIR`` wrote it, or ``--profile PATH``), recorded by its sha256."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calibration.dtypes import precision_of_dtype, run_dtype
+from calibration.fitting.files import file_sha256, fitted_profile_path
+from calibration.measure.steps import measure_step, predict_case
+
+#: (model kind, mesh, global batch): dense and MoE, including the 3D (data, expert, model) mesh.
+CASES = [
+    ("dense", {"data": 8}, 16),
+    ("dense", {"data": 2, "fsdp": 2, "model": 2}, 16),
+    ("dense", {"fsdp": 4, "model": 2}, 16),
+    ("moe", {"data": 2, "expert": 2, "model": 2}, 16),
+    ("moe", {"expert": 8}, 16),
+    ("moe", {"data": 2, "expert": 4}, 16),
+]
+QUICK_CASES = [CASES[1], CASES[3]]
+
+
+@dataclass
+class Validation:
+    case: str
+    measured_s: float
+    forecast_s: float
+
+    @property
+    def error(self) -> float:
+        """``(forecast - measured) / measured``."""
+        return (self.forecast_s - self.measured_s) / self.measured_s
+
+
+def validate(directory: str | Path, profile: str | Path | None = None, quick: bool = False,
+             hlo: bool = False, log=print) -> dict:
+    """Measured vs forecast per case and the median absolute error, forecast from the profile
+    file ``profile`` (default: the one ``meshcast fit`` wrote in ``directory``), whose path and
+    sha256 the result records. The steps run in the dtype ``meshcast calibrate`` measures in on
+    this backend (:func:`calibration.dtypes.run_dtype`). With ``hlo`` each case also sets XLA's
+    compiled collectives beside the step graph's (:mod:`calibration.measure.hlo_compare`)."""
+    from hardware_profiles import load_profile_file
+
+    path = fitted_profile_path(directory, profile)
+    digest = file_sha256(path)
+    prof = load_profile_file(path)
+    import jax
+
+    dtype = run_dtype(jax.default_backend())
+    log(f"  profile {path} ({prof.name}) sha256 {digest}; steps in {dtype}")
+    seq, reps = (128, 3) if quick else (256, 5)
+    out = []
+    for kind, mesh_sizes, gb in (QUICK_CASES if quick else CASES):
+        label = f"{kind} " + ",".join(f"{a}={v}" for a, v in mesh_sizes.items())
+        v = Validation(label, measure_step(kind, mesh_sizes, gb, seq, reps, dtype),
+                       predict_case(kind, mesh_sizes, gb, seq, prof,
+                                    precision_of_dtype(dtype)).step_time_s)
+        log(f"  {label:<34} measured {v.measured_s * 1e3:9.1f} ms  forecast "
+            f"{v.forecast_s * 1e3:9.1f} ms  error {100 * v.error:+6.1f}%")
+        row = {"case": v.case, "measured_s": v.measured_s, "forecast_s": v.forecast_s,
+               "error": v.error}
+        if hlo:
+            from calibration.measure.hlo_compare import compare_case, format_table
+
+            hlo_rows = compare_case(kind, mesh_sizes, gb, seq)
+            log(format_table(hlo_rows))
+            row["hlo"] = [asdict(r) for r in hlo_rows]
+            row["hlo_mismatches"] = sum(r.status == "mismatch" for r in hlo_rows)
+        out.append((v, row))
+    med = float(np.median([abs(v.error) for v, _ in out]))
+    log(f"  median |error| {100 * med:.1f}% over {len(out)} cases")
+    return {"profile": str(path), "profile_sha256": digest, "dtype": dtype,
+            "cases": [row for _, row in out], "median_abs_error": med}
