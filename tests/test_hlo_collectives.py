@@ -21,7 +21,8 @@ from calibration.measure.hlo import (
     parse_replica_groups,
     shape_bytes,
 )
-from calibration.measure.hlo_compare import Ctx, SimCollective, compare_collectives
+from calibration.measure.hlo_compare import compare_collectives
+from calibration.measure.hlo_rules import Ctx, SimCollective
 from simulator.cost.collectives import Collective
 
 #: The reference mesh order (outermost first): position = data * 4 + fsdp * 2 + model.
