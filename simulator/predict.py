@@ -18,13 +18,14 @@ from pathlib import Path
 
 import networkx as nx
 
-from simulator.cost.collectives import Collective, collective_time
+from simulator.cost.collectives import Collective
+from simulator.cost.formulas import mfu, pipeline_send_bytes, stage_layers
 from simulator.cost.compute import ComputeModel
 from simulator.cost.flops import model_flops_per_step
 from simulator.graph.cost import cost_blocks
 from simulator.graph.dims import Dims
-from simulator.graph.ops import COMPUTE, CostContext
-from simulator.graph.plan import StagePlan, plan_stage
+from simulator.graph.ops import COMPUTE, CostContext, Op, OpKind
+from simulator.graph.plan import MICROBATCH, StagePlan, link_axis, plan_stage
 from simulator.graph.memory import MemoryEstimate, estimate_memory
 from simulator.graph.pipeline import PipelineResult, simulate_pipeline
 from simulator.graph.schedule import Scheduled, schedule_items
@@ -93,15 +94,9 @@ class StepPrediction:
 
 
 def _stages(job: Job) -> list[tuple[list[int], bool, bool]]:
-    """(layers, has embedding, has head) per pipeline rank; interleaved ranks own ``v`` chunks."""
-    pp, v, L = job.axis("pipeline"), job.sharding.virtual_stages, job.model.n_layers
-    per_chunk = L // (pp * v)
-    out = []
-    for r in range(pp):
-        layers = [i for c in range(v) for i in range((c * pp + r) * per_chunk,
-                                                      (c * pp + r + 1) * per_chunk)]
-        out.append((layers, r == 0, r == pp - 1))
-    return out
+    """(layers, has embedding, has head) per pipeline rank (:func:`stage_layers`)."""
+    ranks = stage_layers(job.model.n_layers, job.axis("pipeline"), job.sharding.virtual_stages)
+    return [(layers, r == 0, r == len(ranks) - 1) for r, layers in enumerate(ranks)]
 
 
 def stage_plan(job: Job, ctx: CostContext, layers: list[int], first: bool, last: bool
@@ -125,7 +120,7 @@ def _time_stage(job: Job, ctx: CostContext, layers: list[int], first: bool, last
             continue
         e = sc.end[name]
         last_compute = max(last_compute, e)
-        if op.phase in ("fwd", "bwd", "recompute"):
+        if op.phase in MICROBATCH:
             t_mb = max(t_mb, e)
             if op.phase == "fwd":
                 t_fwd = max(t_fwd, e)
@@ -143,15 +138,13 @@ def _time_stage(job: Job, ctx: CostContext, layers: list[int], first: bool, last
 
 
 def link_floor(g: nx.DiGraph) -> tuple[float, str]:
-    """Collectives over one mesh axis share that axis' links, whatever stream issues them, so a
-    micro-batch takes at least the sum of its recurring collectives per axis (for FSDP: the
-    forward and backward weight gathers plus the gradient reduce-scatter).
-    Returns (the largest per-axis sum, the category that dominates it)."""
+    """The largest per-axis sum of a micro-batch's collectives (:func:`link_axis`), and the
+    category that dominates it."""
     per_axis: dict[str, float] = defaultdict(float)
     per_cat: dict[str, float] = defaultdict(float)
     for attrs in g.nodes.values():
         op = attrs["op"]
-        if op.collective is not None and op.phase in ("fwd", "bwd", "recompute"):
+        if link_axis(op) is not None:
             per_axis[op.axis] += op.duration
             per_cat[op.category] += op.duration
     if not per_axis:
@@ -165,7 +158,6 @@ def outside_calibrated_range(job: Job, g: nx.DiGraph) -> list[str]:
     """Say so when the graph's op sizes leave the range a calibrated curve was fitted on
     (matmul: one GEMM's FLOPs; attention: FLOPs; memory-bound ops and gathers: bytes): the
     efficiency is extrapolated."""
-    from simulator.graph.ops import OpKind
 
     eff = job.hardware.efficiency
     checks = [("matmul", eff.matmul, lambda o: o.kind is OpKind.MATMUL,
@@ -226,9 +218,10 @@ def _predict_job(job: Job) -> StepPrediction:
         crit = timings[0]
         step = m * crit.t_mb + crit.tail
     else:
-        d_model, t = job.model.d_model, job.axis("model")
-        tokens = job.sharding.micro_batch * job.seq_len // job.axis("seq")
-        send = collective_time(Collective.PERMUTE, ctx.parts("pipeline"), tokens * d_model / t * 2)
+        send = ctx.collective(Op("send", OpKind.COLLECTIVE, collective=Collective.PERMUTE,
+                                 axis="pipeline", nbytes=pipeline_send_bytes(
+                                     job.sharding.micro_batch, job.seq_len, job.axis("seq"),
+                                     job.model.d_model, job.axis("model"))))
         tf = [s.t_fwd for s in timings]
         tb = [s.t_mb - s.t_fwd for s in timings]
         pipe = simulate_pipeline(tf, tb, send, m, job.sharding.pipeline_schedule,
@@ -253,7 +246,7 @@ def _predict_job(job: Job) -> StepPrediction:
             f"does not fit: {mem.per_device_bytes / 2**30:.1f} GiB per device > "
             f"{mem.capacity_bytes / 2**30:.1f} GiB HBM (try remat=full, more fsdp/model/pipeline, "
             "or a smaller micro-batch)")
-    return StepPrediction(job, step, job.tokens_per_step / step, flops / (step * job.chips * peak),
+    return StepPrediction(job, step, job.tokens_per_step / step, mfu(flops, step, job.chips, peak),
                           flops, dict(sorted(breakdown.items(), key=lambda kv: -kv[1])), mem, m,
                           pipe, crit, warnings)
 

@@ -114,24 +114,31 @@ def test_long_sequences_forecast_relatively_faster_than_short_ones():
     assert ratio[1024] > ratio[16384] > 1.0
 
 
-def test_vector_cost_of_an_attention_op_is_the_graph_cost():
-    """VectorCost (the search) and OP_COST (the graph) give one attention op the same seconds,
+def test_column_cost_of_an_attention_op_is_the_graph_cost():
+    """The search costs an op on columns (ColumnCost) with the graph's own cost function: an
+    attention op of three configurations at once gets each configuration's float seconds,
     fused and unfused, with and without context parallelism."""
     from simulator.graph.ops import CostContext, cost
-    from simulator.search.chains import VectorCost
+    from simulator.search.columns import column
+    from simulator.search.stage import ColumnCost
 
     cm = ComputeModel.from_profile(_shaped(head_dim_half=HD_HALF), "bf16")
     ctx = CostContext(cm, topology=None)
-    vc = VectorCost(cm, np.zeros((3, 1, 2)))
+    cc = ColumnCost(cm, np.zeros((3, 1, 2)))
     m = load_model("llama3-8b")
+    b = np.array([1, 2, 4])
     for cp, flash in ((1, True), (4, True), (2, False)):
-        d = Dims(b=2, s=4096, t=2, e=1, fs=1, dp=1, cp=cp, pp=1, ab=2.0, wb=2.0, gb=4.0,
-                 flash=flash)
-        for op in layer_template(m, d, False):
-            if op.kind is OpKind.ATTENTION:
-                np.testing.assert_allclose(vc.duration(op), cost(op, ctx), rtol=1e-14)
-                assert cost(op, ctx) > ComputeModel.from_profile(
-                    load_profile("h100-sxm"), "bf16").attention_time(op.flops, op.nbytes)
+        def dims(bb):
+            return Dims(b=bb, s=4096, t=2, e=1, fs=1, dp=1, cp=cp, pp=1, ab=2.0, wb=2.0, gb=4.0,
+                        flash=flash)
+        ops = [op for op in layer_template(m, dims(column(b)), False) if op.kind is OpKind.ATTENTION]
+        assert ops
+        for op in ops:
+            want = [cost(next(o for o in layer_template(m, dims(int(bb)), False)
+                              if o.name == op.name), ctx) for bb in b]
+            np.testing.assert_allclose(cost(op, cc), want, rtol=1e-14)
+            assert want[0] > ComputeModel.from_profile(
+                load_profile("h100-sxm"), "bf16").attention_time(op.flops[0], op.nbytes[0])
 
 
 @pytest.mark.parametrize("pipelined", [False, True], ids=["no-pipeline", "pipeline"])

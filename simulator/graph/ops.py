@@ -24,6 +24,9 @@ class OpKind(str, Enum):
 COMPUTE = "compute"
 #: The host thread that issues kernels, where its issue rate can bind (OpKind.HOST ops).
 HOST = "host"
+#: Every stream a plan uses: compute, tensor / context / expert parallel collectives, FSDP
+#: gathers, gradient reductions, and the host.
+STREAMS = (COMPUTE, "tp", "cp", "ep", "fsdp", "grad", HOST)
 
 
 @dataclass(slots=True)
@@ -54,6 +57,7 @@ class Op:
     bwd_scale: float = 0.0  # backward / forward FLOPs and bytes when not its kind's (0: BWD_SCALE)
     seq: float | None = None  # OpKind.ATTENTION: key/value length the kernel sees (None: not known)
     head_dim: float | None = None  # OpKind.ATTENTION: head dim (None: not known)
+    only: object = None  # on columns: rows where the op exists (None: all; plan._where)
 
     @property
     def category(self) -> str:

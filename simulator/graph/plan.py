@@ -34,23 +34,33 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import networkx as nx
+import numpy as np
 
 from simulator.cost.collectives import Collective
 from simulator.graph.dims import Dims
-from simulator.graph.layers import (
-    embedding_ops,
-    embedding_params_local,
-    head_ops,
-    layer_params_local,
-    layer_template,
-    stage_params_local,
+from simulator.cost.formulas import (
+    embedding_params,
+    layer_params,
+    optimizer_update_bytes_per_param,
+    stage_params,
 )
+from simulator.graph.layers import embedding_ops, head_ops, layer_template
 from simulator.graph.ops import Op, OpKind
 from simulator.graph.step import backward_of, recompute_of
 
 AG, RS, AR = Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_REDUCE
 #: Registers a plan's blocks read and write (see the module docstring).
 REGISTERS = ("x", "first", "bfirst", "grads")
+#: Phases of a micro-batch's own work; ``grad_sync`` and ``optimizer`` ops run once per step.
+MICROBATCH = frozenset({"fwd", "bwd", "recompute"})
+
+
+def link_axis(op: Op) -> str | None:
+    """The mesh axis whose links ``op`` occupies every micro-batch, or None. Collectives over
+    one axis share its links whatever stream issues them, so a micro-batch takes at least the
+    sum of these per axis (the link floor: for FSDP the forward and backward weight gathers
+    plus the gradient reduce-scatter)."""
+    return op.axis if op.collective is not None and op.phase in MICROBATCH else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,10 +154,8 @@ class _Planner:
 
     def _gather(self, name: str, params, after: str, phase: str) -> list[Op]:
         """FSDP all-gather of ``params`` local weights, issued once ``after`` has run."""
-        if self.d.fs <= 1:
-            return []
-        return [Op(name, OpKind.COLLECTIVE, stream="fsdp", nbytes=params * self.d.wb,
-                   collective=AG, axis="fsdp", deps=[after] if after else [], phase=phase)]
+        return _where(self.d.fs > 1, Op(name, OpKind.COLLECTIVE, stream="fsdp", nbytes=params * self.d.wb,
+                      collective=AG, axis="fsdp", deps=[after] if after else [], phase=phase))
 
     def _table(self) -> float:
         """One ``[V/t, D]`` vocabulary table's local parameters."""
@@ -160,7 +168,7 @@ class _Planner:
         return Block(("embed_fwd",), tuple(g + ops), writes=(("x", ops[-1].name),))
 
     def _fwd(self, moe: bool) -> Block:
-        dense, expert = layer_params_local(self.m, self.d, moe)
+        dense, expert = layer_params(self.m, self.d.t, self.d.e, moe)
         g = self._gather("fwd.fsdp_ag", dense + expert, "@first", "fwd")
         ops = _rooted(layer_template(self.m, self.d, moe), ["@x"] + [o.name for o in g])
         return Block(("fwd", moe), tuple(g + ops),
@@ -181,18 +189,18 @@ class _Planner:
         ops = _rooted(backward_of(head), ["@x"] + [o.name for o in g])
         return Block(("head_bwd",), tuple(g + ops), writes=(("x", ops[-1].name),))
 
-    def _bwd(self, moe: bool) -> Block:
+    def _bwd(self, moe: bool, remat: str) -> Block:
         m, d = self.m, self.d
         fwd = layer_template(m, d, moe)
-        dense, expert = layer_params_local(m, d, moe)
+        dense, expert = layer_params(m, d.t, d.e, moe)
         g = self._gather("bwd.fsdp_ag", dense + expert, "@bfirst", "bwd")
         gather = [o.name for o in g]
-        rec = _rooted(recompute_of(fwd, self.s.remat), ["@x"] + gather)
+        rec = _rooted(recompute_of(fwd, remat), ["@x"] + gather)
         r_last = rec[-1].name if rec else ""
         bwd = _rooted(backward_of(fwd), ["@x", r_last] + gather)
         sync, outs = gradient_sync(d, self.s.distributed_optimizer, "", dense, expert,
                                    bwd[-1].name)
-        return Block(("bwd", moe), tuple(g + rec + bwd + sync),
+        return Block(("bwd", moe, remat), tuple(g + rec + bwd + sync),
                      writes=(("x", bwd[-1].name), ("bfirst", _first_compute(bwd))),
                      accumulates=(("grads", tuple(outs)),))
 
@@ -201,25 +209,24 @@ class _Planner:
         return Block(("embed_bwd",), tuple(ops), writes=(("x", ops[-1].name),))
 
     def _embed_grad(self, first: bool, last: bool) -> Block:
-        n = embedding_params_local(self.m, self.d, first, last)
+        n = embedding_params(self.m, self.d.t, first, last)
         sync, outs = gradient_sync(self.d, self.s.distributed_optimizer, "", n, 0.0, "@x")
         return Block(("embed_grad", first, last), tuple(sync), accumulates=(("grads", tuple(outs)),))
 
-    def _optimizer(self, kinds: tuple[bool, ...], first: bool, last: bool,
-                   layers: list[int]) -> Block:
-        """Adam update, memory bound: per local parameter it reads/writes the fp32 master
-        (8 B), reads the gradient, reads/writes m and v (4 x state bytes) and writes the bf16
-        weight (2 B). A distributed optimizer then all-gathers the updated weights over data."""
+    def _optimizer(self, kinds: tuple[bool, ...], first: bool, last: bool) -> Block:
+        """Adam update over the rank's local parameters (:func:`stage_params`; a distributed
+        optimizer's share of them, ``1 / dp``), memory bound: its bytes per parameter are
+        :func:`optimizer_update_bytes_per_param`. A distributed optimizer then all-gathers the
+        updated weights over data."""
         m, d, s = self.m, self.d, self.s
-        n = stage_params_local(m, d, layers, first, last)
+        n = sum(stage_params(m, d.t, d.e, d.fs, kinds, first, last))
         shard = d.dp if s.distributed_optimizer else 1
-        state = 4 if s.optimizer.state_dtype == "fp32" else 2
-        per_param = (8 if s.optimizer.master_weights else 0) + d.gb + 4 * state + 2
+        per_param = optimizer_update_bytes_per_param(s.optimizer, d.gb)
         ops = [Op("optimizer", OpKind.ELEMENTWISE, nbytes=n / shard * per_param,
                   deps=["@grads", "@x"], phase="optimizer")]
-        if shard > 1:
-            ops.append(Op("param_ag", OpKind.COLLECTIVE, stream="grad", nbytes=n * d.wb,
-                          collective=AG, axis="data", deps=["optimizer"], phase="optimizer"))
+        ops += _where(shard > 1, Op("param_ag", OpKind.COLLECTIVE, stream="grad", nbytes=n * d.wb,
+                                    collective=AG, axis="data", deps=["optimizer"],
+                                    phase="optimizer"))
         return Block(("optimizer", kinds, first, last), tuple(ops))
 
 
@@ -231,44 +238,60 @@ def gradient_sync(d: Dims, distributed: bool, tag: str, dense, expert, after: st
     distributed optimizer -- of ``dense / fs * gb`` over data x expert (data without expert
     parallelism) and of ``expert / fs * gb`` over data; groups of one chip are skipped. Ops run
     on the ``grad`` stream after ``after``. Returns (ops, the ops the optimizer waits for)."""
-    ops: list[Op] = []
     gb = d.gb
-    rs = [after]
-    if d.fs > 1:
-        ops.append(Op(f"{tag}grad_rs", OpKind.COLLECTIVE, stream="grad",
-                      nbytes=(dense + expert) * gb, collective=RS, axis="fsdp",
-                      deps=[after] if after else [], phase="bwd"))
-        rs = [ops[-1].name]
+    ops = _where(d.fs > 1, Op(f"{tag}grad_rs", OpKind.COLLECTIVE, stream="grad",
+                              nbytes=(dense + expert) * gb, collective=RS, axis="fsdp",
+                              deps=[after] if after else [], phase="bwd"))
+    rs = [ops[-1].name] if ops else [after]
     kind = RS if distributed else AR
     groups = [("data+expert" if d.e > 1 else "data", dense, "", d.dp * d.e),
               ("data", expert, "_experts", d.dp)]
     outs = []
     for axis, n, part, size in groups:
-        if n > 0 and size > 1:
-            ops.append(Op(f"{tag}grad_{axis}{part}", OpKind.COLLECTIVE, stream="grad",
-                          nbytes=n / d.fs * gb, collective=kind, axis=axis,
-                          deps=[r for r in rs if r], phase="grad_sync"))
-            outs.append(ops[-1].name)
+        new = _where((n > 0) & (size > 1), Op(f"{tag}grad_{axis}{part}", OpKind.COLLECTIVE,
+                     stream="grad", nbytes=n / d.fs * gb, collective=kind, axis=axis,
+                     deps=[r for r in rs if r], phase="grad_sync"))
+        ops += new
+        outs += [op.name for op in new]
     return ops, outs or [r for r in rs if r != after and r]
 
 
+def _where(flag, op: Op) -> list[Op]:
+    """``[op]`` where ``flag`` holds, else ``[]``. On columns of configurations (the search) the
+    op is kept when any row needs it and carries no bytes where ``flag`` is False (``op.only``):
+    it then takes no time and, as it waits for nothing its consumers do not, moves no other op
+    (:mod:`simulator.search.stage` checks this against the scheduled graph)."""
+    if isinstance(flag, np.ndarray) and flag.ndim:
+        flag = np.asarray(flag, dtype=bool)
+        if flag.all():
+            return [op]
+        if not flag.any():
+            return []
+        op.nbytes = np.where(flag, op.nbytes, 0.0)
+        op.only = flag
+        return [op]
+    return [op] if flag else []
+
+
 def stage_steps(planner: _Planner, kinds: tuple[bool, ...], first: bool, last: bool,
-                names: list[int] | None = None) -> list[Step]:
-    """The steps of a rank holding layers of ``kinds`` in order (global indices ``names``)."""
+                names: list[int] | None = None, remat: str | None = None) -> list[Step]:
+    """The steps of a rank holding layers of ``kinds`` in order (global indices ``names``),
+    recomputing as ``remat`` says (default: the sharding's policy)."""
     names = names if names is not None else list(range(len(kinds)))
+    remat = remat or planner.s.remat
     b = planner.block
     steps = [Step(b(("embed_fwd",)), "embed.")] if first else []
     steps += [Step(b(("fwd", k)), f"L{i}.") for i, k in zip(names, kinds)]
     if last:
         steps += [Step(b(("head_fwd",)), "head."), Step(b(("head_bwd",)), "head.")]
-    steps += [Step(b(("bwd", k)), f"L{i}.") for i, k in reversed(list(zip(names, kinds)))]
+    steps += [Step(b(("bwd", k, remat)), f"L{i}.") for i, k in reversed(list(zip(names, kinds)))]
     if first:
         steps.append(Step(b(("embed_bwd",)), "embed."))
     if first or last:
-        n = embedding_params_local(planner.m, planner.d, first, last)
+        n = embedding_params(planner.m, planner.d.t, first, last)
         if n:
             steps.append(Step(b(("embed_grad", first, last)), "embed."))
-    steps.append(Step(b(("optimizer", kinds, first, last), names), ""))
+    steps.append(Step(b(("optimizer", kinds, first, last)), ""))
     return steps
 
 
@@ -281,5 +304,5 @@ def plan_stage(model, sharding, d: Dims, layers: list[int], first: bool, last: b
     return StagePlan(stage_steps(planner, kinds, first, last, list(layers)))
 
 
-__all__ = ["Block", "Step", "StagePlan", "REGISTERS", "gradient_sync", "plan_stage",
-           "stage_steps"]
+__all__ = ["Block", "Step", "StagePlan", "REGISTERS", "MICROBATCH", "gradient_sync", "link_axis",
+           "plan_stage", "stage_steps"]

@@ -32,16 +32,17 @@ def column(x) -> Column:
     return np.asarray(x).view(Column)
 
 
-def structure_key(model, t: np.ndarray, cp: np.ndarray, T: np.ndarray,
-                  e: np.ndarray) -> np.ndarray:
-    """Integer code of the templates' branches per row: tensor parallel (``t > 1``), context
-    parallel (``cp > 1``) and, for MoE, ``T < group_size_tokens`` (which side of
+def structure_key(model, cols: dict[str, np.ndarray], T: np.ndarray) -> np.ndarray:
+    """Integer code of the layer templates' branches per row: tensor parallel (``t > 1``),
+    context parallel (``cp > 1``) and, for MoE, ``T < group_size_tokens`` (which side of
     ``min(group, T)`` einsum dispatch takes) and expert parallel (``e > 1``: whether EP comm
-    overlap applies)."""
-    key = (t > 1).astype(np.int64) + 2 * (cp > 1)
+    overlap applies). The plan's FSDP and data-parallel ops need no group: they are kept with
+    no bytes where a row lacks them (:func:`simulator.graph.plan._where`)."""
+    t, cp, e = (cols[a] for a in ("model", "seq", "expert"))
+    flags = [t > 1, cp > 1]
     if model.moe is not None:
-        key = key + 4 * (T < model.moe.group_size_tokens) + 8 * (e > 1)
-    return key
+        flags += [T < model.moe.group_size_tokens, e > 1]
+    return sum(f.astype(np.int64) << i for i, f in enumerate(flags))
 
 
 def dims_columns(space, mesh_cols: dict[str, np.ndarray], micro_batch: np.ndarray) -> Dims:
@@ -51,11 +52,3 @@ def dims_columns(space, mesh_cols: dict[str, np.ndarray], micro_batch: np.ndarra
                 e=column(mesh_cols["expert"]), fs=column(mesh_cols["fsdp"]),
                 dp=column(mesh_cols["data"]), cp=column(mesh_cols["seq"]),
                 pp=column(mesh_cols["pipeline"]), **Dims.sharding_fields(space.base))
-
-
-class DimsView:
-    """Dims fields as attributes over a dict of numpy columns (for the parameter counts of
-    :mod:`simulator.graph.layers`, which read only ``t``, ``e`` and ``fs``)."""
-
-    def __init__(self, dims: dict) -> None:
-        self.t, self.e, self.fs = dims["t"], dims["e"], dims["fs"]

@@ -91,10 +91,6 @@ def make_space(model, hardware, chips: int, *, global_batch: int | None = None,
     optimizer, distributed_optimizer, slice_shape).
     """
     m, hw = _resolve(model, hardware)
-    if hw.chip.collectives_use_compute:
-        raise MeshcastError(f"hardware: {hw.name} runs collectives on its compute cores (a "
-                            "calibrated CPU host); the search's closed form assumes they overlap "
-                            "compute: forecast its configurations one by one with predict")
     if not isinstance(chips, int) or chips < 1:
         raise MeshcastError(f"chips: {chips!r} must be a positive integer")
     seq = seq_len or m.seq_len

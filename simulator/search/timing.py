@@ -1,0 +1,150 @@
+"""Step time of every row of a candidate table: each rank's micro-batch from the plan in
+max-plus form (:mod:`simulator.search.stage`), then the pipeline schedule on columns
+(:mod:`simulator.search.pipeline`). Step composition as in :func:`simulator.predict.predict_job`:
+``m t_mb + tail`` without a pipeline, ``max_r(finish_r + tail_r)`` with one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.cost.collectives import Collective
+from simulator.cost.compute import ComputeModel
+from simulator.cost.formulas import pipeline_send_bytes, stage_layers
+from simulator.graph.ops import Op, OpKind
+from simulator.graph.plan import _Planner
+from simulator.search.columns import dims_columns, structure_key
+from simulator.search.pipeline import pipeline_finish
+from simulator.search.placements import coefficients
+from simulator.search.space import SCHEDULES
+from simulator.search.stage import ColumnCost, StageTable, StageTime
+from simulator.search.table import AXIS, Candidates
+
+
+@dataclass
+class StepTimes:
+    """Per row: step time, and its parts on the rank that sets it (compute busy time including
+    the optimizer, pipeline bubble, the rest = exposed communication)."""
+
+    step_s: np.ndarray
+    compute_s: np.ndarray
+    bubble_s: np.ndarray
+
+    @property
+    def exposed_comm_s(self) -> np.ndarray:
+        return self.step_s - self.compute_s - self.bubble_s
+
+
+def rank_classes(model, pp: int, v: int) -> list[tuple[tuple[bool, ...], bool, bool]]:
+    """(layer kinds in order, first, last) per pipeline rank (:func:`stage_layers`)."""
+    return [(tuple(model.is_moe_layer(i) for i in layers), r == 0, r == pp - 1)
+            for r, layers in enumerate(stage_layers(model.n_layers, pp, v))]
+
+
+def _dedup(space) -> tuple[int, int] | None:
+    """(experts, top-k) when the job's MoE dispatch is deduplicated (DeepEP), else None."""
+    moe = space.model.moe
+    if moe is None or space.base.moe_dispatcher != "deepep":
+        return None
+    return moe.n_experts, moe.top_k
+
+
+def _groups(c: Candidates):
+    """Row indices per (pipeline, virtual stages)."""
+    key = c.axis("pipeline") * 4096 + c.virtual
+    for k in np.unique(key):
+        idx = np.nonzero(key == k)[0]
+        yield int(k // 4096), int(k % 4096), idx
+
+
+class _StageRows:
+    """The distinct (placement, micro-batch) rows of a table -- stage rows -- and their
+    collective coefficients and pipeline send time."""
+
+    def __init__(self, c: Candidates) -> None:
+        key = c.placement.astype(np.int64) * (int(c.micro_batch.max(initial=0)) + 1) + c.micro_batch
+        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        self.of_row = inv.ravel()
+        used, where = np.unique(c.placement[first], return_inverse=True)
+        self.coef = coefficients(c.placements, used, _dedup(c.space))[where.ravel()]
+        self.mesh = c.mesh[first]
+        self.micro_batch = c.micro_batch[first]
+        self.space = c.space
+        self.cm = ComputeModel.from_profile(c.space.hardware, c.space.base.precision)
+        cols = self.cols(slice(None))
+        send = Op("send", OpKind.COLLECTIVE, collective=Collective.PERMUTE, axis="pipeline",
+                  nbytes=pipeline_send_bytes(self.micro_batch, c.space.seq_len, cols["seq"],
+                                             c.space.model.d_model, cols["model"]))
+        self.send = ColumnCost(self.cm, self.coef).collective(send)
+        self._table = None
+
+    def cols(self, idx) -> dict[str, np.ndarray]:
+        return {a: self.mesh[idx, i] for a, i in AXIS.items()}
+
+    def table(self) -> StageTable:
+        """Every block's form for every stage row, grouped by :func:`structure_key`."""
+        if self._table is None:
+            sp, m = self.space, self.space.model
+            cols = self.cols(slice(None))
+            T = self.micro_batch * sp.seq_len // cols["seq"]
+            key = structure_key(m, cols, T)
+            groups = []
+            for code in np.unique(key):
+                rows = np.nonzero(key == code)[0]
+                d = dims_columns(sp, {a: v[rows] for a, v in cols.items()}, self.micro_batch[rows])
+                groups.append((rows, _Planner(m, sp.base, d), ColumnCost(self.cm, self.coef[rows])))
+            self._table = StageTable(groups, len(self.micro_batch),
+                                     sp.hardware.chip.collectives_use_compute)
+        return self._table
+
+
+def step_times(c: Candidates, progress=None) -> StepTimes:
+    """Step time of every row (rows need not fit in memory); ``progress(fraction)`` is called
+    as pipeline groups finish. Each rank's micro-batch is solved once per (stage row, remat)."""
+    sr = _StageRows(c)
+    out = StepTimes(np.zeros(len(c)), np.zeros(len(c)), np.zeros(len(c)))
+    done = 0
+    for pp, v, idx in _groups(c):
+        srow = sr.of_row[idx]
+        ukey, uinv = np.unique(srow * 3 + c.remat[idx], return_inverse=True)
+        layout = rank_classes(c.space.model, pp, v)
+        table = sr.table()
+        per_class = {cls: table.time(*cls, ukey // 3, ukey % 3) for cls in dict.fromkeys(layout)}
+        ranks = [per_class[cls] for cls in layout]
+        _time_group(ranks, uinv.ravel(), c.microbatches[idx], c.schedule[idx], sr.send[srow],
+                    v, out, idx)
+        done += len(idx)
+        if progress:
+            progress(done / len(c))
+    return out
+
+
+def _time_group(ranks, uinv, m, schedule, send, v: int, out: StepTimes, idx: np.ndarray) -> None:
+    """Step times of one (pipeline, virtual stages) group; ``ranks[r]`` is rank ``r``'s
+    StageTime per (stage row, remat), ``uinv`` maps each configuration to its entry."""
+    def per_rank(field: str) -> np.ndarray:
+        return np.stack([getattr(r, field)[uinv] for r in ranks])
+
+    if len(ranks) == 1:
+        st = ranks[0]
+        out.step_s[idx] = m * st.t_mb[uinv] + st.tail[uinv]
+        out.compute_s[idx] = m * st.busy[uinv] + st.opt[uinv]
+        return
+    tf, t_mb, tail = per_rank("t_fwd"), per_rank("t_mb"), per_rank("tail")
+    tb = t_mb - tf
+    finish = np.zeros_like(tf)
+    key = m * 2 + schedule
+    for k in np.unique(key):
+        sel = np.nonzero(key == k)[0]
+        finish[:, sel] = pipeline_finish(tf[:, sel], tb[:, sel], send[sel], int(k // 2),
+                                         SCHEDULES[int(k % 2)], v)
+    ends = finish + tail
+    crit = np.argmax(m * t_mb + tail, axis=0)  # the busiest rank, as predict's breakdown
+    cols = np.arange(len(idx))
+    step = ends.max(axis=0)
+    busy, opt = per_rank("busy")[crit, cols], per_rank("opt")[crit, cols]
+    out.step_s[idx] = step
+    out.bubble_s[idx] = step - (m * t_mb[crit, cols] + tail[crit, cols])
+    out.compute_s[idx] = m * busy + opt
