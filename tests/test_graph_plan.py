@@ -55,7 +55,7 @@ def test_the_plan_is_the_same_on_any_hardware():
     """predict's costed plan differs between two profiles only in durations."""
     from hardware_profiles import load_profile
     from simulator.cost.compute import ComputeModel
-    from simulator.graph.ops import CostContext
+    from simulator.graph.cost import CostContext
     from simulator.predict import stage_plan
     from simulator.specs.job import make_job
 
