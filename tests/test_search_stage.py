@@ -1,0 +1,231 @@
+"""simulator.search.stage: the search's max-plus form of a rank's micro-batch equals the
+scheduled plan exactly (predict's ``_time_stage``: t_fwd, t_mb, tail; float rounding only), on
+dense and MoE jobs with fsdp, tensor parallelism with TP comm overlap, EP comm overlap, every
+remat policy, first / middle / last pipeline ranks (also interleaved) and a profile whose
+collectives run on the compute stream; and the max-plus algebra itself (``maxplus``, ``apply``,
+``runs``) on small random matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulator.graph.ops import COMPUTE, OpKind
+from simulator.graph.plan import MICROBATCH
+from simulator.predict import _stages, _time_stage
+from simulator.search.space import REMATS
+from simulator.search.stage import STATE, apply, maxplus, runs
+from simulator.search.timing import _StageRows
+from tests.search_helpers import candidates, job_and_context, space
+
+EXACT = 1e-12  # both paths schedule one plan: float rounding only (issue 14)
+
+#: (model, hardware), fixed sharding fields, rows: (mesh, remat[, virtual stages[, placements]])
+CASES = {
+    "dense-tp-overlap": (("llama3-8b", "h100-sxm"), dict(tp_comm_overlap=True), [
+        ({"fsdp": 4, "model": 8}, "none", 1, 2),
+        ({"data": 2, "fsdp": 2, "model": 2, "pipeline": 4}, "selective"),
+        ({"fsdp": 4, "model": 2, "pipeline": 4}, "full"),
+        ({"fsdp": 2, "model": 4, "pipeline": 4}, "selective", 2),  # interleaved
+    ]),
+    "moe-ep-overlap": (("mixtral-8x7b", "h100-sxm"),
+                       dict(tp_comm_overlap=True, ep_comm_overlap=True), [
+        ({"expert": 8, "fsdp": 4}, "selective", 1, 2),
+        ({"expert": 4, "model": 2, "pipeline": 4}, "full"),
+        ({"data": 2, "expert": 2, "fsdp": 2, "model": 2, "pipeline": 2}, "none"),
+    ]),
+    # dense and MoE layers alternate: ranks hold both kinds
+    "moe-mixed-tpu": (("moe-6.4b", "tpu-v5p"), dict(ep_comm_overlap=True), [
+        ({"expert": 4, "fsdp": 8}, "none"),
+        ({"expert": 4, "fsdp": 2, "pipeline": 4}, "selective"),
+        ({"expert": 2, "model": 2, "data": 2, "pipeline": 4}, "full"),
+    ]),
+    "moe-deepep": (("qwen3-30b-a3b", "h100-sxm"), dict(moe_dispatcher="deepep"), [
+        ({"expert": 16, "fsdp": 2}, "selective"),
+    ]),
+    # collectives on the compute stream (a calibrated CPU host)
+    "moe-serial": (("moe-6.4b", "h100-sxm+serial"), {}, [
+        ({"expert": 4, "fsdp": 4, "pipeline": 2}, "selective"),
+        ({"expert": 2, "fsdp": 2, "model": 2, "pipeline": 4}, "full"),
+    ]),
+    "dense-serial": (("llama3-8b", "tpu-v5p+serial"), {}, [
+        ({"fsdp": 8, "pipeline": 4}, "none"),
+        ({"data": 2, "model": 4, "fsdp": 4}, "full"),
+    ]),
+}
+
+
+def _time(table, kinds, first, last, rows, remat: int) -> dict[str, np.ndarray]:
+    """StageTime fields at stage ``rows`` under one remat policy (code into REMATS), one value
+    per row (``StageTable.time`` takes a remat code per row, or the policies to solve)."""
+    t = table.time(kinds, first, last, np.asarray(rows), np.full(len(rows), remat, dtype=np.int8))
+    return {f: np.atleast_2d(getattr(t, f))[0] for f in ("t_fwd", "t_mb", "tail", "busy", "opt")}
+
+
+def _graph_sums(timing):
+    """Compute-stream seconds of the micro-batch (no collectives) and of the optimizer update,
+    from the scheduled graph."""
+    busy = opt = 0.0
+    for attrs in timing.graph.nodes.values():
+        op = attrs["op"]
+        if op.kind is OpKind.COLLECTIVE:
+            continue
+        if op.stream == COMPUTE and op.phase in MICROBATCH:
+            busy += op.duration
+        if op.phase == "optimizer":
+            opt += op.duration
+    return busy, opt
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_stage_form_equals_the_scheduled_plan(case):
+    (model, hw), base, rows = CASES[case]
+    c, idx = candidates(space(model, hw, **base), rows)
+    sub = c.take(np.array(idx))
+    sr = _StageRows(sub)
+    table = sr.table()
+    m = sub.space.model
+    ranks_seen = set()
+    for i in range(len(sub)):
+        job, ctx = job_and_context(sub, i)
+        stages = _stages(job)
+        for r, (layers, first, last) in enumerate(stages):
+            kinds = tuple(m.is_moe_layer(j) for j in layers)
+            ref = _time_stage(job, ctx, layers, first, last)
+            got = _time(table, kinds, first, last, sr.of_row[[i]], int(sub.remat[i]))
+            where = (case, sub.row(i), f"rank {r}/{len(stages)}")
+            assert got["t_fwd"][0] == pytest.approx(ref.t_fwd, rel=EXACT, abs=0), where
+            assert got["t_mb"][0] == pytest.approx(ref.t_mb, rel=EXACT, abs=0), where
+            assert got["tail"][0] == pytest.approx(ref.tail, rel=EXACT, abs=0), where
+            busy, opt = _graph_sums(ref)
+            assert got["busy"][0] == pytest.approx(busy, rel=EXACT), where
+            assert got["opt"][0] == pytest.approx(opt, rel=EXACT), where
+            ranks_seen.add("first" if first and not last else "last" if last and not first
+                           else "only" if first else "middle")
+    pipelined = any(sub.axis("pipeline") > 2)
+    assert ranks_seen >= ({"first", "middle", "last"} if pipelined else {"only"})
+
+
+def test_a_whole_table_at_once_equals_row_by_row():
+    """Solving many stage rows together (one call on columns) gives each row's own answer."""
+    (model, hw), base, rows = CASES["moe-mixed-tpu"]
+    c, idx = candidates(space(model, hw, **base), rows)
+    sub = c.take(np.array(idx))
+    sr = _StageRows(sub)
+    kinds = tuple(sub.space.model.is_moe_layer(j) for j in range(8))
+    for remat in range(len(REMATS)):
+        together = _time(sr.table(), kinds, True, False, sr.of_row, remat)
+        for i in range(len(sub)):
+            alone = _StageRows(sub.take(np.array([i])))
+            one = _time(alone.table(), kinds, True, False, alone.of_row, remat)
+            for f, v in one.items():
+                assert together[f][i] == pytest.approx(v[0], rel=EXACT), (f, remat, sub.row(i))
+
+
+def _random_maxplus(rng, rows, S, p_neg=0.3):
+    M = rng.uniform(-1.0, 3.0, size=(rows, S, S))
+    M[rng.random(M.shape) < p_neg] = -np.inf
+    return M
+
+
+def _product(a, b):
+    """``(a b)_ij = max_k a_ik + b_kj`` by the definition."""
+    return np.max(a[:, :, :, None] + b[:, None, :, :], axis=2)
+
+
+def test_maxplus_is_the_max_plus_product():
+    rng = np.random.default_rng(0)
+    a, b, c = (_random_maxplus(rng, 3, 6) for _ in range(3))
+    np.testing.assert_array_equal(maxplus(a, b), _product(a, b))
+    np.testing.assert_allclose(maxplus(maxplus(a, b), c), maxplus(a, maxplus(b, c)), rtol=1e-12)
+    eye = np.full((3, 6, 6), -np.inf)
+    eye[:, np.arange(6), np.arange(6)] = 0.0
+    np.testing.assert_array_equal(maxplus(a, eye), a)
+
+
+def _repeat(pattern, x, n):
+    """``x`` after ``n`` repeats of ``pattern`` (matrices applied in order), one product at a
+    time: the definition ``apply`` must equal."""
+    for _ in range(n):
+        for M in pattern:
+            x = np.max(M + x[:, None, :], axis=2)
+    return x
+
+
+def _assert_same(got, want):
+    assert np.array_equal(np.isneginf(got), np.isneginf(want))
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 12, 13, 40, 101, 1000])
+@pytest.mark.parametrize("length", [1, 2, 3])
+def test_apply_is_n_repeats_of_single_products(n, length):
+    """``apply(pattern, x, n)`` equals ``n`` repeats of the pattern's products with the vector,
+    however it gets there (periodic regime or repeated squaring), on random max-plus matrices
+    with -inf entries and layer-like ones (every clock advances, diagonal >= 0)."""
+    rng = np.random.default_rng(10 * n + length)
+    S, rows = 6, 8
+    pattern = []
+    for _ in range(length):
+        M = _random_maxplus(rng, rows, S)
+        d = np.arange(S)
+        M[: rows // 2, d, d] = np.maximum(M[: rows // 2, d, d], 0.0)  # layer-like rows
+        pattern.append(M)
+    x = rng.uniform(0.0, 2.0, size=(rows, S))
+    x[0, 2] = -np.inf
+    _assert_same(apply(pattern, x, n), _repeat(pattern, x, n))
+
+
+def test_apply_waits_out_a_long_transient():
+    """Two clocks: x1 advances 2 a step, x2 1 a step but is also driven by x1 and starts far
+    ahead. For the first ~1000 steps both shift steadily (2 and 1), which looks periodic; then
+    x1 catches x2 and x2 speeds up to 2. A shortcut that extrapolated the early shifts would be
+    off by about 1000 at n = 3000."""
+    NEG_ = -np.inf
+    M = np.array([[[2.0, NEG_], [0.0, 1.0]]])  # x1' = x1 + 2; x2' = max(x1, x2 + 1)
+    x = np.array([[0.0, 1000.0]])
+    for n in (10, 999, 1001, 3000):
+        want = _repeat([M], x, n)
+        _assert_same(apply([M], x, n), want)
+    assert want[0, 1] == pytest.approx(2 * 2999)  # x2 ends driven by x1
+
+
+def test_apply_on_a_cycle_of_period_two():
+    """A max-plus matrix whose powers alternate (cyclicity 2): shifts never repeat step to
+    step, so the answer must come from the products themselves."""
+    NEG_ = -np.inf
+    M = np.array([[[NEG_, 3.0], [1.0, NEG_]]])  # swap the clocks, adding 3 or 1
+    x = np.array([[0.0, 0.5]])
+    for n in (5, 6, 51, 100):
+        _assert_same(apply([M], x, n), _repeat([M], x, n))
+
+
+def _expand(rs):
+    return [k for pat, n in rs for _ in range(n) for k in pat]
+
+
+def test_runs_compresses_alternating_kinds():
+    a, b, c = ("fwd", False), ("fwd", True), ("head",)
+    assert runs([a, b] * 16) == [((a, b), 16)]
+    assert runs([a] * 5) == [((a,), 5)]
+    assert runs([c, a, b, a, b, a, b, c]) == [((c,), 1), ((a, b), 3), ((c,), 1)]
+    assert runs([a, a, b, a, a, b, a, a, b]) == [((a, a, b), 3)]
+    assert runs([]) == []
+    # 32 layers of a first-dense-then-alternating model: a run per regime
+    seq = [a] * 3 + [a, b] * 14 + [c]
+    assert _expand(runs(seq)) == seq and len(runs(seq)) <= 4
+
+
+def test_runs_always_expands_back_to_its_sequence():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        seq = list(rng.integers(0, 3, size=rng.integers(0, 30)))
+        assert _expand(runs(seq)) == seq
+
+
+def test_the_state_holds_every_stream_register_and_mark():
+    from simulator.graph.ops import STREAMS
+    from simulator.graph.plan import REGISTERS
+
+    assert STATE == (*STREAMS, *REGISTERS, "t_fwd", "t_mb")
