@@ -1,6 +1,6 @@
 """What to measure: benchmark cases as data (kind, sizes), planned from a mesh and a job.
 
-Matmul shapes come from the simulator's own step graph for a reference job (so calibration
+Matmul shapes come from the simulator's own plan of a reference job (so calibration
 covers the GEMMs a forecast will ask about), plus a square sweep. Each matmul case times the
 training triple of ``[m, k] x [k, n]`` -- the forward GEMM and both backward GEMMs (data and
 weight gradients, with whatever layout changes the backend makes for them) -- so it counts
@@ -51,7 +51,7 @@ class BenchCase:
 
     @property
     def flops(self) -> float:
-        if self.kind in CONTEXT_KINDS:  # the step graph's GEMM and attention FLOPs of the case
+        if self.kind in CONTEXT_KINDS:  # the plan's GEMM and attention FLOPs of the case
             return sum(op.flops for op in context_ops(self.kind, self.m, self.k, self.dtype)
                        if op.kind is not OpKind.ELEMENTWISE)
         if self.kind == "attention":
@@ -76,18 +76,12 @@ class BenchCase:
 
 
 def graph_matmul_shapes(job, max_flops: float) -> list[tuple[int, int, int]]:
-    """Distinct (m, k, n) of the matmuls in ``job``'s step graph, scaled down (m first) until
+    """Distinct (m, k, n) of the matmuls in the plan of ``job`` (a
+    :class:`calibration.reference.ShapeJob`: shapes, no hardware), scaled down (m first) until
     each fits ``max_flops`` so a CPU sweep stays short."""
-    from simulator.cost.compute import ComputeModel
-    from simulator.graph.ops import CostContext
-    from simulator.graph.step import build_stage_graph
-
-    ctx = CostContext(ComputeModel.from_profile(job.hardware, "bf16"), job.topology)
     layers = list(range(min(job.model.n_layers, 2)))
-    g = build_stage_graph(job, ctx, layers, True, True)
     shapes = set()
-    for attrs in g.nodes.values():
-        op = attrs["op"]
+    for _, op, _ in job.plan(layers).unrolled():
         if op.shape is None or op.phase != "fwd":
             continue
         m, k, n = (max(1, int(x)) for x in op.shape)

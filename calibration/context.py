@@ -8,8 +8,8 @@ sequences of ``k`` tokens per device; a ``head`` case the embedding lookup, fina
 head and cross-entropy (:func:`calibration.measure.models.head_loss`), forward and backward. All devices
 run at once, as in a step; :func:`calibration.measure.in_context.jax_case` builds them in jax.
 
-:func:`context_ops` lays the same work out as meshcast's step graph does (compute ops only,
-forward and backward), so the fit (:mod:`calibration.fitting.fit_context`) can hold the GEMM and
+:func:`context_ops` lays the same work out as meshcast's plan does (compute ops only,
+forward and backward; shapes, no hardware), so the fit (:mod:`calibration.fitting.fit_context`) can hold the GEMM and
 attention terms at their own sweeps' curves and fit what the elementwise ops achieve.
 """
 
@@ -18,31 +18,31 @@ from __future__ import annotations
 from functools import lru_cache
 
 from calibration.dtypes import precision_of_dtype
-from calibration.reference import reference_model, shape_profile
+from calibration.reference import ShapeJob, reference_model
 
 CONTEXT_KINDS = ("block", "head")
 
 
-@lru_cache(maxsize=64)
-def context_ops(kind: str, b: int, s: int, dtype: str = "float32") -> tuple:
-    """The step graph's compute ops (forward and backward) of one reference layer (``block``)
-    or of the embedding and head (``head``) for ``b`` sequences of ``s`` tokens per device, in
-    ``dtype`` (float32 or bfloat16 activations)."""
-    from simulator.cost.compute import ComputeModel
-    from simulator.graph.ops import COMPUTE, CostContext
-    from simulator.graph.step import build_stage_graph
-    from simulator.specs.job import make_job
+def context_job(b: int, s: int, dtype: str = "float32"):
+    """The in-context cases' job shapes: one reference layer, ``b`` sequences of ``s`` tokens
+    on one device, no remat, in ``dtype`` (float32 or bfloat16 activations)."""
     from simulator.specs.sharding import ShardingSpec
 
     m = reference_model("dense", s).model_copy(update={"n_layers": 1})
-    job = make_job(m, ShardingSpec(mesh={"data": 1}, micro_batch=b, global_batch=b,
-                                   remat="none", precision=precision_of_dtype(dtype)),
-                   shape_profile(1), 1)
-    ctx = CostContext(ComputeModel.from_profile(job.hardware, "fp32"), job.topology)
-    g = build_stage_graph(job, ctx, [0], True, True)
+    return ShapeJob(m, ShardingSpec(mesh={"data": 1}, micro_batch=b, global_batch=b, remat="none",
+                                    precision=precision_of_dtype(dtype)), 1)
+
+
+@lru_cache(maxsize=64)
+def context_ops(kind: str, b: int, s: int, dtype: str = "float32") -> tuple:
+    """The plan's compute ops (forward and backward) of one reference layer (``block``)
+    or of the embedding and head (``head``) for ``b`` sequences of ``s`` tokens per device, in
+    ``dtype`` (:func:`context_job`); shapes only, no durations."""
+    from simulator.graph.ops import COMPUTE
+
     in_block = lambda name: name.startswith("L0.")  # noqa: E731
-    return tuple(a["op"] for name, a in g.nodes.items()
-                 if a["op"].stream == COMPUTE and a["op"].phase in ("fwd", "bwd")
+    return tuple(op for name, op, _ in context_job(b, s, dtype).plan([0]).unrolled()
+                 if op.stream == COMPUTE and op.phase in ("fwd", "bwd")
                  and in_block(name) == (kind == "block"))
 
 

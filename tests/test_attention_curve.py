@@ -118,7 +118,7 @@ def test_column_cost_of_an_attention_op_is_the_graph_cost():
     """The search costs an op on columns (ColumnCost) with the graph's own cost function: an
     attention op of three configurations at once gets each configuration's float seconds,
     fused and unfused, with and without context parallelism."""
-    from simulator.graph.ops import CostContext, cost
+    from simulator.graph.cost import CostContext, cost
     from simulator.search.columns import column
     from simulator.search.stage import ColumnCost
 

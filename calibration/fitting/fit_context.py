@@ -12,7 +12,7 @@ second is the simulator's memory-bound time ``bytes / (bw * eff(bytes))`` with
 
 from __future__ import annotations
 
-from calibration.context import CONTEXT_KINDS, context_ops, fitted_elementwise
+from calibration.context import CONTEXT_KINDS, context_job, context_ops, fitted_elementwise
 from calibration.dtypes import precision_of_dtype
 from calibration.fitting.fit import GroupFit, Point, fit_curve
 
@@ -22,9 +22,12 @@ GROUP = "elementwise:context"
 def fixed_and_bytes(p: Point, profile) -> tuple[float, list[float]]:
     """(seconds of the case's non-elementwise ops on ``profile``, bytes of each elementwise op)."""
     from simulator.cost.compute import ComputeModel
-    from simulator.graph.ops import CostContext, cost
+    from simulator.graph.cost import CostContext, cost
+    from simulator.specs.job import make_job
 
-    ctx = CostContext(ComputeModel.from_profile(profile, precision_of_dtype(p.dtype)), None)
+    c = context_job(*p.shape, p.dtype)
+    job = make_job(c.model, c.sharding, profile, c.chips)  # the case's job on the fitted profile
+    ctx = CostContext(ComputeModel.from_profile(profile, precision_of_dtype(p.dtype)), job.topology)
     fixed, ew = 0.0, []
     for op in context_ops(p.group, *p.shape, p.dtype):
         if fitted_elementwise(op):

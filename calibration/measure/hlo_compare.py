@@ -1,4 +1,4 @@
-"""XLA's compiled collectives beside meshcast's step graph, for one reference case, bytes per step.
+"""XLA's compiled collectives beside meshcast's plan, for one reference case, bytes per step.
 
 Both sides are per device and in :mod:`simulator.cost.collectives` byte conventions (XLA's from
 :mod:`calibration.measure.hlo`). meshcast's ops that recur per micro-batch (phases fwd, bwd, recompute)
@@ -60,14 +60,15 @@ class Row:
 
 
 # --- the two sides ----------------------------------------------------------------------
-def sim_collectives(prediction) -> list[SimCollective]:
-    """Every collective of one whole step of meshcast's (single-stage) step graph."""
-    if prediction.pipeline is not None:
+def sim_collectives(job) -> list[SimCollective]:
+    """Every collective of one whole step of meshcast's plan of ``job`` (a
+    :class:`calibration.reference.ShapeJob`, single stage): shapes only, no hardware."""
+    mesh = job.mesh
+    if mesh["pipeline"] > 1:
         raise ValueError("the comparison covers single-stage jobs (the reference has no pipeline)")
-    m, mesh = prediction.microbatches, prediction.job.mesh
+    m = job.microbatches
     out = []
-    for name, attrs in prediction.critical.graph.nodes.items():
-        op = attrs["op"]
+    for name, op, _ in job.plan(list(range(job.model.n_layers))).unrolled():
         if op.collective is not None and op.nbytes > 0:
             count = m if op.phase in ("fwd", "bwd", "recompute") else 1
             out.append(SimCollective(op.collective, live_axes(op.axis, mesh), op.nbytes, count, name))
@@ -79,16 +80,16 @@ def live_axes(axis: str, mesh: dict[str, int]) -> str:
     return "+".join(a for a in axis.split("+") if mesh.get(a, 1) > 1)
 
 
-def ctx_of(prediction) -> Ctx:
-    from simulator.graph.dims import Dims
+def ctx_of(job) -> Ctx:
+    """The sizes the rules predict XLA's bytes from, for ``job`` (a ShapeJob)."""
     from simulator.graph.layers import slots_per_token
 
-    job, model = prediction.job, prediction.job.model
-    d = Dims.from_job(job)
+    model = job.model
+    d = job.dims()
     n_moe = model.n_moe_layers
     moe = model.moe
     return Ctx(T=d.T, D=model.d_model, V=model.vocab_size, ab=d.ab, wb=d.wb, gb=d.gb, t=d.t,
-               fs=d.fs, e=d.e, m=prediction.microbatches, n_attn=model.n_layers,
+               fs=d.fs, e=d.e, m=job.microbatches, n_attn=model.n_layers,
                n_dense=model.n_layers - n_moe, n_moe=n_moe,
                gated=1 if model.ffn_kind == "swiglu" else 0,
                embed_axis=live_axes("data+expert" if d.e > 1 else "data", job.mesh),
@@ -173,14 +174,11 @@ def xla_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int) -> li
 
 def compare_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int) -> list[Row]:
     """XLA vs meshcast collectives of one reference case, one row per paired group."""
-    from calibration.reference import shape_profile
-    from calibration.measure.steps import predict_case
+    from calibration.measure.steps import case_job
 
-    # only the graph's shapes are used: any profile lays it out
-    pred = predict_case(kind, mesh_sizes, global_batch, seq_len,
-                        shape_profile(math.prod(mesh_sizes.values())))
-    return compare_collectives(xla_case(kind, mesh_sizes, global_batch, seq_len), sim_collectives(pred),
-                   ctx_of(pred))
+    job = case_job(kind, mesh_sizes, global_batch, seq_len)  # the plan's shapes, no hardware
+    return compare_collectives(xla_case(kind, mesh_sizes, global_batch, seq_len),
+                               sim_collectives(job), ctx_of(job))
 
 
 def format_table(rows: list[Row]) -> str:

@@ -55,11 +55,11 @@ def run_metadata() -> dict:
 
 
 def shape_job(sharding: ShardingSpec, n_devices: int):
-    """The reference job whose step graph gives the matmul shapes to sweep."""
-    from calibration.reference import reference_model, shape_profile
-    from simulator.specs.job import make_job
+    """The reference job whose plan gives the matmul shapes to sweep (shapes only: a
+    :class:`calibration.reference.ShapeJob`, no hardware)."""
+    from calibration.reference import ShapeJob, reference_model
 
-    return make_job(reference_model("moe"), sharding, shape_profile(n_devices), n_devices)
+    return ShapeJob(reference_model("moe"), sharding, n_devices)
 
 
 def calibrate(out: str | Path, backend: str = "cpu", devices: int | None = None,

@@ -47,15 +47,26 @@ def measure_step(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, r
     return float(np.median(times))
 
 
-def predict_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, profile,
-                 precision: str = "fp32"):
-    """meshcast's forecast of a case as the reference step runs it: one micro-batch per batch
-    shard, no remat, on the mesh's devices, in the run's precision (fp32 on a CPU host)."""
-    from calibration.reference import reference_model
-    from simulator.predict import predict
+def case_job(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int,
+             precision: str = "fp32"):
+    """A case's job shapes as the reference step runs it (a
+    :class:`calibration.reference.ShapeJob`: no hardware): one micro-batch per batch shard, no
+    remat, on the mesh's devices, in the run's precision (fp32 on a CPU host)."""
+    from calibration.reference import ShapeJob, reference_model
+    from simulator.specs.sharding import make_sharding
 
     n = int(np.prod(list(mesh_sizes.values())))
     shards = int(np.prod([mesh_sizes.get(a, 1) for a in BATCH_AXES]))
-    return predict(model=reference_model(kind, seq_len), hardware=profile, chips=n,
-                   mesh=mesh_sizes, global_batch=global_batch,
-                   micro_batch=global_batch // shards, remat="none", precision=precision)
+    sharding = make_sharding(mesh=mesh_sizes, global_batch=global_batch,
+                             micro_batch=global_batch // shards, remat="none", precision=precision)
+    return ShapeJob(reference_model(kind, seq_len), sharding, n)
+
+
+def predict_case(kind: str, mesh_sizes: dict, global_batch: int, seq_len: int, profile,
+                 precision: str = "fp32"):
+    """meshcast's forecast of a case (:func:`case_job`) on ``profile``."""
+    from simulator.predict import predict_job
+    from simulator.specs.job import make_job
+
+    c = case_job(kind, mesh_sizes, global_batch, seq_len, precision)
+    return predict_job(make_job(c.model, c.sharding, profile, c.chips))

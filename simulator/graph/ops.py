@@ -1,15 +1,12 @@
-"""Ops are data: one record per compute op or collective, and a cost registry keyed by kind."""
+"""Ops are data: one record per compute op or collective, and the streams they run on (their
+costs: :mod:`simulator.graph.cost`)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable
 
-from simulator.cost.collectives import Collective, collective_time
-from simulator.cost.compute import ComputeModel
-from simulator.cost.topology import AxisPart, Topology
+from simulator.cost.collectives import Collective
 
 
 class OpKind(str, Enum):
@@ -70,62 +67,3 @@ class Op:
         if self.phase in ("recompute", "optimizer"):
             return self.phase
         return "compute"
-
-
-@dataclass(frozen=True)
-class CostContext:
-    compute: ComputeModel
-    topology: Topology
-
-    def parts(self, axis: str) -> tuple[AxisPart, ...]:
-        """Placement of one axis, or of a group of axes ``a+b`` merged level by level."""
-        names = axis.split("+")
-        if len(names) == 1:
-            return self.topology.placement.get(axis, ())
-        factors: dict[str, int] = {}
-        for a in names:
-            for p in self.topology.placement.get(a, ()):
-                factors[p.level.name] = factors.get(p.level.name, 1) * p.factor
-        return tuple(AxisPart(lv, factors[lv.name]) for lv in self.topology.levels if lv.name in factors)
-
-    def group_size(self, axis: str) -> int:
-        return math.prod(p.factor for p in self.parts(axis))
-
-    def collective(self, op: Op) -> float:
-        """Seconds of one collective op on this topology (:mod:`simulator.cost.collectives`)."""
-        return collective_time(op.collective, self.parts(op.axis), op.nbytes, op.dedup)
-
-
-def _matmul(op: Op, ctx: CostContext) -> float:
-    return ctx.compute.matmul_time(op.flops, op.nbytes, op.unit_flops)
-
-
-def _attention(op: Op, ctx: CostContext) -> float:
-    return ctx.compute.attention_time(op.flops, op.nbytes, seq=op.seq, head_dim=op.head_dim)
-
-
-def _elementwise(op: Op, ctx: CostContext) -> float:
-    if op.gather:
-        return ctx.compute.gather_time(op.nbytes)
-    return ctx.compute.elementwise_time(op.nbytes)
-
-
-def _collective(op: Op, ctx: CostContext) -> float:
-    return ctx.collective(op)
-
-
-def _host(op: Op, ctx: CostContext) -> float:
-    return op.host_s
-
-
-OP_COST: dict[OpKind, Callable[[Op, CostContext], float]] = {
-    OpKind.MATMUL: _matmul,
-    OpKind.ATTENTION: _attention,
-    OpKind.ELEMENTWISE: _elementwise,
-    OpKind.COLLECTIVE: _collective,
-    OpKind.HOST: _host,
-}
-
-
-def cost(op: Op, ctx: CostContext) -> float:
-    return OP_COST[op.kind](op, ctx)
