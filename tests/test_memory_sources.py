@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from simulator.cost.formulas import stage_params
 from simulator.graph.dims import Dims
 from simulator.graph.memory import (
     layer_activation_elems,
     logits_bytes,
     moe_slot_copies,
     optimizer_shards,
-    stage_params,
     transient_bytes,
 )
 from simulator.predict import predict, predict_job
@@ -35,7 +35,8 @@ def _state(model, chips, mesh, **fields):
                 seq_len=1024, **fields)
     job, mem = p.job, p.memory
     m = job.model
-    split = stage_params(m, Dims.from_job(job), [m.is_moe_layer(i) for i in range(m.n_layers)],
+    d = Dims.from_job(job)
+    split = stage_params(m, d.t, d.e, d.fs, [m.is_moe_layer(i) for i in range(m.n_layers)],
                          True, True)
     return mem.weights_bytes + mem.gradients_bytes + mem.optimizer_bytes, split, mem
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from simulator.cost import formulas
 from simulator.cost.collectives import Collective
 from simulator.graph.dims import Dims
 from simulator.graph.ops import HOST, Op, OpKind
@@ -308,23 +307,6 @@ def layer_template(m: ModelSpec, d: Dims, moe_layer: bool) -> list[Op]:
     return tpl.ops
 
 
-def layer_params_local(m: ModelSpec, d: Dims, moe_layer: bool) -> tuple[float, float]:
-    """:func:`simulator.cost.formulas.layer_params` at ``d``'s mesh (``t``, ``e``)."""
-    return formulas.layer_params(m, d.t, d.e, moe_layer)
-
-
-def embedding_params_local(m: ModelSpec, d: Dims, first: bool, last: bool) -> float:
-    """:func:`simulator.cost.formulas.embedding_params` at ``d``'s ``t``."""
-    return formulas.embedding_params(m, d.t, first, last)
-
-
-def stage_params_local(m: ModelSpec, d: Dims, layers: list[int], first: bool, last: bool) -> float:
-    """Parameters one device of a pipeline rank keeps after FSDP sharding, non-expert and expert
-    together: :func:`simulator.cost.formulas.stage_params` of ``layers`` at ``d``'s mesh."""
-    kinds = [m.is_moe_layer(i) for i in layers]
-    return sum(formulas.stage_params(m, d.t, d.e, d.fs, kinds, first, last))
-
-
 def embedding_ops(m: ModelSpec, d: Dims) -> list[Op]:
     """Token embedding lookup (vocab-parallel): a gather of ``T * D / t`` rows (its backward a
     scatter-add into the dense ``V/t x D`` gradient table, whose bytes it adds), then
@@ -351,7 +333,5 @@ def head_ops(m: ModelSpec, d: Dims, prev: str) -> list[Op]:
     return tpl.ops
 
 
-__all__ = ["layer_template", "unfused_score_bytes", "ScoreBytes", "layer_params_local",
-           "embedding_ops", "head_ops",
-           "embedding_params_local", "stage_params_local",
+__all__ = ["layer_template", "unfused_score_bytes", "ScoreBytes", "embedding_ops", "head_ops",
            "slots_per_token"]

@@ -94,12 +94,6 @@ class MemoryEstimate:
                 "capacity_bytes": self.capacity_bytes, "fits": self.fits}
 
 
-def stage_params(m: ModelSpec, d, kinds, first: bool, last: bool):
-    """:func:`simulator.cost.formulas.stage_params` at ``d``'s mesh (a Dims, or anything with
-    ``t``, ``e``, ``fs``): ``(non-expert, expert)`` parameters per device after FSDP."""
-    return formulas.stage_params(m, d.t, d.e, d.fs, kinds, first, last)
-
-
 def optimizer_shards(sharding, data, expert, seq):
     """``(non-expert, expert)`` ranks a distributed optimizer (ZeRO-1) shards the optimizer state
     over: every rank holding a replica of the parameter. Non-expert weights are replicated over

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import networkx as nx
-
 from simulator.cost.collectives import Collective
 from simulator.graph.ops import Op, OpKind
 
@@ -54,11 +52,4 @@ def recompute_of(fwd: list[Op], remat: str) -> list[Op]:
                     phase="recompute") for op in keep]
 
 
-def build_stage_graph(job, ctx, layers: list[int], first: bool, last: bool) -> nx.DiGraph:
-    """The costed step graph of one rank (:func:`simulator.predict.stage_plan`)."""
-    from simulator.predict import stage_plan
-
-    return stage_plan(job, ctx, layers, first, last).graph()
-
-
-__all__ = ["build_stage_graph", "backward_of", "recompute_of"]
+__all__ = ["backward_of", "recompute_of"]
