@@ -10,30 +10,28 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from meshcast.frozen import Frozen
 
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "fp4", "int8"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Sourced(_Frozen):
+class Sourced(Frozen):
     """A positive number and where it comes from."""
 
     value: float = Field(gt=0)
     source: str = Field(min_length=3)
 
 
-class Fraction(_Frozen):
+class Fraction(Frozen):
     """A fraction in (0, 1] and where it comes from."""
 
     value: float = Field(gt=0, le=1)
     source: str = Field(min_length=3)
 
 
-class EfficiencyCurve(_Frozen):
+class EfficiencyCurve(Frozen):
     """Achieved fraction of peak as a function of op size ``x`` (FLOPs or bytes).
 
     ``eff(x) = max_efficiency * x / (x + half_saturation)``: small ops are launch/latency bound,
@@ -80,7 +78,7 @@ class EfficiencyCurve(_Frozen):
         return self.max_efficiency * x / (x + self.half_saturation)
 
 
-class Efficiency(_Frozen):
+class Efficiency(Frozen):
     """Compute efficiency curves: matmul and attention in FLOPs, memory-bound ops in bytes;
     ``gather`` for indexed reads and scatter-adds (embedding lookup and its gradient, gather
     dispatch), which run below streaming bandwidth: the ``memory`` curve when absent;
@@ -114,7 +112,7 @@ class Efficiency(_Frozen):
 _FALLBACK = {"matmul_fp8": "matmul", "matmul_fp4": "matmul_fp8", "gather": "memory"}
 
 
-class Lineage(_Frozen):
+class Lineage(Frozen):
     """Where a chip sits in its family tree: vendor -> architecture -> chip. Fitted efficiencies
     pool along it (``simulator.published.hier``): a chip nobody measured borrows its
     architecture's values, an architecture nobody measured the global ones."""
@@ -128,7 +126,7 @@ class Lineage(_Frozen):
 Basis = Literal["own", "architecture", "global", "assumed"]
 
 
-class FittedValue(_Frozen):
+class FittedValue(Frozen):
     """One fitted value and where it came from: ``own`` (this chip's ``rows``), ``architecture``
     (borrowed from measured siblings, named in ``borrowed_from``), ``global`` (every chip, plus
     the stated physical rule) or ``assumed`` (no row informed it: the profile's value kept).
@@ -142,7 +140,7 @@ class FittedValue(_Frozen):
     log_sd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
-class IntervalBand(_Frozen):
+class IntervalBand(Frozen):
     """A forecast interval as factors on the step time: ``[t * lo_factor, t * hi_factor]`` covers
     ``level`` of held-out runs at this transfer distance (quantiles of their cross-validated
     ``measured / forecast``, from ``residuals`` runs)."""
@@ -160,7 +158,7 @@ class IntervalBand(_Frozen):
         return self
 
 
-class FitRecord(_Frozen):
+class FitRecord(Frozen):
     """How a profile's efficiencies were fitted to measured runs (``meshcast fit --published``):
     the basis of the profile as a whole (the farthest any of its compute values travelled), each
     value's provenance, the precisions its architecture was measured in, and the intervals
@@ -175,7 +173,7 @@ class FitRecord(_Frozen):
     interval_moe: IntervalBand | None = None
 
 
-class Chip(_Frozen):
+class Chip(Frozen):
     name: str
     vendor: Literal["nvidia", "amd", "google", "other"]
     peak_flops_per_s: dict[Dtype, Sourced] = Field(
@@ -204,7 +202,7 @@ class Chip(_Frozen):
 CollectiveKind = Literal["all_gather", "reduce_scatter", "all_reduce", "all_to_all", "permute"]
 
 
-class CollectiveOverride(_Frozen):
+class CollectiveOverride(Frozen):
     """What one collective kind achieves on a level when it differs from the level's defaults
     (e.g. all-to-all below ring all-reduce): its own bandwidth efficiency and step latency.
     Calibration writes these per kind; datasheet profiles leave them out."""
@@ -213,7 +211,7 @@ class CollectiveOverride(_Frozen):
     latency_s: Sourced
 
 
-class NetworkLevel(_Frozen):
+class NetworkLevel(Frozen):
     """One dimension of the network, innermost (fastest) first.
 
     kind: ``switch`` (NVSwitch/xGMI: every device one hop from every other), ``torus`` (one
@@ -249,7 +247,7 @@ class NetworkLevel(_Frozen):
         return self
 
 
-class SliceShape(_Frozen):
+class SliceShape(Frozen):
     """A TPU slice: chips along each torus level, and whether each dimension wraps around."""
 
     shape: list[int] = Field(min_length=1)
@@ -273,7 +271,7 @@ class SliceShape(_Frozen):
         return n
 
 
-class HardwareProfile(_Frozen):
+class HardwareProfile(Frozen):
     """A system: chip + network levels (+ TPU slice shapes) + optional price."""
 
     schema_version: Literal[1] = 1

@@ -1,3 +1,4 @@
 """The base layer under both ``hardware_profiles`` and ``simulator``: the error type every
-command reports and the spec-file reader. It imports nothing of theirs, so neither package's
+command reports, the spec-file reader and the frozen pydantic base of every spec and profile
+record (:class:`meshcast.frozen.Frozen`). It imports nothing of theirs, so neither package's
 loaders need the other's command-line modules."""

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from meshcast.frozen import Frozen
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MoESpec(_Frozen):
+class MoESpec(Frozen):
     """The MoE part of a model.
 
     ``capacity_factor`` includes top-k (Du et al. 2024 / AXLearn): capacity per expert per group
@@ -57,7 +55,7 @@ class MoESpec(_Frozen):
         return self
 
 
-class ModelSpec(_Frozen):
+class ModelSpec(Frozen):
     """A decoder-only transformer, dense (``moe: null``) or MoE."""
 
     name: str

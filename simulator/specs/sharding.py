@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from meshcast.frozen import Frozen
 
 AXES: tuple[str, ...] = ("data", "fsdp", "expert", "model", "pipeline", "seq")
 AxisName = Literal["data", "fsdp", "expert", "model", "pipeline", "seq"]
@@ -20,11 +22,7 @@ BATCH_AXES: tuple[str, ...] = ("data", "fsdp", "expert")
 DEFAULT_AXIS_ORDER: tuple[str, ...] = ("model", "seq", "expert", "fsdp", "data", "pipeline")
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OptimizerSpec(_Frozen):
+class OptimizerSpec(Frozen):
     """Adam(W) with fp32 master weights; state and gradient dtypes are choices."""
 
     kind: Literal["adam"] = "adam"
@@ -33,7 +31,7 @@ class OptimizerSpec(_Frozen):
     master_weights: bool = True
 
 
-class ShardingSpec(_Frozen):
+class ShardingSpec(Frozen):
     """How one step is laid over the chips.
 
     ``mesh``: axis -> size (missing axes are 1, one axis may be -1). ``bindings``: axis -> the

@@ -1,0 +1,16 @@
+"""The one frozen pydantic base of every spec and profile record: immutable, and an unknown field
+is an error (``extra="forbid"``: a misspelt YAML key fails instead of being dropped)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Frozen(BaseModel):
+    """Base of the model and sharding specs (:mod:`simulator.specs`) and of the hardware profile
+    schema (:mod:`hardware_profiles.schema`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+__all__ = ["Frozen"]
