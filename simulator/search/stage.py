@@ -74,6 +74,14 @@ class BlockForm:
     links: dict[str, np.ndarray]
     opt: np.ndarray
 
+    @property
+    def changed(self) -> np.ndarray:
+        """Per state variable: whether the block changes it in any row (not an identity row)."""
+        S = self.M.shape[1]
+        eye = np.full((S, S), NEG)
+        np.fill_diagonal(eye, 0.0)
+        return ~np.all(self.M == eye, axis=(0, 2))
+
     def take(self, rows: np.ndarray) -> BlockForm:
         return BlockForm(self.M[rows], self.busy[rows], {a: v[rows] for a, v in self.links.items()},
                          self.opt[rows])
@@ -135,20 +143,82 @@ def maxplus(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def apply(M: np.ndarray, x: np.ndarray, n: int = 1) -> np.ndarray:
-    """``M^n x`` per row (``x``: rows x S): ``n`` products with the vector while that is
-    cheaper than squaring the matrix (``S`` times the work of one), then by repeated squaring."""
-    if n <= 2 * M.shape[1]:
-        for _ in range(n):
-            x = np.max(M + x[:, None, :], axis=2)
-        return x
+def matvec(M: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``M x`` per row: ``(M x)_i = max_j M_ij + x_j``."""
+    return np.max(M + x[:, None, :], axis=2)
+
+
+def power(M: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
+    """``M^n x`` per row by repeated squaring (exact for any matrix)."""
     while n:
         if n & 1:
-            x = np.max(M + x[:, None, :], axis=2)
+            x = matvec(M, x)
         n >>= 1
         if n:
             M = maxplus(M, M)
     return x
+
+
+#: Repeats of a pattern before its periodic regime is tested (:func:`apply`).
+TRANSIENT = 2
+#: Shifts compared up to float rounding: relative to the clocks' size.
+SAME = 1e-12
+
+
+def apply(pattern: list[np.ndarray], x: np.ndarray, n: int = 1) -> np.ndarray:
+    """``x`` after ``n`` repeats of the blocks ``pattern`` (matrices applied in order), per row.
+
+    Exact, and in ``TRANSIENT + 2`` repeats for the rows that reach a periodic regime. With
+    ``P`` the repeat's matrix and ``x_{k+1} = P x_k``: if two repeats shift every variable
+    alike, ``x_{K+2} - x_{K+1} = x_{K+1} - x_K = d``, and no variable is driven by a faster
+    one (``d_j <= d_i`` wherever ``P_ij > -inf``), then ``x_{K+2+m} = x_{K+2} + m d`` for all
+    ``m``. Proof, one step (then induction): ``x_{k+1,i} = max_j P_ij + x_{k,j}`` grows by at
+    most ``max d_j <= d_i``; and the term ``j*`` that attains ``x_{K+2,i}`` had
+    ``x_{K+1,i} >= P_ij* + x_{K,j*} = x_{K+2,i} - d_j*``, so ``d_j* >= d_i``, hence
+    ``= d_i``, and it lifts ``x_{K+3,i}`` by ``d_i`` too. That is a rank's layer recurrence
+    in steady state: the clocks advance one layer's time per layer, a stream that falls ever
+    further behind (gradient reductions slower than the backward) at its own rate. Other rows
+    (a transient longer than ``TRANSIENT``) are finished by repeated squaring of ``P``. Shifts
+    are compared up to float rounding (:data:`SAME`).
+    """
+    def once(v):
+        for M in pattern:
+            v = matvec(M, v)
+        return v
+
+    if n <= TRANSIENT + 2:
+        for _ in range(n):
+            x = once(x)
+        return x
+    x0 = x
+    for _ in range(TRANSIENT):
+        x = once(x)
+    y = once(x)
+    z = once(y)
+    fin = np.isfinite(x)
+    same = (fin == np.isfinite(y)) & (fin == np.isfinite(z))
+    d1 = np.where(fin, y - np.where(fin, x, 0.0), 0.0)
+    d2 = np.where(fin, z - np.where(fin, y, 0.0), 0.0)
+    tol = SAME * np.max(np.where(fin, np.abs(z), 0.0), axis=1, keepdims=True)
+    reach = _reach(pattern) & fin[:, None, :] & fin[:, :, None]
+    faster = reach & (d2[:, None, :] > d2[:, :, None] + tol[:, :, None])
+    ok = np.all(same & (np.abs(d2 - d1) <= tol), axis=1) & ~np.any(faster, axis=(1, 2))
+    out = np.where(fin, z + (n - TRANSIENT - 2) * d2, z)
+    bad = np.nonzero(~ok)[0]
+    if len(bad):
+        P = pattern[0][bad]
+        for M in pattern[1:]:
+            P = maxplus(M[bad], P)
+        out[bad] = power(P, x0[bad], n)
+    return out
+
+
+def _reach(pattern: list[np.ndarray]) -> np.ndarray:
+    """Where the repeat's matrix is finite (``P_ij > -inf``), per row."""
+    R = np.isfinite(pattern[0]).astype(np.float32)
+    for M in pattern[1:]:
+        R = np.minimum(np.isfinite(M).astype(np.float32) @ R, 1.0)
+    return R > 0
 
 
 def runs(seq: list) -> list[tuple[tuple, int]]:
@@ -184,7 +254,8 @@ class StageTable:
     def full(self, key: tuple) -> BlockForm:
         if key not in self._full:
             S = len(STATE)
-            out = BlockForm(np.full((self.rows, S, S), NEG), np.zeros(self.rows), {},
+            # the groups partition the rows: every row of M is written below
+            out = BlockForm(np.empty((self.rows, S, S)), np.zeros(self.rows), {},
                             np.zeros(self.rows))
             for rows, planner, ctx in self.groups:
                 block = planner.block(key)
@@ -196,46 +267,65 @@ class StageTable:
             self._full[key] = out
         return self._full[key]
 
-    def form(self, key: tuple, rows: np.ndarray, remat: np.ndarray) -> BlockForm:
-        """The form of ``key`` at stage rows ``rows``; a backward block (key ``("bwd", kind,
-        None)``) per row under that row's remat policy (codes into REMATS)."""
-        if key[0] != "bwd":
-            return self.full(key).take(rows)
-        parts = [self.full(key[:2] + (r,)) for r in REMATS]
-        pick = lambda f: np.choose(remat, [getattr(p, f)[rows] for p in parts])  # noqa: E731
-        M = np.stack([p.M[rows] for p in parts])[remat, np.arange(len(rows))]
-        axes = {a for p in parts for a in p.links}
-        links = {a: np.choose(remat, [p.links.get(a, np.zeros(self.rows))[rows] for p in parts])
-                 for a in axes}
-        return BlockForm(M, pick("busy"), links, pick("opt"))
+    def changed(self, key: tuple) -> np.ndarray:
+        """The state variables block ``key`` changes in any row (cached with its form)."""
+        f = self.full(key)
+        if not hasattr(f, "_changed"):
+            f._changed = f.changed
+        return f._changed
+
+    def form(self, key: tuple, rows, live: np.ndarray) -> BlockForm:
+        """The form of block ``key`` at stage rows ``rows`` (indices or a slice) over the state
+        variables ``live``."""
+        f = self.full(key)
+        M = f.M[rows]
+        return BlockForm(M[:, live][:, :, live], f.busy[rows],
+                         {a: v[rows] for a, v in f.links.items()}, f.opt[rows])
 
     def time(self, kinds: tuple[bool, ...], first: bool, last: bool, rows: np.ndarray,
-             remat: np.ndarray) -> StageTime:
+             remats: np.ndarray) -> StageTime:
         """StageTime of a rank holding layers of ``kinds`` (in order), at stage rows ``rows``
-        under remat policies ``remat``."""
+        under each remat policy of ``remats`` (codes into REMATS): fields ``(remats, rows)``.
+
+        The state starts with every stream free at 0 and every register unset; only the
+        variables some block changes are carried (the others cannot move: an unused stream stays
+        free, an unset register unset). The steps before the first backward do not depend on
+        the remat policy: they run once for all policies."""
         planner = self.groups[0][1]
-        keys = [st.block.key for st in stage_steps(planner, kinds, first, last, remat="none")]
-        keys = [k[:2] + (None,) if k[0] == "bwd" else k for k in keys]
-        forms = {k: self.form(k, rows, remat) for k in dict.fromkeys(keys)}
-        x = np.full((len(rows), len(STATE)), NEG)
-        x[:, :len(STREAMS)] = 0.0
-        for pattern, n in runs(keys):
-            M = forms[pattern[0]].M
-            for k in pattern[1:]:
-                M = maxplus(forms[k].M, M)
-            x = apply(M, x, n)
-        counts = Counter(keys)
-        busy = sum(counts[k] * f.busy for k, f in forms.items())
-        opt = sum(counts[k] * f.opt for k, f in forms.items())
-        links: dict[str, np.ndarray] = {}
-        for k, f in forms.items():
-            for axis, v in f.links.items():
-                links[axis] = links.get(axis, 0.0) + counts[k] * v
-        i = {v: j for j, v in enumerate(STATE)}
-        t_raw = x[:, i["t_mb"]]
-        floor = np.max(np.stack(list(links.values())), axis=0) if links else 0.0
-        tail = x[:, :len(STREAMS)].max(axis=1) - t_raw
-        return StageTime(x[:, i["t_fwd"]], np.maximum(t_raw, floor), tail, busy, opt)
+        per = [[st.block.key for st in stage_steps(planner, kinds, first, last, remat=REMATS[r])]
+               for r in remats]
+        split = next(i for i, k in enumerate(per[0]) if k[0] == "bwd")
+        live = np.zeros(len(STATE), dtype=bool)
+        live[[STATE.index(m) for m in MARKS]] = True
+        for keys in per:
+            for k in dict.fromkeys(keys):
+                live |= self.changed(k)
+        live = np.nonzero(live)[0]
+        forms = {k: self.form(k, rows, live) for keys in per for k in dict.fromkeys(keys)}
+        n_rows = len(self.full(per[0][0]).busy[rows])
+        x = np.where(live < len(STREAMS), 0.0, NEG)[None, :].repeat(n_rows, axis=0)
+        for pattern, n in runs(per[0][:split]):
+            x = apply([forms[k].M for k in pattern], x, n)
+        at = {STATE[j]: c for c, j in enumerate(live)}
+        out = StageTime(*(np.zeros((len(remats), n_rows)) for _ in range(5)))
+        for r, keys in enumerate(per):
+            y = x
+            for pattern, n in runs(keys[split:]):
+                y = apply([forms[k].M for k in pattern], y, n)
+            counts = Counter(keys)
+            links: dict[str, np.ndarray] = {}
+            for k, c in counts.items():
+                f = forms[k]
+                out.busy[r] += c * f.busy
+                out.opt[r] += c * f.opt
+                for axis, v in f.links.items():
+                    links[axis] = links.get(axis, 0.0) + c * v
+            t_raw = y[:, at["t_mb"]]
+            floor = np.max(np.stack(list(links.values())), axis=0) if links else 0.0
+            out.tail[r] = y[:, live < len(STREAMS)].max(axis=1) - t_raw
+            out.t_fwd[r] = y[:, at["t_fwd"]]
+            out.t_mb[r] = np.maximum(t_raw, floor)
+        return out
 
 
 __all__ = ["ColumnCost", "StageTable", "StageTime", "block_form", "maxplus", "apply", "runs"]

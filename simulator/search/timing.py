@@ -64,7 +64,9 @@ class _StageRows:
     collective coefficients and pipeline send time."""
 
     def __init__(self, c: Candidates) -> None:
-        key = c.placement.astype(np.int64) * (int(c.micro_batch.max(initial=0)) + 1) + c.micro_batch
+        # pipeline size first: each pipeline size's stage rows are one contiguous range
+        nplace, nmb = int(c.placement.max(initial=0)) + 1, int(c.micro_batch.max(initial=0)) + 1
+        key = (c.axis("pipeline").astype(np.int64) * nplace + c.placement) * nmb + c.micro_batch
         _, first, inv = np.unique(key, return_index=True, return_inverse=True)
         self.of_row = inv.ravel()
         used, where = np.unique(c.placement[first], return_inverse=True)
@@ -102,20 +104,32 @@ class _StageRows:
 
 def step_times(c: Candidates, progress=None) -> StepTimes:
     """Step time of every row (rows need not fit in memory); ``progress(fraction)`` is called
-    as pipeline groups finish. Each rank's micro-batch is solved once per (stage row, remat)."""
+    as pipeline sizes finish. Each rank class's micro-batch is solved once per (stage row,
+    remat) and shared by every configuration with that stage row (any virtual stages)."""
     sr = _StageRows(c)
+    table = sr.table()
     out = StepTimes(np.zeros(len(c)), np.zeros(len(c)), np.zeros(len(c)))
+    pipe = c.axis("pipeline")
     done = 0
-    for pp, v, idx in _groups(c):
-        srow = sr.of_row[idx]
-        ukey, uinv = np.unique(srow * 3 + c.remat[idx], return_inverse=True)
-        layout = rank_classes(c.space.model, pp, v)
-        table = sr.table()
-        per_class = {cls: table.time(*cls, ukey // 3, ukey % 3) for cls in dict.fromkeys(layout)}
-        ranks = [per_class[cls] for cls in layout]
-        _time_group(ranks, uinv.ravel(), c.microbatches[idx], c.schedule[idx], sr.send[srow],
-                    v, out, idx)
-        done += len(idx)
+    for pp in np.unique(pipe):
+        sel = np.nonzero(pipe == pp)[0]
+        rows, row_at = np.unique(sr.of_row[sel], return_inverse=True)
+        rows = slice(int(rows[0]), int(rows[-1]) + 1) if rows[-1] - rows[0] + 1 == len(rows) else rows
+        remats, remat_at = np.unique(c.remat[sel], return_inverse=True)
+        row_at, remat_at = row_at.ravel(), remat_at.ravel()
+        layouts = {int(v): rank_classes(c.space.model, int(pp), int(v))
+                   for v in np.unique(c.virtual[sel])}
+        classes = dict.fromkeys(cls for layout in layouts.values() for cls in layout)
+        times = {cls: table.time(*cls, rows, remats) for cls in classes}
+        for v, layout in layouts.items():
+            part = np.nonzero(c.virtual[sel] == v)[0]
+            idx = sel[part]
+            ra, rw = remat_at[part], row_at[part]
+            ranks = [StageTime(*(getattr(times[cls], f)[ra, rw] for f in
+                                 ("t_fwd", "t_mb", "tail", "busy", "opt"))) for cls in layout]
+            _time_group(ranks, np.arange(len(idx)), c.microbatches[idx], c.schedule[idx],
+                        sr.send[sr.of_row[idx]], v, out, idx)
+        done += len(sel)
         if progress:
             progress(done / len(c))
     return out
