@@ -14,6 +14,7 @@ import gc
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import networkx as nx
@@ -35,15 +36,25 @@ from simulator.specs.sharding import make_sharding
 
 @dataclass
 class StageTiming:
-    """One pipeline rank's scheduled micro-batch."""
+    """One pipeline rank's scheduled micro-batch (``plan`` costed, ``sched`` its schedule);
+    ``graph``, the step graph, is built when first asked for."""
 
-    graph: nx.DiGraph
+    plan: StagePlan
     sched: Scheduled
     t_fwd: float
     t_mb: float
     tail: float
     per_mb: dict[str, float]
     tail_parts: dict[str, float]
+
+    @property
+    def ops(self) -> dict:
+        """Every node's op, by node name, in program order."""
+        return self.sched.ops
+
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        return self.plan.graph()
 
 
 @dataclass
@@ -109,13 +120,10 @@ def stage_plan(job: Job, ctx: CostContext, layers: list[int], first: bool, last:
 
 def _time_stage(job: Job, ctx: CostContext, layers: list[int], first: bool, last: bool) -> StageTiming:
     plan = stage_plan(job, ctx, layers, first, last)
-    items = list(plan.unrolled())
-    sc = schedule_items(items)
-    g = plan.graph(items)
-    nodes = g.nodes
+    sc = schedule_items(plan.unrolled())
+    ops = sc.ops
     t_fwd = t_mb = last_compute = 0.0
-    for name, attrs in nodes.items():
-        op = attrs["op"]
+    for name, op in ops.items():
         if op.stream != COMPUTE:
             continue
         e = sc.end[name]
@@ -124,26 +132,25 @@ def _time_stage(job: Job, ctx: CostContext, layers: list[int], first: bool, last
             t_mb = max(t_mb, e)
             if op.phase == "fwd":
                 t_fwd = max(t_fwd, e)
-    per_mb = sc.window(-1.0, t_mb, g)
-    tail_parts = sc.window(t_mb, last_compute, g)
+    per_mb = sc.window(-1.0, t_mb)
+    tail_parts = sc.window(t_mb, last_compute)
     if sc.makespan > last_compute:  # e.g. the distributed optimizer's weight all-gather
-        final = max(nodes, key=lambda n: sc.end[n])
-        tail_parts[nodes[final]["op"].category] += sc.makespan - last_compute
+        final = max(ops, key=lambda n: sc.end[n])
+        tail_parts[ops[final].category] += sc.makespan - last_compute
     tail = sc.makespan - t_mb
-    floor, cat = link_floor(g)
+    floor, cat = link_floor(ops.values())
     if floor > t_mb:
         per_mb[cat] += floor - t_mb
         t_mb = floor
-    return StageTiming(g, sc, t_fwd, t_mb, tail, per_mb, tail_parts)
+    return StageTiming(plan, sc, t_fwd, t_mb, tail, per_mb, tail_parts)
 
 
-def link_floor(g: nx.DiGraph) -> tuple[float, str]:
-    """The largest per-axis sum of a micro-batch's collectives (:func:`link_axis`), and the
-    category that dominates it."""
+def link_floor(ops) -> tuple[float, str]:
+    """The largest per-axis sum of a micro-batch's collectives (:func:`link_axis`) among
+    ``ops``, and the category that dominates it."""
     per_axis: dict[str, float] = defaultdict(float)
     per_cat: dict[str, float] = defaultdict(float)
-    for attrs in g.nodes.values():
-        op = attrs["op"]
+    for op in ops:
         if link_axis(op) is not None:
             per_axis[op.axis] += op.duration
             per_cat[op.category] += op.duration
@@ -154,8 +161,8 @@ def link_floor(g: nx.DiGraph) -> tuple[float, str]:
     return per_axis[axis], cat
 
 
-def outside_calibrated_range(job: Job, g: nx.DiGraph) -> list[str]:
-    """Say so when the graph's op sizes leave the range a calibrated curve was fitted on
+def outside_calibrated_range(job: Job, ops) -> list[str]:
+    """Say so when the sizes of ``ops`` (a stage's) leave the range a calibrated curve was fitted on
     (matmul: one GEMM's FLOPs; attention: FLOPs; memory-bound ops and gathers: bytes): the
     efficiency is extrapolated."""
 
@@ -173,7 +180,7 @@ def outside_calibrated_range(job: Job, g: nx.DiGraph) -> list[str]:
         if curve is None or curve.calibrated_range is None:
             continue
         lo, hi = curve.calibrated_range
-        sizes = [size(a["op"]) for a in g.nodes.values() if chosen(a["op"])]
+        sizes = [size(op) for op in ops if chosen(op)]
         outside = [x for x in sizes if x > 0 and not lo <= x <= hi]
         if outside:
             out.append(f"{len(outside)} of {len(sizes)} {name} ops fall outside the calibrated "
@@ -240,7 +247,7 @@ def _predict_job(job: Job) -> StepPrediction:
     flops = model_flops_per_step(job.model, job.seq_len, job.tokens_per_step)
     peak = job.hardware.peak_flops("bf16")
     mem = estimate_memory(job, stages)
-    warnings = outside_calibrated_range(job, crit.graph)
+    warnings = outside_calibrated_range(job, crit.ops.values())
     if not mem.fits:
         warnings.append(
             f"does not fit: {mem.per_device_bytes / 2**30:.1f} GiB per device > "

@@ -167,7 +167,7 @@ def test_a_wait_is_split_along_the_chain_that_caused_it():
     g.add_edges_from([("a", "a2a"), ("a2a", "ag"), ("ag", "b")])
     sc = schedule(g)
     assert sc.end["b"] == pytest.approx(4.5)
-    parts = sc.window(-1, 10, g)
+    parts = sc.window(-1, 10)
     assert parts["comm.all_to_all.expert"] == pytest.approx(2.0)
     assert parts["comm.all_gather.model"] == pytest.approx(0.5)
     assert parts["compute"] == pytest.approx(2.0)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from simulator.cost.collectives import Collective
 from meshcast.errors import MeshcastError
 from simulator.graph.ops import COMPUTE, Op
+from simulator.graph.plan import MICROBATCH
 from simulator.predict import link_floor
 from simulator.graph.schedule import wait_category
 
@@ -73,11 +74,11 @@ class Attribution:
 
 def _stage_seconds(timing) -> tuple[dict, dict]:
     """(per micro-batch, tail) seconds per (node, category) of the critical rank's stage."""
-    g, sc = timing.graph, timing.sched
-    nodes = g.nodes
-    ends = [sc.end[n] for n, a in nodes.items() if a["op"].stream == COMPUTE]
-    t_mb = max((sc.end[n] for n, a in nodes.items() if a["op"].stream == COMPUTE
-                and a["op"].phase in ("fwd", "bwd", "recompute")), default=0.0)
+    sc = timing.sched
+    ops = sc.ops
+    ends = [sc.end[n] for n, op in ops.items() if op.stream == COMPUTE]
+    t_mb = max((sc.end[n] for n, op in ops.items() if op.stream == COMPUTE
+                and op.phase in MICROBATCH), default=0.0)
     last_compute = max(ends, default=0.0)
     per_mb: dict[tuple, float] = defaultdict(float)
     tail: dict[tuple, float] = defaultdict(float)
@@ -86,14 +87,14 @@ def _stage_seconds(timing) -> tuple[dict, dict]:
         bucket = per_mb if end <= t_mb else tail if end <= last_compute else None
         if bucket is None:
             continue
-        op = nodes[name]["op"]
+        op = ops[name]
         bucket[(name, op.category)] += op.duration
         for who, seconds in pieces:
-            bucket[(who or name, wait_category(nodes, who))] += seconds
+            bucket[(who or name, wait_category(ops, who))] += seconds
     if sc.makespan > last_compute:
-        final = max(nodes, key=lambda n: sc.end[n])
-        tail[(final, nodes[final]["op"].category)] += sc.makespan - last_compute
-    floor, cat = link_floor(g)
+        final = max(ops, key=lambda n: sc.end[n])
+        tail[(final, ops[final].category)] += sc.makespan - last_compute
+    floor, cat = link_floor(ops.values())
     if floor > t_mb:
         per_mb[("link_floor", cat)] += floor - t_mb
     return per_mb, tail
@@ -102,7 +103,7 @@ def _stage_seconds(timing) -> tuple[dict, dict]:
 def attribute(pred) -> Attribution:
     """Split ``pred``'s step time by op and by part; raises if it disagrees with the breakdown."""
     timing = pred.critical
-    nodes = timing.graph.nodes
+    ops = timing.ops
     per_mb, tail = _stage_seconds(timing)
     by_cat: dict[str, float] = defaultdict(float)
     by_tag: dict[str, float] = defaultdict(float)
@@ -115,7 +116,7 @@ def attribute(pred) -> Attribution:
                 _, kind, axis = cat.split(".", 2)
                 tag, part = f"link_floor.{axis}", comm_part(kind, axis)
             else:
-                op = nodes[name]["op"]
+                op = ops[name]
                 tag, part = op_tag(op), part_of(op)
             by_tag[tag] += s
             by_part[part] += s

@@ -44,17 +44,24 @@ class Clock:
 def run(items, clock: Clock, trace: _Attribution | None = None) -> None:
     """List-schedule ``items`` -- ``(name, op, predecessor names)`` in a topological order, each
     stream's ops in its program order -- advancing ``clock``; ``trace`` records each op's start
-    and what held it up (floats only)."""
+    and what held it up (floats only: it also notes which predecessor ended last)."""
     free, end, mx, none = clock.free, clock.end, clock.mx, clock.none
     for name, op, preds in items:
-        ready = none
-        for p in preds:
-            ready = mx(ready, end[p])
+        ready, last = none, None
+        if trace is None:
+            for p in preds:
+                ready = mx(ready, end[p])
+        else:
+            ready = 0.0
+            for p in preds:
+                e = end[p]
+                if e > ready:
+                    ready, last = e, p
         at = free[op.stream]
         t0 = mx(ready, at)
         end[name] = free[op.stream] = t0 + op.duration
         if trace is not None:
-            trace.node(name, op, preds, at, t0)
+            trace.node(name, op, last, ready, at, t0)
 
 
 class _Attribution:
@@ -68,12 +75,9 @@ class _Attribution:
         self.waits: dict[str, tuple[tuple[str, float], ...]] = {}
         self.ops: dict[str, Op] = {}
 
-    def node(self, name: str, op: Op, preds, free_at: float, t0: float) -> None:
-        ready, last = 0.0, None
-        for p in preds:
-            e = self.end[p]
-            if e > ready:
-                ready, last = e, p
+    def node(self, name: str, op: Op, last: str | None, ready: float, free_at: float,
+             t0: float) -> None:
+        """``last``: the predecessor that ended last (after time 0), at ``ready``."""
         self.start[name] = t0
         self.ops[name] = op
         self.blocker[name] = last if ready >= free_at else self.last_on.get(op.stream)
@@ -110,24 +114,25 @@ class Scheduled:
     end: dict[str, float]
     makespan: float = 0.0
     waits: dict[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
+    ops: dict[str, Op] = field(default_factory=dict)  # every node's op, in program order
 
-    def window(self, t0: float, t1: float, graph: nx.DiGraph) -> dict[str, float]:
+    def window(self, t0: float, t1: float) -> dict[str, float]:
         """Seconds by category of compute-stream nodes ending in ``(t0, t1]``: their own busy
         time under their category, and the wait before each under what it waited for."""
         out: dict[str, float] = defaultdict(float)
-        nodes = graph.nodes
+        ops = self.ops
         for name, pieces in self.waits.items():
             if t0 < self.end[name] <= t1:
-                op = nodes[name]["op"]
+                op = ops[name]
                 out[op.category] += op.duration
                 for who, seconds in pieces:
-                    out[wait_category(nodes, who)] += seconds
+                    out[wait_category(ops, who)] += seconds
         return out
 
 
-def wait_category(nodes, who: str) -> str:
+def wait_category(ops: dict[str, Op], who: str) -> str:
     """The breakdown category a wait piece is charged to: its collective's, or compute."""
-    return nodes[who]["op"].category if who else "compute"
+    return ops[who].category if who else "compute"
 
 
 def schedule_items(items) -> Scheduled:
@@ -136,7 +141,8 @@ def schedule_items(items) -> Scheduled:
     trace = _Attribution(clock)
     run(items, clock, trace)
     end = clock.end
-    return Scheduled(trace.start, end, makespan=max(end.values(), default=0.0), waits=trace.waits)
+    return Scheduled(trace.start, end, makespan=max(end.values(), default=0.0), waits=trace.waits,
+                     ops=trace.ops)
 
 
 def schedule(graph: nx.DiGraph) -> Scheduled:
