@@ -16,7 +16,7 @@ from simulator.cost.formulas import pipeline_send_bytes, stage_layers
 from simulator.graph.ops import Op, OpKind
 from simulator.graph.plan import _Planner
 from simulator.search.columns import dims_columns, structure_key
-from simulator.search.pipeline import pipeline_finish
+from simulator.graph.pipeline import pipeline_finish
 from simulator.search.placements import coefficients
 from simulator.search.space import SCHEDULES
 from simulator.search.stage import ColumnCost, StageTable, StageTime
