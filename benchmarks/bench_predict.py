@@ -1,5 +1,6 @@
-"""How long one `predict` takes for a 100-layer MoE model (target: under 50 ms, so search can
-afford the graph path on its finalists). Prints figures; run with `make bench`."""
+"""How long one `predict` takes for a 100-layer MoE model in-process (issue 14 target: at most
+10 ms; issue 4's: under 50 ms, so the search can afford the graph path on its finalists).
+Prints figures; run with `make bench`."""
 
 from __future__ import annotations
 
@@ -42,4 +43,4 @@ def test_predict_latency_100_layer_moe(label):
     nodes = pred.critical.graph.number_of_nodes()
     print(f"\npredict latency [{label}]: median {med:.1f} ms, best {best:.1f} ms, "
           f"{nodes} nodes in the critical stage graph, step {pred.step_time_s:.3f} s "
-          f"(target < 50 ms)")
+          f"(target <= 10 ms)")

@@ -1,7 +1,8 @@
-"""How fast `meshcast rank` searches a 1,024-chip MoE job, on one core (issue 4 targets: at
-least 200,000 configurations/s on the fast path, the full search under 2 s), and how far the
-fast path is from the graph path on a sample of its table. Prints figures; run with
-`make bench`."""
+"""How fast `meshcast rank` searches 1,024-chip jobs, on one core (issue 14 target: at least
+1,000,000 configurations/s through the fast path on the README's MoE search and on GPT-3 175B
+over 1,024 A100s, pipeline included; issue 4's: the full search under 2 s), and how far the fast
+path is from the graph path on a sample of its table (they schedule one plan: float rounding).
+Prints figures; run with `make bench`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from simulator.specs.job import make_job
 JOBS = {
     "mixtral-8x7b on 1024 h100-sxm": ("mixtral-8x7b", "h100-sxm"),
     "moe-6.4b on 1024 tpu-v5p": ("moe-6.4b", "tpu-v5p"),
+    "gpt3-175b on 1024 a100-sxm-80gb": ("gpt3-175b", "a100-sxm-80gb"),
 }
 
 
@@ -37,7 +39,7 @@ def test_rank_1024_chip_moe(label):
     res = rank(space, top=3)  # cold: first search in this process (compiles pipeline programs)
     cold = time.perf_counter() - t0
     fulls, rates = [], []
-    for _ in range(5):
+    for _ in range(3):
         t0 = time.perf_counter()
         res = rank(space, top=3)
         fulls.append(time.perf_counter() - t0)
@@ -47,7 +49,7 @@ def test_rank_1024_chip_moe(label):
     print(f"\nrank [{label}]: {c['candidates']:,} valid configurations ({c['evaluated']:,} "
           f"evaluated, {c['out_of_memory']:,} out of memory; {c['invalid_total']:,} invalid)")
     print(f"  fast path: median {statistics.median(rates):,.0f} configs/s (best "
-          f"{max(rates):,.0f}; target >= 200,000)")
+          f"{max(rates):,.0f}; target >= 1,000,000)")
     print(f"  full search: median {statistics.median(fulls):.2f} s, best {min(fulls):.2f} s, "
           f"first in process {cold:.2f} s (target < 2 s); last run's parts {s}")
     best = res.top[0]
@@ -64,4 +66,4 @@ def _agreement(space, res, n: int = 25) -> None:
         pred = predict_job(make_job(space.model, res.table.sharding(i), space.hardware, space.chips))
         errs.append(abs(res.times.step_s[i] / pred.step_time_s - 1))
     print(f"  fast vs graph path on {n} random rows: max {max(errs):.2e}, median "
-          f"{statistics.median(errs):.1e} (tolerance 2e-02)")
+          f"{statistics.median(errs):.1e} (one plan: float rounding)")

@@ -98,11 +98,6 @@ class StepPrediction:
             "warnings": list(self.warnings),
         }
 
-    def write_trace(self, path: str | Path) -> None:
-        from simulator.cli.trace import write_chrome_trace
-
-        write_chrome_trace(self, path)
-
 
 def _stages(job: Job) -> list[tuple[list[int], bool, bool]]:
     """(layers, has embedding, has head) per pipeline rank (:func:`stage_layers`)."""

@@ -9,7 +9,7 @@ import pytest
 
 from simulator import predict
 from simulator.analysis.attribution import PARTS, attribute
-from simulator.analysis.budget import Budget, chinchilla_tokens
+from simulator.cost.budget import Budget, chinchilla_tokens
 from simulator.analysis.compare import compare, dense_mesh
 from simulator.cli.compare_report import comparison_dict
 from simulator.analysis.decompose import INCREASE_PARTS, decompose_predictions, unpadded

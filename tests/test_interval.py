@@ -227,7 +227,7 @@ def test_compare_gives_each_side_its_band(capsys, profiles_dir):
 def test_plots_draw_a_band_only_when_there_is_an_interval(profiles_dir):
     from hardware_profiles import profile_dirs
     from simulator.cli.plots import plot_plan, plot_prediction
-    from simulator.search.plan import plan
+    from simulator.analysis.plan import plan
 
     def bands(fig, kind) -> int:  # in the first panel: the step times (predict), days (plan)
         return sum(isinstance(c, kind) for c in fig.axes[0].collections)

@@ -26,27 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("simulator", "hardware_profiles", "meshcast", "calibration")
 JAX = ("jax", "jaxlib")
 
-#: Package-level import cycles that exist today and are owed a fix, each as the edge that should
-#: go (importer unit, imported unit) and why it is there. Each is an xfail(strict) case of
-#: :func:`test_known_cycle_edge_is_gone`: once the edge goes that case passes, strict xfail turns
-#: it into a failure, and the entry must be deleted here. The acyclicity test ignores only these
-#: edges; any other cycle fails it.
-KNOWN_CYCLE_EDGES = {
-    ("simulator.cost", "simulator.specs"):
-        "simulator/cost/flops.py imports simulator.specs.model.ModelSpec at module level for "
-        "annotations only, while simulator/specs/job.py builds Job.topology with "
-        "simulator.cost.topology; fix: import ModelSpec under TYPE_CHECKING (as "
-        "cost/formulas.py does)",
-    ("simulator.search", "simulator.analysis"):
-        "simulator/search/{plan,rank}.py import simulator.analysis.budget and search/report.py "
-        "simulator.analysis.interval, while analysis/{compare,study}.py run the search; fix: "
-        "budget and interval are inputs of the search, not studies of it (move them below "
-        "search, e.g. into search/ or cost/)",
-    ("simulator.predict", "simulator.cli"):
-        "StepPrediction.write_trace (simulator/predict.py) imports simulator.cli.trace lazily, "
-        "while the CLI calls predict; fix: callers use simulator.cli.trace.write_chrome_trace "
-        "(or the trace writer moves out of cli/)",
-}
 
 
 @dataclass(frozen=True)
@@ -212,30 +191,13 @@ def test_find_cycle_finds_one_and_only_one():
 
 
 def test_units_import_each_other_without_cycles():
-    edges = {e: w for e, w in unit_graph().items() if e not in KNOWN_CYCLE_EDGES}
+    edges = unit_graph()
     cycle = find_cycle(edges)
     if cycle:
         lines = [f"{a} -> {b}: " + "; ".join(str(i) for i in edges[(a, b)][:3])
                  for a, b in zip(cycle, cycle[1:])]
         pytest.fail("import cycle between packages " + " -> ".join(cycle) + ":\n  "
                     + "\n  ".join(lines))
-
-
-def test_known_cycle_edges_close_a_cycle_today():
-    """Each allowed edge is still there and still closes a cycle (else delete its entry)."""
-    edges = unit_graph()
-    for edge, why in KNOWN_CYCLE_EDGES.items():
-        assert edge in edges, f"{edge} is gone: delete it from KNOWN_CYCLE_EDGES ({why})"
-        rest = {e for e in edges if e not in KNOWN_CYCLE_EDGES or e == edge}
-        assert find_cycle(rest), f"{edge} no longer closes a cycle: delete it from KNOWN_CYCLE_EDGES"
-
-
-@pytest.mark.parametrize("edge", [pytest.param(e, marks=pytest.mark.xfail(strict=True, reason=w),
-                                               id=f"{e[0]}->{e[1]}")
-                                  for e, w in KNOWN_CYCLE_EDGES.items()])
-def test_known_cycle_edge_is_gone(edge):
-    found = unit_graph().get(edge, [])
-    assert not found, f"{edge[0]} imports {edge[1]}:\n  " + _report(found)
 
 
 def test_the_scan_sees_function_level_imports():

@@ -22,7 +22,7 @@ from simulator.cli.plots import (
     save,
 )
 from simulator.cli.plots.predict import layer_spans
-from simulator.search.plan import plan
+from simulator.analysis.plan import plan
 from simulator.search.rank import rank
 from simulator.search.space import make_space
 from simulator.analysis.study import study_pair

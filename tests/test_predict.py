@@ -141,7 +141,9 @@ def test_trace_is_chrome_json(gpu_profile, tmp_path):
     p = predict(model=MOE, hardware=gpu_profile, chips=8, mesh={"expert": 4, "pipeline": 2},
                 global_batch=8)
     path = tmp_path / "t.json"
-    p.write_trace(path)
+    from simulator.cli.trace import write_chrome_trace
+
+    write_chrome_trace(p, path)
     ev = json.loads(path.read_text())["traceEvents"]
     xs = [e for e in ev if e["ph"] == "X"]
     assert xs and all(e["dur"] > 0 and e["ts"] >= 0 for e in xs)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.analysis.budget import Budget, chinchilla_tokens, smallest_meeting
+from simulator.cost.budget import Budget, chinchilla_tokens, smallest_meeting
 from meshcast.errors import MeshcastError
-from simulator.search.plan import PlanEntry, pareto_front
+from simulator.analysis.plan import PlanEntry, pareto_front
 from simulator.specs.model import ModelSpec, MoESpec
 
 # D=1024, 8 heads of 128 (MHA), SwiGLU F=4096, 4 layers, V=32768 untied:

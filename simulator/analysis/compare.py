@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simulator.analysis.attribution import attribute
-from simulator.analysis.budget import Budget, chinchilla_tokens, price_of
+from simulator.cost.budget import Budget, chinchilla_tokens, price_of
 from simulator.analysis.decompose import Increase, decompose_predictions
 from meshcast.errors import MeshcastError
 from simulator.analysis.matched import VIEWS, Matched, check_view, matched

@@ -1,6 +1,6 @@
 """How many tokens an MoE may train against a dense reference's budget, under three yardsticks.
 
-The dense reference trains its Chinchilla tokens ``D = r * N_dense`` (:mod:`simulator.analysis.budget`)
+The dense reference trains its Chinchilla tokens ``D = r * N_dense`` (:mod:`simulator.cost.budget`)
 in ``S_d = ceil(D / B)`` steps of ``B`` tokens, each ``t_d`` seconds. Each yardstick turns that
 into a budget and a cost per MoE step, and the MoE runs the whole steps that fit:
 

@@ -144,8 +144,10 @@ def _cmd_predict(a) -> int:
     pred = predict_job(_job_from_args(a))
     iv = interval_of(pred)
     if a.trace:
+        from simulator.cli.trace import write_chrome_trace
+
         try:
-            pred.write_trace(a.trace)
+            write_chrome_trace(pred, a.trace)
         except OSError as e:
             raise MeshcastError(f"trace: cannot write {a.trace}: {e.strerror}") from None
     if a.plot:

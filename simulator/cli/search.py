@@ -81,7 +81,7 @@ def add_parsers(sub) -> None:
 
 
 def _tokens(a, model, reference) -> int | None:
-    from simulator.analysis.budget import chinchilla_tokens
+    from simulator.cost.budget import chinchilla_tokens
 
     if a.tokens is not None:
         if a.tokens < 1:
@@ -93,7 +93,7 @@ def _tokens(a, model, reference) -> int | None:
 @with_profiles
 def cmd_rank(a) -> int:
     from simulator.search.rank import rank
-    from simulator.search.report import format_rank, rank_json, write_csv
+    from simulator.cli.rank_report import format_rank, rank_json, write_csv
     from simulator.search.space import make_space
     from simulator.specs.zoo import load_model
 
@@ -129,8 +129,8 @@ def _chip_list(text: str | None) -> list[int] | None:
 
 @with_profiles
 def cmd_plan(a) -> int:
-    from simulator.search.plan import plan
-    from simulator.search.report import format_plan, plan_json
+    from simulator.analysis.plan import plan
+    from simulator.cli.rank_report import format_plan, plan_json
 
     if a.plot:
         from simulator.cli.plots.common import check_png_path

@@ -11,7 +11,10 @@ precision the matmuls run in, so bf16 and fp8 runs compare on one scale.
 
 from __future__ import annotations
 
-from simulator.specs.model import ModelSpec
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from simulator.specs.model import ModelSpec
 
 
 def matmul_params(m: ModelSpec) -> int:

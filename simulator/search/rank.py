@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from simulator.analysis.budget import Budget, chinchilla_tokens, price_of
+from simulator.cost.budget import Budget, chinchilla_tokens, price_of
 from meshcast.errors import MeshcastError, NoFeasibleConfig
 from simulator.search.enumerate import enumerate_candidates
 from simulator.search.fast import StepTimes, memory_per_device, mfu, step_times

@@ -1,4 +1,4 @@
-"""Capacity planning pictures from ``simulator.search.plan.plan``: time vs chips, cost front."""
+"""Capacity planning pictures from ``simulator.analysis.plan.plan``: time vs chips, cost front."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from simulator.analysis.budget import Budget, chinchilla_tokens, price_of, smallest_meeting
+from simulator.cost.budget import Budget, chinchilla_tokens, price_of, smallest_meeting
 from meshcast.errors import MeshcastError
 from simulator.search.rank import Finalist, rank
 from simulator.search.space import make_space

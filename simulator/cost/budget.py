@@ -11,11 +11,15 @@ between its active and total size), and total parameters is the conservative (lo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 from dataclasses import dataclass
 
 from meshcast.errors import MeshcastError
-from simulator.specs.model import ModelSpec
+
+if TYPE_CHECKING:
+    from simulator.specs.model import ModelSpec
 
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 SECONDS_PER_DAY = 86400.0
