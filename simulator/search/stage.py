@@ -63,64 +63,122 @@ class StageTime:
     opt: np.ndarray
 
 
+#: The state: each stream's clock (:data:`simulator.graph.ops.STREAMS`), the registers, the marks.
+STATE = (*STREAMS, *REGISTERS, *MARKS)
+_AT = {v: i for i, v in enumerate(STATE)}
+_N_STREAMS = len(STREAMS)
+
+
 @dataclass
 class BlockForm:
-    """A block on columns: its max-plus matrix ``M`` (rows x S x S, output by input over the
-    state variables) and its additive sums per row: compute-stream ``busy`` seconds of the
-    micro-batch, collective seconds per axis on the links (``links``), ``opt`` optimizer."""
+    """A block on columns, as a sparse max-plus matrix: the state variables it changes
+    (``outs``, indices into STATE) as ``x'_o = max_j M[:, o, j] + x_ins[j]`` of those it reads
+    (``ins``); every other variable keeps its value. Its additive sums per row: compute-stream
+    ``busy`` seconds of the micro-batch, collective seconds per axis on the links (``links``),
+    ``opt`` optimizer seconds."""
 
+    outs: np.ndarray
+    ins: np.ndarray
     M: np.ndarray
     busy: np.ndarray
     links: dict[str, np.ndarray]
     opt: np.ndarray
 
-    @property
-    def changed(self) -> np.ndarray:
-        """Per state variable: whether the block changes it in any row (not an identity row)."""
-        S = self.M.shape[1]
-        eye = np.full((S, S), NEG)
-        np.fill_diagonal(eye, 0.0)
-        return ~np.all(self.M == eye, axis=(0, 2))
+    def take(self, rows) -> BlockForm:
+        return BlockForm(self.outs, self.ins, self.M[rows], self.busy[rows],
+                         {a: v[rows] for a, v in self.links.items()}, self.opt[rows])
 
-    def take(self, rows: np.ndarray) -> BlockForm:
-        return BlockForm(self.M[rows], self.busy[rows], {a: v[rows] for a, v in self.links.items()},
-                         self.opt[rows])
+    def step(self, x: np.ndarray) -> np.ndarray:
+        """The state after the block, per row (``x``: rows x S)."""
+        y = x.copy()
+        y[:, self.outs] = np.max(self.M + x[:, None, self.ins], axis=2)
+        return y
+
+    def dense(self) -> np.ndarray:
+        """The full max-plus matrix (rows x S x S)."""
+        S = len(STATE)
+        D = np.full((len(self.M), S, S), NEG)
+        D[:, np.arange(S), np.arange(S)] = 0.0
+        D[:, self.outs, :] = NEG
+        D[:, self.outs[:, None], self.ins[None, :]] = self.M
+        return D
+
+    def reach(self) -> np.ndarray:
+        """Where the full matrix is finite (rows x S x S, float 0/1 for products)."""
+        S = len(STATE)
+        R = np.zeros((len(self.M), S, S), dtype=np.float32)
+        R[:, np.arange(S), np.arange(S)] = 1.0
+        R[:, self.outs, :] = 0.0
+        R[:, self.outs[:, None], self.ins[None, :]] = np.isfinite(self.M)
+        return R
 
 
-#: The state: each stream's clock (:data:`simulator.graph.ops.STREAMS`), the registers, the marks.
-STATE = (*STREAMS, *REGISTERS, *MARKS)
+class DenseForm:
+    """A plain max-plus matrix (rows x S x S) with BlockForm's interface, for :func:`apply`."""
+
+    def __init__(self, M: np.ndarray) -> None:
+        self.M = M
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        return matvec(self.M, x)
+
+    def dense(self) -> np.ndarray:
+        return self.M
+
+    def reach(self) -> np.ndarray:
+        return np.isfinite(self.M).astype(np.float32)
+
+    def take(self, rows) -> DenseForm:
+        return DenseForm(self.M[rows])
 
 
-def block_form(block, names: tuple[str, ...], rows: int) -> BlockForm:
-    """Run ``block`` (costed, durations ``(rows, 1)``) once on the unknowns ``names``."""
-    S = len(names)
-    basis = np.full((S, S), NEG)
-    np.fill_diagonal(basis, 0.0)
-    at = {v: basis[i][None, :] for i, v in enumerate(names)}
-    free = {v: at[v] for v in names if v not in REGISTERS and v not in MARKS}
-    end = {"@" + r: at[r] for r in REGISTERS}
-    clock = Clock.arrays(free, end, np.full((1, S), NEG))
-    unknown = {op.stream for op in block.ops} - set(free)
+def _reads_writes(block) -> tuple[list[str], list[str]]:
+    """The state variables ``block`` reads and those it changes, in STATE order."""
+    streams = {op.stream for op in block.ops}
+    unknown = streams - set(STREAMS)
     if unknown:
         raise ValueError(f"block {block.key} uses streams {sorted(unknown)} missing from "
                          "simulator.graph.ops.STREAMS")
-    run(((op.name, op, op.deps) for op in block.ops), clock)
-    out = dict(at)
-    out.update(free)
-    for r in REGISTERS:
-        out[r] = end["@" + r]
+    regs = {d[1:] for op in block.ops for d in op.deps if d[0] == "@"}
+    acc = {r for r, _ in block.accumulates}
+    marks = set()
+    masked = set()
+    for op in block.ops:
+        if op.stream == COMPUTE and op.phase in MICROBATCH:
+            now = {"t_mb", "t_fwd"} if op.phase == "fwd" else {"t_mb"}
+            marks |= now
+            if op.only is not None:
+                masked |= now
+    reads = streams | regs | acc | masked
+    writes = streams | {r for r, _ in block.writes} | acc | marks
+    return ([v for v in STATE if v in reads], [v for v in STATE if v in writes])
+
+
+def block_form(block, rows: int) -> BlockForm:
+    """Run ``block`` (costed, durations ``(rows, 1)``) once on the unknowns it reads."""
+    ins, outs = _reads_writes(block)
+    S = len(ins)
+    basis = np.full((S, S), NEG)
+    np.fill_diagonal(basis, 0.0)
+    at = {v: basis[i][None, :] for i, v in enumerate(ins)}
+    none = np.full((1, S), NEG)
+    free = {s: at[s] for s in ins if s in STREAMS}
+    end = {"@" + r: at[r] for r in REGISTERS if r in at}
+    run(((op.name, op, op.deps) for op in block.ops), Clock.arrays(free, end, none))
+    out = dict(free)
     for reg, name in block.writes:
-        out[reg] = end[name] if name else clock.none
+        out[reg] = end[name] if name else none
     for reg, ops in block.accumulates:
         for name in ops:
-            out[reg] = np.maximum(out[reg], end[name])
+            out[reg] = np.maximum(out.get(reg, at[reg]), end[name])
     busy, links, opt = np.zeros(rows), {}, np.zeros(rows)
     for op in block.ops:
         dur = np.broadcast_to(op.duration, (rows, 1))[:, 0]
         if op.stream == COMPUTE and op.phase in MICROBATCH:
             e = end[op.name]
             for mark in ("t_mb", "t_fwd") if op.phase == "fwd" else ("t_mb",):
-                out[mark] = e if op.only is None else np.where(op.only[:, None], e, out[mark])
+                out[mark] = e if op.only is None else np.where(
+                    op.only[:, None], e, out.get(mark, at.get(mark, none)))
             if op.kind is not OpKind.COLLECTIVE:
                 busy = busy + dur
         axis = link_axis(op)
@@ -128,8 +186,24 @@ def block_form(block, names: tuple[str, ...], rows: int) -> BlockForm:
             links[axis] = links.get(axis, 0.0) + dur
         if op.phase == "optimizer" and op.kind is not OpKind.COLLECTIVE:
             opt = opt + dur
-    M = np.stack([np.broadcast_to(out[v], (rows, S)) for v in names], axis=1)
-    return BlockForm(M, busy, links, opt)
+    M = np.stack([np.broadcast_to(out[v], (rows, S)) for v in outs], axis=1)
+    return BlockForm(np.array([_AT[v] for v in outs], dtype=np.intp),
+                     np.array([_AT[v] for v in ins], dtype=np.intp), M, busy, links, opt)
+
+
+def _widen(f: BlockForm, outs: np.ndarray, ins: np.ndarray) -> np.ndarray:
+    """``f.M`` over the wider ``outs`` x ``ins`` (a variable ``f`` leaves alone keeps its
+    value: its own input at 0; inputs ``f`` does not read at -inf)."""
+    rows = len(f.M)
+    M = np.full((rows, len(outs), len(ins)), NEG)
+    o = {v: k for k, v in enumerate(outs.tolist())}
+    i = {v: k for k, v in enumerate(ins.tolist())}
+    for v in set(o) - set(f.outs.tolist()):
+        M[:, o[v], i[v]] = 0.0
+    rows_at = np.array([o[v] for v in f.outs.tolist()], dtype=np.intp)
+    cols_at = np.array([i[v] for v in f.ins.tolist()], dtype=np.intp)
+    M[:, rows_at[:, None], cols_at[None, :]] = f.M
+    return M
 
 
 def maxplus(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -165,8 +239,9 @@ TRANSIENT = 2
 SAME = 1e-12
 
 
-def apply(pattern: list[np.ndarray], x: np.ndarray, n: int = 1) -> np.ndarray:
-    """``x`` after ``n`` repeats of the blocks ``pattern`` (matrices applied in order), per row.
+def apply(pattern: list, x: np.ndarray, n: int = 1) -> np.ndarray:
+    """``x`` after ``n`` repeats of the blocks ``pattern`` (BlockForms, or max-plus matrices
+    rows x S x S, applied in order), per row.
 
     Exact, and in ``TRANSIENT + 2`` repeats for the rows that reach a periodic regime. With
     ``P`` the repeat's matrix and ``x_{k+1} = P x_k``: if two repeats shift every variable
@@ -181,9 +256,11 @@ def apply(pattern: list[np.ndarray], x: np.ndarray, n: int = 1) -> np.ndarray:
     (a transient longer than ``TRANSIENT``) are finished by repeated squaring of ``P``. Shifts
     are compared up to float rounding (:data:`SAME`).
     """
+    pattern = [f if hasattr(f, "step") else DenseForm(f) for f in pattern]
+
     def once(v):
-        for M in pattern:
-            v = matvec(M, v)
+        for f in pattern:
+            v = f.step(v)
         return v
 
     if n <= TRANSIENT + 2:
@@ -200,25 +277,30 @@ def apply(pattern: list[np.ndarray], x: np.ndarray, n: int = 1) -> np.ndarray:
     d1 = np.where(fin, y - np.where(fin, x, 0.0), 0.0)
     d2 = np.where(fin, z - np.where(fin, y, 0.0), 0.0)
     tol = SAME * np.max(np.where(fin, np.abs(z), 0.0), axis=1, keepdims=True)
-    reach = _reach(pattern) & fin[:, None, :] & fin[:, :, None]
-    faster = reach & (d2[:, None, :] > d2[:, :, None] + tol[:, :, None])
-    ok = np.all(same & (np.abs(d2 - d1) <= tol), axis=1) & ~np.any(faster, axis=(1, 2))
+    ok = np.all(same & (np.abs(d2 - d1) <= tol), axis=1)
+    cand = np.nonzero(ok)[0]
+    if len(cand):
+        reach = _reach([f.take(cand) for f in pattern]) > 0
+        fc, dc, tc = fin[cand], d2[cand], tol[cand]
+        reach &= fc[:, None, :] & fc[:, :, None]
+        faster = reach & (dc[:, None, :] > dc[:, :, None] + tc[:, :, None])
+        ok[cand] = ~np.any(faster, axis=(1, 2))
     out = np.where(fin, z + (n - TRANSIENT - 2) * d2, z)
     bad = np.nonzero(~ok)[0]
     if len(bad):
-        P = pattern[0][bad]
-        for M in pattern[1:]:
-            P = maxplus(M[bad], P)
+        P = pattern[0].take(bad).dense()
+        for f in pattern[1:]:
+            P = maxplus(f.take(bad).dense(), P)
         out[bad] = power(P, x0[bad], n)
     return out
 
 
-def _reach(pattern: list[np.ndarray]) -> np.ndarray:
-    """Where the repeat's matrix is finite (``P_ij > -inf``), per row."""
-    R = np.isfinite(pattern[0]).astype(np.float32)
-    for M in pattern[1:]:
-        R = np.minimum(np.isfinite(M).astype(np.float32) @ R, 1.0)
-    return R > 0
+def _reach(pattern: list) -> np.ndarray:
+    """Where the repeat's matrix is finite (``P_ij > -inf``), per row, as 0/1."""
+    R = pattern[0].reach()
+    for f in pattern[1:]:
+        R = np.minimum(f.reach() @ R, 1.0)
+    return R
 
 
 def runs(seq: list) -> list[tuple[tuple, int]]:
@@ -245,7 +327,8 @@ def runs(seq: list) -> list[tuple[tuple, int]]:
 class StageTable:
     """Every block's max-plus form for every stage row. Rows are grouped by the structure of
     their layer templates (``groups``: (rows, planner, cost context) each); a block is built,
-    costed and run once per group and its forms scattered into one table per block key."""
+    costed and run once per group and its forms gathered into one table per block key (over
+    the union of the groups' variables)."""
 
     def __init__(self, groups, rows: int, serial: bool) -> None:
         self.groups, self.rows, self.serial = groups, rows, serial
@@ -253,79 +336,62 @@ class StageTable:
 
     def full(self, key: tuple) -> BlockForm:
         if key not in self._full:
-            S = len(STATE)
-            # the groups partition the rows: every row of M is written below
-            out = BlockForm(np.empty((self.rows, S, S)), np.zeros(self.rows), {},
-                            np.zeros(self.rows))
+            parts = []
             for rows, planner, ctx in self.groups:
                 block = planner.block(key)
                 cost_blocks([block], ctx, self.serial, (len(rows), 1))
-                f = block_form(block, STATE, len(rows))
-                out.M[rows], out.busy[rows], out.opt[rows] = f.M, f.busy, f.opt
+                parts.append((rows, block_form(block, len(rows))))
+            outs = np.unique(np.concatenate([f.outs for _, f in parts]))
+            changed_everywhere = set.intersection(*(set(f.outs.tolist()) for _, f in parts))
+            keep = [v for v in outs.tolist() if v not in changed_everywhere]
+            ins = np.unique(np.concatenate([f.ins for _, f in parts] + [np.array(keep, np.intp)]))
+            M = np.empty((self.rows, len(outs), len(ins)))
+            out = BlockForm(outs, ins, M, np.zeros(self.rows), {}, np.zeros(self.rows))
+            for rows, f in parts:
+                M[rows] = f.M if (np.array_equal(f.outs, outs) and np.array_equal(f.ins, ins)) \
+                    else _widen(f, outs, ins)
+                out.busy[rows], out.opt[rows] = f.busy, f.opt
                 for axis, v in f.links.items():
                     out.links.setdefault(axis, np.zeros(self.rows))[rows] = v
             self._full[key] = out
         return self._full[key]
 
-    def changed(self, key: tuple) -> np.ndarray:
-        """The state variables block ``key`` changes in any row (cached with its form)."""
-        f = self.full(key)
-        if not hasattr(f, "_changed"):
-            f._changed = f.changed
-        return f._changed
-
-    def form(self, key: tuple, rows, live: np.ndarray) -> BlockForm:
-        """The form of block ``key`` at stage rows ``rows`` (indices or a slice) over the state
-        variables ``live``."""
-        f = self.full(key)
-        M = f.M[rows]
-        return BlockForm(M[:, live][:, :, live], f.busy[rows],
-                         {a: v[rows] for a, v in f.links.items()}, f.opt[rows])
-
-    def time(self, kinds: tuple[bool, ...], first: bool, last: bool, rows: np.ndarray,
+    def time(self, kinds: tuple[bool, ...], first: bool, last: bool, rows,
              remats: np.ndarray) -> StageTime:
         """StageTime of a rank holding layers of ``kinds`` (in order), at stage rows ``rows``
-        under each remat policy of ``remats`` (codes into REMATS): fields ``(remats, rows)``.
-
-        The state starts with every stream free at 0 and every register unset; only the
-        variables some block changes are carried (the others cannot move: an unused stream stays
-        free, an unset register unset). The steps before the first backward do not depend on
-        the remat policy: they run once for all policies."""
+        (indices or a slice) under each remat policy of ``remats`` (codes into REMATS): fields
+        ``(remats, rows)``. The state starts with every stream free at 0 and every register
+        unset. The steps before the first backward do not depend on the remat policy: they run
+        once for all policies."""
         planner = self.groups[0][1]
         per = [[st.block.key for st in stage_steps(planner, kinds, first, last, remat=REMATS[r])]
                for r in remats]
         split = next(i for i, k in enumerate(per[0]) if k[0] == "bwd")
-        live = np.zeros(len(STATE), dtype=bool)
-        live[[STATE.index(m) for m in MARKS]] = True
-        for keys in per:
-            for k in dict.fromkeys(keys):
-                live |= self.changed(k)
-        live = np.nonzero(live)[0]
-        forms = {k: self.form(k, rows, live) for keys in per for k in dict.fromkeys(keys)}
-        n_rows = len(self.full(per[0][0]).busy[rows])
-        x = np.where(live < len(STREAMS), 0.0, NEG)[None, :].repeat(n_rows, axis=0)
+        forms = {k: self.full(k).take(rows) for keys in per for k in dict.fromkeys(keys)}
+        n_rows = len(forms[per[0][0]].busy)
+        x = np.full((n_rows, len(STATE)), NEG)
+        x[:, :_N_STREAMS] = 0.0
         for pattern, n in runs(per[0][:split]):
-            x = apply([forms[k].M for k in pattern], x, n)
-        at = {STATE[j]: c for c, j in enumerate(live)}
+            x = apply([forms[k] for k in pattern], x, n)
         out = StageTime(*(np.zeros((len(remats), n_rows)) for _ in range(5)))
         for r, keys in enumerate(per):
             y = x
             for pattern, n in runs(keys[split:]):
-                y = apply([forms[k].M for k in pattern], y, n)
-            counts = Counter(keys)
+                y = apply([forms[k] for k in pattern], y, n)
             links: dict[str, np.ndarray] = {}
-            for k, c in counts.items():
+            for k, c in Counter(keys).items():
                 f = forms[k]
                 out.busy[r] += c * f.busy
                 out.opt[r] += c * f.opt
                 for axis, v in f.links.items():
                     links[axis] = links.get(axis, 0.0) + c * v
-            t_raw = y[:, at["t_mb"]]
+            t_raw = y[:, _AT["t_mb"]]
             floor = np.max(np.stack(list(links.values())), axis=0) if links else 0.0
-            out.tail[r] = y[:, live < len(STREAMS)].max(axis=1) - t_raw
-            out.t_fwd[r] = y[:, at["t_fwd"]]
+            out.tail[r] = y[:, :_N_STREAMS].max(axis=1) - t_raw
+            out.t_fwd[r] = y[:, _AT["t_fwd"]]
             out.t_mb[r] = np.maximum(t_raw, floor)
         return out
 
 
-__all__ = ["ColumnCost", "StageTable", "StageTime", "block_form", "maxplus", "apply", "runs"]
+__all__ = ["BlockForm", "ColumnCost", "DenseForm", "StageTable", "StageTime", "block_form",
+           "maxplus", "apply", "runs"]
