@@ -169,8 +169,9 @@ def block_form(block, rows: int) -> BlockForm:
     for reg, name in block.writes:
         out[reg] = end[name] if name else none
     for reg, ops in block.accumulates:
+        out[reg] = at[reg]
         for name in ops:
-            out[reg] = np.maximum(out.get(reg, at[reg]), end[name])
+            out[reg] = np.maximum(out[reg], end[name])
     busy, links, opt = np.zeros(rows), {}, np.zeros(rows)
     for op in block.ops:
         dur = np.broadcast_to(op.duration, (rows, 1))[:, 0]
