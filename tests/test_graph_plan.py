@@ -11,7 +11,7 @@ import pytest
 from simulator.cost.collectives import Collective
 from simulator.graph.dims import Dims
 from simulator.graph.ops import OpKind
-from simulator.graph.plan import MICROBATCH, _Planner, gradient_sync, link_axis, plan_stage
+from simulator.graph.plan import MICROBATCH, Planner, gradient_sync, link_axis, plan_stage
 from simulator.graph.step import SELECTIVE
 from simulator.search.columns import column
 from simulator.specs.model import ModelSpec, MoESpec
@@ -241,7 +241,7 @@ def test_blocks_of_one_kind_are_built_once():
     assert {"L1.expert_in", "L3.expert_in"} <= set(g) and "L0.expert_in" not in g
     # a planner hands out the same block object however often it is asked
     sharding = make_sharding(mesh={"fsdp": 2}, remat="full")
-    planner = _Planner(MOE, sharding, _dims(fsdp=2))
+    planner = Planner(MOE, sharding, _dims(fsdp=2))
     assert planner.block(("bwd", True, "full")) is planner.block(("bwd", True, "full"))
 
 
@@ -259,7 +259,7 @@ def test_on_columns_an_op_a_row_lacks_is_kept_with_no_bytes():
              e=column(np.array([1, 1, 1])), fs=column(np.array([1, 2, 4])),
              dp=column(np.array([1, 1, 1])), cp=column(np.array([1, 1, 1])),
              pp=column(np.array([1, 1, 1])), **Dims.sharding_fields(sharding))
-    planner = _Planner(DENSE, sharding, d)
+    planner = Planner(DENSE, sharding, d)
     fwd = planner.block(("fwd", False))
     gather = fwd.ops[0]
     assert gather.name == "fwd.fsdp_ag"
@@ -267,4 +267,4 @@ def test_on_columns_an_op_a_row_lacks_is_kept_with_no_bytes():
     np.testing.assert_array_equal(gather.nbytes, [0.0, LAYER_PARAMS * 2, LAYER_PARAMS * 2])
     # a column where every row has fsdp=1 drops the op, as the float plan does
     d1 = Dims(**{**{f: getattr(d, f) for f in d.__slots__}, "fs": column(np.array([1, 1, 1]))})
-    assert all(op.axis != "fsdp" for op in _Planner(DENSE, sharding, d1).block(("fwd", False)).ops)
+    assert all(op.axis != "fsdp" for op in Planner(DENSE, sharding, d1).block(("fwd", False)).ops)

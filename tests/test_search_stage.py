@@ -122,6 +122,26 @@ def test_a_whole_table_at_once_equals_row_by_row():
                 assert together[f][i] == pytest.approx(v[0], rel=EXACT), (f, remat, sub.row(i))
 
 
+def test_a_block_form_steps_as_its_dense_matrix():
+    """A block's sparse form (the variables it changes, from those it reads) steps a state as
+    its dense max-plus matrix does, and marks finite exactly where the dense matrix is: the
+    dense form is what the rows outside the periodic regime are squared with."""
+    from simulator.search.stage import DenseForm
+
+    (model, hw), base, rows = CASES["moe-ep-overlap"]
+    c, idx = candidates(space(model, hw, **base), rows)
+    table = _StageRows(c.take(np.array(idx))).table()
+    rng = np.random.default_rng(3)
+    for key in [("fwd", True), ("bwd", True, "full"), ("head_bwd",), ("embed_fwd",)]:
+        f = table.full(key)
+        x = rng.uniform(0.0, 5.0, (f.rows, len(STATE)))
+        x[:, -1] = -np.inf  # an unset variable
+        want = DenseForm(f.dense()).step(x)
+        np.testing.assert_allclose(f.step(x), want, rtol=1e-15)
+        np.testing.assert_array_equal(f.reach() > 0, np.isfinite(f.dense()))
+        assert set(f.outs.tolist()) < set(range(len(STATE)))  # sparse: not every variable
+
+
 def _random_maxplus(rng, rows, S, p_neg=0.3):
     M = rng.uniform(-1.0, 3.0, size=(rows, S, S))
     M[rng.random(M.shape) < p_neg] = -np.inf

@@ -139,17 +139,17 @@ def _rooted(ops: list[Op], sources: list[str]) -> list[Op]:
     return [replace(op, deps=list(sources)) if not op.deps else op for op in ops]
 
 
-class _Planner:
+class Planner:
     """Builds the blocks of one job shape (each once) and a rank's steps from them."""
 
     def __init__(self, model, sharding, d: Dims) -> None:
         self.m, self.s, self.d = model, sharding, d
         self._blocks: dict[tuple, Block] = {}
 
-    def block(self, key: tuple, *args) -> Block:
-        """The block ``key`` names (built once; ``args`` complete its build, not its key)."""
+    def block(self, key: tuple) -> Block:
+        """The block ``key`` names (``(kind, *arguments of its builder)``), built once."""
         if key not in self._blocks:
-            self._blocks[key] = getattr(self, "_" + key[0])(*key[1:], *args)
+            self._blocks[key] = getattr(self, "_" + key[0])(*key[1:])
         return self._blocks[key]
 
     def _gather(self, name: str, params, after: str, phase: str) -> list[Op]:
@@ -273,7 +273,7 @@ def _where(flag, op: Op) -> list[Op]:
     return [op] if flag else []
 
 
-def stage_steps(planner: _Planner, kinds: tuple[bool, ...], first: bool, last: bool,
+def stage_steps(planner: Planner, kinds: tuple[bool, ...], first: bool, last: bool,
                 names: list[int] | None = None, remat: str | None = None) -> list[Step]:
     """The steps of a rank holding layers of ``kinds`` in order (global indices ``names``),
     recomputing as ``remat`` says (default: the sharding's policy)."""
@@ -296,13 +296,13 @@ def stage_steps(planner: _Planner, kinds: tuple[bool, ...], first: bool, last: b
 
 
 def plan_stage(model, sharding, d: Dims, layers: list[int], first: bool, last: bool,
-               planner: _Planner | None = None) -> StagePlan:
+               planner: Planner | None = None) -> StagePlan:
     """The plan of one micro-batch through ``layers`` (global indices) of a rank, from the
     model, the sharding spec (remat, optimizer) and the per-device dimensions alone."""
-    planner = planner or _Planner(model, sharding, d)
+    planner = planner or Planner(model, sharding, d)
     kinds = tuple(model.is_moe_layer(i) for i in layers)
     return StagePlan(stage_steps(planner, kinds, first, last, list(layers)))
 
 
 __all__ = ["Block", "Step", "StagePlan", "REGISTERS", "MICROBATCH", "gradient_sync", "link_axis",
-           "plan_stage", "stage_steps"]
+           "plan_stage", "stage_steps", "Planner"]

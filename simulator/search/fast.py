@@ -5,8 +5,6 @@ the plan in max-plus form and the pipeline schedule (:mod:`~simulator.search.tim
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from simulator.cost import formulas
@@ -14,7 +12,7 @@ from simulator.cost.flops import model_flops_per_step
 from simulator.search.memory import max_in_flight, memory_bytes
 from simulator.search.space import SCHEDULES
 from simulator.search.table import Candidates
-from simulator.search.timing import StepTimes, _groups, rank_classes, step_times
+from simulator.search.timing import StepTimes, groups, rank_classes, step_times
 
 __all__ = ["StepTimes", "dims_of", "memory_per_device", "mfu", "step_times"]
 
@@ -39,7 +37,7 @@ def dims_of(c: Candidates):
 def memory_per_device(c: Candidates) -> np.ndarray:
     """Bytes per device of the busiest rank, per row (the graph path's MemoryEstimate)."""
     out = np.zeros(len(c))
-    for pp, v, idx in _groups(c):
+    for pp, v, idx in groups(c):
         sub = c.take(idx)
         d = dims_of(sub)
         interleaved = sub.schedule == SCHEDULES.index("interleaved")

@@ -26,7 +26,7 @@ import numpy as np
 from simulator.cost.compute import ComputeModel
 from simulator.graph.cost import cost_blocks
 from simulator.graph.ops import COMPUTE, STREAMS, OpKind
-from simulator.graph.plan import MICROBATCH, REGISTERS, _Planner, link_axis, stage_steps
+from simulator.graph.plan import MICROBATCH, REGISTERS, link_axis, stage_steps
 from simulator.graph.schedule import Clock, run
 from simulator.search.placements import COLUMN, DEDUP_COLUMN
 from simulator.search.space import REMATS
@@ -72,10 +72,11 @@ _N_STREAMS = len(STREAMS)
 @dataclass
 class BlockForm:
     """A block on columns, as a sparse max-plus matrix: the state variables it changes
-    (``outs``, indices into STATE) as ``x'_o = max_j M[:, o, j] + x_ins[j]`` of those it reads
-    (``ins``); every other variable keeps its value. Its additive sums per row: compute-stream
-    ``busy`` seconds of the micro-batch, collective seconds per axis on the links (``links``),
-    ``opt`` optimizer seconds."""
+    (``outs``, indices into STATE) as ``x'_o = max_j M[j, :, o] + x_ins[j]`` of those it reads
+    (``ins``); every other variable keeps its value. ``M`` is stored input-major
+    (ins x rows x outs) so a step runs over contiguous slices. Its additive sums per row:
+    compute-stream ``busy`` seconds of the micro-batch, collective seconds per axis on the links
+    (``links``), ``opt`` optimizer seconds."""
 
     outs: np.ndarray
     ins: np.ndarray
@@ -84,33 +85,44 @@ class BlockForm:
     links: dict[str, np.ndarray]
     opt: np.ndarray
 
+    @property
+    def rows(self) -> int:
+        return self.M.shape[1]
+
     def take(self, rows) -> BlockForm:
-        return BlockForm(self.outs, self.ins, self.M[rows], self.busy[rows],
-                         {a: v[rows] for a, v in self.links.items()}, self.opt[rows])
+        return BlockForm(self.outs, self.ins, np.ascontiguousarray(self.M[:, rows]),
+                         self.busy[rows], {a: v[rows] for a, v in self.links.items()},
+                         self.opt[rows])
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """The state after the block, per row (``x``: rows x S)."""
         y = x.copy()
-        y[:, self.outs] = np.max(self.M + x[:, None, self.ins], axis=2)
+        if not len(self.outs):
+            return y
+        ins, M = self.ins.tolist(), self.M
+        new = M[0] + x[:, ins[0], None]
+        tmp = np.empty_like(new)
+        for j in range(1, len(ins)):
+            np.add(M[j], x[:, ins[j], None], out=tmp)
+            np.maximum(new, tmp, out=new)
+        y[:, self.outs] = new
         return y
+
+    def _embed(self, fill, ident, values) -> np.ndarray:
+        S = len(STATE)
+        D = np.full((self.rows, S, S), fill, dtype=np.asarray(values).dtype)
+        D[:, np.arange(S), np.arange(S)] = ident
+        D[:, self.outs, :] = fill
+        D[:, self.outs[:, None], self.ins[None, :]] = np.moveaxis(values, 0, 2)
+        return D
 
     def dense(self) -> np.ndarray:
         """The full max-plus matrix (rows x S x S)."""
-        S = len(STATE)
-        D = np.full((len(self.M), S, S), NEG)
-        D[:, np.arange(S), np.arange(S)] = 0.0
-        D[:, self.outs, :] = NEG
-        D[:, self.outs[:, None], self.ins[None, :]] = self.M
-        return D
+        return self._embed(NEG, 0.0, self.M)
 
     def reach(self) -> np.ndarray:
         """Where the full matrix is finite (rows x S x S, float 0/1 for products)."""
-        S = len(STATE)
-        R = np.zeros((len(self.M), S, S), dtype=np.float32)
-        R[:, np.arange(S), np.arange(S)] = 1.0
-        R[:, self.outs, :] = 0.0
-        R[:, self.outs[:, None], self.ins[None, :]] = np.isfinite(self.M)
-        return R
+        return self._embed(0.0, 1.0, np.isfinite(self.M).astype(np.float32))
 
 
 class DenseForm:
@@ -187,23 +199,24 @@ def block_form(block, rows: int) -> BlockForm:
             links[axis] = links.get(axis, 0.0) + dur
         if op.phase == "optimizer" and op.kind is not OpKind.COLLECTIVE:
             opt = opt + dur
-    M = np.stack([np.broadcast_to(out[v], (rows, S)) for v in outs], axis=1)
+    M = np.empty((S, rows, len(outs)))
+    for k, v in enumerate(outs):
+        M[:, :, k] = np.broadcast_to(out[v], (rows, S)).T
     return BlockForm(np.array([_AT[v] for v in outs], dtype=np.intp),
                      np.array([_AT[v] for v in ins], dtype=np.intp), M, busy, links, opt)
 
 
 def _widen(f: BlockForm, outs: np.ndarray, ins: np.ndarray) -> np.ndarray:
-    """``f.M`` over the wider ``outs`` x ``ins`` (a variable ``f`` leaves alone keeps its
+    """``f.M`` over the wider ``ins`` x ``outs`` (a variable ``f`` leaves alone keeps its
     value: its own input at 0; inputs ``f`` does not read at -inf)."""
-    rows = len(f.M)
-    M = np.full((rows, len(outs), len(ins)), NEG)
+    M = np.full((len(ins), f.rows, len(outs)), NEG)
     o = {v: k for k, v in enumerate(outs.tolist())}
     i = {v: k for k, v in enumerate(ins.tolist())}
     for v in set(o) - set(f.outs.tolist()):
-        M[:, o[v], i[v]] = 0.0
-    rows_at = np.array([o[v] for v in f.outs.tolist()], dtype=np.intp)
-    cols_at = np.array([i[v] for v in f.ins.tolist()], dtype=np.intp)
-    M[:, rows_at[:, None], cols_at[None, :]] = f.M
+        M[i[v], :, o[v]] = 0.0
+    in_at = np.array([i[v] for v in f.ins.tolist()], dtype=np.intp)
+    out_at = np.array([o[v] for v in f.outs.tolist()], dtype=np.intp)
+    M[in_at[:, None], :, out_at[None, :]] = np.moveaxis(f.M, 1, 2)
     return M
 
 
@@ -346,10 +359,10 @@ class StageTable:
             changed_everywhere = set.intersection(*(set(f.outs.tolist()) for _, f in parts))
             keep = [v for v in outs.tolist() if v not in changed_everywhere]
             ins = np.unique(np.concatenate([f.ins for _, f in parts] + [np.array(keep, np.intp)]))
-            M = np.empty((self.rows, len(outs), len(ins)))
+            M = np.empty((len(ins), self.rows, len(outs)))
             out = BlockForm(outs, ins, M, np.zeros(self.rows), {}, np.zeros(self.rows))
             for rows, f in parts:
-                M[rows] = f.M if (np.array_equal(f.outs, outs) and np.array_equal(f.ins, ins)) \
+                M[:, rows] = f.M if (np.array_equal(f.outs, outs) and np.array_equal(f.ins, ins)) \
                     else _widen(f, outs, ins)
                 out.busy[rows], out.opt[rows] = f.busy, f.opt
                 for axis, v in f.links.items():

@@ -14,7 +14,7 @@ from simulator.cost.collectives import Collective
 from simulator.cost.compute import ComputeModel
 from simulator.cost.formulas import pipeline_send_bytes, stage_layers
 from simulator.graph.ops import Op, OpKind
-from simulator.graph.plan import _Planner
+from simulator.graph.plan import Planner
 from simulator.search.columns import dims_columns, structure_key
 from simulator.graph.pipeline import pipeline_finish
 from simulator.search.placements import coefficients
@@ -51,7 +51,7 @@ def _dedup(space) -> tuple[int, int] | None:
     return moe.n_experts, moe.top_k
 
 
-def _groups(c: Candidates):
+def groups(c: Candidates):
     """Row indices per (pipeline, virtual stages)."""
     key = c.axis("pipeline") * 4096 + c.virtual
     for k in np.unique(key):
@@ -96,7 +96,7 @@ class _StageRows:
             for code in np.unique(key):
                 rows = np.nonzero(key == code)[0]
                 d = dims_columns(sp, {a: v[rows] for a, v in cols.items()}, self.micro_batch[rows])
-                groups.append((rows, _Planner(m, sp.base, d), ColumnCost(self.cm, self.coef[rows])))
+                groups.append((rows, Planner(m, sp.base, d), ColumnCost(self.cm, self.coef[rows])))
             self._table = StageTable(groups, len(self.micro_batch),
                                      sp.hardware.chip.collectives_use_compute)
         return self._table
