@@ -116,24 +116,21 @@ def stage_plan(job: Job, ctx: CostContext, layers: list[int], first: bool, last:
 def _time_stage(job: Job, ctx: CostContext, layers: list[int], first: bool, last: bool) -> StageTiming:
     plan = stage_plan(job, ctx, layers, first, last)
     sc = schedule_items(plan.unrolled())
-    ops = sc.ops
+    ops, end = sc.ops, sc.end
     t_fwd = t_mb = last_compute = 0.0
-    for name, op in ops.items():
-        if op.stream != COMPUTE:
-            continue
-        e = sc.end[name]
-        last_compute = max(last_compute, e)
+    for name in sc.waits:  # the compute-stream nodes, in program order
+        op, e = ops[name], end[name]
+        last_compute = e
         if op.phase in MICROBATCH:
-            t_mb = max(t_mb, e)
+            t_mb = e
             if op.phase == "fwd":
-                t_fwd = max(t_fwd, e)
-    per_mb = sc.window(-1.0, t_mb)
-    tail_parts = sc.window(t_mb, last_compute)
+                t_fwd = e
+    per_mb, tail_parts = sc.windows(t_mb, last_compute)
     if sc.makespan > last_compute:  # e.g. the distributed optimizer's weight all-gather
-        final = max(ops, key=lambda n: sc.end[n])
+        final = max(ops, key=lambda n: end[n])
         tail_parts[ops[final].category] += sc.makespan - last_compute
     tail = sc.makespan - t_mb
-    floor, cat = link_floor(ops.values())
+    floor, cat = link_floor((op, n) for b, n in plan.block_counts() for op in b.ops)
     if floor > t_mb:
         per_mb[cat] += floor - t_mb
         t_mb = floor
@@ -142,13 +139,13 @@ def _time_stage(job: Job, ctx: CostContext, layers: list[int], first: bool, last
 
 def link_floor(ops) -> tuple[float, str]:
     """The largest per-axis sum of a micro-batch's collectives (:func:`link_axis`) among
-    ``ops``, and the category that dominates it."""
+    ``ops`` -- (op, times it occurs) pairs -- and the category that dominates it."""
     per_axis: dict[str, float] = defaultdict(float)
     per_cat: dict[str, float] = defaultdict(float)
-    for op in ops:
+    for op, n in ops:
         if link_axis(op) is not None:
-            per_axis[op.axis] += op.duration
-            per_cat[op.category] += op.duration
+            per_axis[op.axis] += n * op.duration
+            per_cat[op.category] += n * op.duration
     if not per_axis:
         return 0.0, "compute"
     axis = max(per_axis, key=per_axis.__getitem__)

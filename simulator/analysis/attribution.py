@@ -94,7 +94,7 @@ def _stage_seconds(timing) -> tuple[dict, dict]:
     if sc.makespan > last_compute:
         final = max(ops, key=lambda n: sc.end[n])
         tail[(final, ops[final].category)] += sc.makespan - last_compute
-    floor, cat = link_floor(ops.values())
+    floor, cat = link_floor((op, 1) for op in ops.values())
     if floor > t_mb:
         per_mb[("link_floor", cat)] += floor - t_mb
     return per_mb, tail

@@ -96,6 +96,13 @@ class StagePlan:
             seen.setdefault(id(st.block), st.block)
         return list(seen.values())
 
+    def block_counts(self) -> list[tuple[Block, int]]:
+        """Each distinct block with the number of steps that hold it."""
+        counts: dict[int, list] = {}
+        for st in self.steps:
+            counts.setdefault(id(st.block), [st.block, 0])[1] += 1
+        return [(b, n) for b, n in counts.values()]
+
     def unrolled(self):
         """``(node name, op, predecessor names)`` in program order (a topological order), with
         register reads resolved to the nodes that last set them."""
