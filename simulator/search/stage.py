@@ -90,7 +90,9 @@ class BlockForm:
         return self.M.shape[1]
 
     def take(self, rows) -> BlockForm:
-        return BlockForm(self.outs, self.ins, np.ascontiguousarray(self.M[:, rows]),
+        """The form at ``rows`` (a slice keeps a view: each input's plane stays contiguous)."""
+        M = self.M[:, rows] if isinstance(rows, slice) else np.ascontiguousarray(self.M[:, rows])
+        return BlockForm(self.outs, self.ins, M,
                          self.busy[rows], {a: v[rows] for a, v in self.links.items()},
                          self.opt[rows])
 
@@ -292,7 +294,13 @@ def apply(pattern: list, x: np.ndarray, n: int = 1) -> np.ndarray:
     d2 = np.where(fin, z - np.where(fin, y, 0.0), 0.0)
     tol = SAME * np.max(np.where(fin, np.abs(z), 0.0), axis=1, keepdims=True)
     ok = np.all(same & (np.abs(d2 - d1) <= tol), axis=1)
-    cand = np.nonzero(ok)[0]
+    # a variable that no block of the pattern changes is driven by nothing; rows whose slower
+    # variables are all such need no reach check (every other one moves at the fastest rate)
+    touched = np.zeros(x.shape[1], dtype=bool)
+    for f in pattern:
+        touched[f.outs if hasattr(f, "outs") else slice(None)] = True
+    slow = fin & (d2 < np.max(np.where(fin, d2, -np.inf), axis=1, keepdims=True) - tol)
+    cand = np.nonzero(ok & np.any(slow & touched, axis=1))[0]
     if len(cand):
         reach = _reach([f.take(cand) for f in pattern]) > 0
         fc, dc, tc = fin[cand], d2[cand], tol[cand]
