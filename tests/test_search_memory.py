@@ -96,12 +96,15 @@ def test_rank_memory_on_columns_equals_each_number(model):
             "expert": np.array([1, 1, 2, 4]) if m.moe else np.ones(4, int),
             "model": np.array([1, 2, 4, 1]), "seq": np.array([1, 1, 2, 2]),
             "pipeline": np.array([1, 2, 1, 4])}
-    b, remat = np.array([1, 2, 1, 4]), np.array(["none", "selective", "full", "full"])
+    from simulator.specs.sharding import REMAT_POLICIES
+
+    names = ["none", "selective", "full", "full"]
+    b, remat = np.array([1, 2, 1, 4]), np.array([REMAT_POLICIES.index(r) for r in names])
     kinds, flight = tuple(m.is_moe_layer(i) for i in range(4)), np.array([1.0, 2.0, 3.5, 1.0])
     cols = rank_memory(m, s, Dims.from_mesh(s, 4096, mesh, b), kinds, True, True, remat, flight,
                        1e11)
     for i in range(4):
         d = Dims.from_mesh(s, 4096, {a: int(x[i]) for a, x in mesh.items()}, int(b[i]))
-        one = rank_memory(m, s, d, kinds, True, True, str(remat[i]), float(flight[i]), 1e11)
+        one = rank_memory(m, s, d, kinds, True, True, names[i], float(flight[i]), 1e11)
         assert [np.asarray(x)[i] if np.ndim(x) else x for x in astuple(cols)] \
             == [float(x) for x in astuple(one)]

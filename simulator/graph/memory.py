@@ -61,6 +61,7 @@ from simulator.cost import formulas
 from simulator.graph.dims import Dims
 from simulator.graph.layers import slots_per_token, unfused_score_bytes
 from simulator.specs.model import ModelSpec
+from simulator.specs.sharding import REMAT_POLICIES
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ def rank_memory(m: ModelSpec, s, d: Dims, kinds, first: bool, last: bool, remat,
     """Memory of one device of a pipeline rank holding layers ``kinds`` (one ``is_moe_layer``
     flag per layer, in order; the embedding if ``first``, the LM head if ``last``) with
     ``flight`` micro-batches alive (:func:`in_flight_microbatches`), under ``remat`` (a policy
-    name, or a numpy column of them). ``s`` is the ShardingSpec (optimizer, dtypes, loss and
+    name, or a numpy column of policy codes into REMAT_POLICIES). ``s`` is the ShardingSpec (optimizer, dtypes, loss and
     attention switches), ``d`` the Dims (numbers, or numpy columns in the search). The terms of
     the module docstring: parameter state (:func:`param_state_bytes` of
     :func:`simulator.cost.formulas.stage_params`), activations (:func:`activation_bytes` of
@@ -258,11 +259,11 @@ def rank_memory(m: ModelSpec, s, d: Dims, kinds, first: bool, last: bool, remat,
 
 
 def _by_remat(remat, value_of):
-    """``value_of(policy)`` for a remat policy name, or per entry of a numpy column of names."""
+    """``value_of(policy)`` for a remat policy name, or per entry of a numpy column of policy
+    codes (indices into :data:`~simulator.specs.sharding.REMAT_POLICIES`)."""
     if isinstance(remat, str):
         return value_of(remat)
-    policies = np.unique(remat)
-    return np.select([remat == p for p in policies], [value_of(str(p)) for p in policies])
+    return np.choose(remat, [value_of(p) for p in REMAT_POLICIES])
 
 
 def estimate_memory(job, stages: list[tuple[list[int], bool, bool]]) -> MemoryEstimate:

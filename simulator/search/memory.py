@@ -10,7 +10,6 @@ import numpy as np
 
 from simulator.graph.dims import Dims
 from simulator.graph.memory import in_flight_microbatches, rank_memory
-from simulator.search.space import REMATS
 
 
 def max_in_flight(ranks: list[int], pp, m: np.ndarray, interleaved: np.ndarray,
@@ -24,6 +23,5 @@ def memory_bytes(d: Dims, space, remat: np.ndarray, kinds: tuple[bool, ...], fir
                  last: bool, flight: np.ndarray) -> np.ndarray:
     """Per-device bytes of a rank holding layers ``kinds`` with ``flight`` micro-batches alive;
     ``d`` holds numpy columns, ``remat`` indexes :data:`~simulator.search.space.REMATS`."""
-    policies = np.asarray(REMATS)[remat]
-    return rank_memory(space.model, space.base, d, kinds, first, last, policies, flight,
+    return rank_memory(space.model, space.base, d, kinds, first, last, remat, flight,
                        space.hardware.chip.hbm_capacity_bytes.value).per_device_bytes

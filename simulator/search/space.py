@@ -14,10 +14,10 @@ from pathlib import Path
 from hardware_profiles.schema import HardwareProfile
 from meshcast.errors import MeshcastError
 from simulator.specs.model import ModelSpec
-from simulator.specs.sharding import AXES, ShardingSpec, make_sharding
+from simulator.specs.sharding import AXES, REMAT_POLICIES, ShardingSpec, make_sharding
 from simulator.cost.topology import Level, job_levels
 
-REMATS: tuple[str, ...] = ("none", "selective", "full")
+REMATS: tuple[str, ...] = REMAT_POLICIES  # row codes index this
 SCHEDULES: tuple[str, ...] = ("1f1b", "interleaved")
 #: Default step size when no batch is given: 2^22 (about 4M) tokens, the order of the batches
 #: Llama 3 (4M-16M) and Du et al. 2024 train with.

@@ -6,10 +6,13 @@ The scheduler only takes ``max`` and ``+``. So the state after a block -- when e
 free, each register, and the marks ``t_fwd``/``t_mb`` (the end of the last forward / last
 micro-batch compute op) -- is ``x'_i = max_j (M_ij + x_j)`` of the state ``x`` before it: a
 max-plus matrix ``M`` per block and configuration, found by running the block once with each
-state variable as an unknown (a max-plus basis vector; ``-inf`` where it does not depend on
-it). A rank's steps compose by max-plus products, ``n`` identical layers by ``M^n`` (repeated
-squaring), so a 100-layer rank costs a few matrix products instead of 100 layers of ops.
-Nothing of the graph's wiring is restated here: change the plan and both paths move together.
+variable it reads as an unknown (a max-plus basis vector; ``-inf`` where an output does not
+depend on it). It is kept sparse (:class:`BlockForm`: the variables the block changes, from
+those it reads). A rank's steps apply in order; ``n`` identical layers (or alternating kinds)
+reach a periodic regime within a few layers, after which every clock advances by a fixed shift
+per layer (:func:`apply`, with its proof; rows not there yet are finished by repeated squaring),
+so a 100-layer rank costs a few products instead of 100 layers of ops. Nothing of the graph's
+wiring is restated here: change the plan and both paths move together.
 
 From the final state ``x``: ``t_fwd``, ``t_mb = max(x[t_mb], link floor)``, ``tail =
 max_streams x - x[t_mb]`` (gradient sync, optimizer and weight gather after the last

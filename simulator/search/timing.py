@@ -1,6 +1,6 @@
 """Step time of every row of a candidate table: each rank's micro-batch from the plan in
 max-plus form (:mod:`simulator.search.stage`), then the pipeline schedule on columns
-(:mod:`simulator.search.pipeline`). Step composition as in :func:`simulator.predict.predict_job`:
+(:func:`simulator.graph.pipeline.pipeline_finish`). Step composition as in :func:`simulator.predict.predict_job`:
 ``m t_mb + tail`` without a pipeline, ``max_r(finish_r + tail_r)`` with one.
 """
 
@@ -14,9 +14,9 @@ from simulator.cost.collectives import Collective
 from simulator.cost.compute import ComputeModel
 from simulator.cost.formulas import pipeline_send_bytes, stage_layers
 from simulator.graph.ops import Op, OpKind
+from simulator.graph.pipeline import pipeline_finish
 from simulator.graph.plan import Planner
 from simulator.search.columns import dims_columns, structure_key
-from simulator.graph.pipeline import pipeline_finish
 from simulator.search.placements import coefficients
 from simulator.search.space import SCHEDULES
 from simulator.search.stage import ColumnCost, StageTable, StageTime
@@ -60,8 +60,8 @@ def groups(c: Candidates):
 
 
 class _StageRows:
-    """The distinct (placement, micro-batch) rows of a table -- stage rows -- and their
-    collective coefficients and pipeline send time."""
+    """The distinct (pipeline size, placement, micro-batch) rows of a table -- stage rows --
+    and their collective coefficients and pipeline send time."""
 
     def __init__(self, c: Candidates) -> None:
         # pipeline size first: each pipeline size's stage rows are one contiguous range
@@ -127,24 +127,24 @@ def step_times(c: Candidates, progress=None) -> StepTimes:
             ra, rw = remat_at[part], row_at[part]
             ranks = [StageTime(*(getattr(times[cls], f)[ra, rw] for f in
                                  ("t_fwd", "t_mb", "tail", "busy", "opt"))) for cls in layout]
-            _time_group(ranks, np.arange(len(idx)), c.microbatches[idx], c.schedule[idx],
-                        sr.send[sr.of_row[idx]], v, out, idx)
+            _time_group(ranks, c.microbatches[idx], c.schedule[idx], sr.send[sr.of_row[idx]], v,
+                        out, idx)
         done += len(sel)
         if progress:
             progress(done / len(c))
     return out
 
 
-def _time_group(ranks, uinv, m, schedule, send, v: int, out: StepTimes, idx: np.ndarray) -> None:
-    """Step times of one (pipeline, virtual stages) group; ``ranks[r]`` is rank ``r``'s
-    StageTime per (stage row, remat), ``uinv`` maps each configuration to its entry."""
+def _time_group(ranks, m, schedule, send, v: int, out: StepTimes, idx: np.ndarray) -> None:
+    """Step times of the configurations ``idx`` of one (pipeline, virtual stages) group;
+    ``ranks[r]`` is rank ``r``'s StageTime per configuration."""
     def per_rank(field: str) -> np.ndarray:
-        return np.stack([getattr(r, field)[uinv] for r in ranks])
+        return np.stack([getattr(r, field) for r in ranks])
 
     if len(ranks) == 1:
         st = ranks[0]
-        out.step_s[idx] = m * st.t_mb[uinv] + st.tail[uinv]
-        out.compute_s[idx] = m * st.busy[uinv] + st.opt[uinv]
+        out.step_s[idx] = m * st.t_mb + st.tail
+        out.compute_s[idx] = m * st.busy + st.opt
         return
     tf, t_mb, tail = per_rank("t_fwd"), per_rank("t_mb"), per_rank("tail")
     tb = t_mb - tf

@@ -8,7 +8,7 @@ Du et al. 2024 / AXLearn, and as Megatron carves EP out of DP); ``seq`` splits t
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -20,6 +20,12 @@ BATCH_AXES: tuple[str, ...] = ("data", "fsdp", "expert")
 #: Default placement order, innermost (fastest network level) first, as Megatron orders ranks
 #: (TP fastest, then CP, EP, DP, PP) and MaxText puts tensor/FSDP on ICI and data on DCN.
 DEFAULT_AXIS_ORDER: tuple[str, ...] = ("model", "seq", "expert", "fsdp", "data", "pipeline")
+
+
+#: Activation recompute policies: none, the attention core and elementwise ops (Megatron's
+#: selective recompute), or every op of the layer.
+Remat = Literal["none", "selective", "full"]
+REMAT_POLICIES: tuple[str, ...] = get_args(Remat)
 
 
 class OptimizerSpec(Frozen):
@@ -48,7 +54,7 @@ class ShardingSpec(Frozen):
     global_batch: int | None = Field(default=None, ge=1)
     global_batch_tokens: int | None = Field(default=None, ge=1)
     seq_len: int | None = Field(default=None, ge=1)
-    remat: Literal["none", "selective", "full"] = "selective"
+    remat: Remat = "selective"
     precision: Literal["bf16", "fp8", "fp4", "fp32"] = Field(
         default="bf16", description="matmul precision; fp32 also makes activations 4 bytes "
         "(as a CPU calibration host runs)")
