@@ -12,7 +12,7 @@ from simulator.cost.collectives import collective_time
 from simulator.graph.cost import cost_blocks
 from simulator.graph.dims import Dims
 from simulator.graph.ops import COMPUTE, OpKind
-from simulator.graph.plan import _Planner, plan_stage
+from simulator.graph.plan import Planner, plan_stage
 from simulator.search.space import REMATS
 from simulator.search.timing import _StageRows
 from simulator.specs.model import ModelSpec, MoESpec
@@ -116,7 +116,7 @@ def test_on_columns_each_row_is_the_cost_of_its_own_plan(name):
             for j, srow in enumerate(rows_):
                 i = int(np.nonzero(sr.of_row == srow)[0][0])
                 job, fctx = job_and_context(sub, i)
-                ref = _Planner(m, job.sharding, Dims.from_job(job)).block(key)
+                ref = Planner(m, job.sharding, Dims.from_job(job)).block(key)
                 cost_blocks([ref], fctx, serial)
                 want = {op.name: op for op in ref.ops}
                 for op in block.ops:
