@@ -48,6 +48,18 @@ def candidates(sp, rows: list[tuple]) -> tuple[Candidates, list[int]]:
     return c, idx
 
 
+def picked_table(case: tuple):
+    """For a case ``((model, hardware), sharding fields, rows)``: the picked rows as a table,
+    their stage rows and the stage rows' max-plus table."""
+    from simulator.search.timing import _StageRows
+
+    (model, hw), base, rows = case
+    c, idx = candidates(space(model, hw, **base), rows)
+    sub = c.take(np.array(idx))
+    sr = _StageRows(sub)
+    return sub, sr, sr.table()
+
+
 def job_and_context(c: Candidates, i: int):
     """Row ``i`` as the graph path's Job and its CostContext (as predict builds them)."""
     sp = c.space

@@ -14,10 +14,9 @@ from simulator.graph.dims import Dims
 from simulator.graph.ops import COMPUTE, OpKind
 from simulator.graph.plan import Planner, plan_stage
 from simulator.search.space import REMATS
-from simulator.search.timing import _StageRows
 from simulator.specs.model import ModelSpec, MoESpec
 from simulator.specs.sharding import make_sharding
-from tests.search_helpers import candidates, job_and_context, space
+from tests.search_helpers import job_and_context, picked_table
 
 MOE = ModelSpec(name="tiny-moe", source="test", n_layers=2, d_model=256, n_heads=4,
                 n_kv_heads=4, ffn_hidden=1024, vocab_size=512, seq_len=128,
@@ -95,11 +94,7 @@ SPACES = {
 
 @pytest.mark.parametrize("name", list(SPACES))
 def test_on_columns_each_row_is_the_cost_of_its_own_plan(name):
-    (model, hw), base, rows = SPACES[name]
-    c, idx = candidates(space(model, hw, **base), rows)
-    sub = c.take(np.array(idx))
-    sr = _StageRows(sub)
-    table = sr.table()
+    sub, sr, table = picked_table(SPACES[name])
     serial = table.serial
     assert serial == sub.space.hardware.chip.collectives_use_compute
     m = sub.space.model

@@ -16,7 +16,7 @@ from simulator.predict import _stages, _time_stage
 from simulator.search.space import REMATS
 from simulator.search.stage import STATE, apply, maxplus, runs
 from simulator.search.timing import _StageRows
-from tests.search_helpers import candidates, job_and_context, space
+from tests.search_helpers import candidates, job_and_context, picked_table, space
 
 EXACT = 1e-12  # both paths schedule one plan: float rounding only (issue 14)
 
@@ -79,11 +79,7 @@ def _graph_sums(timing):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_stage_form_equals_the_scheduled_plan(case):
-    (model, hw), base, rows = CASES[case]
-    c, idx = candidates(space(model, hw, **base), rows)
-    sub = c.take(np.array(idx))
-    sr = _StageRows(sub)
-    table = sr.table()
+    sub, sr, table = picked_table(CASES[case])
     m = sub.space.model
     ranks_seen = set()
     for i in range(len(sub)):
