@@ -61,6 +61,13 @@ def _add_predict(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="meshcast", description="Forecast sharded dense/MoE "
                                  "LLM training step time on a concrete topology.")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("meshcast")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        ver = "unknown (not installed)"
+    ap.add_argument("--version", action="version", version=f"%(prog)s {ver}")
     sub = ap.add_subparsers(dest="command", required=True)
     _add_predict(sub)
     cli_search.add_parsers(sub)
