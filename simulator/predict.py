@@ -72,11 +72,25 @@ class StepPrediction:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The forecast as plain data. ``fits`` (top level) says whether the job fits in device
+        memory at all and ``fit_reason`` why: a step time and MFU of a job that does not fit
+        describe a run that cannot happen."""
         j = self.job
+        mem = self.memory
+        gib = 2**30
+        if mem.fits:
+            reason = (f"{mem.per_device_bytes / gib:.1f} of {mem.capacity_bytes / gib:.1f} GiB "
+                      "HBM per device")
+        else:
+            reason = (f"needs {mem.per_device_bytes / gib:.1f} GiB per device but the chip has "
+                      f"{mem.capacity_bytes / gib:.1f} GiB HBM: this step cannot run as given "
+                      "(try remat=full, more fsdp/model/pipeline, or a smaller micro-batch)")
         return {
             "model": j.model.name,
             "hardware": j.hardware.name,
             "chips": j.chips,
+            "fits": mem.fits,
+            "fit_reason": reason,
             "mesh": {a: v for a, v in j.mesh.items() if v != 1} or {"data": 1},
             "placement": {a: "+".join(f"{p.level.name}:{p.factor}" for p in parts)
                           for a, parts in j.topology.placement.items()},
@@ -245,6 +259,17 @@ def _predict_job(job: Job) -> StepPrediction:
             f"does not fit: {mem.per_device_bytes / 2**30:.1f} GiB per device > "
             f"{mem.capacity_bytes / 2**30:.1f} GiB HBM (try remat=full, more fsdp/model/pipeline, "
             "or a smaller micro-batch)")
+    moe = job.model.moe
+    if moe is not None and not moe.dropless and moe.capacity_factor < moe.top_k:
+        # the factor includes top-k (capacity per expert = factor x group tokens / experts): the
+        # experts have `factor` slots per token for top_k choices, so some are always dropped
+        cf, k = moe.capacity_factor, moe.top_k
+        warnings.append(
+            f"capacity_factor {cf:g} < top_k {k}: the factor includes top-k (capacity per expert "
+            f"= capacity_factor x group tokens / experts), so even with balanced routing at "
+            f"least {100 * (1 - cf / k):.3g}% of token-expert assignments are dropped ({cf:g} "
+            f"expert slots per token for {k} choices); for a factor f per choice, set "
+            f"capacity_factor = f x top_k (here {cf * k:g} for f = {cf:g})")
     return StepPrediction(job, step, job.tokens_per_step / step, mfu(flops, step, job.chips, peak),
                           flops, dict(sorted(breakdown.items(), key=lambda kv: -kv[1])), mem, m,
                           pipe, crit, warnings)

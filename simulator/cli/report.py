@@ -5,6 +5,19 @@ from __future__ import annotations
 GIB = 2**30
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 micro-batch``, ``8 micro-batches``: ``n`` and the word in its number."""
+    return f"{n:,} {word if n == 1 else (words or word + 's')}"
+
+
+def tokens_text(n: float) -> str:
+    """A token count in the unit its size calls for: ``512``, ``65.5k``, ``4.19M``, ``1.4T``."""
+    for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.3g}"
+
+
 def _pct(x: float, total: float) -> str:
     return f"{100 * x / total:5.1f}" if total > 0 else "  -  "
 
@@ -20,12 +33,15 @@ def format_prediction(pred, interval=None) -> str:
     mesh = " ".join(f"{a}={v}" for a, v in d["mesh"].items())
     place = ", ".join(f"{a}->{p}" for a, p in d["placement"].items()) or "single device"
     mem = d["memory"]
-    lines = [
-        f"meshcast forecast: {j.model.name} on {j.hardware.name} x {j.chips} chips",
+    lines = [f"meshcast forecast: {j.model.name} on {j.hardware.name} x "
+             f"{plural(j.chips, 'chip')}"]
+    if not d["fits"]:  # said before the step time and MFU of a run that cannot happen
+        lines.append(f"  DOES NOT FIT IN MEMORY: {d['fit_reason']}")
+    lines += [
         f"  mesh         {mesh}   ({place})",
-        f"  batch        {d['global_batch_seqs']} seqs x {d['seq_len']} tokens = "
-        f"{j.tokens_per_step / 1e6:.2f}M tokens/step; micro-batch {d['micro_batch']}, "
-        f"{d['microbatches']} micro-batches per step",
+        f"  batch        {plural(d['global_batch_seqs'], 'seq')} x {d['seq_len']} tokens = "
+        f"{tokens_text(j.tokens_per_step)} tokens/step; micro-batch {d['micro_batch']}, "
+        f"{plural(d['microbatches'], 'micro-batch', 'micro-batches')} per step",
         f"  execution    {d['precision']}, remat {d['remat']}, "
         f"optimizer adam ({j.sharding.optimizer.state_dtype} state"
         f"{', distributed' if j.sharding.distributed_optimizer else ''})"
