@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from simulator.cli import args as cli_args
 from simulator.cli.search import add_profiles_arg, with_profiles
 from meshcast.errors import MeshcastError
 from simulator.analysis.matched import VIEWS
@@ -14,24 +13,26 @@ def add_parser(sub) -> None:
     p.add_argument("--dense", required=True, help="the dense reference (zoo name or YAML path)")
     p.add_argument("--moe", required=True, help="comma-separated MoE models, e.g. moe-6.4b")
     p.add_argument("--hardware", required=True, help="profile name/alias or YAML path")
-    p.add_argument("--chips", required=True, type=int)
+    p.add_argument("--chips", required=True, type=cli_args.chips)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--mesh", help="run both on this mesh (the dense folds expert into data)")
     g.add_argument("--best", action="store_true",
                    help="each model on its best sharding (the default without --mesh)")
     b = p.add_mutually_exclusive_group()
-    b.add_argument("--global-batch", type=int, help="sequences per step (default about 4M tokens)")
-    b.add_argument("--global-batch-tokens", type=int, help="tokens per step")
-    p.add_argument("--seq-len", type=int, help="tokens per sequence (default: the dense model's)")
+    b.add_argument("--global-batch", type=cli_args.sequences,
+                   help="sequences per step (default about 4M tokens)")
+    b.add_argument("--global-batch-tokens", type=cli_args.batch_tokens, help="tokens per step")
+    p.add_argument("--seq-len", type=cli_args.seq_len, help="tokens per sequence (default: the dense model's)")
     p.add_argument("--remat", choices=["none", "selective", "full"],
                    help="with --mesh (default selective; searched otherwise)")
-    p.add_argument("--micro-batch", type=int, help="with --mesh (default 1; searched otherwise)")
-    p.add_argument("--tokens-per-param", type=float, default=20.0,
+    p.add_argument("--micro-batch", type=cli_args.micro_batch, help="with --mesh (default 1; searched otherwise)")
+    p.add_argument("--tokens-per-param", type=cli_args.tokens_per_param, default=20.0,
                    help="Chinchilla ratio over the dense model's parameters (default 20)")
     p.add_argument("--view", choices=VIEWS, default="step_time",
                    help="the headline yardstick (all three are always reported)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plot", help="write a PNG: step times (with their intervals when the "
+    p.add_argument("--plot", type=cli_args.output_file("--plot", ".png"),
+                   help="write a PNG: step times (with their intervals when the "
                    "profile was fitted), the increase by part, tokens per view")
     add_profiles_arg(p)
 
@@ -57,7 +58,9 @@ def cmd_compare(a) -> int:
         from simulator.cli.plots import plot_comparison, save
 
         save(plot_comparison(c), a.plot)
-    print(json.dumps(comparison_dict(c), indent=2) if a.json else format_comparison(c))
+    out = comparison_dict(c)
+    cli_args.check_finite(out, "compare")
+    print(cli_args.dumps_json(out, "compare") if a.json else format_comparison(c))
     return 0
 
 

@@ -9,7 +9,8 @@ import argparse
 import json
 import sys
 
-from simulator.cli import compare as cli_compare, published as cli_published, search as cli_search
+from simulator.cli import (args as cli_args, compare as cli_compare, published as cli_published,
+                           search as cli_search)
 from meshcast.errors import MeshcastError
 
 
@@ -17,18 +18,19 @@ def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="forecast one training step")
     p.add_argument("--model", required=True, help="zoo name (see `meshcast models`) or YAML path")
     p.add_argument("--hardware", required=True, help="profile name/alias or YAML path")
-    p.add_argument("--chips", required=True, type=int)
+    p.add_argument("--chips", required=True, type=cli_args.chips)
     p.add_argument("--mesh", default="data=-1", help="e.g. data=-1,fsdp=8,model=4 (-1 = the rest)")
     p.add_argument("--bind", default="", help="axis to network levels, e.g. model=nvlink,data=ib")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--global-batch", type=int, help="sequences per step")
-    g.add_argument("--global-batch-tokens", type=int, help="tokens per step")
-    p.add_argument("--micro-batch", type=int, default=1, help="sequences per batch shard")
-    p.add_argument("--seq-len", type=int)
+    g.add_argument("--global-batch", type=cli_args.sequences, help="sequences per step")
+    g.add_argument("--global-batch-tokens", type=cli_args.batch_tokens, help="tokens per step")
+    p.add_argument("--micro-batch", type=cli_args.micro_batch, default=1,
+                   help="sequences per batch shard")
+    p.add_argument("--seq-len", type=cli_args.seq_len)
     p.add_argument("--precision", choices=["bf16", "fp8", "fp4", "fp32"], default="bf16")
     p.add_argument("--remat", choices=["none", "selective", "full"], default="selective")
     p.add_argument("--pipeline-schedule", choices=["1f1b", "interleaved"], default="1f1b")
-    p.add_argument("--virtual-stages", type=int, default=1)
+    p.add_argument("--virtual-stages", type=cli_args.virtual_stages, default=1)
     p.add_argument("--optimizer-state", choices=["fp32", "bf16"], default="fp32",
                    help="dtype of Adam's moments")
     p.add_argument("--grad-dtype", choices=["fp32", "bf16"], default="fp32",
@@ -42,24 +44,26 @@ def _add_predict(sub) -> None:
     p.add_argument("--fused-loss", action="store_true",
                    help="loss fused in place on the bf16 logits, no fp32 copy (Megatron-Core "
                    "cross_entropy_fusion_impl='te'); default: fp32 logits and their gradient")
-    p.add_argument("--moe-host-issue-s", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--moe-host-issue-s", type=cli_args.host_seconds, default=0.0, metavar="SECONDS",
                    help="dropless MoE run eagerly (PyTorch, no CUDA graph for the dispatch): host "
                    "seconds to issue one op of the dispatch-to-combine part (about 3.6e-4 for "
                    "Megatron's dropless runs in published_runs.csv, fitted 2026-11-30)")
     p.add_argument("--moe-dispatcher", choices=("alltoall", "deepep"), default="alltoall",
                    help="MoE token dispatch: one copy per (token, expert) (alltoall), or one per "
                    "destination device and node (deepep: DeepEP/HybridEP, Megatron's flex)")
-    p.add_argument("--load-imbalance", type=float, help="MoE: busiest expert's share / mean")
+    p.add_argument("--load-imbalance", type=cli_args.load_imbalance, help="MoE: busiest expert's share / mean")
     p.add_argument("--slice", help="TPU slice shape, e.g. 4x4x4")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--trace", help="write a Chrome/Perfetto trace JSON here")
-    p.add_argument("--plot", help="write a PNG: breakdown bars (with the step's interval when "
+    p.add_argument("--trace", type=cli_args.output_file("--trace", ".json"),
+                   help="write a Chrome/Perfetto trace JSON here")
+    p.add_argument("--plot", type=cli_args.output_file("--plot", ".png"),
+                   help="write a PNG: breakdown bars (with the step's interval when "
                    "the profile was fitted) and a one-layer timeline per stream")
     cli_search.add_profiles_arg(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="meshcast", description="Forecast sharded dense/MoE "
+    ap = cli_args.MeshcastParser(prog="meshcast", description="Forecast sharded dense/MoE "
                                  "LLM training step time on a concrete topology.")
     from importlib.metadata import PackageNotFoundError, version
 
@@ -161,8 +165,9 @@ def _cmd_predict(a) -> int:
         from simulator.cli.plots import plot_prediction, save
 
         save(plot_prediction(pred, iv), a.plot)
-    print(json.dumps({**pred.to_dict(), **iv.as_dict()}, indent=2) if a.json
-          else format_prediction(pred, iv))
+    result = {**pred.to_dict(), **iv.as_dict()}
+    cli_args.check_finite(result, "predict", nonnegative=True)  # no NaN/inf/negative forecast
+    print(cli_args.dumps_json(result, "predict") if a.json else format_prediction(pred, iv))
     return 0
 
 
@@ -250,12 +255,17 @@ COMMANDS = {"predict": _cmd_predict, "calibrate": _cmd_calibrate, "fit": _cmd_fi
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
-    except MeshcastError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        try:
+            code = COMMANDS[args.command](args)
+        except MeshcastError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        sys.stdout.flush()  # a closed pipe fails here, not in the interpreter's final flush
+        return code
+    except BrokenPipeError:  # `meshcast ... | head`: stop quietly, as Unix tools do
+        return cli_args.quiet_broken_pipe()
 
 
 if __name__ == "__main__":

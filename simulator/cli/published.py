@@ -26,7 +26,10 @@ CV_CHOICES = ("hardware", "model", "source", "all", "none")
 
 def add_validate_args(va) -> None:
     va.add_argument("--published", help="a CSV with the columns of published_runs.csv")
-    va.add_argument("--plot", help="--published: write a predicted-vs-measured log-log plot here")
+    from simulator.cli import args as cli_args
+
+    va.add_argument("--plot", type=cli_args.output_file("--plot", ".png"),
+                    help="--published: write a predicted-vs-measured log-log plot here")
     va.add_argument("--fit", action="store_true", help="--published: same as --cv all")
     va.add_argument("--cv", choices=CV_CHOICES, help="--published: fit on every other group of "
                     "this kind and forecast the held-out one; all (the default): the three, "
@@ -35,7 +38,8 @@ def add_validate_args(va) -> None:
     va.add_argument("--profile", action="append", default=[],
                     help="--published: a profile YAML replacing the built-in one of its name; "
                     "--calibration: the profile to validate (default DIR/profile.yaml)")
-    va.add_argument("--moe-host-issue-s", type=float, default=None, metavar="SECONDS",
+    va.add_argument("--moe-host-issue-s", type=cli_args.host_seconds, default=None,
+                    metavar="SECONDS",
                     help="--published: host seconds per eager dropless-MoE op for every row "
                     "(default 0)")
     from simulator.cli.search import add_profiles_arg
@@ -114,8 +118,9 @@ def _validate(a) -> int:
         plot_predicted_vs_measured(results, a.plot, f"meshcast vs {Path(a.published).name} "
                                    f"({header}; bars: 80% intervals)", _bands(cases, results, cv))
     if a.json:
-        print(json.dumps({**report_json(results, summary, skipped), **extra}, indent=2,
-                         allow_nan=False))
+        from simulator.cli.args import dumps_json
+
+        print(dumps_json({**report_json(results, summary, skipped), **extra}, "validate"))
         return 0
     text = format_report(a.published, results, summary, skipped, header)
     if keys:

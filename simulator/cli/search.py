@@ -6,8 +6,8 @@ Registered by :mod:`simulator.cli.main` through :func:`add_parsers` and :data:`C
 from __future__ import annotations
 
 import functools
-import json
 
+from simulator.cli import args as cli_args
 from simulator.cli.progress import Progress
 from meshcast.errors import MeshcastError
 
@@ -39,19 +39,22 @@ def with_profiles(cmd):
 
 def _job_args(p, chips_help: str, chips_type) -> None:
     p.add_argument("--model", required=True, help="zoo name (see `meshcast models`) or YAML path")
-    p.add_argument("--chips", required=chips_type is int, type=chips_type, help=chips_help)
+    p.add_argument("--chips", required=chips_type is cli_args.chips, type=chips_type,
+                   help=chips_help)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--global-batch", type=int, help="sequences per step (default about 4M tokens)")
-    g.add_argument("--global-batch-tokens", type=int, help="tokens per step")
-    p.add_argument("--seq-len", type=int, help="tokens per sequence (default: the model's)")
+    g.add_argument("--global-batch", type=cli_args.sequences,
+                   help="sequences per step (default about 4M tokens)")
+    g.add_argument("--global-batch-tokens", type=cli_args.batch_tokens, help="tokens per step")
+    p.add_argument("--seq-len", type=cli_args.seq_len,
+                   help="tokens per sequence (default: the model's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_profiles_arg(p)
 
 
 def _budget_args(p) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--tokens", type=float, help="training tokens (default: Chinchilla)")
-    g.add_argument("--tokens-per-param", type=float,
+    g.add_argument("--tokens", type=cli_args.tokens, help="training tokens (default: Chinchilla)")
+    g.add_argument("--tokens-per-param", type=cli_args.tokens_per_param,
                    help="Chinchilla ratio over the reference's parameters (default 20)")
     p.add_argument("--reference", help="dense reference model whose parameters set the budget "
                    "(Du et al. 2024); default: the model itself (an MoE's total parameters)")
@@ -61,11 +64,13 @@ def add_parsers(sub) -> None:
     """Add the ``rank`` and ``plan`` subcommands to an argparse subparsers object."""
     r = sub.add_parser("rank", help="rank every feasible sharding of a job")
     r.add_argument("--hardware", required=True, help="profile name/alias or YAML path")
-    _job_args(r, "chips in the job", int)
+    _job_args(r, "chips in the job", cli_args.chips)
     r.add_argument("--objective", choices=OBJECTIVES, default="step_time")
-    r.add_argument("--top", type=int, default=5, help="configurations to show (default 5)")
-    r.add_argument("--out", help="write every evaluated configuration to this CSV file")
-    r.add_argument("--plot", help="write a PNG: every configuration and the top ones' breakdowns")
+    r.add_argument("--top", type=cli_args.top, default=5, help="configurations to show (default 5)")
+    r.add_argument("--out", type=cli_args.output_file("--out", ".csv"),
+                   help="write every evaluated configuration to this CSV file")
+    r.add_argument("--plot", type=cli_args.output_file("--plot", ".png"),
+                   help="write a PNG: every configuration and the top ones' breakdowns")
     r.add_argument("--precision", choices=["bf16", "fp8", "fp4", "fp32"], default="bf16")
     r.add_argument("--moe-dispatcher", choices=("alltoall", "deepep"), default="alltoall",
                    help="MoE token dispatch (see `predict --help`): deepep sends a token once per "
@@ -73,10 +78,11 @@ def add_parsers(sub) -> None:
     _budget_args(r)
     p = sub.add_parser("plan", help="best configuration, time and cost per hardware and chip count")
     p.add_argument("--hardware", required=True, help="comma-separated profiles, e.g. h100-sxm,tpu-v5p")
-    _job_args(p, "comma-separated chip counts (default 64,...,4096)", str)
+    _job_args(p, "comma-separated chip counts (default 64,...,4096)", cli_args.chip_list)
     _budget_args(p)
-    p.add_argument("--deadline", type=float, help="days: the smallest chip count that meets it")
-    p.add_argument("--plot", help="write a PNG: days against chips per hardware (with the "
+    p.add_argument("--deadline", type=cli_args.days, help="days: the smallest chip count that meets it")
+    p.add_argument("--plot", type=cli_args.output_file("--plot", ".png"),
+                   help="write a PNG: days against chips per hardware (with the "
                    "forecast band where the profiles were fitted), and the cost front")
 
 
@@ -113,18 +119,23 @@ def cmd_rank(a) -> int:
         from simulator.cli.plots import plot_rank, save
 
         save(plot_rank(res), a.plot)
-    print(json.dumps(rank_json(res), indent=2) if a.json else format_rank(res))
+    out = rank_json(res)
+    cli_args.check_finite(out, "rank")
+    print(cli_args.dumps_json(out, "rank") if a.json else format_rank(res))
     return 0
 
 
-def _chip_list(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
+def _chip_list(chips: list[int] | str | None) -> list[int] | None:
+    """``--chips`` of plan: parsed by :func:`simulator.cli.args.chip_list` (a string when the
+    namespace was built by hand)."""
+    if chips is None or isinstance(chips, list):
+        return chips
+    import argparse
+
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise MeshcastError(f"chips: {text!r} is not a comma-separated list of integers "
-                            "(example: 256,512,1024)") from None
+        return cli_args.chip_list(chips)
+    except argparse.ArgumentTypeError as e:
+        raise MeshcastError(f"chips: {e}") from None
 
 
 @with_profiles
@@ -150,7 +161,9 @@ def cmd_plan(a) -> int:
         from simulator.cli.plots import plot_plan, save
 
         save(plot_plan(res), a.plot)
-    print(json.dumps(plan_json(res), indent=2) if a.json else format_plan(res))
+    out = plan_json(res)
+    cli_args.check_finite(out, "plan")
+    print(cli_args.dumps_json(out, "plan") if a.json else format_plan(res))
     return 0
 
 
