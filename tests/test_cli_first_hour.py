@@ -112,3 +112,72 @@ def test_capacity_warning_reaches_the_cli(capsys, tmp_path):
                       "--mesh", "data=-1,expert=4,model=4", "--global-batch", "256",
                       "--remat", "full"])
     assert "warning: capacity_factor 1 < top_k 2" in out and "50% of token-expert" in out
+
+
+# --- rank prints the predict command that reproduces each top row ------------------------------
+@pytest.mark.parametrize("argv", [
+    ["--model", "llama3-8b", "--hardware", "h100-sxm", "--chips", "16", "--seq-len", "1024",
+     "--global-batch", "16"],
+    ["--model", "switch-base", "--hardware", "tpu-v5p", "--chips", "16", "--seq-len", "1024",
+     "--global-batch", "32", "--moe-dispatcher", "deepep", "--precision", "fp8"],
+], ids=["dense-h100-pipeline", "moe-tpu-deepep"])
+def test_rank_prints_predict_commands_that_reproduce_each_top_row(capsys, argv):
+    import json
+    import shlex
+
+    from tests.cli_helpers import ok
+
+    d = json.loads(ok(capsys, ["rank", *argv, "--top", "3", "--json"]))
+    text = ok(capsys, ["rank", *argv, "--top", "3"])
+    assert len(d["top"]) == 3
+    for row in d["top"]:
+        cmd = row["predict_command"]
+        assert cmd.startswith("meshcast predict ") and "--bind" in cmd and "--mesh" in cmd
+        assert f"      reproduce: {cmd}" in text.splitlines()
+        words = shlex.split(cmd)
+        assert words[words.index("--micro-batch") + 1] == str(row["micro_batch"])
+        assert words[words.index("--remat") + 1] == row["remat"]
+        got = json.loads(ok(capsys, [*words[1:], "--json"]))
+        assert got["step_time_s"] == row["step_time_s"]  # exactly the same forecast
+        assert got["memory"] == row["memory"] and got["breakdown_s"] == row["breakdown_s"]
+        assert got["mesh"] == row["mesh"] and got["microbatches"] == row["microbatches"]
+
+
+def test_predict_argv_rebinds_every_placed_axis_in_placement_order():
+    from simulator.cli.rank_report import predict_argv
+    from simulator.predict import predict
+
+    # fsdp=16 spills over nvlink (8) into ib (2): the binding names both levels, in that order
+    job = predict(model="llama3-8b", hardware="h100-sxm", chips=32, global_batch=64,
+                  mesh={"data": -1, "fsdp": 16}, axis_order=["fsdp", "data", "model", "seq",
+                                                            "expert", "pipeline"]).job
+    argv = predict_argv(job)
+    bind = argv[argv.index("--bind") + 1]
+    assert bind == "fsdp=nvlink+ib,data=ib", bind
+
+
+def test_rank_never_proposes_a_configuration_the_graph_path_says_does_not_fit(monkeypatch):
+    """The fast path's memory equals the graph path's, so this forces a disagreement: the
+    graph path calls the fast path's best row too big; rank must leave it out."""
+    import dataclasses
+    import importlib
+
+    from simulator.search.rank import rank
+    from simulator.search.space import make_space
+
+    space = make_space("llama3-8b", "h100-sxm", 8, seq_len=1024, global_batch=16)
+    best = rank(space, top=3).top
+    predict_mod = importlib.import_module("simulator.predict")
+    real = predict_mod.predict_job
+    victim = best[0].prediction.job.sharding
+
+    def predict_job(job):
+        pred = real(job)
+        if job.sharding == victim:
+            pred.memory = dataclasses.replace(pred.memory, capacity_bytes=1.0)
+        return pred
+
+    monkeypatch.setattr(predict_mod, "predict_job", predict_job)
+    top = rank(space, top=3).top
+    assert len(top) == 3 and all(f.prediction.memory.fits for f in top)
+    assert victim not in [f.prediction.job.sharding for f in top]

@@ -24,6 +24,87 @@ def _pipeline(row: dict) -> str:
     return f"{row['schedule']} pipeline{v}"
 
 
+def _model_arg(model) -> str:
+    """The ``--model`` argument that loads ``model``: its zoo name when the zoo's spec of that
+    name is this one, else a placeholder for the YAML file it came from."""
+    from simulator.specs.zoo import load_model
+
+    try:
+        if load_model(model.name) == model:
+            return model.name
+    except MeshcastError:
+        pass
+    return f"{model.name}.yaml"
+
+
+def _hardware_args(hw) -> list[str]:
+    """``--hardware NAME`` (with the ``--profiles`` folders it resolved in, when any)."""
+    from hardware_profiles import load_profile
+    from hardware_profiles.loader import _EXTRA_DIRS
+
+    args = ["--hardware", hw.name]
+    try:
+        same = load_profile(hw.name) == hw
+    except MeshcastError:
+        same = False
+    if same:
+        for d in _EXTRA_DIRS.get():
+            args += ["--profiles", str(d)]
+    return args
+
+
+def predict_argv(job) -> list[str] | None:
+    """The ``meshcast predict`` arguments that rebuild ``job`` exactly: the resolved mesh, every
+    axis bound to the levels (and factors, in the order) it was placed on, the batch, the
+    micro-batch and each execution setting that differs from predict's default. None when the
+    job has a setting predict has no option for."""
+    from simulator.specs.sharding import OptimizerSpec, ShardingSpec
+
+    s = job.sharding
+    default = ShardingSpec()
+    if s.flash_attention != default.flash_attention or \
+            s.optimizer.master_weights != OptimizerSpec().master_weights:
+        return None
+    placement = job.topology.placement  # in the order place_axes filled the levels
+    mesh = {a: v for a, v in job.mesh.items() if v != 1} or {"data": 1}
+    argv = ["predict", "--model", _model_arg(job.model), *_hardware_args(job.hardware),
+            "--chips", str(job.chips),
+            "--mesh", ",".join(f"{a}={v}" for a, v in mesh.items())]
+    if placement:
+        argv += ["--bind", ",".join(f"{a}=" + "+".join(p.level.name for p in parts)
+                                    for a, parts in placement.items())]
+    argv += ["--global-batch", str(job.global_batch), "--seq-len", str(job.seq_len),
+             "--micro-batch", str(s.micro_batch), "--remat", s.remat]
+    if s.precision != default.precision:
+        argv += ["--precision", s.precision]
+    if s.pipeline_schedule != default.pipeline_schedule:
+        argv += ["--pipeline-schedule", s.pipeline_schedule]
+    if s.virtual_stages != default.virtual_stages:
+        argv += ["--virtual-stages", str(s.virtual_stages)]
+    if s.optimizer.state_dtype != OptimizerSpec().state_dtype:
+        argv += ["--optimizer-state", s.optimizer.state_dtype]
+    if s.optimizer.grad_dtype != OptimizerSpec().grad_dtype:
+        argv += ["--grad-dtype", s.optimizer.grad_dtype]
+    for flag in ("distributed_optimizer", "tp_comm_overlap", "ep_comm_overlap", "fused_loss"):
+        if getattr(s, flag):
+            argv.append("--" + flag.replace("_", "-"))
+    if s.moe_host_issue_s != default.moe_host_issue_s:
+        argv += ["--moe-host-issue-s", repr(s.moe_host_issue_s)]
+    if s.moe_dispatcher != default.moe_dispatcher:
+        argv += ["--moe-dispatcher", s.moe_dispatcher]
+    if s.slice_shape is not None:
+        argv += ["--slice", "x".join(map(str, s.slice_shape))]
+    return argv
+
+
+def predict_command(job) -> str | None:
+    """:func:`predict_argv` as one shell line, ``meshcast predict ...``."""
+    import shlex
+
+    argv = predict_argv(job)
+    return None if argv is None else shlex.join(["meshcast", *argv])
+
+
 def finalist_dict(f) -> dict:
     """One top configuration: its row, the graph path's forecast (with its interval and basis)
     and the fast path's."""
@@ -33,7 +114,8 @@ def finalist_dict(f) -> dict:
             **interval_of(p).as_dict(), "fast_step_time_s": f.fast_step_s,
             "tokens_per_s": p.tokens_per_s, "mfu": p.mfu, "memory": mem.as_dict(),
             "headroom_bytes": mem.headroom_bytes, "breakdown_s": dict(p.breakdown_s),
-            "objective": f.objective, "budget": f.budget.as_dict(), "warnings": list(p.warnings)}
+            "objective": f.objective, "budget": f.budget.as_dict(), "warnings": list(p.warnings),
+            "predict_command": predict_command(p.job)}
 
 
 def rank_json(res) -> dict:
@@ -90,6 +172,9 @@ def _finalist_lines(i: int, f, objective: str, iv, said: set[str]) -> list[str]:
     parts = [f"{k} {v:.3g} ({100 * v / total:.0f}%)" for k, v in p.breakdown_s.items()
              if v >= 0.005 * total]
     out.append("      breakdown: " + ", ".join(parts))
+    cmd = predict_command(p.job)
+    out.append(f"      reproduce: {cmd}" if cmd else
+               "      reproduce: (a setting `meshcast predict` has no option for)")
     return out + iv.notes("      ", said)
 
 

@@ -159,20 +159,32 @@ def rank_table(cands: Candidates, objective: str = "step_time", top: int = 5,
 
 def _finalists(table: Candidates, times: StepTimes, objective: str, tokens: int,
                n: int, progress: Callable[[float], None]) -> list[Finalist]:
-    """Predict the first ``n`` rows with the graph path and order them by its objective."""
+    """Predict the first ``n`` rows with the graph path and order them by its objective. A row
+    whose graph-path memory does not fit is never a finalist (the fast path's memory is the
+    same number, so this is a guard): the next rows are taken instead, up to ``4 n`` tried."""
     from simulator.predict import predict_job
     from simulator.specs.job import make_job
 
     space = table.space
     out = []
     n = min(n, len(table))
-    for i in range(n):
-        progress(i / n)
+    for i in range(min(4 * n, len(table))):
+        if len(out) == n:
+            break
+        progress(len(out) / n)
         pred = predict_job(make_job(space.model, table.sharding(i), space.hardware, space.chips))
+        if not pred.memory.fits:
+            continue
         value = float(objective_values(space, objective, pred.step_time_s, tokens))
         budget = Budget(tokens, space.tokens_per_step, pred.step_time_s, space.chips,
                         price_of(space.hardware))
         out.append(Finalist(i, table.row(i), float(times.step_s[i]), pred, value, budget))
+    if not out:
+        raise NoFeasibleConfig(
+            f"chips: none of the {min(4 * n, len(table))} best configurations of "
+            f"{space.model.name} on {space.chips} {space.hardware.name} chips fits in memory on "
+            "the graph path; use more chips, a shorter --seq-len or a smaller --global-batch",
+            "does not fit")
     sign = -1.0 if objective == "mfu" else 1.0
     return sorted(out, key=lambda f: (sign * f.objective, f.index))
 
