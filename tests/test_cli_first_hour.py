@@ -181,3 +181,14 @@ def test_rank_never_proposes_a_configuration_the_graph_path_says_does_not_fit(mo
     top = rank(space, top=3).top
     assert len(top) == 3 and all(f.prediction.memory.fits for f in top)
     assert victim not in [f.prediction.job.sharding for f in top]
+
+
+def test_rank_and_plan_budget_tokens_in_sized_units(capsys):
+    from tests.cli_helpers import ok
+
+    job = ["--model", "llama3-8b", "--hardware", "h100-sxm", "--chips", "8", "--seq-len", "1024",
+           "--global-batch", "16", "--tokens", "5e6"]
+    out = ok(capsys, ["rank", *job, "--top", "1", "--objective", "time_to_train"])
+    assert "5M tokens: 306 steps" in out and "0B tokens" not in out  # ceil(5e6 / 16384) steps
+    out = ok(capsys, ["plan", *job])
+    assert out.startswith("meshcast plan: llama3-8b, 5M training tokens (given)")

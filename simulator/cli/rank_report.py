@@ -7,6 +7,7 @@ from pathlib import Path
 
 from meshcast.errors import MeshcastError
 from simulator.analysis.interval import interval_of
+from simulator.cli.report import plural, tokens_text
 from simulator.search.space import REMATS, SCHEDULES
 from simulator.specs.sharding import AXES
 
@@ -166,7 +167,8 @@ def _finalist_lines(i: int, f, objective: str, iv, said: set[str]) -> list[str]:
     ]
     if objective in ("time_to_train", "cost"):
         cost = f", ${b.cost_usd:,.0f}" if b.cost_usd is not None else ""
-        out.append(f"      {b.tokens / 1e9:,.0f}B tokens: {b.steps:,} steps, {b.days:.1f} days, "
+        out.append(f"      {tokens_text(b.tokens)} tokens: {plural(b.steps, 'step')}, "
+                   f"{b.days:.1f} days, "
                    f"{b.chip_hours:,.0f} chip-hours{cost}")
     total = p.step_time_s
     parts = [f"{k} {v:.3g} ({100 * v / total:.0f}%)" for k, v in p.breakdown_s.items()
@@ -233,7 +235,7 @@ def plan_json(res) -> dict:
 def format_plan(res) -> str:
     why = (f"{res.tokens_per_param:g} tokens per parameter of {res.reference}"
            if res.tokens_per_param is not None else "given")
-    lines = [f"meshcast plan: {res.model}, {res.tokens / 1e9:,.1f}B training tokens ({why}), "
+    lines = [f"meshcast plan: {res.model}, {tokens_text(res.tokens, 4)} training tokens ({why}), "
              f"{res.global_batch} seqs x {res.seq_len} tokens per step",
              f"  {'hardware':<14}{'chips':>6}{'step s':>9}{'band s':>14}{'MFU %':>7}{'days':>8}"
              f"{'chip-hours':>12}{'cost $':>13}  best configuration"]

@@ -10,12 +10,13 @@ def plural(n: int, word: str, words: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else (words or word + 's')}"
 
 
-def tokens_text(n: float) -> str:
-    """A token count in the unit its size calls for: ``512``, ``65.5k``, ``4.19M``, ``1.4T``."""
+def tokens_text(n: float, digits: int = 3) -> str:
+    """A token count in the unit its size calls for, to ``digits`` significant digits:
+    ``512``, ``65.5k``, ``4.19M``, ``1.4T``."""
     for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
         if n >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:.3g}"
+            return f"{n / scale:.{digits}g}{unit}"
+    return f"{n:.{digits}g}"
 
 
 def _pct(x: float, total: float) -> str:
