@@ -1,8 +1,14 @@
 """Raw measurements: one timed repetition a row, kept apart from anything fitted.
 
 The file is ``<dir>/raw.csv``. After each benchmark case the whole file is rewritten to a temp
-file and renamed into place, so an interrupted run never leaves a half-written file: a truncated
-or malformed ``raw.csv`` is genuinely corrupt and is reported, line and field named.
+file (named per process) and renamed into place, so an interrupted run never leaves a
+half-written file. A file cut short anyway (copied mid-write, written by another tool) is still
+recognised: a last line without its newline, or a last case with fewer repetitions than it
+needs (:func:`case_blocks`), is an incomplete last case, which ``meshcast calibrate --resume``
+drops and measures again and ``meshcast fit`` refuses. Every other damage (a value that is not a
+finite number, a negative size, an unknown kind or collective) rejects the whole file, line and
+field named: the rows are machine-written, so such a value means the file is not what the run
+wrote, and dropping rows silently would change the fit without anyone noticing.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import os
 from pathlib import Path
 
@@ -26,6 +33,13 @@ NUMERIC = {"group_size": int, "m": int, "k": int, "n": int, "hd": int, "nbytes":
            "flops": float,
            "rep": int, "seconds": float, "n_devices": int, "n_hosts": int}
 RAW_NAME = "raw.csv"
+#: smallest value each numeric field may take (sizes are never negative, a time is positive)
+MINIMUM = {"group_size": 1, "m": 0, "k": 0, "n": 0, "hd": 0, "nbytes": 0.0, "flops": 0.0,
+           "rep": 0, "n_devices": 1, "n_hosts": 1}
+KINDS = ("launch", "matmul", "attention", "elementwise", "gather", "block", "head", "collective")
+#: repetitions per case (``calibrate --quick`` or not), and the fewest once a case has spent its
+#: time budget (:func:`calibration.measure.bench.time_case`)
+REPS_QUICK, REPS_FULL, MIN_REPS, BUDGET_S = 9, 20, 5, 4.0
 
 
 def raw_path(directory: str | Path) -> Path:
@@ -42,42 +56,124 @@ def measured_rows(directory: str | Path, command: str) -> list[dict]:
 
 
 def read_raw_rows(directory: str | Path) -> list[dict]:
-    """All rows, typed; a corrupt file raises MeshcastError naming the line and field."""
+    """All rows, typed; a corrupt file raises MeshcastError naming the line and field (a last
+    line cut short too: it names the ``--resume`` command that measures that case again)."""
+    rows, cut = read_raw_file(directory)
+    if cut:
+        raise MeshcastError(f"calibration: {raw_path(directory)} line {len(rows) + 2} is cut "
+                            "short (an interrupted write); `meshcast calibrate ... --resume` "
+                            "measures that case again (`meshcast fit` names the command)")
+    return rows
+
+
+def read_raw_file(directory: str | Path) -> tuple[list[dict], bool]:
+    """(every whole row, typed and checked; whether a last line without its newline was left
+    out). Any other damage raises MeshcastError naming the file, line and field."""
     path = raw_path(directory)
     if not path.exists():
-        return []
-    text = path.read_text()
-    if text and not text.endswith("\n"):
-        raise MeshcastError(f"calibration: {path} is truncated (no newline at the end); "
-                            "re-run without --resume into a new --out directory")
+        return [], False
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise MeshcastError(f"calibration: {path} is not UTF-8 text (byte {e.start}); it is not "
+                            "a raw file meshcast wrote") from None
+    except OSError as e:
+        raise MeshcastError(f"calibration: cannot read {path}: {e.strerror}") from None
+    cut = bool(text) and not text.endswith("\n")
+    if cut:
+        text = text[: text.rfind("\n") + 1]
     reader = csv.DictReader(io.StringIO(text))
-    legacy = reader.fieldnames == LEGACY_COLUMNS
-    if reader.fieldnames != COLUMNS and not legacy:
-        raise MeshcastError(f"calibration: {path} header {reader.fieldnames} is not the raw "
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as e:
+        raise MeshcastError(f"calibration: {path} line 1: {e}") from None
+    legacy = fieldnames == LEGACY_COLUMNS
+    if fieldnames != COLUMNS and not legacy:
+        raise MeshcastError(f"calibration: {path} header {fieldnames} is not the raw "
                             f"format {COLUMNS}")
     rows = []
-    for lineno, row in enumerate(reader, start=2):
-        if None in row or any(v is None for v in row.values()):
-            raise MeshcastError(f"calibration: {path} line {lineno} has the wrong number of fields")
-        if legacy:
-            row["hd"] = "0"
-        for field, cast in NUMERIC.items():
-            try:
-                row[field] = cast(row[field])
-            except ValueError:
-                raise MeshcastError(f"calibration: {path} line {lineno} field {field}: "
-                                    f"{row[field]!r} is not a number") from None
-        if row["seconds"] <= 0:
-            raise MeshcastError(f"calibration: {path} line {lineno} field seconds: "
-                                f"{row['seconds']} must be positive")
-        rows.append(row)
-    return rows
+    lineno = 1
+    try:
+        for lineno, row in enumerate(reader, start=2):
+            if legacy:
+                row["hd"] = "0"
+            rows.append(_check_row(path, lineno, row))
+    except csv.Error as e:
+        raise MeshcastError(f"calibration: {path} line {lineno + 1}: {e}") from None
+    return rows, cut
+
+
+def _check_row(path: Path, lineno: int, row: dict) -> dict:
+    where = f"calibration: {path} line {lineno}"
+    if None in row or any(v is None for v in row.values()):
+        raise MeshcastError(f"{where} has the wrong number of fields")
+    for field, cast in NUMERIC.items():
+        try:
+            value = cast(row[field])
+        except (ValueError, OverflowError):
+            raise MeshcastError(f"{where} field {field}: {row[field]!r} is not a number") from None
+        if not math.isfinite(value):
+            raise MeshcastError(f"{where} field {field}: {row[field]!r} is not a finite number")
+        if field == "seconds" and value <= 0:
+            raise MeshcastError(f"{where} field seconds: {row[field]} must be positive")
+        if field in MINIMUM and value < MINIMUM[field]:
+            raise MeshcastError(f"{where} field {field}: {row[field]} must be at least "
+                                f"{MINIMUM[field]}")
+        row[field] = value
+    if row["kind"] not in KINDS:
+        raise MeshcastError(f"{where} field kind: {row['kind']!r} is not one of {', '.join(KINDS)}")
+    if row["kind"] == "collective":
+        from simulator.cost.collectives import Collective
+
+        ops = [c.value for c in Collective]
+        if row["op"] not in ops:
+            raise MeshcastError(f"{where} field op: {row['op']!r} is not one of {', '.join(ops)}")
+        if not row["axis"]:
+            raise MeshcastError(f"{where} field axis: a collective row names its mesh axis")
+    if not row["case_id"]:
+        raise MeshcastError(f"{where} field case_id: empty")
+    return row
+
+
+def case_blocks(directory: str | Path, rows: list[dict]) -> list[tuple[str, int, int]]:
+    """(case_id, first row index, row count) of each case, in file order. A case's rows are one
+    run of lines with repetitions 0, 1, 2, ...; anything else (a case split in two, a repetition
+    missing or repeated) is damage and raises MeshcastError naming the line."""
+    blocks: list[tuple[str, int, int]] = []
+    seen: set[str] = set()
+    for i, r in enumerate(rows):
+        cid = r["case_id"]
+        if blocks and blocks[-1][0] == cid:
+            c, start, n = blocks[-1]
+            blocks[-1] = (c, start, n + 1)
+        else:
+            if cid in seen:
+                raise MeshcastError(f"calibration: {raw_path(directory)} line {i + 2} field "
+                                    f"case_id: {cid!r} appears again after other cases")
+            seen.add(cid)
+            blocks.append((cid, i, 1))
+        expect = blocks[-1][2] - 1
+        if r["rep"] != expect:
+            raise MeshcastError(f"calibration: {raw_path(directory)} line {i + 2} field rep: "
+                                f"{r['rep']} where repetition {expect} of {cid!r} was due")
+    return blocks
+
+
+def case_is_complete(rows: list[dict], reps: int | None) -> bool:
+    """Whether one case's rows (in order) are all a measurement takes: ``reps`` repetitions, or
+    at least :data:`MIN_REPS` once they add up to :data:`BUDGET_S`. With ``reps`` unknown (a
+    directory from before plans were written, or rows from another tool) it cannot be told:
+    True."""
+    n = len(rows)
+    if reps is None or n >= reps:
+        return True
+    return n >= MIN_REPS and sum(r["seconds"] for r in rows) >= BUDGET_S
 
 
 def write_raw_rows(directory: str | Path, rows: list[dict]) -> None:
     """Write every row atomically: temp file, fsync, rename."""
     path = raw_path(directory)
-    tmp = path.with_suffix(".csv.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()

@@ -38,6 +38,14 @@ def synthetic_rows(launch=5e-5, rate=4e10, half=2e7, bw=3e9, lat=1e-4, noise=0.0
             t = c_lat * a + c_bw * b / w
             rows.append(row(f"{op}{b}", "collective", t * (1 + noise * (-1) ** i), op=op,
                             axis="model", group_size=4, nbytes=float(b)))
+    # every group a host profile needs (a fit never leaves one at a placeholder): streaming
+    # elementwise at 2 GB/s and attention at 1e10 FLOP/s, half-saturation 5e7
+    rows += [row(f"ew{b}", "elementwise", launch + b / 2e9, nbytes=float(b))
+             for b in (2**p for p in range(12, 25, 2))]
+    for s in (64, 128, 256, 512):
+        flops = 3.5 * 2.0 * 2 * s * s * 8 * 64
+        rows.append(row(f"att{s}", "attention", launch + (flops + 5e7) / 1e10, m=2, k=s, n=8,
+                        hd=64, flops=flops))
     return rows
 
 

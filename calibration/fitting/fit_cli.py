@@ -10,7 +10,8 @@ from pathlib import Path
 
 from calibration.fitting.files import REPORT_NAME, default_profile_path
 from calibration.fitting.profile_out import profile_from_rows, write_outputs
-from calibration.raw import measured_rows, raw_path
+from calibration.plan_file import complete_rows
+from calibration.raw import raw_path
 from meshcast.errors import MeshcastError
 
 
@@ -19,7 +20,7 @@ def run_fit(directory: str | Path, out: str | Path | None = None, base: str | No
     errors."""
     directory = Path(directory)
     out = Path(out) if out else default_profile_path(directory)
-    rows = measured_rows(directory, "fit")
+    rows = complete_rows(directory, "fit")  # nothing fitted, no file written, from a partial run
     base_profile = None
     if base:
         from hardware_profiles import load_profile

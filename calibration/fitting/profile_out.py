@@ -41,6 +41,8 @@ def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, me
     1); without it (a CPU host) the fitted rates are the peaks and ``max_efficiency`` is 1.
     """
     date = dt.date.today().isoformat()
+    if base is None:
+        _require_fits(launch, fits, meta)
     mm, ew = fits.get("matmul"), fits.get("elementwise")
     raw = base.model_dump(mode="json") if base else _host_skeleton(meta)
     chip = raw["chip"]
@@ -86,6 +88,20 @@ def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, me
                     f"; raw rows sha256:{digest}. Per-collective fits: fit_report.json.").strip()
     raw["aliases"] = []
     return HardwareProfile.model_validate(raw)
+
+
+def _require_fits(launch: float, fits: dict[str, GroupFit], meta: dict) -> None:
+    """Without a base profile every figure of the host profile is fitted, none left at the
+    skeleton's placeholders: a MeshcastError names the groups with no fit."""
+    missing = [g for g in ("matmul", "attention", "elementwise") if g not in fits]
+    if launch <= 0:
+        missing.insert(0, "launch")
+    if int(meta.get("n_devices", 1)) > 1 and not any(g.startswith("collective") for g in fits):
+        missing.append("collective")
+    if missing:
+        raise MeshcastError(f"fit: no fit for {', '.join(missing)} (too few cases measured); "
+                            "a profile is not written with placeholder values; complete the "
+                            "calibration with `meshcast calibrate ... --resume`")
 
 
 def _curve(fit: GroupFit, peak: float, source: str) -> dict:
@@ -136,6 +152,8 @@ def profile_from_rows(rows: list[dict], base: HardwareProfile | None = None):
 
 
 def _host_skeleton(meta: dict) -> dict:
+    # every entry below is overwritten by a fit; calibrated_profile refuses (_require_fits)
+    # rather than let one reach a profile
     one = {"value": 1.0, "source": "replaced by the fit"}
     curve = {"max_efficiency": 1.0, "half_saturation": 0.0, "source": "replaced by the fit"}
     return {"name": "host", "display_name": f"{meta['device_kind']} x {meta['n_devices']} "

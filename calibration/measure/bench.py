@@ -16,9 +16,9 @@ import numpy as np
 from calibration.cases import BenchCase
 from calibration.context import CONTEXT_KINDS
 from calibration.measure.in_context import jax_case
+from calibration.raw import BUDGET_S, MIN_REPS
 
 WARMUP = 2
-MIN_REPS = 5
 
 
 def clock():
@@ -135,7 +135,7 @@ def _collective_fn(case: BenchCase, itemsize: int):
     raise ValueError(f"unknown collective {case.op!r}")
 
 
-def time_case(case: BenchCase, mesh, reps: int, budget_s: float = 4.0) -> list[float]:
+def time_case(case: BenchCase, mesh, reps: int, budget_s: float = BUDGET_S) -> list[float]:
     """Seconds of each timed repetition (compile and warm-up excluded): ``reps`` of them, or
     fewer (never under :data:`MIN_REPS`) once the timed ones add up to ``budget_s``, so a
     whole-layer case costs seconds, not minutes."""

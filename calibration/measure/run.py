@@ -15,11 +15,15 @@ from pathlib import Path
 
 from calibration.cases import BenchCase, plan_cases
 from calibration.dtypes import run_dtype
-from calibration.raw import raw_path, read_raw_rows, write_raw_rows
+from calibration.lock import directory_lock
+from calibration.plan_file import incomplete_tail, read_plan, resume_command, write_plan
+from calibration.raw import REPS_FULL, REPS_QUICK, raw_path, read_raw_file, write_raw_rows
 from meshcast.errors import MeshcastError
 from simulator.specs.sharding import ShardingSpec
 
 PLATFORM = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
+INSTALL = {"gpu": 'pip install -U "jax[cuda12]" (NVIDIA GPU with a CUDA 12 driver)',
+           "tpu": 'pip install -U "jax[tpu]" (on a Cloud TPU VM)'}
 
 
 def configure_backend(backend: str, devices: int | None) -> None:
@@ -40,6 +44,28 @@ def configure_backend(backend: str, devices: int | None) -> None:
         flags = os.environ.get("XLA_FLAGS", "")
         flags = " ".join(f for f in flags.split() if "host_platform_device_count" not in f)
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
+def require_backend(backend: str):
+    """``jax.devices()`` of the configured backend, or one MeshcastError line saying there is
+    no such device or jax plugin here and how to install one."""
+    import jax
+
+    try:
+        devices = jax.devices()
+    except Exception as e:  # noqa: BLE001 - jax raises RuntimeError, or asserts, by version
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        why = why.split(" (set JAX_PLATFORMS")[0][:160]
+        why = "it found none" if why == type(e).__name__ else why
+        install = INSTALL.get(backend, "")
+        raise MeshcastError(
+            f"backend: no {backend} device or jax plugin for it here (jax: {why}); "
+            + (f"install one with `{install}`, or " if install else "") + "use --backend cpu"
+        ) from None
+    if backend != "cpu" and devices and devices[0].platform == "cpu":
+        raise MeshcastError(f"backend: jax found no {backend} device, only the CPU; install "
+                            f"`{INSTALL[backend]}`, or use --backend cpu")
+    return devices
 
 
 def run_metadata() -> dict:
@@ -64,38 +90,80 @@ def shape_job(sharding: ShardingSpec, n_devices: int):
 
 def calibrate(out: str | Path, backend: str = "cpu", devices: int | None = None,
               quick: bool = False, resume: bool = False, mesh: dict[str, int] | None = None,
-              multi_host: bool = False, limit: int | None = None, log=print) -> Path:
+              multi_host: bool = False, limit: int | None = None, log=print,
+              mesh_text: str | None = None) -> Path:
     """Measure every planned case into ``out/raw.csv``; returns its path.
 
-    ``limit`` stops after that many new cases (a long run in chunks; ``resume`` continues)."""
+    ``limit`` stops after that many new cases (a long run in chunks; ``resume`` continues).
+    The directory is locked for the run (:mod:`calibration.lock`), its plan written to
+    ``plan.json`` (:mod:`calibration.plan_file`); ``resume`` first drops a last case cut short
+    and measures it again. ``mesh_text`` is ``mesh`` as typed, for the resume command."""
     configure_backend(backend, devices)
+    import jax
+
+    if multi_host:
+        jax.distributed.initialize()
+    require_backend(backend)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MeshcastError(f"out: {out} is a file, not a directory")
+    writer = jax.process_index() == 0
+    if not writer:
+        return _calibrate(out, quick, resume, mesh, limit, log, writer, {})
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MeshcastError(f"out: cannot create {out}: {e.strerror}") from None
+    options = {"backend": backend, "devices": len(jax.devices()) if backend == "cpu" else None,
+               "quick": quick, "mesh": mesh_text or (",".join(f"{a}={n}" for a, n in mesh.items())
+                                                     if mesh else None),
+               "multi_host": multi_host}
+    with directory_lock(out):
+        return _calibrate(out, quick, resume, mesh, limit, log, writer, options)
+
+
+def _calibrate(out: Path, quick, resume, mesh, limit, log, writer, options) -> Path:
     import jax
 
     from calibration.measure.bench import median, time_case
     from calibration.measure.mesh import make_jax_mesh
 
-    if multi_host:
-        jax.distributed.initialize()
-    out = Path(out)
-    writer = jax.process_index() == 0
-    rows = read_raw_rows(out) if resume else []
     if not resume and raw_path(out).exists() and raw_path(out).stat().st_size:
         raise MeshcastError(f"out: {raw_path(out)} already holds measurements; pass --resume to "
                             "continue that run, or choose a new --out directory")
-    if writer:
-        out.mkdir(parents=True, exist_ok=True)
     n = len(jax.devices())
     default = {"data": 2, "expert": 2, "model": -1} if n % 4 == 0 else {"data": -1}
     sharding = ShardingSpec(mesh=mesh or default)
     jmesh = make_jax_mesh(sharding)
     cases = plan_cases(dict(jmesh.shape), shape_job(sharding, n), quick,
                        run_dtype(jax.default_backend()))
+    reps = REPS_QUICK if quick else REPS_FULL
+    rows = []
+    if resume:
+        old = read_plan(out)
+        if old and old["cases"] != [c.case_id for c in cases]:
+            raise MeshcastError(f"out: {out} was planned with other options; resume it with "
+                                f"`{resume_command(out, old['options'])}`")
+        rows, cut = read_raw_file(out)
+        tail = incomplete_tail(out, rows, old["reps"] if old else None)
+        if cut or tail:
+            # a partial line after a whole case starts the next one; without a plan (reps
+            # unknown) the case before it cannot be told whole, so it is measured again too
+            cid = tail[0] if tail else (rows[-1]["case_id"] if rows and not old else None)
+            kept = [r for r in rows if r["case_id"] != cid]
+            log(f"calibrate: the last case {cid or '(none)'} in {raw_path(out)} was cut short; "
+                f"dropping its {len(rows) - len(kept)} whole row(s)"
+                + (" and a partial line" if cut else "") + " and measuring it again")
+            rows = kept
+            if writer:
+                write_raw_rows(out, rows)
+    if writer:
+        write_plan(out, options, reps, [c.case_id for c in cases])
     done = {r["case_id"] for r in rows}
     todo = [c for c in cases if c.case_id not in done]
     log(f"calibrate: {len(cases)} cases on {n} {jax.devices()[0].device_kind} devices, "
         f"mesh {dict(jmesh.shape)}; {len(done)} done, {len(todo)} to run -> {raw_path(out)}")
     meta = run_metadata()
-    reps = 9 if quick else 20
     for i, case in enumerate(todo[:limit] if limit is not None else todo, start=1):
         times = time_case(case, jmesh, reps)
         rows += _rows(case, times, meta)

@@ -205,7 +205,7 @@ def _cmd_calibrate(a) -> int:
 
     path = calibrate(a.out, backend=a.backend, devices=a.devices, quick=a.quick, resume=a.resume,
                      mesh=parse_mesh(a.mesh) if a.mesh else None, multi_host=a.multi_host,
-                     limit=a.limit, log=log)
+                     limit=a.limit, log=log, mesh_text=a.mesh)
     print(path)
     return 0
 
@@ -233,10 +233,11 @@ def _cmd_validate(a) -> int:
     if len(a.profile) > 1:
         raise MeshcastError(f"profile: --calibration validates one profile; got {len(a.profile)}")
     from calibration.fitting.files import fitted_profile_path
-    from calibration.measure.run import configure_backend
+    from calibration.measure.run import configure_backend, require_backend
 
     profile = fitted_profile_path(a.calibration, a.profile[0] if a.profile else None)
     configure_backend(a.backend, a.devices)
+    require_backend(a.backend)
     from calibration.measure.validate import validate
 
     def log(msg: str) -> None:
