@@ -133,7 +133,10 @@ def _resolve(name: str, files: dict[str, Path]) -> tuple[str, str]:
 
 def _is_path(name_or_path: str | Path) -> bool:
     p = Path(name_or_path)
-    return p.suffix in (".yaml", ".yml") or p.exists()
+    try:
+        return p.suffix in (".yaml", ".yml") or p.exists()
+    except OSError:  # a name too long for a path, ...: a name, not a file
+        return False
 
 
 def load_profile(name_or_path: str | Path) -> HardwareProfile:
@@ -166,9 +169,17 @@ def _load_cached(path: str, mtime: float) -> HardwareProfile:
 def load_profile_file(path: str | Path) -> HardwareProfile:
     """Load one profile YAML file; a corrupt file raises MeshcastError naming the field."""
     path = Path(path)
-    if not path.is_file():
-        raise MeshcastError(f"hardware: no profile file at {path}")
-    return _load_cached(str(path.resolve()), path.stat().st_mtime)
+    try:
+        if path.is_dir():
+            raise MeshcastError(f"hardware: {path} is a directory; give a profile YAML file (or "
+                                "--profiles DIR for a folder of them)")
+        if not path.is_file():
+            raise MeshcastError(f"hardware: no profile file at {path}")
+        key = str(path.resolve()), path.stat().st_mtime
+    except OSError as e:
+        name = str(path) if len(str(path)) <= 80 else str(path)[:77] + "..."
+        raise MeshcastError(f"hardware: cannot read {name}: {e.strerror}") from None
+    return _load_cached(*key)
 
 
 def save_profile(profile: HardwareProfile, path: str | Path) -> Path:

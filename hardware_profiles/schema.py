@@ -7,21 +7,47 @@ source is a datasheet, a paper, or ``calibrated <date> from <raw rows sha256>``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from meshcast.frozen import Frozen
 
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "fp4", "int8"]
 
 
+#: The range of a :class:`Sourced` value (FLOP/s, bytes, bytes/s, seconds, dollars, members):
+#: a value outside it (1e-320 B/s, 1e400 FLOP/s) is a typo, and would make times overflow.
+SOURCED_MIN = 1e-12
+SOURCED_MAX = 1e21
+#: The largest member count of a network level or TPU slice dimension.
+MAX_LEVEL_SIZE = 1 << 24
+
+
 class Sourced(Frozen):
     """A positive number and where it comes from."""
 
-    value: float = Field(gt=0)
+    value: float = Field(gt=0, le=SOURCED_MAX)
     source: str = Field(min_length=3)
+
+    @field_validator("value")
+    @classmethod
+    def _not_tiny(cls, v: float) -> float:
+        if v < SOURCED_MIN:
+            raise ValueError(f"{v:g} is below {SOURCED_MIN:g}: give the value in the field's "
+                             "units (bytes, seconds, FLOP/s)")
+        return v
+
+
+#: The smallest fraction of a peak a profile may claim (below it, times are nonsense).
+FRACTION_MIN = 1e-6
+
+
+def _fraction_not_tiny(v: float) -> float:
+    if v < FRACTION_MIN:
+        raise ValueError(f"{v:g} is below {FRACTION_MIN:g}: give a fraction of peak in (0, 1]")
+    return v
 
 
 class Fraction(Frozen):
@@ -29,6 +55,11 @@ class Fraction(Frozen):
 
     value: float = Field(gt=0, le=1)
     source: str = Field(min_length=3)
+
+    @field_validator("value")
+    @classmethod
+    def _not_tiny(cls, v: float) -> float:
+        return _fraction_not_tiny(v)
 
 
 class EfficiencyCurve(Frozen):
@@ -51,18 +82,23 @@ class EfficiencyCurve(Frozen):
     """
 
     max_efficiency: float = Field(gt=0, le=1)
-    half_saturation: float = Field(ge=0)
+    half_saturation: float = Field(ge=0, le=SOURCED_MAX)
     source: str = Field(min_length=3)
     calibrated_range: tuple[float, float] | None = Field(
         default=None, description="(smallest, largest) op size the fit saw; None if not fitted")
     seq_half: float = Field(
-        default=0.0, ge=0, allow_inf_nan=False,
+        default=0.0, ge=0, le=SOURCED_MAX, allow_inf_nan=False,
         description="attention only: key/value length (tokens) at which the sequence factor "
         "s / (s + seq_half) is 1/2; 0: no sequence dependence")
     head_dim_half: float = Field(
-        default=0.0, ge=0, allow_inf_nan=False,
+        default=0.0, ge=0, le=SOURCED_MAX, allow_inf_nan=False,
         description="attention only: head dim at which the factor hd / (hd + head_dim_half) is "
         "1/2; 0: no head-dim dependence")
+
+    @field_validator("max_efficiency")
+    @classmethod
+    def _not_tiny(cls, v: float) -> float:
+        return _fraction_not_tiny(v)
 
     def at(self, x: float | np.ndarray) -> float | np.ndarray:
         """``eff(x) = max_efficiency * x / (x + half_saturation)`` for ``x > 0``, and
@@ -186,7 +222,7 @@ class Chip(Frozen):
         default=False, description="Collectives are copies run by the compute cores (a CPU "
         "host), so they cannot overlap compute: the schedule runs them on the compute stream.")
     devices_per_chip: int = Field(
-        default=1, ge=1, description="JAX/framework devices one chip shows (peaks and HBM stay "
+        default=1, ge=1, le=1024, description="JAX/framework devices one chip shows (peaks and HBM stay "
         "per chip): 2 on TPU7x (Ironwood), whose two TensorCores are each a device; 1 on "
         "megacore TPUs (v4, v5p: two TensorCores, one device) and on GPUs.")
 
@@ -225,7 +261,7 @@ class NetworkLevel(Frozen):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     kind: Literal["switch", "torus", "fat_tree"]
-    size: int = Field(ge=1)
+    size: int = Field(ge=1, le=MAX_LEVEL_SIZE)
     link_bandwidth_bytes_per_s: Sourced
     latency_s: Sourced
     efficiency: Fraction = Field(description="Achieved fraction of link bandwidth, large messages.")
@@ -250,7 +286,7 @@ class NetworkLevel(Frozen):
 class SliceShape(Frozen):
     """A TPU slice: chips along each torus level, and whether each dimension wraps around."""
 
-    shape: list[int] = Field(min_length=1)
+    shape: list[Annotated[int, Field(le=MAX_LEVEL_SIZE)]] = Field(min_length=1)
     wraparound: list[bool]
     source: str = Field(min_length=3)
 

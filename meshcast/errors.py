@@ -21,7 +21,8 @@ class NoFeasibleConfig(MeshcastError):
 def from_validation_error(err: ValidationError, where: str) -> MeshcastError:
     """Turn a pydantic ValidationError into one readable MeshcastError.
 
-    Each line reads ``<where>.<field>: <problem> (got <value>)``.
+    Each line reads ``<where>.<field>: <problem> (got <value>)``; a single problem is one line
+    (``invalid <where>: <where>.<field>: ...``).
     """
     lines = []
     for e in err.errors(include_url=False):
@@ -31,4 +32,6 @@ def from_validation_error(err: ValidationError, where: str) -> MeshcastError:
         value = e.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         lines.append(f"{field}: {msg}{shown}" if field else msg)
+    if len(lines) == 1:
+        return MeshcastError(f"invalid {where}: {lines[0]}")
     return MeshcastError("invalid " + where + ":\n  " + "\n  ".join(lines))

@@ -1,5 +1,6 @@
 """The one frozen pydantic base of every spec and profile record: immutable, and an unknown field
-is an error (``extra="forbid"``: a misspelt YAML key fails instead of being dropped)."""
+is an error (``extra="forbid"``: a misspelt YAML key fails instead of being dropped), and so is a
+NaN or infinite number (``allow_inf_nan=False``: ``.nan``, ``.inf`` or ``1e400`` in a YAML file)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ class Frozen(BaseModel):
     """Base of the model and sharding specs (:mod:`simulator.specs`) and of the hardware profile
     schema (:mod:`hardware_profiles.schema`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 __all__ = ["Frozen"]

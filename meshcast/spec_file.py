@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TypeVar
 
@@ -12,16 +13,68 @@ from meshcast.errors import MeshcastError, from_validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
+#: Largest spec file read (a model or profile YAML is a few kilobytes).
+MAX_SPEC_BYTES = 16 << 20
+#: Deepest nesting of mappings and lists a spec file may have (a profile nests about 6 deep).
+MAX_DEPTH = 64
+
+
+def read_text_file(path: str | Path, field: str, what: str = "file",
+                   max_bytes: int = MAX_SPEC_BYTES) -> str:
+    """The UTF-8 text of ``path``; a missing file, a directory, a name too long, an unreadable
+    or oversized file, or bytes that are not UTF-8 raise one MeshcastError naming ``field``."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise MeshcastError(f"{field}: {path} is a directory; give a {what} path")
+        if not path.is_file():
+            raise MeshcastError(f"{field}: no file at {path}")
+        if path.stat().st_size > max_bytes:
+            raise MeshcastError(f"{field}: {path} is larger than {max_bytes >> 20} MiB; is it "
+                                f"the {what} meant?")
+        data = path.read_bytes()
+    except OSError as e:
+        name = str(path) if len(str(path)) <= 80 else str(path)[:77] + "..."
+        raise MeshcastError(f"{field}: cannot read {name}: "
+                            f"{e.strerror or os.strerror(e.errno or 0)}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MeshcastError(f"{field}: {path} is not UTF-8 text (byte {e.start}: "
+                            f"{data[e.start:e.start + 1]!r}); save it as UTF-8") from None
+
+
+def _depth(node: yaml.Node) -> int:
+    """Nesting depth of a composed YAML node, iteratively (no recursion limit to hit)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        deepest = max(deepest, d)
+        if d > MAX_DEPTH:
+            return d
+        if isinstance(n, yaml.SequenceNode):
+            stack.extend((c, d + 1) for c in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            stack.extend((v, d + 1) for pair in n.value for v in pair)
+    return deepest
+
 
 def load_spec_file(path: str | Path, cls: type[M], field: str) -> M:
     """Parse ``path`` as YAML and validate it as ``cls``; ``field`` names it in error messages."""
     path = Path(path)
-    if not path.is_file():
-        raise MeshcastError(f"{field}: no file at {path}")
+    text = read_text_file(path, field, "YAML")
     try:
-        raw = yaml.safe_load(path.read_text())
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _depth(node) > MAX_DEPTH:
+            raise MeshcastError(f"{field}: {path} nests mappings or lists more than {MAX_DEPTH} "
+                                "deep; a spec file is a flat mapping of a few levels")
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise MeshcastError(f"{field}: {path} is not valid YAML: {e}") from None
+        raise MeshcastError(f"{field}: {path} is not valid YAML: {' '.join(str(e).split())}") \
+            from None
+    except RecursionError:
+        raise MeshcastError(f"{field}: {path} nests mappings or lists too deep to read; a spec "
+                            "file is a flat mapping of a few levels") from None
     if not isinstance(raw, dict):
         raise MeshcastError(f"{field}: {path} must hold a mapping, got {type(raw).__name__}")
     try:

@@ -82,6 +82,8 @@ def finite_float(minimum: float, maximum: float, example: str, *, strict_min: bo
 
     def parse(text: str) -> float:
         v = _number(text.strip(), what)
+        if v != 0 and abs(v) < 1e-12:
+            raise argparse.ArgumentTypeError(f"{text!r} is too small to mean anything; give {what}")
         if v < minimum or v > maximum or (strict_min and v == minimum):
             raise argparse.ArgumentTypeError(f"{text!r} is out of range; give {what}")
         return v

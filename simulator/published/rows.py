@@ -8,6 +8,8 @@ the mapping turns into a skipped row naming the line, the column, the value and 
 from __future__ import annotations
 
 import csv
+import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,14 @@ REQUIRED = (
 )
 #: Cells that mean "not published".
 BLANK = {"", "n/a", "na", "-", "none", "not stated"}
+#: The range of a numeric cell: a value outside it (1e-320, 1e400) is a typo, not a measurement.
+SMALLEST = 1e-12
+LARGEST = 1e18
+#: The largest whole-number cell (layer counts, widths, chips, batch sizes): 2^32.
+LARGEST_INT = 1 << 32
+#: Chips (``n_accel``) and each parallel degree: as ``meshcast predict --chips`` allows.
+LARGEST_CHIPS = 1 << 24
+_CHIP_COLUMNS = ("n_accel", "tp", "pp", "dp", "cp", "ep", "vpp")
 
 
 class RowError(ValueError):
@@ -62,8 +72,14 @@ class PublishedRow:
             v = float(self.text(col).replace(",", ""))
         except ValueError:
             raise self._bad(col, "not a number") from None
+        if math.isnan(v):
+            raise self._bad(col, "not a number")
         if not v > 0:
             raise self._bad(col, "must be positive")
+        if math.isinf(v) or v > LARGEST:
+            raise self._bad(col, f"must be finite and at most {LARGEST:g}")
+        if v < SMALLEST:
+            raise self._bad(col, f"must be at least {SMALLEST:g}")
         return v
 
     def int(self, col: str, required: bool = False, default: int | None = None) -> int | None:
@@ -73,7 +89,22 @@ class PublishedRow:
             return default
         if v != int(v):
             raise self._bad(col, "must be a whole number")
+        limit = LARGEST_CHIPS if col in _CHIP_COLUMNS else LARGEST_INT
+        if v > limit:
+            raise self._bad(col, f"must be at most {limit}")
+        if col == "vpp" and v > 1:
+            self._check_stages(int(v))
         return int(v)
+
+    def _check_stages(self, vpp: int) -> None:
+        """As ``predict`` requires: pipeline x virtual stages no more than the layers (each
+        virtual stage holds a layer at least), so a ``vpp`` of 100000 is refused, not padded."""
+        layers = self.int("n_layers")
+        pp = self.int("pp") or 1
+        if layers is not None and pp * vpp > layers:
+            raise RowError(f"line {self.line}: vpp: {pp} pipeline x {vpp} virtual stages exceed "
+                           f"n_layers={layers} (got {self.text('vpp')!r}); each virtual stage "
+                           "needs a layer at least: fix the cell or leave it empty")
 
     def count(self, col: str) -> int:
         """The cell as a whole number >= 0 (0 when blank)."""
@@ -92,18 +123,27 @@ class PublishedRow:
 
 def read_rows(path: str | Path) -> list[PublishedRow]:
     """Every data row of ``path``; the header must hold :data:`REQUIRED`."""
+    from meshcast.spec_file import read_text_file
+
     path = Path(path)
-    if not path.is_file():
+    try:
+        missing_file = not path.exists()
+    except OSError:
+        missing_file = False  # a name too long, ...: read_text_file says so
+    if missing_file:
         raise MeshcastError(f"published: no file at {path}; give a CSV with the columns of "
                             "published_runs.csv")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    text = read_text_file(path, "published", "CSV", max_bytes=256 << 20)
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         header = reader.fieldnames or []
         missing = [c for c in REQUIRED if c not in header]
         if missing:
             raise MeshcastError(f"published: {path.name} lacks column(s) {', '.join(missing)}; "
                                 "it needs the columns of published_runs.csv (see its README)")
         rows = [PublishedRow(reader.line_num, dict(r)) for r in reader]
+    except csv.Error as e:
+        raise MeshcastError(f"published: {path.name} is not a readable CSV: {e}") from None
     if not rows:
         raise MeshcastError(f"published: {path.name} has a header but no rows")
     return rows

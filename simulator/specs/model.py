@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from meshcast.frozen import Frozen
+
+#: Upper bounds of the integer fields: far beyond any model trained, small enough that parameter
+#: counts and per-step FLOPs stay exact in 64 bits (a YAML typo of 10^24 is an error, not a hang).
+MAX_LAYERS = 1 << 14
+MAX_WIDTH = 1 << 22  # d_model, FFN hidden, head dim
+MAX_HEADS = 1 << 16
+MAX_VOCAB = 1 << 24
+MAX_SEQ_LEN = 1 << 24
+MAX_EXPERTS = 1 << 16
 
 
 class MoESpec(Frozen):
@@ -22,29 +31,39 @@ class MoESpec(Frozen):
     factor the expert buffers are padded to ``C`` so it only drops tokens, dropless it sets the pace.
     """
 
-    n_experts: int = Field(ge=1)
-    top_k: int = Field(ge=1)
-    capacity_factor: float | None = Field(default=2.0, gt=0)
-    expert_ffn_hidden: int = Field(ge=1)
-    n_shared_experts: int = Field(default=0, ge=0)
-    shared_expert_ffn_hidden: int | None = Field(default=None, ge=1)
-    layer_interval: int = Field(default=1, ge=1, description="every k-th layer is MoE")
-    first_dense_layers: int = Field(default=0, ge=0)
+    n_experts: int = Field(ge=1, le=MAX_EXPERTS)
+    top_k: int = Field(ge=1, le=MAX_EXPERTS)
+    capacity_factor: float | None = Field(default=2.0, gt=0, le=MAX_EXPERTS)
+    expert_ffn_hidden: int = Field(ge=1, le=MAX_WIDTH)
+    n_shared_experts: int = Field(default=0, ge=0, le=MAX_EXPERTS)
+    shared_expert_ffn_hidden: int | None = Field(default=None, ge=1, le=MAX_WIDTH)
+    layer_interval: int = Field(default=1, ge=1, le=MAX_LAYERS,
+                                description="every k-th layer is MoE")
+    first_dense_layers: int = Field(default=0, ge=0, le=MAX_LAYERS)
     dispatch: Literal["einsum", "gather"] = Field(
         default="einsum",
         description="einsum: GShard/AXLearn one-hot dispatch matmuls; gather: sort/permute "
         "(Megatron grouped GEMM), memory bound",
     )
-    group_size_tokens: int = Field(default=2048, ge=1, description="tokens per routing group")
+    group_size_tokens: int = Field(default=2048, ge=1, le=MAX_SEQ_LEN,
+                                   description="tokens per routing group")
     router_flops_per_token: float = Field(
-        default=0.0, ge=0, description="extra router cost beyond the D x E gate matmul"
+        default=0.0, ge=0, le=1e15, description="extra router cost beyond the D x E gate matmul"
     )
-    load_imbalance: float = Field(default=1.0, ge=1.0)
+    load_imbalance: float = Field(default=1.0, ge=1.0, le=MAX_EXPERTS)
 
     @property
     def dropless(self) -> bool:
         """No capacity limit (``capacity_factor: null``): no token dropped, shapes data-dependent."""
         return self.capacity_factor is None
+
+    @field_validator("capacity_factor")
+    @classmethod
+    def _not_tiny(cls, v: float | None) -> float | None:
+        if v is not None and v < 1e-3:
+            raise ValueError(f"capacity_factor {v:g} is below 0.001 (it includes top_k: 2.0 is "
+                             "usual); use null for dropless")
+        return v
 
     @model_validator(mode="after")
     def _k_le_e(self) -> MoESpec:
@@ -61,15 +80,15 @@ class ModelSpec(Frozen):
     name: str
     source: str = Field(min_length=3)
     notes: str = ""
-    n_layers: int = Field(ge=1)
-    d_model: int = Field(ge=1)
-    n_heads: int = Field(ge=1)
-    n_kv_heads: int | None = Field(default=None, ge=1)
-    head_dim: int | None = Field(default=None, ge=1)
-    ffn_hidden: int = Field(ge=1)
+    n_layers: int = Field(ge=1, le=MAX_LAYERS)
+    d_model: int = Field(ge=1, le=MAX_WIDTH)
+    n_heads: int = Field(ge=1, le=MAX_HEADS)
+    n_kv_heads: int | None = Field(default=None, ge=1, le=MAX_HEADS)
+    head_dim: int | None = Field(default=None, ge=1, le=MAX_WIDTH)
+    ffn_hidden: int = Field(ge=1, le=MAX_WIDTH)
     ffn_kind: Literal["gelu", "swiglu"] = "swiglu"
-    vocab_size: int = Field(ge=1)
-    seq_len: int = Field(ge=1)
+    vocab_size: int = Field(ge=1, le=MAX_VOCAB)
+    seq_len: int = Field(ge=1, le=MAX_SEQ_LEN)
     tied_embeddings: bool = False
     moe: MoESpec | None = None
 

@@ -8,7 +8,7 @@ Du et al. 2024 / AXLearn, and as Megatron carves EP out of DP); ``seq`` splits t
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -20,6 +20,12 @@ BATCH_AXES: tuple[str, ...] = ("data", "fsdp", "expert")
 #: Default placement order, innermost (fastest network level) first, as Megatron orders ranks
 #: (TP fastest, then CP, EP, DP, PP) and MaxText puts tensor/FSDP on ICI and data on DCN.
 DEFAULT_AXIS_ORDER: tuple[str, ...] = ("model", "seq", "expert", "fsdp", "data", "pipeline")
+#: Upper bounds of the sizes (a typo of 10^24 is an error, not an overflow or a hang): chips on
+#: one mesh axis, sequences per micro-batch or step, tokens per step, tokens per sequence.
+MAX_AXIS = 1 << 24
+MAX_SEQUENCES = 1 << 32
+MAX_TOKENS_PER_STEP = 1 << 40
+MAX_SEQ_LEN = 1 << 24
 
 
 #: Activation recompute policies: none, the attention core and elementwise ops (Megatron's
@@ -50,10 +56,10 @@ class ShardingSpec(Frozen):
     mesh: dict[AxisName, int] = Field(default_factory=lambda: {"data": -1})
     bindings: dict[AxisName, list[str]] = Field(default_factory=dict)
     axis_order: list[AxisName] = Field(default_factory=lambda: list(DEFAULT_AXIS_ORDER))
-    micro_batch: int = Field(default=1, ge=1)
-    global_batch: int | None = Field(default=None, ge=1)
-    global_batch_tokens: int | None = Field(default=None, ge=1)
-    seq_len: int | None = Field(default=None, ge=1)
+    micro_batch: int = Field(default=1, ge=1, le=MAX_SEQ_LEN)
+    global_batch: int | None = Field(default=None, ge=1, le=MAX_SEQUENCES)
+    global_batch_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_PER_STEP)
+    seq_len: int | None = Field(default=None, ge=1, le=MAX_SEQ_LEN)
     remat: Remat = "selective"
     precision: Literal["bf16", "fp8", "fp4", "fp32"] = Field(
         default="bf16", description="matmul precision; fp32 also makes activations 4 bytes "
@@ -72,7 +78,7 @@ class ShardingSpec(Frozen):
         description="MoE all-to-alls overlapped with another micro-batch's compute (Megatron "
         "--overlap-moe-expert-parallel-comm); they still occupy the expert links")
     moe_host_issue_s: float = Field(
-        default=0.0, ge=0.0,
+        default=0.0, ge=0.0, le=10.0,
         description="seconds the host takes to issue one op of a dropless MoE layer's "
         "data-dependent part (dispatch to combine) when it runs eagerly: PyTorch dropless "
         "dispatchers sync token counts to the host and cannot be captured in CUDA graphs, so that "
@@ -101,8 +107,9 @@ class ShardingSpec(Frozen):
         "(Megatron-Core cross_entropy_loss_fusion with cross_entropy_fusion_impl='te', "
         "Transformer Engine's parallel_cross_entropy)")
     pipeline_schedule: Literal["1f1b", "interleaved"] = "1f1b"
-    virtual_stages: int = Field(default=1, ge=1, description="model chunks per pipeline rank")
-    slice_shape: list[int] | None = Field(default=None, description="TPU slice shape override")
+    virtual_stages: int = Field(default=1, ge=1, le=1 << 14, description="model chunks per pipeline rank")
+    slice_shape: list[Annotated[int, Field(ge=1, le=MAX_AXIS)]] | None = Field(
+        default=None, description="TPU slice shape override")
 
     @field_validator("mesh")
     @classmethod
@@ -110,6 +117,8 @@ class ShardingSpec(Frozen):
         for axis, size in mesh.items():
             if size == 0 or size < -1:
                 raise ValueError(f"mesh axis {axis}={size}: sizes must be positive, or -1 for the rest")
+            if size > MAX_AXIS:
+                raise ValueError(f"mesh axis {axis}={size}: sizes must be at most {MAX_AXIS}")
         if sum(1 for s in mesh.values() if s == -1) > 1:
             raise ValueError(f"mesh {mesh}: at most one axis may be -1")
         return mesh
