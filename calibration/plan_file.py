@@ -16,7 +16,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from calibration.raw import case_blocks, case_is_complete, raw_path, read_raw_file
+from calibration.raw import (case_blocks, case_is_complete, check_kinds, raw_path,
+                            read_raw_file)
 from meshcast.errors import MeshcastError
 
 PLAN_NAME = "plan.json"
@@ -101,6 +102,7 @@ def complete_rows(directory: str | Path, command: str = "fit") -> list[dict]:
     if not rows and not cut:
         raise MeshcastError(f"{command}: no measurements in {raw_path(directory)}; run meshcast "
                             "calibrate --out DIR first")
+    check_kinds(directory, rows)
     check_complete(directory, rows, cut)
     return rows
 

@@ -120,19 +120,28 @@ def _check_row(path: Path, lineno: int, row: dict) -> dict:
             raise MeshcastError(f"{where} field {field}: {row[field]} must be at least "
                                 f"{MINIMUM[field]}")
         row[field] = value
-    if row["kind"] not in KINDS:
-        raise MeshcastError(f"{where} field kind: {row['kind']!r} is not one of {', '.join(KINDS)}")
-    if row["kind"] == "collective":
-        from simulator.cost.collectives import Collective
-
-        ops = [c.value for c in Collective]
-        if row["op"] not in ops:
-            raise MeshcastError(f"{where} field op: {row['op']!r} is not one of {', '.join(ops)}")
-        if not row["axis"]:
-            raise MeshcastError(f"{where} field axis: a collective row names its mesh axis")
     if not row["case_id"]:
         raise MeshcastError(f"{where} field case_id: empty")
     return row
+
+
+def check_kinds(directory: str | Path, rows: list[dict]) -> None:
+    """Every row's kind is one the fit knows, and a collective's op one the simulator prices
+    (else a MeshcastError naming the line and field; what ``fit`` and ``--resume`` read)."""
+    from simulator.cost.collectives import Collective
+
+    ops = [c.value for c in Collective]
+    for i, row in enumerate(rows):
+        where = f"calibration: {raw_path(directory)} line {i + 2}"
+        if row["kind"] not in KINDS:
+            raise MeshcastError(f"{where} field kind: {row['kind']!r} is not one of "
+                                f"{', '.join(KINDS)}")
+        if row["kind"] == "collective":
+            if row["op"] not in ops:
+                raise MeshcastError(f"{where} field op: {row['op']!r} is not one of "
+                                    f"{', '.join(ops)}")
+            if not row["axis"]:
+                raise MeshcastError(f"{where} field axis: a collective row names its mesh axis")
 
 
 def case_blocks(directory: str | Path, rows: list[dict]) -> list[tuple[str, int, int]]:

@@ -110,6 +110,16 @@ def test_corrupt_raw_file_is_a_clear_error(full_run, tmp_path, damage):
         raw.write_text("a,b,c\n1,2,3\n")
     with pytest.raises(MeshcastError, match=r"calibration: .*raw.csv"):
         read_raw_rows(out)
+    if damage == "truncate":  # an interrupted write (issue 15): --resume measures that case again
+        res = _calibrate(out, "--resume", "--limit", "1")
+        assert res.returncode == 0 and "was cut short" in res.stderr, res.stderr[-2000:]
+        after, full = read_raw_rows(out), read_raw_rows(full_run)
+        last = after[-1]["case_id"]  # the case cut short, measured again
+        kept = [r for r in after if r["case_id"] != last]
+        assert kept == full[: len(kept)] and full[len(kept)]["case_id"] == last
+        key = [(r["case_id"], r["rep"]) for r in after]
+        assert len(key) == len(set(key))
+        return
     res = _calibrate(out, "--resume")
     assert res.returncode == 2 and "error: calibration:" in res.stderr
     assert "Traceback" not in res.stderr

@@ -17,7 +17,8 @@ from calibration.cases import BenchCase, plan_cases
 from calibration.dtypes import run_dtype
 from calibration.lock import directory_lock
 from calibration.plan_file import incomplete_tail, read_plan, resume_command, write_plan
-from calibration.raw import REPS_FULL, REPS_QUICK, raw_path, read_raw_file, write_raw_rows
+from calibration.raw import (REPS_FULL, REPS_QUICK, check_kinds, raw_path, read_raw_file,
+                            write_raw_rows)
 from meshcast.errors import MeshcastError
 from simulator.specs.sharding import ShardingSpec
 
@@ -145,6 +146,7 @@ def _calibrate(out: Path, quick, resume, mesh, limit, log, writer, options) -> P
             raise MeshcastError(f"out: {out} was planned with other options; resume it with "
                                 f"`{resume_command(out, old['options'])}`")
         rows, cut = read_raw_file(out)
+        check_kinds(out, rows)
         tail = incomplete_tail(out, rows, old["reps"] if old else None)
         if cut or tail:
             # a partial line after a whole case starts the next one; without a plan (reps
