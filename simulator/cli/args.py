@@ -191,3 +191,13 @@ def quiet_broken_pipe() -> int:
     except (OSError, ValueError, AttributeError):
         pass
     return 141
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OSError no loader turned into a MeshcastError: the file (shortened) and
+    the system's reason."""
+    name = str(e.filename) if e.filename is not None else ""
+    if len(name) > 80:
+        name = name[:77] + "..."
+    reason = e.strerror or str(e)
+    return f"{name}: {reason}; check the path" if name else f"{reason}"

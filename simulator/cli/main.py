@@ -267,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except BrokenPipeError:  # `meshcast ... | head`: stop quietly, as Unix tools do
         return cli_args.quiet_broken_pipe()
+    except OSError as e:  # a file the loaders did not check (name too long, ...): one line
+        print(f"error: {cli_args.os_error_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
