@@ -99,8 +99,10 @@ def test_corrupt_raw_file_is_a_clear_error(full_run, tmp_path, damage):
     shutil.copytree(full_run, out)
     raw = out / "raw.csv"
     text = raw.read_text()
-    if damage == "truncate":
-        raw.write_text(text[: len(text) // 2])
+    if damage == "truncate":  # an interrupted write: half the rows, then part of the next one
+        lines = text.splitlines(keepends=True)
+        half = len(lines) // 2
+        raw.write_text("".join(lines[:half]) + ",".join(lines[half].split(",")[:3]))
     elif damage == "garbage":
         lines = text.splitlines(keepends=True)
         lines[3] = lines[3].replace(",", ",x", 1).replace("e-", "oops", 1)
