@@ -48,6 +48,8 @@ def run_fails(capsys, argv: list[str], *names: str) -> str:
 # --- numbers given to flags ------------------------------------------------------------------
 
 PREDICT = ["predict", "--model", "llama3-8b", "--hardware", "h100-sxm", "--chips", "8"]
+CALIBRATE = ["calibrate", "--backend", "cpu", "--out", "/nonexistent/cal"]
+VALIDATE = ["validate", "--calibration", "/nonexistent/cal"]
 PREDICT_MOE = ["predict", "--model", "moe-6.4b", "--hardware", "h100-sxm", "--chips", "8"]
 RANK = ["rank", "--model", "llama3-8b", "--hardware", "h100-sxm", "--chips", "8"]
 PLAN = ["plan", "--model", "llama3-8b", "--hardware", "h100-sxm", "--chips", "8"]
@@ -66,6 +68,9 @@ FLAGS = [
                               "--tokens-per-param", "--deadline")],
     *[(COMPARE, f, ()) for f in ("--chips", "--global-batch", "--global-batch-tokens",
                                  "--seq-len", "--micro-batch", "--tokens-per-param")],
+    # refused while parsing, before any jax import or measurement
+    *[(CALIBRATE, f, ()) for f in ("--devices", "--limit")],
+    (VALIDATE, "--devices", ()),
 ]
 
 
@@ -320,5 +325,6 @@ def test_dumps_json_refuses_non_finite_values():
 
 def test_model_name_too_long_for_a_path(capsys):
     """Not a zoo name and too long to be a file: one line, no OSError traceback."""
-    run_fails(capsys, ["predict", "--model", "m" * 300, "--hardware", "h100-sxm", "--chips", "8"],
-              "File name too long")
+    line = run_fails(capsys, ["predict", "--model", "m" * 300, "--hardware", "h100-sxm",
+                              "--chips", "8"], "File name too long")
+    assert line.startswith("error: model:"), line  # names the option that gave it

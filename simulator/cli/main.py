@@ -80,13 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true")
     ca = sub.add_parser("calibrate", help="time kernels and collectives with JAX into raw rows")
     ca.add_argument("--backend", choices=["cpu", "gpu", "tpu"], default="cpu")
-    ca.add_argument("--devices", type=int, help="CPU: virtual devices (default 8)")
+    ca.add_argument("--devices", type=cli_args.positive_int(4096), help="CPU: virtual devices (default 8)")
     ca.add_argument("--quick", action="store_true", help="a short sweep (about a minute on CPU)")
     ca.add_argument("--out", required=True, help="directory for raw.csv")
     ca.add_argument("--resume", action="store_true", help="continue an interrupted run")
     ca.add_argument("--mesh", help="mesh to calibrate collectives on, e.g. data=2,expert=2,model=2")
     ca.add_argument("--multi-host", action="store_true", help="call jax.distributed.initialize()")
-    ca.add_argument("--limit", type=int, help="measure at most N new cases, then stop (continue "
+    ca.add_argument("--limit", type=cli_args.positive_int(10**6),
+                    help="measure at most N new cases, then stop (continue "
                     "later with --resume)")
     fi = sub.add_parser("fit", help="fit a calibrated hardware profile to raw rows")
     fi.add_argument("directory", nargs="?", help="a calibration --out directory (holds raw.csv)")
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--calibration", help="a calibration directory: validates the profile "
                     "`meshcast fit DIR` wrote there (DIR/profile.yaml), or --profile PATH")
     va.add_argument("--backend", choices=["cpu", "gpu", "tpu"], default="cpu")
-    va.add_argument("--devices", type=int, help="CPU: virtual devices (default 8)")
+    va.add_argument("--devices", type=cli_args.positive_int(4096), help="CPU: virtual devices (default 8)")
     va.add_argument("--quick", action="store_true", help="two cases, short sequences")
     va.add_argument("--hlo", action="store_true", help="also compare the collectives XLA "
                     "compiled with the step graph's, kind by kind")

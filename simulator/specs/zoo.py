@@ -23,7 +23,12 @@ def load_model(name_or_path: str | Path, field: str = "model") -> ModelSpec:
     """Load a zoo model by name (case-insensitive) or a ModelSpec YAML file by path; errors name
     ``field`` (the option that gave it)."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.is_file():
+    try:
+        is_file = p.is_file()
+    except OSError as e:  # e.g. a name too long for a path
+        raise MeshcastError(f"{field}: {str(name_or_path)[:60]!r}: {e.strerror}; give a zoo "
+                            "model name or a path to a model YAML file") from None
+    if p.suffix in (".yaml", ".yml") or is_file:
         return load_model_file(p, field)
     by_lower = {n.lower(): n for n in zoo_names()}
     name = by_lower.get(str(name_or_path).lower())
