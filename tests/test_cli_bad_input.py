@@ -17,7 +17,6 @@ from hardware_profiles.loader import PROFILE_DIR
 from meshcast.errors import MeshcastError
 from simulator.cli.args import check_finite, dumps_json
 from simulator.cli.main import main
-from simulator.published import read_cases
 from simulator.published.jobs import Case, Skip, row_to_case
 from simulator.specs.zoo import ZOO_DIR
 from tests.published_helpers import all_rows, row_at, write_csv

@@ -178,8 +178,11 @@ def dumps_json(obj, what: str) -> str:
     return json.dumps(obj, indent=2, allow_nan=False)
 
 
-def print_json(obj, what: str) -> None:
-    print(dumps_json(obj, what))
+def emit(result: dict, what: str, as_json: bool, text, nonnegative: bool = False) -> None:
+    """Print a command's result once it is checked (:func:`check_finite`): ``result`` as strict
+    JSON, or ``text()`` (the report of the same result)."""
+    check_finite(result, what, nonnegative=nonnegative)
+    print(json.dumps(result, indent=2, allow_nan=False) if as_json else text())
 
 
 def quiet_broken_pipe() -> int:

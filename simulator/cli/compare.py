@@ -58,9 +58,7 @@ def cmd_compare(a) -> int:
         from simulator.cli.plots import plot_comparison, save
 
         save(plot_comparison(c), a.plot)
-    out = comparison_dict(c)
-    cli_args.check_finite(out, "compare")
-    print(cli_args.dumps_json(out, "compare") if a.json else format_comparison(c))
+    cli_args.emit(comparison_dict(c), "compare", a.json, lambda: format_comparison(c))
     return 0
 
 

@@ -167,8 +167,8 @@ def _cmd_predict(a) -> int:
 
         save(plot_prediction(pred, iv), a.plot)
     result = {**pred.to_dict(), **iv.as_dict()}
-    cli_args.check_finite(result, "predict", nonnegative=True)  # no NaN/inf/negative forecast
-    print(cli_args.dumps_json(result, "predict") if a.json else format_prediction(pred, iv))
+    cli_args.emit(result, "predict", a.json, lambda: format_prediction(pred, iv),
+                  nonnegative=True)  # no NaN/inf/negative forecast
     return 0
 
 

@@ -119,9 +119,7 @@ def cmd_rank(a) -> int:
         from simulator.cli.plots import plot_rank, save
 
         save(plot_rank(res), a.plot)
-    out = rank_json(res)
-    cli_args.check_finite(out, "rank")
-    print(cli_args.dumps_json(out, "rank") if a.json else format_rank(res))
+    cli_args.emit(rank_json(res), "rank", a.json, lambda: format_rank(res))
     return 0
 
 
@@ -161,9 +159,7 @@ def cmd_plan(a) -> int:
         from simulator.cli.plots import plot_plan, save
 
         save(plot_plan(res), a.plot)
-    out = plan_json(res)
-    cli_args.check_finite(out, "plan")
-    print(cli_args.dumps_json(out, "plan") if a.json else format_plan(res))
+    cli_args.emit(plan_json(res), "plan", a.json, lambda: format_plan(res))
     return 0
 
 
