@@ -25,7 +25,7 @@ from simulator.cost.compute import ComputeModel
 from simulator.cost.flops import model_flops_per_step
 from simulator.graph.cost import CostContext, cost_blocks
 from simulator.graph.dims import Dims
-from simulator.graph.ops import COMPUTE, Op, OpKind
+from simulator.graph.ops import Op, OpKind
 from simulator.graph.plan import MICROBATCH, StagePlan, link_axis, plan_stage
 from simulator.graph.memory import MemoryEstimate, estimate_memory
 from simulator.graph.pipeline import PipelineResult, simulate_pipeline
