@@ -173,3 +173,21 @@ def test_a_fitted_profile_names_the_dtype_its_rows_were_measured_in():
         rows = [{**r, "dtype": dtype} for r in synthetic_rows()]
         src = profile_from_rows(rows)[0].chip.peak_flops_per_s["bf16"].source
         assert src.endswith(f"measured in {dtype}")
+
+
+def test_a_fitted_figure_the_schema_refuses_is_a_clear_error_not_a_traceback():
+    """A fit is never loosened into the schema (issue 15): a runaway figure is refused by the
+    profile's bounds with the field, the value and how to measure again."""
+    from dataclasses import replace
+
+    from meshcast.errors import MeshcastError
+
+    rows = synthetic_rows()
+    launch, fits = fit_all(rows)
+    fits["gather"] = replace(fits["elementwise"], group="gather",
+                             params={"rate": 1e-8, "half_saturation": 0.0})
+    with pytest.raises(MeshcastError) as exc:
+        calibrated_profile(launch, fits, rows_hash(rows), META)
+    msg = str(exc.value)
+    assert msg.startswith("invalid fit: fit.efficiency.gather.max_efficiency: 5e-18")
+    assert "below 1e-06" in msg and "MESHCAST_CLOCK=process" in msg

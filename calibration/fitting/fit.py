@@ -53,6 +53,7 @@ class GroupFit:
     max_held_out_error: float
     size_range: tuple[float, float]
     predictions: list[tuple[float, float, float, bool]]  # (size, measured, predicted, held out)
+    not_used: str = ""  # why the profile leaves this fit out (reported all the same); "": used
 
 
 def medians(rows: list[dict]) -> list[Point]:

@@ -35,5 +35,6 @@ def run_fit(directory: str | Path, out: str | Path | None = None, base: str | No
         ho = "-" if math.isnan(f.held_out_error) else f"{100 * f.held_out_error:.1f}%"
         mx = "-" if math.isnan(f.max_held_out_error) else f"{100 * f.max_held_out_error:.1f}%"
         lines.append(f"{g:<36}{100 * f.in_sample_error:>9.1f}%{ho:>10}{mx:>14}")
+    lines += [f"{g}: not used: {f.not_used}" for g, f in fits.items() if f.not_used]
     lines.append(f"wrote {out} ({profile.name}); report {out.parent / REPORT_NAME}")
     return "\n".join(lines)

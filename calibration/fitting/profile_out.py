@@ -15,13 +15,14 @@ import math
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from calibration.fitting.files import PREDICTIONS_NAME, REPORT_NAME, file_sha256
 from calibration.fitting.fit import GroupFit
 from calibration.fitting.fit_context import GROUP as CONTEXT_GROUP
 from hardware_profiles import save_profile
 from hardware_profiles.schema import HardwareProfile
-from meshcast.errors import MeshcastError
+from meshcast.errors import MeshcastError, from_validation_error
 
 
 def _src(date: str, digest: str, fit: GroupFit | None = None) -> str:
@@ -57,7 +58,8 @@ def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, me
     if ew:
         # the memory curve is what a step's elementwise ops achieve, measured in context (whole
         # layers and heads), else streaming
-        lay = fits.get(CONTEXT_GROUP) or ew
+        ctx = fits.get(CONTEXT_GROUP)
+        lay = ctx if ctx is not None and not ctx.not_used else ew
         bw = chip["hbm_bandwidth_bytes_per_s"]["value"] if base else \
             max(ew.params["rate"], lay.params["rate"])
         in_context = lay is not ew
@@ -87,7 +89,14 @@ def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, me
                     f"{meta['device_kind']} devices ({meta['backend']}, jax {meta['jax_version']})"
                     f"; raw rows sha256:{digest}. Per-collective fits: fit_report.json.").strip()
     raw["aliases"] = []
-    return HardwareProfile.model_validate(raw)
+    try:
+        return HardwareProfile.model_validate(raw)
+    except ValidationError as e:  # a fitted figure the schema refuses: never written, never hidden
+        raise MeshcastError(
+            f"{from_validation_error(e, 'fit')}: the rows are too noisy to fit "
+            "(the profile is not written); measure again on a quiet host, or "
+            "with `MESHCAST_CLOCK=process meshcast calibrate ...` (this process's CPU time, "
+            "which other processes' load barely moves)") from None
 
 
 def _require_fits(launch: float, fits: dict[str, GroupFit], meta: dict) -> None:
@@ -147,7 +156,8 @@ def profile_from_rows(rows: list[dict], base: HardwareProfile | None = None):
     ctx = fit_context(pts, profile, launch)
     if ctx is not None:  # second pass: the memory curve from whole layers and heads
         fits[CONTEXT_GROUP] = ctx
-        profile = calibrated_profile(launch, fits, digest, meta, base)
+        if not ctx.not_used:
+            profile = calibrated_profile(launch, fits, digest, meta, base)
     return profile, launch, fits, digest
 
 
@@ -185,7 +195,9 @@ def write_outputs(profile: HardwareProfile, out: Path, launch: float,
               "groups": {g: {"params": f.params, "in_sample_median_abs_error": f.in_sample_error,
                              "held_out_median_abs_error": f.held_out_error,
                              "held_out_max_abs_error": f.max_held_out_error,
-                             "size_range": list(f.size_range)} for g, f in fits.items()}}
+                             "size_range": list(f.size_range),
+                             **({"not_used": f.not_used} if f.not_used else {})}
+                         for g, f in fits.items()}}
     (out.parent / REPORT_NAME).write_text(json.dumps(report, indent=2))
     with open(out.parent / PREDICTIONS_NAME, "w", newline="") as fh:
         w = csv.writer(fh)
