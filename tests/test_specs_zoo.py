@@ -191,3 +191,32 @@ def test_unknown_name_lists_known_models():
     known = str(exc.value).split("known models:", 1)[1]
     for name in REQUIRED:
         assert name in known
+
+
+@pytest.mark.parametrize("spelled,name", [
+    ("Llama-3-70B", "llama3-70b"), ("llama3.1-70b", "llama3-70b"), ("LLAMA3-70b", "llama3-70b"),
+    ("Llama 3.1 405B", "llama3-405b"), ("Mixtral 8x7B", "mixtral-8x7b"),
+    ("DeepSeek-V3", "deepseek-v3"), ("Dense 6.4B", "dense-6.4b"),
+])
+def test_model_names_match_loosely_like_hardware_names(spelled, name):
+    assert load_model(spelled) == load_model(name)
+
+
+def test_loose_names_keep_their_numbers():
+    # "dense-64b" is "dense-6.4b" once punctuation goes; a model ten times larger is not a typo
+    with pytest.raises(MeshcastError, match=r"unknown model 'dense-64b'; close matches: "
+                                            r"dense-6\.4b"):
+        load_model("dense-64b")
+
+
+def test_unknown_name_lists_the_close_matches_first():
+    with pytest.raises(MeshcastError) as exc:
+        load_model("llama-3-7b", field="reference")
+    msg = str(exc.value)
+    assert msg.startswith("reference: unknown model 'llama-3-7b'; close matches: ")
+    close = msg.split("close matches: ", 1)[1].split(";", 1)[0].split(", ")
+    assert "llama3-8b" in close and "llama3-70b" in close
+    assert "known models:" in msg and "path to a model YAML file" in msg
+    with pytest.raises(MeshcastError) as exc:  # nothing close: no empty list
+        load_model("gpt-9")
+    assert "close matches" not in str(exc.value)
