@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -93,3 +94,48 @@ def test_validate_forecasts_from_the_file_fit_wrote_and_records_its_hash(fitted_
     save_profile(load_profile_file(path), other)
     third = v.validate(fitted_dir, profile=other, quick=True, log=lambda msg: None)
     assert third["profile"] == str(other) and third["cases"] == second["cases"]
+
+
+def test_validate_says_the_case_count_each_start_an_eta_and_warns_on_a_loaded_host(
+        fitted_dir, monkeypatch):
+    """Issue 15: a newcomer sees how many cases, which one runs, how long is left, and when the
+    host's load makes wall-clock timings unreliable, how to time with the process clock."""
+    from calibration.measure import validate as v
+
+    monkeypatch.delenv("MESHCAST_CLOCK", raising=False)
+    monkeypatch.setattr(v, "measure_step", lambda *a, **k: 1.0)
+    monkeypatch.setattr(v, "host_load", lambda: (7.5, 4))  # 7.5 runnable threads on 4 cores
+    lines: list[str] = []
+    v.validate(fitted_dir, quick=True, log=lines.append)
+    text = "\n".join(lines)
+    n = len(v.QUICK_CASES)
+    assert f"  {n} cases, 3 timed steps each (2 warm-up), wall clock" in text
+    starts = [ln for ln in lines if ": starting (" in ln]
+    assert [ln.split("]")[0].strip() for ln in starts] == [f"[{i}/{n}" for i in range(1, n + 1)]
+    assert "ETA after the first case" in starts[0] and re.search(r"ETA \d+ s\)$", starts[1])
+    warnings = [ln for ln in lines if "warning: host load 7.5" in ln]
+    assert len(warnings) == 1 and "on 4 cores" in warnings[0]  # once, not per case
+    assert f"MESHCAST_CLOCK=process meshcast validate --calibration {fitted_dir}`" in warnings[0]
+    # each case's start line comes before its result line
+    first = lines.index(starts[0])
+    assert "measured" in lines[first + 2] and v.QUICK_CASES[0][0] in lines[first + 2]
+
+
+@pytest.mark.parametrize("load,cores,backend,clock,warns", [
+    (0.5, 2, "cpu", None, False),  # a quiet host
+    (1.5, 2, "cpu", None, True),
+    (1.5, 2, "cpu", "process", False),  # already on the process clock
+    (9.0, 2, "gpu", None, True),
+])
+def test_load_warning(monkeypatch, load, cores, backend, clock, warns):
+    from calibration.measure.validate import load_warning
+
+    if clock:
+        monkeypatch.setenv("MESHCAST_CLOCK", clock)
+    else:
+        monkeypatch.delenv("MESHCAST_CLOCK", raising=False)
+    msg = load_warning(load, cores, backend)
+    assert (msg is not None) == warns
+    if msg:
+        assert f"host load {load:.1f}" in msg and f"on {cores} cores" in msg
+        assert ("MESHCAST_CLOCK=process" in msg) == (backend == "cpu")

@@ -4,6 +4,8 @@ as ``meshcast fit DIR`` wrote it, or ``--profile PATH``), recorded by its sha256
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +25,38 @@ CASES = [
     ("moe", {"data": 2, "expert": 4}, 16),
 ]
 QUICK_CASES = [CASES[1], CASES[3]]
+
+#: Other work on more than this share of the host's cores (1-minute load average before a case
+#: starts, when this process is idle) makes wall-clock step times measure the neighbours too.
+LOAD_WARN_SHARE = 0.5
+
+
+def host_load() -> tuple[float, int]:
+    """(1-minute load average, cores this process may use)."""
+    return os.getloadavg()[0], len(os.sched_getaffinity(0))
+
+
+def load_warning(load: float, cores: int, backend: str, directory: str | Path = "DIR"
+                 ) -> str | None:
+    """A warning when ``load`` (other processes' runnable threads) exceeds
+    :data:`LOAD_WARN_SHARE` of ``cores``, naming the process clock on a CPU backend (what
+    ``MESHCAST_CLOCK=process`` times: :func:`calibration.measure.bench.clock`); None when the host
+    is quiet or that clock is already in use."""
+    if load <= LOAD_WARN_SHARE * cores or os.environ.get("MESHCAST_CLOCK") == "process":
+        return None
+    msg = (f"  warning: host load {load:.1f} (1-minute average) on {cores} cores: other work "
+           "shares this host, so wall-clock step times are unreliable")
+    if backend == "cpu":
+        msg += ("; run on a quiet host, or time with this process's CPU seconds: "
+                f"`MESHCAST_CLOCK=process meshcast validate --calibration {directory}` (calibrate with "
+                "the same clock: `MESHCAST_CLOCK=process meshcast calibrate ...`)")
+    return msg
+
+
+def _eta(elapsed: float, done: int, total: int) -> str:
+    if not done:
+        return "ETA after the first case"
+    return f"ETA {elapsed / done * (total - done):.0f} s"
 
 
 @dataclass
@@ -51,12 +85,25 @@ def validate(directory: str | Path, profile: str | Path | None = None, quick: bo
     prof = load_profile_file(path)
     import jax
 
-    dtype = run_dtype(jax.default_backend())
+    backend = jax.default_backend()
+    dtype = run_dtype(backend)
     log(f"  profile {path} ({prof.name}) sha256 {digest}; steps in {dtype}")
     seq, reps = (128, 3) if quick else (256, 5)
+    cases = QUICK_CASES if quick else CASES
+    clock = "process CPU time" if os.environ.get("MESHCAST_CLOCK") == "process" else "wall clock"
+    log(f"  {len(cases)} case{'s' if len(cases) != 1 else ''}, {reps} timed steps each "
+        f"(2 warm-up), {clock}" + ("; with XLA's collectives (--hlo)" if hlo else ""))
     out = []
-    for kind, mesh_sizes, gb in (QUICK_CASES if quick else CASES):
+    t0, warned = time.perf_counter(), False
+    for i, (kind, mesh_sizes, gb) in enumerate(cases):
         label = f"{kind} " + ",".join(f"{a}={v}" for a, v in mesh_sizes.items())
+        load, cores = host_load()
+        log(f"  [{i + 1}/{len(cases)}] {label}: starting (host load {load:.1f} on {cores} "
+            f"cores; {_eta(time.perf_counter() - t0, i, len(cases))})")
+        warning = None if warned else load_warning(load, cores, backend, directory)
+        if warning:
+            log(warning)
+            warned = True
         v = Validation(label, measure_step(kind, mesh_sizes, gb, seq, reps, dtype),
                        predict_case(kind, mesh_sizes, gb, seq, prof,
                                     precision_of_dtype(dtype)).step_time_s)
