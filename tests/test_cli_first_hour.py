@@ -192,3 +192,191 @@ def test_rank_and_plan_budget_tokens_in_sized_units(capsys):
     assert "5M tokens: 306 steps" in out and "0B tokens" not in out  # ceil(5e6 / 16384) steps
     out = ok(capsys, ["plan", *job])
     assert out.startswith("meshcast plan: llama3-8b, 5M training tokens (given)")
+
+
+# --- one default batch and sequence length for predict, rank, plan and compare -----------------
+def _strip(words: list[str], *flags: str) -> list[str]:
+    """``words`` without each of ``flags`` and the value after it."""
+    out, skip = [], False
+    for w in words:
+        if skip:
+            skip = False
+        elif w in flags:
+            skip = True
+        else:
+            out.append(w)
+    return out
+
+
+def test_one_default_batch_function_for_every_command():
+    from simulator.search.space import DEFAULT_BATCH_TOKENS, job_batch, make_space
+    from simulator.specs.zoo import load_model
+
+    m = load_model("llama3-8b")
+    assert job_batch(m) == (DEFAULT_BATCH_TOKENS // 8192, 8192) == (512, 8192)
+    assert job_batch(m, seq_len=1024) == (4096, 1024)
+    assert job_batch(m, global_batch_tokens=2**20) == (128, 8192)
+    assert job_batch(m, global_batch=7, seq_len=16) == (7, 16)
+    space = make_space(m, "h100-sxm", 16)
+    assert (space.global_batch, space.seq_len) == job_batch(m)
+
+
+def test_same_job_same_batch_and_step_time_in_predict_rank_plan_and_compare(capsys):
+    """No batch given: rank, plan and compare print the one default batch (512 sequences of
+    llama3-8b's 8192 tokens), and predict of rank's best row, given only its mesh, binding,
+    micro-batch and remat (no batch, no sequence length), forecasts exactly rank's step time."""
+    import json
+    import shlex
+
+    from tests.cli_helpers import ok
+
+    job = ["--model", "llama3-8b", "--hardware", "h100-sxm", "--chips", "16"]
+    words = "512 seqs x 8192 tokens"
+    rank = json.loads(ok(capsys, ["rank", *job, "--top", "1", "--json"]))
+    assert (rank["global_batch_seqs"], rank["seq_len"]) == (512, 8192)
+    assert words in ok(capsys, ["rank", *job, "--top", "1"]).splitlines()[0]
+    best = rank["top"][0]
+    argv = _strip(shlex.split(best["predict_command"])[1:], "--global-batch", "--seq-len")
+    assert "--global-batch" not in argv and "--seq-len" not in argv
+    pred = json.loads(ok(capsys, [*argv, "--json"]))
+    assert (pred["global_batch_seqs"], pred["seq_len"]) == (512, 8192)
+    assert pred["step_time_s"] == best["step_time_s"]  # exactly rank's forecast
+    assert pred["mesh"] == best["mesh"] and pred["microbatches"] == best["microbatches"]
+    text = ok(capsys, argv)
+    assert f"batch        {words} = 4.19M tokens/step" in text
+
+    plan = json.loads(ok(capsys, ["plan", *job, "--json"]))
+    assert (plan["global_batch_seqs"], plan["seq_len"]) == (512, 8192)
+    [entry] = plan["entries"]
+    assert entry["budget"]["tokens_per_step"] == 512 * 8192
+    argv = _strip(shlex.split(entry["best"]["predict_command"])[1:], "--global-batch",
+                  "--seq-len")
+    assert json.loads(ok(capsys, [*argv, "--json"]))["step_time_s"] == \
+        entry["best"]["step_time_s"]
+    assert words in ok(capsys, ["plan", *job]).splitlines()[0]
+
+    # compare: dense-6.4b's 4096 tokens, so 2^22 / 4096 = 1,024 sequences
+    cmp = ["compare", "--dense", "dense-6.4b", "--moe", "moe-6.4b", "--hardware", "h100-sxm",
+           "--chips", "16", "--mesh", "data=-1,expert=2", "--remat", "full"]
+    c = json.loads(ok(capsys, [*cmp, "--json"]))
+    assert (c["global_batch_seqs"], c["seq_len"]) == (1024, 4096)
+    assert "1,024 seqs x 4096 tokens per step" in ok(capsys, cmp).splitlines()[0]
+    pred = json.loads(ok(capsys, ["predict", "--model", "dense-6.4b", "--hardware", "h100-sxm",
+                                  "--chips", "16", "--mesh", "data=-1", "--remat", "full",
+                                  "--json"]))
+    assert pred["global_batch_seqs"] == 1024
+    assert pred["step_time_s"] == c["dense"]["step_time_s"]  # same job, same answer
+
+
+def test_predict_default_batch_the_mesh_cannot_split_says_what_to_give(capsys):
+    from tests.cli_helpers import fails
+
+    msg = fails(capsys, [*BASE[:-1], "48"], "global-batch", "default batch", "512 sequences")
+    assert "is not a multiple of micro-batch 1 x data x fsdp x expert 48 = 48" in msg
+    assert "give --global-batch 528" in msg
+    # a job that is wrong before its batch is still that error (chips, here)
+    fails(capsys, [*BASE[:-1], "12"], "chips", "nvlink")
+
+
+# --- plan --price ------------------------------------------------------------------------------
+PLAN = ["plan", "--model", "llama3-8b", "--chips", "16", "--seq-len", "1024",
+        "--global-batch", "16", "--tokens", "1e9"]
+
+
+def test_plan_price_overrides_the_list_price_and_names_profiles_without_one(capsys, tmp_path):
+    import json
+
+    import yaml
+
+    from hardware_profiles import load_profile
+    from tests.cli_helpers import ok
+
+    # a profile with no price: h100-sxm's data under another name, its price removed
+    raw = load_profile("h100-sxm").model_dump(mode="json", exclude_none=True)
+    raw.pop("price_per_chip_hour_usd", None)
+    raw.update(name="nopricechip", aliases=[])
+    path = tmp_path / "nopricechip.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    argv = [*PLAN, "--hardware", f"H100,{path}", "--price", "h100=2.10"]
+    d = json.loads(ok(capsys, [*argv, "--json"]))
+    assert d["prices_per_chip_hour_usd"] == {"h100-sxm": 2.10, "nopricechip": None}
+    assert d["unpriced"] == ["nopricechip"]
+    assert d["price_sources"]["h100-sxm"].startswith("given with --price")
+    by_hw = {e["hardware"]: e for e in d["entries"]}
+    h100, none = by_hw["h100-sxm"]["budget"], by_hw["nopricechip"]["budget"]
+    assert h100["cost_usd"] == __import__("pytest").approx(h100["chip_hours"] * 2.10)
+    assert none["cost_usd"] is None and none["price_per_chip_hour_usd"] is None  # unknown, not 0
+    assert [p["hardware"] for p in d["pareto"]] == ["h100-sxm"]
+    text = ok(capsys, argv)
+    row = next(line for line in text.splitlines() if line.strip().startswith("nopricechip"))
+    assert "unknown" in row and " 0 " not in row
+    assert "h100-sxm $2.10 (--price)" in text
+    assert ("no price for nopricechip: cost unknown (not zero), so not on the Pareto front; "
+            "give --price nopricechip=USD") in text
+
+
+def test_plan_without_price_uses_the_profile_list_price(capsys):
+    import json
+
+    from hardware_profiles import load_profile
+    from tests.cli_helpers import ok
+
+    d = json.loads(ok(capsys, [*PLAN, "--hardware", "h100-sxm", "--json"]))
+    listed = load_profile("h100-sxm").price_per_chip_hour_usd
+    assert d["prices_per_chip_hour_usd"] == {"h100-sxm": listed.value}
+    assert d["price_sources"]["h100-sxm"] == listed.source
+    assert "list price in the profile" in ok(capsys, [*PLAN, "--hardware", "h100-sxm"])
+
+
+@pytest.mark.parametrize("price, names", [
+    ("h200=abc", ["--price", "h200", "'abc' is not a number"]),
+    ("h200=0", ["--price", "h200", "out of range"]),
+    ("h200=nan", ["--price", "h200", "not a finite number"]),
+    ("h200=1e400", ["--price", "h200", "not a finite number"]),
+    ("h200", ["--price", "not HARDWARE=USD", "h200=3.50"]),
+    ("=3", ["--price", "not HARDWARE=USD"]),
+    (",", ["--price", "names no price"]),
+    ("tpu-v5p=3", ["price", "tpu-v5p", "not one of the profiles planned", "--hardware"]),
+    ("tpu-v9=3", ["tpu-v9"]),
+])
+def test_plan_price_errors_name_the_field_the_value_and_the_fix(capsys, price, names):
+    from tests.cli_helpers import fails
+
+    fails(capsys, [*PLAN, "--hardware", "h200", "--price", price], *names)
+
+
+# --- every option's help shows its default or what omitting it does ----------------------------
+def _subcommands():
+    import argparse
+
+    from simulator.cli.main import build_parser
+
+    ap = build_parser()
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+@pytest.mark.parametrize("command", list(_subcommands()))
+def test_every_option_help_shows_its_default_or_what_omitting_it_does(capsys, command):
+    """Each option's entry in ``meshcast COMMAND --help`` says its default (``default``), that
+    it is required, or what happens when it is omitted."""
+    import re
+
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    body = text[text.index("options:"):] if "options:" in text else text
+    # one entry per option: from its flag at the start of a line to the next flag
+    entries = re.split(r"\n  (?=-)", body)[1:]
+    parser = _subcommands()[command]
+    flags = [a.option_strings[-1] for a in parser._actions
+             if a.option_strings and a.option_strings[-1] != "--help"]
+    assert len(flags) >= 1
+    for flag in flags:
+        [entry] = [e for e in entries if re.match(rf"(-\w, )?{re.escape(flag)}(?=[\s,]|$)", e)]
+        words = " ".join(entry.split()).lower()
+        assert re.search(r"\bdefault\b|\(required\)|\bomit", words), (command, flag, entry)
+    for a in parser._actions:  # the positional arguments too
+        if not a.option_strings and a.help:
+            assert re.search(r"default|omit", a.help.lower()), (command, a.dest, a.help)

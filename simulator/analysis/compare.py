@@ -97,7 +97,7 @@ def compare(dense, moes, hardware, chips: int, *, mesh: dict[str, int] | None = 
     (see the module docstring). ``sharding`` holds further ShardingSpec fields (remat,
     micro_batch, precision, ...); with ``mesh=None`` remat and micro-batch are searched."""
     from hardware_profiles import load_profile
-    from simulator.search.space import resolve_global_batch
+    from simulator.search.space import job_batch
 
     check_view(view)
     if mesh is None:
@@ -111,9 +111,9 @@ def compare(dense, moes, hardware, chips: int, *, mesh: dict[str, int] | None = 
     if not ms:
         raise MeshcastError("moe: give at least one MoE model (e.g. --moe moe-6.4b)")
     hw = load_profile(hardware) if isinstance(hardware, (str, Path)) else hardware
-    seq = seq_len or d.seq_len
-    batch = dict(global_batch=resolve_global_batch(seq, global_batch, global_batch_tokens),
-                 seq_len=seq)
+    gb, seq = job_batch(d, global_batch=global_batch, global_batch_tokens=global_batch_tokens,
+                        seq_len=seq_len)  # the default of predict, rank and plan too
+    batch = dict(global_batch=gb, seq_len=seq)
     dpred = _forecast(d, hw, chips, dense_mesh(mesh) if mesh else None, batch, sharding)
     tokens_per_step = dpred.job.tokens_per_step
     budget = Budget(tokens, tokens_per_step, dpred.step_time_s, chips, price_of(hw))

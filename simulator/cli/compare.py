@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from simulator.cli import args as cli_args
-from simulator.cli.search import add_profiles_arg, with_profiles
+from simulator.cli.search import add_batch_args, add_profiles_arg, with_profiles
 from meshcast.errors import MeshcastError
 from simulator.analysis.matched import VIEWS
 
@@ -13,27 +13,26 @@ def add_parser(sub) -> None:
     p.add_argument("--dense", required=True, help="the dense reference (zoo name or YAML path)")
     p.add_argument("--moe", required=True, help="comma-separated MoE models, e.g. moe-6.4b")
     p.add_argument("--hardware", required=True, help="profile name/alias or YAML path")
-    p.add_argument("--chips", required=True, type=cli_args.chips)
+    p.add_argument("--chips", required=True, type=cli_args.chips, help="chips in the job")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--mesh", help="run both on this mesh (the dense folds expert into data)")
+    g.add_argument("--mesh", help="run both on this mesh (the dense folds expert into data); "
+                   "default: each on its best sharding (--best)")
     g.add_argument("--best", action="store_true",
                    help="each model on its best sharding (the default without --mesh)")
-    b = p.add_mutually_exclusive_group()
-    b.add_argument("--global-batch", type=cli_args.sequences,
-                   help="sequences per step (default about 4M tokens)")
-    b.add_argument("--global-batch-tokens", type=cli_args.batch_tokens, help="tokens per step")
-    p.add_argument("--seq-len", type=cli_args.seq_len, help="tokens per sequence (default: the dense model's)")
+    add_batch_args(p, seq_default="the dense model's")
     p.add_argument("--remat", choices=["none", "selective", "full"],
                    help="with --mesh (default selective; searched otherwise)")
-    p.add_argument("--micro-batch", type=cli_args.micro_batch, help="with --mesh (default 1; searched otherwise)")
+    p.add_argument("--micro-batch", type=cli_args.micro_batch,
+                   help="with --mesh (default 1; searched otherwise)")
     p.add_argument("--tokens-per-param", type=cli_args.tokens_per_param, default=20.0,
-                   help="Chinchilla ratio over the dense model's parameters (default 20)")
+                   help="Chinchilla ratio over the dense model's parameters")
     p.add_argument("--view", choices=VIEWS, default="step_time",
                    help="the headline yardstick (all three are always reported)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", type=cli_args.output_file("--plot", ".png"),
                    help="write a PNG: step times (with their intervals when the "
-                   "profile was fitted), the increase by part, tokens per view")
+                   "profile was fitted), the increase by part, tokens per view (default: no "
+                   "plot)")
     add_profiles_arg(p)
 
 

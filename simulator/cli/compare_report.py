@@ -6,6 +6,7 @@ from simulator.analysis.decompose import INCREASE_PARTS
 from simulator.analysis.interval import interval_of
 from simulator.analysis.matched import VIEW_LABELS, VIEWS
 from simulator.analysis.study import THRESHOLD
+from simulator.cli.report import batch_text
 
 
 def _mesh(pred) -> str:
@@ -65,8 +66,8 @@ def format_comparison(c) -> str:
     div = interval_of(dp)
     head = [
         f"meshcast compare: {dp.job.model.name} vs {', '.join(x.model.name for x in c.moes)} "
-        f"on {dp.job.hardware.name} x {dp.job.chips} chips, {dp.job.global_batch} seqs x "
-        f"{dp.job.seq_len} tokens per step ({how})",
+        f"on {dp.job.hardware.name} x {dp.job.chips} chips, "
+        f"{batch_text(dp.job.global_batch, dp.job.seq_len)} per step ({how})",
         f"  dense budget  {_fmt_tokens(b.tokens)} tokens ({c.tokens_per_param:g} per parameter of "
         f"{dp.job.model.total_params / 1e9:.2f}B) = {b.steps:,} steps x {dp.step_time_s:.4g} s = "
         f"{b.days:.2f} days",

@@ -14,23 +14,45 @@ from simulator.cli import (args as cli_args, compare as cli_compare, published a
 from meshcast.errors import MeshcastError
 
 
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default: ``(default: X)`` for a value, ``(default:
+    off)`` for a switch, ``(required)`` for a required option; an option whose default is
+    None says in its own help text what omitting it does (a test holds every one to it)."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        if not action.option_strings or action.default is argparse.SUPPRESS:
+            return text
+        if action.required:
+            return f"{text} (required)"
+        if "default" in text.lower():
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        if action.default is None:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="forecast one training step")
     p.add_argument("--model", required=True, help="zoo name (see `meshcast models`) or YAML path")
     p.add_argument("--hardware", required=True, help="profile name/alias or YAML path")
-    p.add_argument("--chips", required=True, type=cli_args.chips)
+    p.add_argument("--chips", required=True, type=cli_args.chips, help="chips in the job")
     p.add_argument("--mesh", default="data=-1", help="e.g. data=-1,fsdp=8,model=4 (-1 = the rest)")
     p.add_argument("--bind", default="", help="axis to network levels, e.g. model=nvlink,data=ib")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--global-batch", type=cli_args.sequences, help="sequences per step")
-    g.add_argument("--global-batch-tokens", type=cli_args.batch_tokens, help="tokens per step")
+    cli_search.add_batch_args(p)
     p.add_argument("--micro-batch", type=cli_args.micro_batch, default=1,
-                   help="sequences per batch shard")
-    p.add_argument("--seq-len", type=cli_args.seq_len)
-    p.add_argument("--precision", choices=["bf16", "fp8", "fp4", "fp32"], default="bf16")
-    p.add_argument("--remat", choices=["none", "selective", "full"], default="selective")
-    p.add_argument("--pipeline-schedule", choices=["1f1b", "interleaved"], default="1f1b")
-    p.add_argument("--virtual-stages", type=cli_args.virtual_stages, default=1)
+                   help="sequences per batch shard per micro-step")
+    p.add_argument("--precision", choices=["bf16", "fp8", "fp4", "fp32"], default="bf16",
+                   help="matmul precision")
+    p.add_argument("--remat", choices=["none", "selective", "full"], default="selective",
+                   help="activation recompute: none, the attention core and elementwise ops "
+                   "(selective), or every layer (full)")
+    p.add_argument("--pipeline-schedule", choices=["1f1b", "interleaved"], default="1f1b",
+                   help="pipeline schedule when the mesh has pipeline > 1")
+    p.add_argument("--virtual-stages", type=cli_args.virtual_stages, default=1,
+                   help="model chunks per pipeline stage (interleaved schedule)")
     p.add_argument("--optimizer-state", choices=["fp32", "bf16"], default="fp32",
                    help="dtype of Adam's moments")
     p.add_argument("--grad-dtype", choices=["fp32", "bf16"], default="fp32",
@@ -51,14 +73,18 @@ def _add_predict(sub) -> None:
     p.add_argument("--moe-dispatcher", choices=("alltoall", "deepep"), default="alltoall",
                    help="MoE token dispatch: one copy per (token, expert) (alltoall), or one per "
                    "destination device and node (deepep: DeepEP/HybridEP, Megatron's flex)")
-    p.add_argument("--load-imbalance", type=cli_args.load_imbalance, help="MoE: busiest expert's share / mean")
-    p.add_argument("--slice", help="TPU slice shape, e.g. 4x4x4")
+    p.add_argument("--load-imbalance", type=cli_args.load_imbalance,
+                   help="MoE: busiest expert's share / mean (default: the model spec's, 1 = "
+                   "balanced)")
+    p.add_argument("--slice", help="TPU slice shape, e.g. 4x4x4 (default: the profile's slice of "
+                   "--chips chips, else the largest that divides it, joined over DCN)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", type=cli_args.output_file("--trace", ".json"),
-                   help="write a Chrome/Perfetto trace JSON here")
+                   help="write a Chrome/Perfetto trace JSON here (default: no trace)")
     p.add_argument("--plot", type=cli_args.output_file("--plot", ".png"),
                    help="write a PNG: breakdown bars (with the step's interval when "
-                   "the profile was fitted) and a one-layer timeline per stream")
+                   "the profile was fitted) and a one-layer timeline per stream (default: no "
+                   "plot)")
     cli_search.add_profiles_arg(p)
 
 
@@ -77,37 +103,48 @@ def build_parser() -> argparse.ArgumentParser:
     cli_search.add_parsers(sub)
     cli_compare.add_parser(sub)
     pr = sub.add_parser("profiles", help="list the hardware profiles")
-    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--json", action="store_true", help="print one JSON list")
     ca = sub.add_parser("calibrate", help="time kernels and collectives with JAX into raw rows")
-    ca.add_argument("--backend", choices=["cpu", "gpu", "tpu"], default="cpu")
+    ca.add_argument("--backend", choices=["cpu", "gpu", "tpu"], default="cpu",
+                    help="the JAX backend to measure")
     ca.add_argument("--devices", type=cli_args.positive_int(4096), help="CPU: virtual devices (default 8)")
     ca.add_argument("--quick", action="store_true", help="a short sweep (about a minute on CPU)")
     ca.add_argument("--out", required=True, help="directory for raw.csv")
     ca.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    ca.add_argument("--mesh", help="mesh to calibrate collectives on, e.g. data=2,expert=2,model=2")
+    ca.add_argument("--mesh", help="mesh to calibrate collectives on, e.g. "
+                    "data=2,expert=2,model=2 (default: data=2,expert=2,model=-1 when the device "
+                    "count is a multiple of 4, "
+                    "else data=-1)")
     ca.add_argument("--multi-host", action="store_true", help="call jax.distributed.initialize()")
     ca.add_argument("--limit", type=cli_args.positive_int(10**6),
                     help="measure at most N new cases, then stop (continue "
-                    "later with --resume)")
+                    "later with --resume; default: no limit, every case)")
     fi = sub.add_parser("fit", help="fit a calibrated hardware profile to raw rows")
-    fi.add_argument("directory", nargs="?", help="a calibration --out directory (holds raw.csv)")
+    fi.add_argument("directory", nargs="?", help="a calibration --out directory (holds "
+                    "raw.csv); omit it with --published")
     fi.add_argument("--out", help="where to write the fitted profile YAML (default "
                     "DIR/profile.yaml; fit_report.json and fit_predictions.csv go beside it); "
                     "--published: a directory, or FILE.yaml with --hardware")
-    fi.add_argument("--base", help="profile whose datasheet peaks and network to keep")
+    fi.add_argument("--base", help="profile whose datasheet peaks and network to keep "
+                    "(default: none; the measured rates are the peaks, a profile of the "
+                    "host itself)")
     cli_published.add_fit_args(fi)
     va = sub.add_parser("validate", help="time real sharded train steps vs the forecast")
     va.add_argument("--calibration", help="a calibration directory: validates the profile "
-                    "`meshcast fit DIR` wrote there (DIR/profile.yaml), or --profile PATH")
-    va.add_argument("--backend", choices=["cpu", "gpu", "tpu"], default="cpu")
+                    "`meshcast fit DIR` wrote there (DIR/profile.yaml), or --profile PATH; "
+                    "omitted: give --published instead")
+    va.add_argument("--backend", choices=["cpu", "gpu", "tpu"], default="cpu",
+                    help="the JAX backend to run the train steps on")
     va.add_argument("--devices", type=cli_args.positive_int(4096), help="CPU: virtual devices (default 8)")
     va.add_argument("--quick", action="store_true", help="two cases, short sequences")
     va.add_argument("--hlo", action="store_true", help="also compare the collectives XLA "
                     "compiled with the step graph's, kind by kind")
-    va.add_argument("--json", action="store_true")
+    va.add_argument("--json", action="store_true", help="print one JSON object")
     cli_published.add_validate_args(va)
     mo = sub.add_parser("models", help="list the model zoo")
-    mo.add_argument("--json", action="store_true")
+    mo.add_argument("--json", action="store_true", help="print one JSON list")
+    for p in sub.choices.values():
+        p.formatter_class = HelpWithDefaults
     return ap
 
 
@@ -127,8 +164,7 @@ def _job_from_args(a):
             update={"load_imbalance": a.load_imbalance})})
     hw = load_profile(a.hardware)
     fields = dict(mesh=parse_mesh(a.mesh), bindings=parse_bindings(a.bind),
-                  micro_batch=a.micro_batch, global_batch=a.global_batch,
-                  global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len,
+                  micro_batch=a.micro_batch,
                   remat=a.remat, precision=a.precision, pipeline_schedule=a.pipeline_schedule,
                   virtual_stages=a.virtual_stages, distributed_optimizer=a.distributed_optimizer,
                   tp_comm_overlap=a.tp_comm_overlap, ep_comm_overlap=a.ep_comm_overlap,
@@ -140,7 +176,38 @@ def _job_from_args(a):
             fields["slice_shape"] = [int(x) for x in a.slice.lower().split("x")]
         except ValueError:
             raise MeshcastError(f"slice: {a.slice!r} is not like 4x4x4") from None
-    return make_job(model, make_sharding(**fields), hw, a.chips)
+    if a.global_batch is None and a.global_batch_tokens is None:
+        return _default_batch_job(model, fields, hw, a.chips, a.seq_len)
+    return make_job(model, make_sharding(**fields, global_batch=a.global_batch,
+                                         global_batch_tokens=a.global_batch_tokens,
+                                         seq_len=a.seq_len), hw, a.chips)
+
+
+def _default_batch_job(model, fields: dict, hw, chips: int, seq_len: int | None):
+    """The job with the default global batch and sequence length of every command
+    (:func:`simulator.search.space.job_batch`: rank, plan and compare use it too). A default
+    batch the mesh's batch shards do not divide is an error that says so and what to give; any
+    other problem of the job is its own error (checked without the batch)."""
+    from simulator.search.space import DEFAULT_BATCH_TOKENS, job_batch
+    from simulator.specs.job import make_job
+    from simulator.specs.sharding import make_sharding
+
+    gb, seq = job_batch(model, seq_len=seq_len)
+    try:
+        return make_job(model, make_sharding(**fields, global_batch=gb, seq_len=seq), hw, chips)
+    except MeshcastError as e:
+        # the job's own problem, if any, before the batch's
+        job = make_job(model, make_sharding(**fields, seq_len=seq), hw, chips)
+        unit = fields["micro_batch"] * job.batch_shards
+        if gb % unit == 0:
+            raise e
+        near = max(unit, round(gb / unit) * unit)
+        raise MeshcastError(
+            f"global-batch: the default batch, {gb:,} sequences (2^"
+            f"{DEFAULT_BATCH_TOKENS.bit_length() - 1} tokens / seq_len {seq}, as in rank, plan "
+            f"and compare), is not a multiple of micro-batch {fields['micro_batch']} x data x "
+            f"fsdp x expert {job.batch_shards} = {unit}; give --global-batch {near} (or another "
+            f"multiple of {unit})") from None
 
 
 @cli_search.with_profiles

@@ -25,11 +25,13 @@ CV_CHOICES = ("hardware", "model", "source", "all", "none")
 
 
 def add_validate_args(va) -> None:
-    va.add_argument("--published", help="a CSV with the columns of published_runs.csv")
+    va.add_argument("--published", help="a CSV with the columns of published_runs.csv; "
+                    "omitted: give --calibration instead")
     from simulator.cli import args as cli_args
 
     va.add_argument("--plot", type=cli_args.output_file("--plot", ".png"),
-                    help="--published: write a predicted-vs-measured log-log plot here")
+                    help="--published: write a predicted-vs-measured log-log plot here "
+                    "(default: no plot)")
     va.add_argument("--fit", action="store_true", help="--published: same as --cv all")
     va.add_argument("--cv", choices=CV_CHOICES, help="--published: fit on every other group of "
                     "this kind and forecast the held-out one; all (the default): the three, "
@@ -48,7 +50,8 @@ def add_validate_args(va) -> None:
 
 
 def add_fit_args(fi) -> None:
-    fi.add_argument("--published", help="fit to a published-runs CSV instead of raw.csv")
+    fi.add_argument("--published", help="fit to a published-runs CSV instead of raw.csv "
+                    "(default: fit the calibration DIRECTORY's raw.csv)")
     fi.add_argument("--hardware", help="--published: write only this profile (name, alias or "
                     "YAML) to --out FILE.yaml; default: every profile into --out DIR")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from meshcast.errors import MeshcastError
 from simulator.analysis.interval import interval_of
-from simulator.cli.report import plural, tokens_text
+from simulator.cli.report import batch_text, plural, tokens_text
 from simulator.search.space import REMATS, SCHEDULES
 from simulator.specs.sharding import AXES
 
@@ -44,8 +44,9 @@ def _hardware_args(hw) -> list[str]:
     from hardware_profiles.loader import _EXTRA_DIRS
 
     args = ["--hardware", hw.name]
-    try:
-        same = load_profile(hw.name) == hw
+    try:  # a price given to plan (--price) does not change the forecast
+        same = load_profile(hw.name).model_copy(
+            update={"price_per_chip_hour_usd": hw.price_per_chip_hour_usd}) == hw
     except MeshcastError:
         same = False
     if same:
@@ -134,7 +135,7 @@ def format_rank(res) -> str:
     sp, c = res.space, res.counts
     lines = [
         f"meshcast rank: {sp.model.name} on {sp.hardware.name} x {sp.chips} chips, "
-        f"{sp.global_batch} seqs x {sp.seq_len} tokens per step, objective {res.objective}",
+        f"{batch_text(sp.global_batch, sp.seq_len)} per step, objective {res.objective}",
         f"  {c['candidates'] + c['invalid_total']:,} configurations: {c['evaluated']:,} "
         f"evaluated, {c['out_of_memory']:,} out of memory, {c['invalid_total']:,} invalid "
         f"({res.configs_per_s:,.0f} configs/s on the fast path, "
@@ -226,7 +227,9 @@ def plan_json(res) -> dict:
 
     return {"model": res.model, "tokens": res.tokens, "tokens_per_param": res.tokens_per_param,
             "reference": res.reference, "global_batch_seqs": res.global_batch,
-            "seq_len": res.seq_len, "entries": [entry(e) for e in res.entries],
+            "seq_len": res.seq_len, "prices_per_chip_hour_usd": res.prices,
+            "price_sources": res.price_sources, "unpriced": res.unpriced,
+            "entries": [entry(e) for e in res.entries],
             "pareto": [{"hardware": e.hardware, "chips": e.chips, "days": e.budget.days,
                         "cost_usd": e.budget.cost_usd} for e in res.pareto],
             "deadline_days": res.deadline_days, "deadline_chips": res.deadline}
@@ -236,7 +239,7 @@ def format_plan(res) -> str:
     why = (f"{res.tokens_per_param:g} tokens per parameter of {res.reference}"
            if res.tokens_per_param is not None else "given")
     lines = [f"meshcast plan: {res.model}, {tokens_text(res.tokens, 4)} training tokens ({why}), "
-             f"{res.global_batch} seqs x {res.seq_len} tokens per step",
+             f"{batch_text(res.global_batch, res.seq_len)} per step",
              f"  {'hardware':<14}{'chips':>6}{'step s':>9}{'band s':>14}{'MFU %':>7}{'days':>8}"
              f"{'chip-hours':>12}{'cost $':>13}  best configuration"]
     basis: dict[str, list[str]] = {}  # interval basis and outside lines -> hardware they fit
@@ -251,7 +254,7 @@ def format_plan(res) -> str:
             if e.hardware not in hws:
                 hws.append(e.hardware)
         band = f"{iv.lo_s:.3g}-{iv.hi_s:.3g}" if iv.exists else "-"
-        cost = f"{b.cost_usd:,.0f}" if b.cost_usd is not None else "no price"
+        cost = f"{b.cost_usd:,.0f}" if b.cost_usd is not None else "unknown"
         lines.append(f"  {e.hardware:<14}{e.chips:>6}{b.step_time_s:>9.3g}{band:>14}"
                      f"{100 * f.prediction.mfu:>7.1f}{b.days:>8.1f}{b.chip_hours:>12,.0f}"
                      f"{cost:>13}  {_mesh(f.row['mesh'])}, mb {f.row['micro_batch']}, "
@@ -261,9 +264,7 @@ def format_plan(res) -> str:
         lines.append("  Pareto front (time vs cost): " + "  |  ".join(
             f"{e.hardware} x {e.chips}: {e.budget.days:.1f} days, ${e.budget.cost_usd:,.0f}"
             for e in res.pareto))
-    unpriced = sorted({e.hardware for e in res.entries if e.ok and e.budget.cost_usd is None})
-    if unpriced:
-        lines.append(f"  (no price in the profile, so not on the front: {', '.join(unpriced)})")
+    lines += _price_lines(res)
     if res.deadline_days is not None:
         for hw, n in res.deadline.items():
             tried = sorted({e.chips for e in res.entries if e.hardware == hw})
@@ -271,6 +272,24 @@ def format_plan(res) -> str:
                        else f"none of {', '.join(map(str, tried))} chips meets it")
             lines.append(f"  deadline {res.deadline_days:g} days: {hw} {verdict}")
     return "\n".join(lines)
+
+
+def _price_lines(res) -> list[str]:
+    """Where each price per chip-hour came from, and which profiles had none (their cost is
+    unknown, not zero) with the ``--price`` that gives them one."""
+    from simulator.analysis.plan import GIVEN_PRICE_SOURCE
+
+    def origin(hw: str) -> str:
+        given = res.price_sources[hw].startswith(GIVEN_PRICE_SOURCE)
+        return "--price" if given else "list price in the profile"
+
+    priced = [f"{hw} ${p:,.2f} ({origin(hw)})" for hw, p in res.prices.items() if p is not None]
+    lines = ["  price per chip-hour: " + ", ".join(priced)] if priced else []
+    if res.unpriced:
+        lines.append(f"  no price for {', '.join(res.unpriced)}: cost unknown (not zero), so not "
+                     f"on the Pareto front; give --price "
+                     + ",".join(f"{hw}=USD" for hw in res.unpriced))
+    return lines
 
 
 def _short(reason: str) -> str:

@@ -19,6 +19,12 @@ def tokens_text(n: float, digits: int = 3) -> str:
     return f"{n:.{digits}g}"
 
 
+def batch_text(seqs: int, seq_len: int) -> str:
+    """``1,024 seqs x 4096 tokens``: a step's batch as predict, rank, plan and compare all say
+    it (the same job, the same words)."""
+    return f"{plural(seqs, 'seq')} x {seq_len} tokens"
+
+
 def _pct(x: float, total: float) -> str:
     return f"{100 * x / total:5.1f}" if total > 0 else "  -  "
 
@@ -40,7 +46,7 @@ def format_prediction(pred, interval=None) -> str:
         lines.append(f"  DOES NOT FIT IN MEMORY: {d['fit_reason']}")
     lines += [
         f"  mesh         {mesh}   ({place})",
-        f"  batch        {plural(d['global_batch_seqs'], 'seq')} x {d['seq_len']} tokens = "
+        f"  batch        {batch_text(d['global_batch_seqs'], d['seq_len'])} = "
         f"{tokens_text(j.tokens_per_step)} tokens/step; micro-batch {d['micro_batch']}, "
         f"{plural(d['microbatches'], 'micro-batch', 'micro-batches')} per step",
         f"  execution    {d['precision']}, remat {d['remat']}, "

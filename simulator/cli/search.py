@@ -18,7 +18,23 @@ def add_profiles_arg(p) -> None:
     """``--profiles DIR`` (repeatable): profile names resolve to DIR's YAML files first."""
     p.add_argument("--profiles", action="append", metavar="DIR",
                    help="a folder of fitted profiles (`meshcast fit --published FILE --out DIR`) "
-                   "searched before the built-in ones; their fit gives the forecast its interval")
+                   "searched before the built-in ones; their fit gives the forecast its interval "
+                   "(repeatable; default: the built-in profiles only)")
+
+
+def add_batch_args(p, seq_default: str = "the model's") -> None:
+    """``--global-batch`` / ``--global-batch-tokens`` and ``--seq-len``, with the one default
+    of predict, rank, plan and compare (:func:`simulator.search.space.job_batch`)."""
+    from simulator.search.space import DEFAULT_BATCH_TOKENS
+
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--global-batch", type=cli_args.sequences,
+                   help=f"sequences per step (default: {DEFAULT_BATCH_TOKENS:,} tokens / "
+                   "--seq-len, as in predict, rank, plan and compare)")
+    g.add_argument("--global-batch-tokens", type=cli_args.batch_tokens,
+                   help="tokens per step, a multiple of --seq-len (default: see --global-batch)")
+    p.add_argument("--seq-len", type=cli_args.seq_len,
+                   help=f"tokens per sequence (default: {seq_default})")
 
 
 def profiles_of(a):
@@ -41,12 +57,7 @@ def _job_args(p, chips_help: str, chips_type) -> None:
     p.add_argument("--model", required=True, help="zoo name (see `meshcast models`) or YAML path")
     p.add_argument("--chips", required=chips_type is cli_args.chips, type=chips_type,
                    help=chips_help)
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--global-batch", type=cli_args.sequences,
-                   help="sequences per step (default about 4M tokens)")
-    g.add_argument("--global-batch-tokens", type=cli_args.batch_tokens, help="tokens per step")
-    p.add_argument("--seq-len", type=cli_args.seq_len,
-                   help="tokens per sequence (default: the model's)")
+    add_batch_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_profiles_arg(p)
 
@@ -65,13 +76,17 @@ def add_parsers(sub) -> None:
     r = sub.add_parser("rank", help="rank every feasible sharding of a job")
     r.add_argument("--hardware", required=True, help="profile name/alias or YAML path")
     _job_args(r, "chips in the job", cli_args.chips)
-    r.add_argument("--objective", choices=OBJECTIVES, default="step_time")
-    r.add_argument("--top", type=cli_args.top, default=5, help="configurations to show (default 5)")
+    r.add_argument("--objective", choices=OBJECTIVES, default="step_time",
+                   help="what the configurations are ranked by")
+    r.add_argument("--top", type=cli_args.top, default=5, help="configurations to show")
     r.add_argument("--out", type=cli_args.output_file("--out", ".csv"),
-                   help="write every evaluated configuration to this CSV file")
+                   help="write every evaluated configuration to this CSV file (default: none "
+                   "written)")
     r.add_argument("--plot", type=cli_args.output_file("--plot", ".png"),
-                   help="write a PNG: every configuration and the top ones' breakdowns")
-    r.add_argument("--precision", choices=["bf16", "fp8", "fp4", "fp32"], default="bf16")
+                   help="write a PNG: every configuration and the top ones' breakdowns "
+                   "(default: no plot)")
+    r.add_argument("--precision", choices=["bf16", "fp8", "fp4", "fp32"], default="bf16",
+                   help="matmul precision")
     r.add_argument("--moe-dispatcher", choices=("alltoall", "deepep"), default="alltoall",
                    help="MoE token dispatch (see `predict --help`): deepep sends a token once per "
                    "destination device and node")
@@ -80,10 +95,41 @@ def add_parsers(sub) -> None:
     p.add_argument("--hardware", required=True, help="comma-separated profiles, e.g. h100-sxm,tpu-v5p")
     _job_args(p, "comma-separated chip counts (default 64,...,4096)", cli_args.chip_list)
     _budget_args(p)
-    p.add_argument("--deadline", type=cli_args.days, help="days: the smallest chip count that meets it")
+    p.add_argument("--deadline", type=cli_args.days,
+                   help="days: the smallest chip count that meets it (default: no deadline)")
+    p.add_argument("--price", type=price_list, metavar="HW=USD,...",
+                   help="price per chip-hour in USD, e.g. h200=3.50,h100=2.10 (names as in "
+                   "--hardware); default: each profile's sourced list price, where it has one "
+                   "(`meshcast profiles`); a profile with neither has an unknown cost")
     p.add_argument("--plot", type=cli_args.output_file("--plot", ".png"),
                    help="write a PNG: days against chips per hardware (with the "
-                   "forecast band where the profiles were fitted), and the cost front")
+                   "forecast band where the profiles were fitted), and the cost front "
+                   "(default: no plot)")
+
+
+_PRICE = cli_args.finite_float(0, 1000, "3.50", strict_min=True)
+
+
+def price_list(text: str) -> dict[str, float]:
+    """An argparse type: ``NAME=USD,...`` prices per chip-hour; a name is any name ``--hardware``
+    takes (checked against the profiles when the plan runs)."""
+    import argparse
+
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, eq, usd = part.partition("=")
+        if not eq or not name.strip():
+            raise argparse.ArgumentTypeError(f"{part!r} is not HARDWARE=USD; give e.g. "
+                                             "h200=3.50,h100=2.10")
+        try:
+            out[name.strip()] = _PRICE(usd)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{name.strip()}: {e} (USD per chip-hour)") from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"{text!r} names no price; give e.g. h200=3.50,h100=2.10")
+    return out
 
 
 def _tokens(a, model, reference) -> int | None:
@@ -152,7 +198,7 @@ def cmd_plan(a) -> int:
                    tokens_per_param=a.tokens_per_param, reference=a.reference,
                    deadline_days=a.deadline, global_batch=a.global_batch,
                    global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len,
-                   progress=lambda what: progress(what))
+                   prices=a.price, progress=lambda what: progress(what))
     finally:
         progress.done()
     if a.plot:

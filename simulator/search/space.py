@@ -19,8 +19,9 @@ from simulator.cost.topology import Level, job_levels
 
 REMATS: tuple[str, ...] = REMAT_POLICIES  # row codes index this
 SCHEDULES: tuple[str, ...] = ("1f1b", "interleaved")
-#: Default step size when no batch is given: 2^22 (about 4M) tokens, the order of the batches
-#: Llama 3 (4M-16M) and Du et al. 2024 train with.
+#: Default step size when no batch is given, for every command (predict, rank, plan, compare,
+#: through :func:`job_batch`): 2^22 (about 4M) tokens, the order of the batches Llama 3 (4M-16M)
+#: and Du et al. 2024 train with.
 DEFAULT_BATCH_TOKENS = 2**22
 
 
@@ -80,22 +81,34 @@ def resolve_global_batch(seq: int, global_batch: int | None, tokens: int | None)
     return max(1, DEFAULT_BATCH_TOKENS // seq)
 
 
+def job_batch(model: ModelSpec, *, global_batch: int | None = None,
+              global_batch_tokens: int | None = None,
+              seq_len: int | None = None) -> tuple[int, int]:
+    """``(global batch in sequences, sequence length)`` of a job: the one default of every
+    command (``predict``, ``rank``, ``plan``, ``compare``), so the same job gets the same batch
+    in each. ``seq_len`` defaults to the model's; the batch to ``--global-batch``, else
+    ``--global-batch-tokens / seq_len``, else ``DEFAULT_BATCH_TOKENS // seq_len`` sequences."""
+    seq = seq_len or model.seq_len
+    if seq < 1:
+        raise MeshcastError(f"seq-len: {seq} must be positive")
+    return resolve_global_batch(seq, global_batch, global_batch_tokens), seq
+
+
 def make_space(model, hardware, chips: int, *, global_batch: int | None = None,
                global_batch_tokens: int | None = None, seq_len: int | None = None,
                axes=AXES, remats=REMATS, schedules=SCHEDULES, micro_batches=None,
                **base_fields) -> SearchSpace:
     """A SearchSpace from names or specs; every bad input raises MeshcastError naming it.
 
-    The global batch defaults to about 4M tokens (``DEFAULT_BATCH_TOKENS // seq_len``
-    sequences). ``base_fields`` are ShardingSpec fields that are not searched (precision,
-    optimizer, distributed_optimizer, slice_shape).
+    The global batch and sequence length default as :func:`job_batch` says (about 4M tokens
+    of the model's sequence length). ``base_fields`` are ShardingSpec fields that are not
+    searched (precision, optimizer, distributed_optimizer, slice_shape).
     """
     m, hw = _resolve(model, hardware)
     if not isinstance(chips, int) or chips < 1:
         raise MeshcastError(f"chips: {chips!r} must be a positive integer")
-    seq = seq_len or m.seq_len
-    if seq < 1:
-        raise MeshcastError(f"seq-len: {seq} must be positive")
+    gb, seq = job_batch(m, global_batch=global_batch, global_batch_tokens=global_batch_tokens,
+                        seq_len=seq_len)
     searched = {"mesh", "bindings", "axis_order", "micro_batch", "remat", "pipeline_schedule",
                 "virtual_stages", "global_batch", "global_batch_tokens", "seq_len"}
     fixed = sorted(set(base_fields) & searched)
@@ -106,8 +119,7 @@ def make_space(model, hardware, chips: int, *, global_batch: int | None = None,
     _check_choices("schedules", schedules, SCHEDULES)
     if micro_batches is not None and (not micro_batches or min(micro_batches) < 1):
         raise MeshcastError(f"micro-batches: {micro_batches} must be positive sizes")
-    space = SearchSpace(m, hw, chips, resolve_global_batch(seq, global_batch, global_batch_tokens),
-                        seq, tuple(axes), tuple(remats), tuple(schedules),
+    space = SearchSpace(m, hw, chips, gb, seq, tuple(axes), tuple(remats), tuple(schedules),
                         tuple(micro_batches) if micro_batches else None, make_sharding(**base_fields))
     _ = space.levels  # chips that do not fit the hardware fail here, naming chips
     hw.peak_flops(space.base.precision)  # a precision the chip has no peak for, likewise
