@@ -5,6 +5,7 @@ data is physically sane (TPU slices match their torus levels and wraparound rule
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,75 @@ def test_datasheet_numbers_are_not_assumed(stem):
     if prof.price_per_chip_hour_usd is not None:
         assert "$" in prof.price_per_chip_hour_usd.source
         assert "assumed" not in prof.price_per_chip_hour_usd.source.lower()
+
+
+# Slice sources that still flag their wraparound rule as UNVERIFIED (none is a price). Checking one
+# against a document must drop it here too (the test below fails otherwise), so the set only shrinks.
+OPEN_UNVERIFIED_SLICES = {
+    "tpu-v4": {(4, 4, 12)},
+    "tpu-v7": {(4, 4, 4), (4, 4, 8), (4, 8, 8), (8, 8, 8), (8, 8, 16), (8, 16, 16), (16, 16, 16),
+               (16, 16, 24), (16, 24, 24)},
+}
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_no_source_is_unverified_or_recalled(stem):
+    """Every number has a real source: none is a recalled figure, none is marked UNVERIFIED (but
+    the open slice caveats listed above)."""
+    assert "recalled" not in (PROFILE_DIR / f"{stem}.yaml").read_text().lower()
+    open_slices = OPEN_UNVERIFIED_SLICES.get(stem, set())
+    flagged = set()
+    for path, obj in _sourced_items(load_profile(stem)):
+        text = obj.source.lower()
+        assert "recalled" not in text, f"{stem}: {path} cites a recalled number: {obj.source!r}"
+        if "unverified" in text:
+            shape = tuple(obj.shape) if isinstance(obj, SliceShape) else None
+            assert shape in open_slices, f"{stem}: {path} is UNVERIFIED: {obj.source!r}"
+            flagged.add(shape)
+    assert flagged == open_slices, \
+        f"{stem}: {sorted(open_slices - flagged)} no longer UNVERIFIED: drop from OPEN_UNVERIFIED_SLICES"
+
+
+_URL = re.compile(r"https?://\S+")
+_DOCUMENT = re.compile(r"\b[\w./-]+\.(?:pdf|csv|json|js|html?|ya?ml)\b")
+_DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b|\b(?:January|February|March|April|May|June|July|"
+                   r"August|September|October|November|December) 20\d\d\b")
+
+
+def _price_source_problems(value: float, source: str) -> list[str]:
+    """What a list-price source lacks: a URL or document name, a date, the kind of price
+    (on-demand list), the value itself; or what it must not say (recalled, unverified, assumed)."""
+    problems = []
+    if not (_URL.search(source) or _DOCUMENT.search(source)):
+        problems.append("no URL or document name")
+    if not _DATE.search(source):
+        problems.append("no date")
+    if "on-demand" not in source.lower():
+        problems.append("not marked as an on-demand list price")
+    if f"${value:g}" not in source:
+        problems.append(f"does not state ${value:g}")
+    problems += [f"says {word!r}" for word in ("unverified", "recalled", "assumed")
+                 if word in source.lower()]
+    return problems
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_price_cites_a_url_or_document_and_a_date(stem):
+    price = load_profile(stem).price_per_chip_hour_usd
+    if price is not None:
+        assert _price_source_problems(price.value, price.source) == [], (stem, price.source)
+
+
+def test_price_source_check_rejects_recalled_and_unsourced_prices():
+    recalled = ("AWS p5.48xlarge (8x H100) on-demand us-east-1 after the June 2025 price cut: "
+                "$55.04/h / 8 GPUs (UNVERIFIED: recalled list price, not re-read)")
+    assert set(_price_source_problems(6.88, recalled)) >= {
+        "no URL or document name", "does not state $6.88", "says 'unverified'", "says 'recalled'"}
+    assert "no date" in _price_source_problems(6.88, "AWS on-demand list price $6.88, aws.amazon.com.html")
+    ok = ("AWS EC2 on-demand list price, us-east-1: $55.04/h / 8 = $6.88 per GPU-hour "
+          "(data/p5_instances.js, 'Last updated: 2026-01-21')")
+    assert _price_source_problems(6.88, ok) == []
+    assert _price_source_problems(6.9, ok) == ["does not state $6.9"]
 
 
 @pytest.mark.parametrize("alias,name", [
