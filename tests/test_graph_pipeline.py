@@ -44,17 +44,67 @@ def test_orders_run_every_task_once():
 
 
 @pytest.mark.parametrize("schedule,v", [("1f1b", 1), ("interleaved", 2)])
-def test_long_runs_extend_the_steady_state_exactly(schedule, v, monkeypatch):
-    import simulator.graph.pipeline as pl
-
+def test_long_runs_extend_the_steady_state_exactly(schedule, v):
+    """A run far past the base run: its finish times are the event simulation's, from a trace
+    of at most the base run's tasks."""
     tf, tb = [1.0, 1.2, 0.9, 1.5], [2.0, 2.1, 1.8, 3.2]  # uneven stages, with sends
     m = 200
-    extended = pl.simulate_pipeline(tf, tb, 0.05, m, schedule, v)
-    monkeypatch.setattr(pl, "SIMULATED_MICROBATCHES", 10_000)
-    direct = pl.simulate_pipeline(tf, tb, 0.05, m, schedule, v)
-    assert extended.span_s == pytest.approx(direct.span_s, rel=1e-12)
-    assert extended.finish_s == pytest.approx(direct.finish_s, rel=1e-12)
-    assert len(extended.tasks) < len(direct.tasks)
+    extended = simulate_pipeline(tf, tb, 0.05, m, schedule, v)
+    direct = _event_simulation(tf, tb, 0.05, m, schedule, v)
+    assert extended.finish_s == pytest.approx(direct, rel=1e-12)
+    assert len(extended.tasks) < 2 * len(tf) * m * v
+
+
+@pytest.mark.parametrize("pp, schedule, v", [(2, "1f1b", 1), (4, "1f1b", 1), (8, "1f1b", 1),
+                                             (4, "interleaved", 2), (2, "interleaved", 6),
+                                             (8, "interleaved", 3)])
+def test_extension_matches_the_whole_schedule_on_many_rows(pp, schedule, v):
+    """Random uneven stages, sends from none to larger than a task, and micro-batch counts
+    from one to far past the base run, many rows at once: each row's finish times equal
+    the whole schedule compiled for its own ``m``."""
+    from simulator.graph.pipeline import compile_schedule, pipeline_finish, run_program
+
+    rng = np.random.default_rng(pp * 10 + v)
+    rows = 60
+    tf = rng.uniform(0.2, 2.0, (pp, rows))
+    tf[0] += rng.uniform(0, 1.0, rows)  # embedding
+    tf[-1] += rng.uniform(0, 3.0, rows)  # head
+    tb = tf * rng.uniform(1.5, 3.0, (pp, rows))
+    send = rng.uniform(0, 2.5, rows) * rng.integers(0, 2, rows)
+    step = pp if schedule == "interleaved" else 1
+    m = step * rng.integers(1, 160 // step, rows)
+    got = pipeline_finish(tf, tb, send, m, schedule, v)
+    vv = v if schedule == "interleaved" else 1
+    for j in range(rows):
+        dur = np.empty((2 * pp, 1))
+        dur[0::2, 0], dur[1::2, 0] = tf[:, j] / vv, tb[:, j] / vv
+        ref = run_program(compile_schedule(pp, int(m[j]), schedule, v), dur, send[j:j + 1])[0]
+        assert got[:, j] == pytest.approx(ref[:, 0], rel=1e-11)
+
+
+def test_rows_still_settling_are_not_extrapolated(monkeypatch):
+    """A stage whose round trip nearly ties its own loop settles slowly: its base run's last
+    round is not yet its predecessor shifted, so the row is not extended from it (it is
+    rerun longer) and still gets the whole schedule's answer."""
+    import simulator.graph.pipeline as pl
+
+    pp, m = 4, 300
+    tf = np.array([[1.0], [1.0], [1.0], [1.0]])
+    tb = np.array([[2.0], [2.0], [2.0], [2.0]])
+    tf[0] += 1e-3  # rank 0's loop exceeds the round trip's mean by a hair
+    send = np.array([0.5])
+    bases = []
+    real = pl.compile_schedule
+
+    def spy(pp_, m_, schedule, v, keep=False):
+        bases.append(m_)
+        return real(pp_, m_, schedule, v, keep)
+
+    monkeypatch.setattr(pl, "compile_schedule", spy)
+    got = pl.pipeline_finish(tf, tb, send, m, "1f1b", 1)
+    ref = _event_simulation(list(tf[:, 0]), list(tb[:, 0]), 0.5, m, "1f1b", 1)
+    assert got[:, 0] == pytest.approx(ref, rel=1e-12)
+    assert len(bases) > 1  # the base run alone did not prove the steady state
 
 
 def test_a_huge_number_of_microbatches_is_cheap():
@@ -111,15 +161,30 @@ def test_the_compiled_schedule_matches_an_event_simulation(pp, m, schedule, v):
         assert got[:, j] == pytest.approx(ref, rel=1e-12, abs=1e-12)
 
 
-def test_two_runs_share_their_common_prefix():
-    from simulator.graph.pipeline import SIMULATED_MICROBATCHES, compile_schedule
+@pytest.mark.parametrize("pp, schedule, v", [(4, "1f1b", 1), (4, "interleaved", 2),
+                                             (3, "interleaved", 4)])
+def test_probed_rounds_follow_the_stated_dependencies(pp, schedule, v):
+    """steady_rounds' claim, checked on the compiled DAG: every cross-rank dependency of a
+    steady pair lies in the same round or the one before (round g = pair g + r on rank r)."""
+    from simulator.graph.pipeline import _orders, _rank_tasks, steady_rounds
 
-    pp, m1 = 8, SIMULATED_MICROBATCHES
-    both = compile_schedule(pp, (m1, m1 + pp), "1f1b", 1)
-    one = compile_schedule(pp, (m1 + pp,), "1f1b", 1)
-    assert one.n_tasks == 2 * pp * (m1 + pp)
-    # the shorter run adds only its cool-down: at most pp - 1 backwards per rank
-    assert both.n_tasks - one.n_tasks <= pp * (pp - 1)
+    m = 6 * pp
+    orders, vv = _orders(pp, m, schedule, v)
+    _, warm = steady_rounds(orders, pp, vv)
+    tasks = _rank_tasks(pp, vv, orders, m + 1)
+    round_of = {}
+    for r, ts in enumerate(tasks):
+        for pos in range(warm[r], len(ts) - 1, 2):
+            j = (pos - warm[r]) // 2
+            if ts[pos + 1][0] % 2 == 1 and ts[pos][0] % 2 == 0:  # a steady (F, B) pair
+                round_of[ts[pos][0]] = round_of[ts[pos + 1][0]] = j - r
+    checked = 0
+    for ts in tasks:
+        for key, dep, _ in ts:
+            if key in round_of and dep in round_of:
+                assert round_of[dep] in (round_of[key], round_of[key] - 1)
+                checked += 1
+    assert checked > 4 * pp
 
 
 @pytest.mark.parametrize("schedule, v", [("1f1b", 1), ("interleaved", 2)])

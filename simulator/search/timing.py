@@ -149,11 +149,10 @@ def _time_group(ranks, m, schedule, send, v: int, out: StepTimes, idx: np.ndarra
     tf, t_mb, tail = per_rank("t_fwd"), per_rank("t_mb"), per_rank("tail")
     tb = t_mb - tf
     finish = np.zeros_like(tf)
-    key = m * 2 + schedule
-    for k in np.unique(key):
-        sel = np.nonzero(key == k)[0]
-        finish[:, sel] = pipeline_finish(tf[:, sel], tb[:, sel], send[sel], int(k // 2),
-                                         SCHEDULES[int(k % 2)], v)
+    for code in np.unique(schedule):
+        sel = np.nonzero(schedule == code)[0]
+        finish[:, sel] = pipeline_finish(tf[:, sel], tb[:, sel], send[sel], m[sel],
+                                         SCHEDULES[int(code)], v)
     ends = finish + tail
     crit = np.argmax(m * t_mb + tail, axis=0)  # the busiest rank, as predict's breakdown
     cols = np.arange(len(idx))
