@@ -89,8 +89,8 @@ def test_rows_still_settling_are_not_extrapolated(monkeypatch):
     import simulator.graph.pipeline as pl
 
     pp, m = 4, 300
-    tf = np.array([[1.0], [1.0], [1.0], [1.0]])
-    tb = np.array([[2.0], [2.0], [2.0], [2.0]])
+    tf = np.full((pp, 1), 1.0)
+    tb = np.full((pp, 1), 2.0)
     tf[0] += 1e-3  # rank 0's loop exceeds the round trip's mean by a hair
     send = np.array([0.5])
     bases = []
