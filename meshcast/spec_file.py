@@ -17,6 +17,9 @@ M = TypeVar("M", bound=BaseModel)
 MAX_SPEC_BYTES = 16 << 20
 #: Deepest nesting of mappings and lists a spec file may have (a profile nests about 6 deep).
 MAX_DEPTH = 64
+#: Most values (keys, scalars, lists, mappings) a spec file may expand to, aliases expanded
+#: (a profile has a few hundred).
+MAX_VALUES = 100_000
 
 
 def read_text_file(path: str | Path, field: str, what: str = "file",
@@ -44,19 +47,23 @@ def read_text_file(path: str | Path, field: str, what: str = "file",
                             f"{data[e.start:e.start + 1]!r}); save it as UTF-8") from None
 
 
-def _depth(node: yaml.Node) -> int:
-    """Nesting depth of a composed YAML node, iteratively (no recursion limit to hit)."""
-    deepest, stack = 0, [(node, 1)]
+def _shape(node: yaml.Node) -> tuple[int, int]:
+    """(nesting depth, values) of a composed YAML node as the loader would build it: an alias
+    counts again wherever it is used. Iterative (no recursion limit to hit), and it stops once
+    either passes its bound, so a 'billion laughs' file (anchors of ten aliases of the anchor
+    before) is refused after :data:`MAX_VALUES` steps instead of walked 10^9 times."""
+    deepest, values, stack = 0, 0, [(node, 1)]
     while stack:
         n, d = stack.pop()
+        values += 1
         deepest = max(deepest, d)
-        if d > MAX_DEPTH:
-            return d
+        if d > MAX_DEPTH or values > MAX_VALUES:
+            break
         if isinstance(n, yaml.SequenceNode):
             stack.extend((c, d + 1) for c in n.value)
         elif isinstance(n, yaml.MappingNode):
             stack.extend((v, d + 1) for pair in n.value for v in pair)
-    return deepest
+    return deepest, values
 
 
 def load_spec_file(path: str | Path, cls: type[M], field: str) -> M:
@@ -65,9 +72,14 @@ def load_spec_file(path: str | Path, cls: type[M], field: str) -> M:
     text = read_text_file(path, field, "YAML")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        if node is not None and _depth(node) > MAX_DEPTH:
+        depth, values = _shape(node) if node is not None else (0, 0)
+        if depth > MAX_DEPTH:
             raise MeshcastError(f"{field}: {path} nests mappings or lists more than {MAX_DEPTH} "
                                 "deep; a spec file is a flat mapping of a few levels")
+        if values > MAX_VALUES:
+            raise MeshcastError(f"{field}: {path} expands to more than {MAX_VALUES:,} values "
+                                "(YAML aliases of aliases?); a spec file holds a few hundred: "
+                                "write the values out instead of nesting anchors")
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise MeshcastError(f"{field}: {path} is not valid YAML: {' '.join(str(e).split())}") \

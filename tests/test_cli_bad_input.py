@@ -327,3 +327,39 @@ def test_model_name_too_long_for_a_path(capsys):
     line = run_fails(capsys, ["predict", "--model", "m" * 300, "--hardware", "h100-sxm",
                               "--chips", "8"], "File name too long")
     assert line.startswith("error: model:"), line  # names the option that gave it
+
+
+# --- found by the fuzz (tests/test_fuzz.py) -----------------------------------------------------
+
+def _alias_bomb(path: Path, levels: int = 9) -> Path:
+    """A 'billion laughs' YAML: each anchor ten aliases of the one before (10^9 values)."""
+    lines = ['a0: &a0 ["x"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels + 1)]
+    path.write_text("\n".join(lines) + f"\nn_layers: *a{levels}\n")
+    return path
+
+
+@pytest.mark.parametrize("flag", ("--model", "--hardware"))
+def test_yaml_aliases_that_expand_to_billions_are_refused_at_once(capsys, tmp_path, flag):
+    """The depth check walked every alias again (10^9 steps: a hang); values are now counted
+    as the loader would expand them and the walk stops at the bound."""
+    import time
+
+    argv = ["predict", "--model", "llama3-8b", "--hardware", "h100-sxm", "--chips", "8"]
+    argv[argv.index(flag) + 1] = str(_alias_bomb(tmp_path / "x.yaml"))
+    t0 = time.perf_counter()
+    line = run_fails(capsys, argv, "x.yaml", "100,000 values")
+    assert time.perf_counter() - t0 < 10, line
+
+
+@pytest.mark.parametrize("argv", [
+    [*PREDICT, "--chips=--"], [*PREDICT, "--seq-len=--"], [*PREDICT, "--mesh=--"],
+    [*RANK, "--top=--"], [*PLAN, "--deadline=--"], [*COMPARE, "--global-batch=--"],
+    ["validate", "--published", "runs.csv", "--moe-host-issue-s=--"]],
+    ids=lambda a: a[-1])
+def test_an_option_given_double_dash_is_refused(capsys, argv):
+    """``--flag=--``: argparse took the ``--`` for the end of options and stored ``[]`` without
+    calling the option's type (validate --published: a TypeError traceback; predict: a
+    pydantic error about a list)."""
+    flag = argv[-1].split("=")[0]
+    run_fails(capsys, argv, flag, "'--'")

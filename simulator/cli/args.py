@@ -40,6 +40,20 @@ class MeshcastParser(argparse.ArgumentParser):
                           lambda m: f"argument {m[1]} ({m[2].replace('-', '_')})", one_line)
         self.exit(2, f"{self.prog}: error: {one_line}; see `{self.prog} --help`\n")
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, but an option of one value given ``--`` (``--chips=--``) is an
+        error: argparse drops the ``--`` as the end-of-options marker and stores ``[]`` without
+        calling the option's type, so the value would reach the command unchecked (Python
+        3.11's ``_get_values``)."""
+        ns, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            if (isinstance(action, argparse._StoreAction) and action.nargs is None
+                    and action.option_strings and getattr(ns, action.dest, None) == []):
+                flag = action.option_strings[-1]
+                self.error(f"argument {flag}: expected one value, got '--'; give the value "
+                           f"after '=' (e.g. {flag}=VALUE), or drop the option")
+        return ns, extras
+
 
 def _number(text: str, what: str) -> float:
     """``text`` as a finite float; ArgumentTypeError naming the value otherwise."""
