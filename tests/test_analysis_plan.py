@@ -66,3 +66,31 @@ def test_pareto_front_keeps_what_nothing_beats_on_time_and_cost():
     c = e("y", 64, 12.0, 2.0)   # slower and dearer than a: dominated
     d = e("z", 256, 2.0, None)  # no price: not on the front
     assert pareto_front([c, d, b, a]) == [b, a]
+
+
+def test_failures_change_the_chip_count_that_meets_a_deadline():
+    """Counting interruptions (a high rate, so a small model shows it): the expected days
+    exceed the ideal ones, more so on more chips, and the deadline that the ideal time meets
+    on the smaller count needs the larger one once failures count."""
+    from simulator.analysis.plan import plan
+
+    kw = dict(chips=[64, 128], tokens=2**33, global_batch=256, seq_len=2048)
+    ideal = plan(ROUND, ["h100-sxm"], **kw)
+    days = {e.chips: e.budget.days for e in ideal.entries}
+    hit = plan(ROUND, ["h100-sxm"], **kw, failures={"rate": 2.0, "restart_min": 1.0})
+    for e in hit.entries:
+        g = e.budget.goodput
+        assert e.budget.ideal_days == pytest.approx(days[e.chips])
+        assert e.budget.days == pytest.approx(g.expected_s / 86400) and g.goodput < 1
+        assert g.p90_s >= g.p50_s > 0
+    good = {e.chips: e.budget.goodput.goodput for e in hit.entries}
+    assert good[128] < good[64]
+    late = {e.chips: e.budget.days for e in hit.entries}
+    deadline = max(days[64], late[128])
+    assert deadline < late[64]  # a deadline the ideal time meets on 64 chips, failures do not
+    kw["deadline_days"] = deadline
+    assert plan(ROUND, ["h100-sxm"], **kw).deadline["h100-sxm"] == 64
+    assert plan(ROUND, ["h100-sxm"], **kw, failures={"rate": 2.0, "restart_min": 1.0}
+                ).deadline["h100-sxm"] == 128
+    assert hit.failures["h100-sxm"].rate_per_chip_day.value == 2.0
+    assert ideal.failures["h100-sxm"] is None

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from simulator.cost.budget import Budget, chinchilla_tokens, price_of, smallest_meeting
+from simulator.cost.budget import Budget, chinchilla_tokens, make_budget, price_of, smallest_meeting
+from simulator.cost.goodput import FailureModel, failure_model
 from meshcast.errors import MeshcastError
 from simulator.search.rank import Finalist, rank
 from simulator.search.space import job_batch, make_space
@@ -57,6 +58,8 @@ class PlanResult:
     #: price per chip-hour (USD) of each profile, None where unknown, and where it came from
     prices: dict[str, float | None] = field(default_factory=dict)
     price_sources: dict[str, str] = field(default_factory=dict)
+    #: the interruption model per profile (None: ideal time, no interruptions counted)
+    failures: dict[str, FailureModel | None] = field(default_factory=dict)
 
     @property
     def unpriced(self) -> list[str]:
@@ -81,11 +84,15 @@ def plan(model, hardware: list, chips: list[int] | None = None, *, tokens: int |
          tokens_per_param: float | None = None, reference=None, deadline_days: float | None = None,
          global_batch: int | None = None, global_batch_tokens: int | None = None,
          seq_len: int | None = None, finalists: int = 2, prices: dict | None = None,
-         progress: Callable[[str], None] | None = None) -> PlanResult:
+         progress: Callable[[str], None] | None = None,
+         failures: dict | None = None) -> PlanResult:
     """Best configuration per (profile, chip count) by time to train ``tokens`` (default:
     Chinchilla, ``tokens_per_param`` x the reference's parameters). ``prices`` maps a profile
     (name, alias or path, as ``hardware`` names it) to USD per chip-hour; it overrides the
-    profile's list price."""
+    profile's list price. ``failures``: options of :func:`simulator.cost.goodput.failure_model`
+    (rate, restart_min, checkpoint_gb_s, async_checkpoint, every_min), each defaulting to the
+    profile's sourced value; time to train is then the expected wall clock under interruptions
+    (``None``: the ideal, steps x step time)."""
     from hardware_profiles import load_profile
     from simulator.specs.zoo import load_model
 
@@ -109,16 +116,19 @@ def plan(model, hardware: list, chips: list[int] | None = None, *, tokens: int |
     gb, sl = job_batch(m, global_batch=global_batch, global_batch_tokens=global_batch_tokens,
                        seq_len=seq_len)
     entries = []
+    models = {}
     for hw in profiles:
+        fm = models[hw.name] = None if failures is None else failure_model(hw, **failures)
         for n in counts:
             if progress:
                 progress(f"{hw.name} x {n}")
-            entries.append(_one(m, hw, n, budget_tokens, gb, sl, finalists))
+            entries.append(_one(m, hw, n, budget_tokens, gb, sl, finalists, fm))
     result = PlanResult(m.name, budget_tokens, ratio, (ref or m).name, gb, sl, entries,
                         pareto_front(entries), deadline_days,
                         prices={hw.name: price_of(hw) for hw in profiles},
                         price_sources={hw.name: hw.price_per_chip_hour_usd.source
-                                       for hw in profiles if price_of(hw) is not None})
+                                       for hw in profiles if price_of(hw) is not None},
+                        failures=models)
     if deadline_days is not None:
         for hw in profiles:
             days = {e.chips: e.budget.days for e in entries if e.hardware == hw.name and e.ok}
@@ -149,13 +159,18 @@ def with_prices(profiles: list, prices: dict) -> list:
     return [by_name[hw.name] for hw in profiles]
 
 
-def _one(m, hw, n, tokens, global_batch, seq_len, finalists) -> PlanEntry:
+def _one(m, hw, n, tokens, global_batch, seq_len, finalists, failures) -> PlanEntry:
     """PlanEntry for one profile and chip count (a MeshcastError becomes its reason)."""
+    from simulator.analysis.interval import interval_of
+
     try:
         space = make_space(m, hw, n, global_batch=global_batch, seq_len=seq_len)
-        res = rank(space, "time_to_train", top=1, finalists=finalists, tokens=tokens)
+        res = rank(space, "time_to_train", top=1, finalists=finalists, tokens=tokens,
+                   failures=failures)
     except MeshcastError as e:
         return PlanEntry(hw.name, n, reason=str(e))
     best = res.top[0]
-    budget = Budget(tokens, space.tokens_per_step, best.prediction.step_time_s, n, price_of(hw))
+    iv = interval_of(best.prediction)
+    budget = make_budget(tokens, space.tokens_per_step, best.prediction, price_of(hw), failures,
+                         (iv.lo_s, iv.hi_s, iv.level) if iv.exists else None)
     return PlanEntry(hw.name, n, best, budget)

@@ -232,7 +232,8 @@ def plan_json(res) -> dict:
             "entries": [entry(e) for e in res.entries],
             "pareto": [{"hardware": e.hardware, "chips": e.chips, "days": e.budget.days,
                         "cost_usd": e.budget.cost_usd} for e in res.pareto],
-            "deadline_days": res.deadline_days, "deadline_chips": res.deadline}
+            "deadline_days": res.deadline_days, "deadline_chips": res.deadline,
+            "failures": {hw: m.as_dict() if m else None for hw, m in res.failures.items()}}
 
 
 def format_plan(res) -> str:
@@ -240,7 +241,8 @@ def format_plan(res) -> str:
            if res.tokens_per_param is not None else "given")
     lines = [f"meshcast plan: {res.model}, {tokens_text(res.tokens, 4)} training tokens ({why}), "
              f"{batch_text(res.global_batch, res.seq_len)} per step",
-             f"  {'hardware':<14}{'chips':>6}{'step s':>9}{'band s':>14}{'MFU %':>7}{'days':>8}"
+             f"  {'hardware':<14}{'chips':>6}{'step s':>9}{'band s':>14}{'MFU %':>7}"
+             f"{'ideal d':>9}{'days':>8}{'p90 d':>8}{'goodput':>8}"
              f"{'chip-hours':>12}{'cost $':>13}  best configuration"]
     basis: dict[str, list[str]] = {}  # interval basis and outside lines -> hardware they fit
     for e in res.entries:
@@ -255,8 +257,12 @@ def format_plan(res) -> str:
                 hws.append(e.hardware)
         band = f"{iv.lo_s:.3g}-{iv.hi_s:.3g}" if iv.exists else "-"
         cost = f"{b.cost_usd:,.0f}" if b.cost_usd is not None else "unknown"
+        g = b.goodput
+        p90 = f"{g.p90_s / 86400:.1f}" if g and g.p90_s is not None else "-"
+        good = f"{100 * g.goodput:.1f}%" if g else "-"
         lines.append(f"  {e.hardware:<14}{e.chips:>6}{b.step_time_s:>9.3g}{band:>14}"
-                     f"{100 * f.prediction.mfu:>7.1f}{b.days:>8.1f}{b.chip_hours:>12,.0f}"
+                     f"{100 * f.prediction.mfu:>7.1f}{b.ideal_days:>9.1f}{b.days:>8.1f}"
+                     f"{p90:>8}{good:>8}{b.chip_hours:>12,.0f}"
                      f"{cost:>13}  {_mesh(f.row['mesh'])}, mb {f.row['micro_batch']}, "
                      f"remat {f.row['remat']}, {_pipeline(f.row)}")
     lines += [f"  {', '.join(hws)}: {line}" for line, hws in basis.items()]
@@ -264,7 +270,7 @@ def format_plan(res) -> str:
         lines.append("  Pareto front (time vs cost): " + "  |  ".join(
             f"{e.hardware} x {e.chips}: {e.budget.days:.1f} days, ${e.budget.cost_usd:,.0f}"
             for e in res.pareto))
-    lines += _price_lines(res)
+    lines += _price_lines(res) + failure_lines(res.failures)
     if res.deadline_days is not None:
         for hw, n in res.deadline.items():
             tried = sorted({e.chips for e in res.entries if e.hardware == hw})
@@ -272,6 +278,25 @@ def format_plan(res) -> str:
                        else f"none of {', '.join(map(str, tried))} chips meets it")
             lines.append(f"  deadline {res.deadline_days:g} days: {hw} {verdict}")
     return "\n".join(lines)
+
+
+def failure_lines(models: dict) -> list[str]:
+    """The interruption model each profile's days count (or that none is counted), each
+    input with its source and whether it is measured, given or assumed."""
+    if not models or all(m is None for m in models.values()):
+        return ["  days: the ideal time (steps x step time); no interruptions counted"]
+    out = ["  days: expected wall clock with interruptions, checkpoints and restarts "
+           "(Daly 2006; checkpoint every 'interval', optimal unless given); p90 from a seeded "
+           "Monte Carlo; ideal d: steps x step time"]
+    for hw, m in models.items():
+        r = m.rate_per_chip_day
+        out.append(f"  {hw}: {r.value:.3g} interruptions per chip-day ({r.basis}: {r.source}); "
+                   f"restart {m.restart_s.value / 60:.3g} min ({m.restart_s.source}); checkpoint "
+                   f"write {m.storage_bw_per_host.value / 1e9:.3g} GB/s per host "
+                   f"({m.storage_bw_per_host.source}), "
+                   f"{'asynchronous' if m.async_checkpoint else 'synchronous'}"
+                   + (f", every {m.interval_s / 60:g} min" if m.interval_s else ""))
+    return out
 
 
 def _price_lines(res) -> list[str]:

@@ -71,6 +71,34 @@ def _budget_args(p) -> None:
                    "(Du et al. 2024); default: the model itself (an MoE's total parameters)")
 
 
+def add_failure_args(p) -> None:
+    """The interruption model's options (:mod:`simulator.cost.goodput`); each omitted one is
+    the profile's sourced default."""
+    p.add_argument("--failure-rate", type=cli_args.finite_float(0, 1, "4.7e-4"),
+                   help="unexpected interruptions per chip-day (default: the profile's "
+                   "architecture's published rate, e.g. Llama 3's 4.74e-4 for H100; 0 counts "
+                   "no interruptions: the ideal time)")
+    p.add_argument("--restart-min", type=cli_args.finite_float(0, 10080, "6.5"),
+                   help="minutes from an interruption to training again (default 6.47, "
+                   "TrainMover's measure of an automated restart)")
+    p.add_argument("--checkpoint-bw", type=cli_args.finite_float(0, 1e5, "1.0", strict_min=True),
+                   help="checkpoint write GB/s per host (default 0.98, Llama 3's storage: 2 "
+                   "TB/s over 2,048 hosts)")
+    p.add_argument("--async-checkpoint", action="store_true",
+                   help="checkpoints pause only for the copy to host memory; the write goes on "
+                   "in the background")
+    p.add_argument("--checkpoint-every", type=cli_args.finite_float(0, 1e6, "60",
+                                                                   strict_min=True),
+                   help="minutes between checkpoints (default: the optimum, Young/Daly)")
+
+
+def failure_options(a) -> dict:
+    """The :func:`simulator.cost.goodput.failure_model` options of a parsed command line."""
+    return {"rate": a.failure_rate, "restart_min": a.restart_min,
+            "checkpoint_gb_s": a.checkpoint_bw, "async_checkpoint": a.async_checkpoint,
+            "every_min": a.checkpoint_every}
+
+
 def add_parsers(sub) -> None:
     """Add the ``rank`` and ``plan`` subcommands to an argparse subparsers object."""
     r = sub.add_parser("rank", help="rank every feasible sharding of a job")
@@ -91,6 +119,7 @@ def add_parsers(sub) -> None:
                    help="MoE token dispatch (see `predict --help`): deepep sends a token once per "
                    "destination device and node")
     _budget_args(r)
+    add_failure_args(r)
     p = sub.add_parser("plan", help="best configuration, time and cost per hardware and chip count")
     p.add_argument("--hardware", required=True, help="comma-separated profiles, e.g. h100-sxm,tpu-v5p")
     _job_args(p, "comma-separated chip counts (default 64,...,4096)", cli_args.chip_list)
@@ -101,6 +130,7 @@ def add_parsers(sub) -> None:
                    help="price per chip-hour in USD, e.g. h200=3.50,h100=2.10 (names as in "
                    "--hardware); default: each profile's sourced list price, where it has one "
                    "(`meshcast profiles`); a profile with neither has an unknown cost")
+    add_failure_args(p)
     p.add_argument("--plot", type=cli_args.output_file("--plot", ".png"),
                    help="write a PNG: days against chips per hardware (with the "
                    "forecast band where the profiles were fitted), and the cost front "
@@ -144,6 +174,7 @@ def _tokens(a, model, reference) -> int | None:
 
 @with_profiles
 def cmd_rank(a) -> int:
+    from simulator.cost.goodput import failure_model
     from simulator.search.rank import rank
     from simulator.cli.rank_report import format_rank, rank_json, write_csv
     from simulator.search.space import make_space
@@ -156,7 +187,8 @@ def cmd_rank(a) -> int:
     progress = Progress("rank")
     try:
         res = rank(space, a.objective, a.top, tokens=_tokens(a, space.model, ref),
-                   progress=progress)
+                   progress=progress,
+                   failures=failure_model(space.hardware, **failure_options(a)))
     finally:
         progress.done()
     if a.out:
@@ -198,7 +230,8 @@ def cmd_plan(a) -> int:
                    tokens_per_param=a.tokens_per_param, reference=a.reference,
                    deadline_days=a.deadline, global_batch=a.global_batch,
                    global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len,
-                   prices=a.price, progress=lambda what: progress(what))
+                   prices=a.price, progress=lambda what: progress(what),
+                   failures=failure_options(a))
     finally:
         progress.done()
     if a.plot:

@@ -14,9 +14,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from meshcast.errors import MeshcastError
+from simulator.cost.goodput import FailureModel, Goodput, checkpoint_bytes, goodput, with_spread
 
 if TYPE_CHECKING:
     from simulator.specs.model import ModelSpec
@@ -41,27 +42,37 @@ def _check_tokens_per_param(ratio: float) -> None:
 
 @dataclass(frozen=True)
 class Budget:
-    """One run: ``steps = ceil(tokens / tokens_per_step)``, ``seconds = steps * step_time_s``,
-    ``chip_hours = chips * seconds / 3600``, ``cost_usd = chip_hours * price`` (None without
-    a price)."""
+    """One run: ``steps = ceil(tokens / tokens_per_step)``, ideal ``steps * step_time_s``;
+    ``seconds`` is the expected wall clock under interruptions when ``goodput`` is given
+    (:mod:`simulator.cost.goodput`), else the ideal; ``chip_hours = chips * seconds / 3600``,
+    ``cost_usd = chip_hours * price`` (None without a price)."""
 
     tokens: int
     tokens_per_step: int
     step_time_s: float
     chips: int
     price_per_chip_hour_usd: float | None
+    goodput: Goodput | None = None
 
     @property
     def steps(self) -> int:
         return math.ceil(self.tokens / self.tokens_per_step)
 
     @property
-    def seconds(self) -> float:
+    def ideal_seconds(self) -> float:
         return self.steps * self.step_time_s
+
+    @property
+    def seconds(self) -> float:
+        return self.goodput.expected_s if self.goodput else self.ideal_seconds
 
     @property
     def days(self) -> float:
         return self.seconds / SECONDS_PER_DAY
+
+    @property
+    def ideal_days(self) -> float:
+        return self.ideal_seconds / SECONDS_PER_DAY
 
     @property
     def chip_hours(self) -> float:
@@ -75,8 +86,26 @@ class Budget:
     def as_dict(self) -> dict:
         return {"tokens": self.tokens, "tokens_per_step": self.tokens_per_step,
                 "steps": self.steps, "step_time_s": self.step_time_s, "seconds": self.seconds,
-                "days": self.days, "chips": self.chips, "chip_hours": self.chip_hours,
-                "price_per_chip_hour_usd": self.price_per_chip_hour_usd, "cost_usd": self.cost_usd}
+                "days": self.days, "ideal_days": self.ideal_days, "chips": self.chips,
+                "chip_hours": self.chip_hours,
+                "price_per_chip_hour_usd": self.price_per_chip_hour_usd, "cost_usd": self.cost_usd,
+                "goodput": self.goodput.as_dict() if self.goodput else None}
+
+
+def make_budget(tokens: int, tokens_per_step: int, pred, price: float | None,
+                failures: FailureModel | None, band: tuple | None = None) -> Budget:
+    """The budget of ``pred`` (a StepPrediction) over ``tokens``; with ``failures``, its
+    expected wall clock, interval and p50/p90, ``band`` (the step time's interval
+    ``(lo_s, hi_s, level)``, when there is one) widening the spread. The checkpoint is the
+    model's whole state (:func:`~simulator.cost.goodput.checkpoint_bytes`), each device copying
+    an even share."""
+    job = pred.job
+    b = Budget(tokens, tokens_per_step, pred.step_time_s, job.chips, price)
+    if failures is None:
+        return b
+    ckpt = checkpoint_bytes(job.model.total_params, job.sharding.optimizer)
+    g = goodput(failures, b.ideal_seconds, job.chips, ckpt, ckpt / job.chips)
+    return replace(b, goodput=with_spread(g, band=band, step_s=pred.step_time_s))
 
 
 def price_of(profile) -> float | None:

@@ -16,7 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-from simulator.cost.budget import Budget, chinchilla_tokens, price_of
+from simulator.cost.budget import Budget, chinchilla_tokens, make_budget, price_of
+from simulator.cost.goodput import FailureModel, checkpoint_bytes, wall_factor
 from meshcast.errors import MeshcastError, NoFeasibleConfig
 from simulator.search.enumerate import enumerate_candidates
 from simulator.search.fast import StepTimes, memory_per_device, mfu, step_times
@@ -71,15 +72,21 @@ class RankResult:
         return mfu(self.table, self.times.step_s)
 
 
-def objective_values(space: SearchSpace, objective: str, step_s, tokens: int):
-    """The objective per step time (array or float): smaller is better except for ``mfu``."""
+def objective_values(space: SearchSpace, objective: str, step_s, tokens: int,
+                     failures: FailureModel | None = None):
+    """The objective per step time (array or float): smaller is better except for ``mfu``.
+    ``time_to_train`` and ``cost`` count the expected wall clock under ``failures``
+    (:func:`simulator.cost.goodput.wall_factor`: the same factor for every configuration of
+    one job, so it scales them without reordering)."""
     steps = -(-tokens // space.tokens_per_step)
     if objective == "step_time":
         return step_s
+    wall = 1.0 if failures is None else wall_factor(
+        failures, space.chips, checkpoint_bytes(space.model.total_params, space.base.optimizer))
     if objective == "time_to_train":
-        return steps * step_s
+        return steps * step_s * wall
     if objective == "cost":
-        return steps * step_s * space.chips / 3600.0 * _price(space)
+        return steps * step_s * wall * space.chips / 3600.0 * _price(space)
     from simulator.cost.flops import model_flops_per_step
 
     flops = model_flops_per_step(space.model, space.seq_len, space.tokens_per_step)
@@ -103,22 +110,24 @@ def order(cands: Candidates, values: np.ndarray, objective: str) -> np.ndarray:
 
 def rank(space: SearchSpace, objective: str = "step_time", top: int = 5,
          finalists: int | None = None, tokens: int | None = None,
-         progress: Progress | None = None) -> RankResult:
+         progress: Progress | None = None, failures: FailureModel | None = None) -> RankResult:
     """Enumerate ``space`` and rank it (see :func:`rank_table`)."""
     t0 = time.perf_counter()
     if progress:
         progress("enumerate", 0.0)
     cands = enumerate_candidates(space)
-    res = rank_table(cands, objective, top, finalists, tokens, progress)
+    res = rank_table(cands, objective, top, finalists, tokens, progress, failures)
     res.seconds["enumerate"] = time.perf_counter() - t0 - sum(res.seconds.values())
     return res
 
 
 def rank_table(cands: Candidates, objective: str = "step_time", top: int = 5,
                finalists: int | None = None, tokens: int | None = None,
-               progress: Progress | None = None) -> RankResult:
+               progress: Progress | None = None, failures: FailureModel | None = None
+               ) -> RankResult:
     """Prune ``cands`` by memory, time the rest, re-evaluate ``finalists`` (default
-    ``max(2 top, 4)``) with the graph path and keep the ``top`` best by it."""
+    ``max(2 top, 4)``) with the graph path and keep the ``top`` best by it. ``failures``:
+    budgets count interruptions, checkpoints and restarts (:mod:`simulator.cost.goodput`)."""
     if objective not in OBJECTIVES:
         raise MeshcastError(f"objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
     if top < 1:
@@ -141,13 +150,13 @@ def rank_table(cands: Candidates, objective: str = "step_time", top: int = 5,
     t0 = time.perf_counter()
     times = step_times(evaluated, lambda frac: report("timing", frac))
     seconds["timing"] = time.perf_counter() - t0
-    values = objective_values(space, objective, times.step_s, tokens)
+    values = objective_values(space, objective, times.step_s, tokens, failures)
     best = order(evaluated, values, objective)
     evaluated = evaluated.take(best)
     times = StepTimes(times.step_s[best], times.compute_s[best], times.bubble_s[best])
     t0 = time.perf_counter()
     chosen = _finalists(evaluated, times, objective, tokens, finalists or max(2 * top, 4),
-                        lambda frac: report("graph path", frac))[:top]
+                        lambda frac: report("graph path", frac), failures)[:top]
     seconds["finalists"] = time.perf_counter() - t0
     counts = {"candidates": len(cands), "evaluated": len(evaluated),
               "out_of_memory": int((~fits).sum()),
@@ -158,7 +167,8 @@ def rank_table(cands: Candidates, objective: str = "step_time", top: int = 5,
 
 
 def _finalists(table: Candidates, times: StepTimes, objective: str, tokens: int,
-               n: int, progress: Callable[[float], None]) -> list[Finalist]:
+               n: int, progress: Callable[[float], None],
+               failures: FailureModel | None = None) -> list[Finalist]:
     """Predict the first ``n`` rows with the graph path and order them by its objective. A row
     whose graph-path memory does not fit is never a finalist (the fast path's memory is the
     same number, so this is a guard): the next rows are taken instead, up to ``4 n`` tried."""
@@ -175,9 +185,9 @@ def _finalists(table: Candidates, times: StepTimes, objective: str, tokens: int,
         pred = predict_job(make_job(space.model, table.sharding(i), space.hardware, space.chips))
         if not pred.memory.fits:
             continue
-        value = float(objective_values(space, objective, pred.step_time_s, tokens))
-        budget = Budget(tokens, space.tokens_per_step, pred.step_time_s, space.chips,
-                        price_of(space.hardware))
+        value = float(objective_values(space, objective, pred.step_time_s, tokens, failures))
+        budget = make_budget(tokens, space.tokens_per_step, pred, price_of(space.hardware),
+                             failures)
         out.append(Finalist(i, table.row(i), float(times.step_s[i]), pred, value, budget))
     if not out:
         raise NoFeasibleConfig(
