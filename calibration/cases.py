@@ -48,6 +48,19 @@ class BenchCase:
     n: int = 0
     hd: int = 0  # attention: head dim (m sequences, k sequence length, n heads per device)
     nbytes: float = 0.0
+    #: collectives: the network level(s) a group crosses ("host", "cross_host", or
+    #: "host+cross_host" for an axis spanning both, run hierarchically; "" not recorded) and the
+    #: hosts one group spans (:func:`calibration.measure.mesh.axis_levels`)
+    levels: str = ""
+    hosts: int = 1
+
+    def row_fields(self) -> dict:
+        """The case's columns of a raw row (:data:`calibration.raw.COLUMNS`, less the run's
+        metadata, the repetition and its seconds)."""
+        return {"case_id": self.case_id, "kind": self.kind, "op": self.op, "axis": self.axis,
+                "group_size": self.group_size, "dtype": self.dtype, "m": self.m, "k": self.k,
+                "n": self.n, "hd": self.hd, "nbytes": self.nbytes, "flops": self.flops,
+                "levels": self.levels, "hosts": self.hosts}
 
     @property
     def flops(self) -> float:
@@ -91,10 +104,14 @@ def graph_matmul_shapes(job, max_flops: float) -> list[tuple[int, int, int]]:
     return sorted(shapes)
 
 
-def plan_cases(mesh_sizes: dict[str, int], job, quick: bool,
-               dtype: str = "float32") -> list[BenchCase]:
+def plan_cases(mesh_sizes: dict[str, int], job, quick: bool, dtype: str = "float32",
+               devices=None) -> list[BenchCase]:
     """Every case for one run: launch baseline, matmuls, attention, elementwise, gathers, the
-    in-context layer and head, collectives per axis."""
+    in-context layer and head, collectives per axis (:func:`collective_groups`).
+
+    ``devices``: the real mesh's device array (``jax.sharding.Mesh.devices``, axes in the order
+    of ``mesh_sizes``); with it each collective records the level(s) its groups cross and the
+    hosts they span, and a run over several hosts also measures an axis spanning both levels."""
     cases = [BenchCase("launch", dtype=dtype)]
     max_flops = 1e9 if quick else 1e10
     squares = [128, 256, 512] if quick else [128, 256, 512, 1024, 2048]
@@ -107,16 +124,40 @@ def plan_cases(mesh_sizes: dict[str, int], job, quick: bool,
     cases += [BenchCase(kind, dtype=dtype, m=b, k=s,
                         nbytes=elementwise_bytes(kind, b, s, dtype))
               for kind in CONTEXT_KINDS for b, s in context_sizes(quick)]
-    for axis, size in mesh_sizes.items():
-        if size <= 1:
-            continue
+    for axes, size, levels, hosts in collective_groups(mesh_sizes, devices):
         for op in COLLECTIVES:
             for b in sizes:
                 nb = max(b - b % (size * 4 * size), size * 4 * size)  # divisible into shards
                 if nb <= MAX_MESSAGE_BYTES:
-                    cases.append(BenchCase("collective", op=op, axis=axis, group_size=size,
-                                           dtype=dtype, nbytes=nb))
+                    cases.append(BenchCase("collective", op=op, axis="+".join(axes),
+                                           group_size=size, dtype=dtype, nbytes=nb,
+                                           levels=levels, hosts=hosts))
     return list({c.case_id: c for c in cases}.values())
+
+
+def collective_groups(mesh_sizes: dict[str, int], devices=None
+                      ) -> list[tuple[tuple[str, ...], int, str, int]]:
+    """(mesh axes, group size, levels, hosts per group) of each collective group to measure:
+    every axis of size > 1; and, when the mesh has an axis across hosts and one within a host,
+    the two together (outermost first, ``data+model``), a group spanning both levels, which the
+    fit does not fit but predicts from the two levels (the hierarchical form, held out whole).
+    Without ``devices`` the levels are not known: ``""``, one host."""
+    from calibration.levels import ACROSS_HOSTS, WITHIN_HOST, axis_levels
+
+    names = list(mesh_sizes)
+    out = []
+    for axis, size in mesh_sizes.items():
+        if size > 1:
+            levels, hosts = axis_levels(devices, names, (axis,)) if devices is not None else ("", 1)
+            out.append(((axis,), size, levels, hosts))
+    across = [g for g in out if g[2] == ACROSS_HOSTS]
+    within = [g for g in out if g[2] == WITHIN_HOST]
+    if across and within:
+        a, w = across[-1][0][0], within[-1][0][0]  # innermost of each
+        axes = tuple(sorted((a, w), key=names.index))
+        levels, hosts = axis_levels(devices, names, axes)
+        out.append((axes, mesh_sizes[a] * mesh_sizes[w], levels, hosts))
+    return out
 
 
 def attention_cases(job, quick: bool, dtype: str = "float32") -> list[BenchCase]:

@@ -24,18 +24,27 @@ from meshcast.errors import MeshcastError
 
 COLUMNS = [
     "case_id", "kind", "op", "axis", "group_size", "dtype", "m", "k", "n", "hd", "nbytes", "flops",
+    "levels", "hosts",
     "rep", "seconds", "backend", "device_kind", "n_devices", "n_hosts", "jax_version",
     "jaxlib_version", "xla_flags", "host", "date",
 ]
+#: A collective's network level(s) (``host``, ``cross_host``, ``host+cross_host``:
+#: :mod:`calibration.levels`; ``""`` not recorded) and the hosts one of its groups spans; for other
+#: kinds ``""`` and 1. Rows without them (files from before multi-host runs) read as these.
+LEVEL_DEFAULTS = {"levels": "", "hosts": 1}
+#: the format before multi-host runs (no ``levels``, ``hosts``): still read, as one host
+SINGLE_HOST_COLUMNS = [c for c in COLUMNS if c not in LEVEL_DEFAULTS]
 #: the format before attention cases (no ``hd``): still read, ``hd`` taken as 0
-LEGACY_COLUMNS = [c for c in COLUMNS if c != "hd"]
+LEGACY_COLUMNS = [c for c in SINGLE_HOST_COLUMNS if c != "hd"]
 NUMERIC = {"group_size": int, "m": int, "k": int, "n": int, "hd": int, "nbytes": float,
-           "flops": float,
+           "flops": float, "hosts": int,
            "rep": int, "seconds": float, "n_devices": int, "n_hosts": int}
 RAW_NAME = "raw.csv"
 #: smallest value each numeric field may take (sizes are never negative, a time is positive)
 MINIMUM = {"group_size": 1, "m": 0, "k": 0, "n": 0, "hd": 0, "nbytes": 0.0, "flops": 0.0,
-           "rep": 0, "n_devices": 1, "n_hosts": 1}
+           "hosts": 1, "rep": 0, "n_devices": 1, "n_hosts": 1}
+#: the values of ``levels`` (:mod:`calibration.levels`)
+LEVELS = ("", "host", "cross_host", "host+cross_host")
 KINDS = ("launch", "matmul", "attention", "elementwise", "gather", "block", "head", "collective")
 #: repetitions per case (``calibrate --quick`` or not), and the fewest once a case has spent its
 #: time budget (:func:`calibration.measure.bench.time_case`)
@@ -88,7 +97,8 @@ def read_raw_file(directory: str | Path) -> tuple[list[dict], bool]:
     except csv.Error as e:
         raise MeshcastError(f"calibration: {path} line 1: {e}") from None
     legacy = fieldnames == LEGACY_COLUMNS
-    if fieldnames != COLUMNS and not legacy:
+    single_host = legacy or fieldnames == SINGLE_HOST_COLUMNS
+    if fieldnames != COLUMNS and not single_host:
         raise MeshcastError(f"calibration: {path} header {fieldnames} is not the raw "
                             f"format {COLUMNS}")
     rows = []
@@ -97,6 +107,8 @@ def read_raw_file(directory: str | Path) -> tuple[list[dict], bool]:
         for lineno, row in enumerate(reader, start=2):
             if legacy:
                 row["hd"] = "0"
+            if single_host:
+                row.update((k, str(v)) for k, v in LEVEL_DEFAULTS.items())
             rows.append(_check_row(path, lineno, row))
     except csv.Error as e:
         raise MeshcastError(f"calibration: {path} line {lineno + 1}: {e}") from None
@@ -122,6 +134,9 @@ def _check_row(path: Path, lineno: int, row: dict) -> dict:
         row[field] = value
     if not row["case_id"]:
         raise MeshcastError(f"{where} field case_id: empty")
+    if row["levels"] not in LEVELS:
+        raise MeshcastError(f"{where} field levels: {row['levels']!r} is not one of "
+                            f"{', '.join(repr(x) for x in LEVELS)}")
     return row
 
 
@@ -186,15 +201,26 @@ def write_raw_rows(directory: str | Path, rows: list[dict]) -> None:
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(_with_levels(rows))
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
 
 
 def rows_hash(rows: list[dict]) -> str:
-    """sha256 of the rows as written, recorded by whatever is fitted from them."""
+    """sha256 of the rows as written, recorded by whatever is fitted from them. Rows of one host
+    (every level column at :data:`LEVEL_DEFAULTS`) hash without those columns, as they did
+    before multi-host runs, so a profile's recorded hash still names its older raw file."""
+    rows = list(_with_levels(rows))
+    single = all(str(r["levels"]) == "" and int(r["hosts"]) == 1 for r in rows)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS)
+    w = csv.DictWriter(buf, fieldnames=SINGLE_HOST_COLUMNS if single else COLUMNS,
+                       extrasaction="ignore" if single else "raise")
     w.writerows(rows)
     return hashlib.sha256(buf.getvalue().encode()).hexdigest()
+
+
+def _with_levels(rows: list[dict]):
+    """Rows with :data:`LEVEL_DEFAULTS` for the level columns they do not carry (as they read
+    back: a row written without them hashes as it will be read)."""
+    return ({**LEVEL_DEFAULTS, **r} for r in rows)

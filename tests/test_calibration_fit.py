@@ -18,7 +18,8 @@ META = {"backend": "cpu", "device_kind": "cpu", "n_devices": 8, "n_hosts": 1,
 
 def row(case_id, kind, seconds, rep=0, **kw):
     base = dict(case_id=case_id, kind=kind, op="", axis="", group_size=1, dtype="float32", m=0,
-                k=0, n=0, hd=0, nbytes=0.0, flops=0.0, rep=rep, seconds=seconds, **META)
+                k=0, n=0, hd=0, nbytes=0.0, flops=0.0, levels="", hosts=1, rep=rep,
+                seconds=seconds, **META)
     base.update(kw)
     return base
 
@@ -157,7 +158,7 @@ def test_raw_rows_written_before_attention_cases_still_read(tmp_path):
     from calibration.raw import LEGACY_COLUMNS, read_raw_rows
 
     r = {k: v for k, v in row("mm64", "matmul", 1e-3, m=64, k=64, n=64, flops=2.0 * 64**3).items()
-         if k != "hd"}
+         if k not in ("hd", "levels", "hosts")}
     with open(tmp_path / "raw.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=LEGACY_COLUMNS)
         w.writeheader()

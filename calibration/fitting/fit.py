@@ -12,7 +12,11 @@ The formulas are the simulator's own; only their numbers are fitted (design less
   with the GEMM and attention terms held at their curves (:mod:`calibration.fitting.fit_context`).
 - collectives: ``t = c_lat(op, f) * a + c_bw(op, f) * nbytes / W``, where ``c_lat`` and ``c_bw`` are
   read off :mod:`simulator.cost.collectives` for the group (unit latency, unit bandwidth): fit the
-  latency ``a`` and the achieved bandwidth ``W`` per network level.
+  latency ``a`` and the achieved bandwidth ``W`` per (kind, mesh axis); each group crossed one
+  network level (:mod:`calibration.levels`: within a host, or across hosts), and the profile's
+  level takes its groups' figures (:mod:`calibration.fitting.profile_out`). A group spanning both
+  levels (``host+cross_host``) is not fitted: :func:`fit_hierarchical` predicts it from the two
+  fitted levels with the simulator's hierarchical formulas, every size held out.
 
 Least squares on raw seconds fits only the largest sizes, so every residual is relative:
 ``(model - measured) / measured``. Sizes are split, not repetitions: every other size (sorted)
@@ -29,6 +33,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from calibration.context import CONTEXT_KINDS
+from calibration.levels import WITHIN_HOST
 from simulator.cost.collectives import Collective, collective_time
 from simulator.cost.topology import AxisPart, Level
 
@@ -42,6 +47,8 @@ class Point:
     op: str = ""
     shape: tuple[int, ...] = ()  # in-context cases: (sequences, tokens per sequence)
     dtype: str = "float32"
+    levels: str = ""  # collectives: the level(s) the group crossed (calibration.levels)
+    hosts: int = 1  # collectives: hosts one group spans
 
 
 @dataclass
@@ -54,6 +61,7 @@ class GroupFit:
     size_range: tuple[float, float]
     predictions: list[tuple[float, float, float, bool]]  # (size, measured, predicted, held out)
     not_used: str = ""  # why the profile leaves this fit out (reported all the same); "": used
+    level: str = ""  # collectives: the network level(s) the group crossed
 
 
 def medians(rows: list[dict]) -> list[Point]:
@@ -76,8 +84,10 @@ def medians(rows: list[dict]) -> list[Point]:
             pts.append(Point("elementwise" + (":layer" if r["op"] == "layer" else ""),
                              r["nbytes"], t))
         elif r["kind"] == "collective":
+            # rows from before multi-host runs (or that do not say) crossed the host's level
             pts.append(Point(f"collective:{r['op']}:{r['axis']}", r["nbytes"], t,
-                             r["group_size"], r["op"]))
+                             r["group_size"], r["op"], levels=r.get("levels") or WITHIN_HOST,
+                             hosts=int(r.get("hosts", 1))))
         elif r["kind"] == "launch":
             pts.append(Point("launch", 0.0, t))
     return pts
@@ -174,8 +184,39 @@ def fit_points(pts: list[Point]) -> tuple[float, dict[str, GroupFit]]:
             groups[p.group].append(p)
     fits = {}
     for g, gp in sorted(groups.items()):
-        if len(gp) < 2:
+        if len(gp) < 2 or is_hierarchical(gp[0]):  # predicted, not fitted: fit_hierarchical
             continue
         fits[g] = fit_collective(g, gp) if g.startswith("collective") else \
             fit_throughput(g, gp, launch)
+        fits[g].level = gp[0].levels if g.startswith("collective") else ""
     return launch, fits
+
+
+def is_hierarchical(p: Point) -> bool:
+    """A collective whose groups span both levels (``host+cross_host``)."""
+    return p.group.startswith("collective") and "+" in p.levels
+
+
+def fit_hierarchical(points: list[Point], levels) -> dict[str, GroupFit]:
+    """Each collective group spanning both levels, predicted (not fitted) from ``levels``
+    (:class:`simulator.cost.topology.Level` within a host and across hosts, innermost first, as
+    the fitted profile's topology gives them) with the simulator's hierarchical collective over
+    ``(group / hosts) x hosts`` devices: every size is held out, so its error checks the
+    hierarchical model and both fitted levels together."""
+    groups: dict[str, list[Point]] = defaultdict(list)
+    for p in points:
+        if is_hierarchical(p):
+            groups[p.group].append(p)
+    inner, outer = levels
+    out = {}
+    for g, gp in sorted(groups.items()):
+        gp = sorted(gp, key=lambda p: p.size)
+        parts = (AxisPart(inner, gp[0].group_size // gp[0].hosts), AxisPart(outer, gp[0].hosts))
+        kind = Collective(gp[0].op)
+        pred = [collective_time(kind, parts, p.size) for p in gp]
+        errs = [abs(m - p.seconds) / p.seconds for m, p in zip(pred, gp)]
+        out[g] = GroupFit(g, {}, float("nan"), float(np.median(errs)), float(max(errs)),
+                          (gp[0].size, gp[-1].size),
+                          [(p.size, p.seconds, m, True) for m, p in zip(pred, gp)],
+                          level=gp[0].levels)
+    return out

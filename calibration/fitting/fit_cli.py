@@ -34,7 +34,9 @@ def run_fit(directory: str | Path, out: str | Path | None = None, base: str | No
     for g, f in fits.items():
         ho = "-" if math.isnan(f.held_out_error) else f"{100 * f.held_out_error:.1f}%"
         mx = "-" if math.isnan(f.max_held_out_error) else f"{100 * f.max_held_out_error:.1f}%"
-        lines.append(f"{g:<36}{100 * f.in_sample_error:>9.1f}%{ho:>10}{mx:>14}")
+        ins = "-" if math.isnan(f.in_sample_error) else f"{100 * f.in_sample_error:.1f}%"
+        lines.append(f"{g:<36}{ins:>10}{ho:>10}{mx:>14}"
+                     + ("  (predicted from the fitted levels)" if "+" in f.level else ""))
     lines += [f"{g}: not used: {f.not_used}" for g, f in fits.items() if f.not_used]
     lines.append(f"wrote {out} ({profile.name}); report {out.parent / REPORT_NAME}")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from calibration.fitting.files import PREDICTIONS_NAME, REPORT_NAME, file_sha256
 from calibration.fitting.fit import GroupFit
 from calibration.fitting.fit_context import GROUP as CONTEXT_GROUP
+from calibration.levels import ACROSS_HOSTS, WITHIN_HOST
 from hardware_profiles import save_profile
 from hardware_profiles.schema import HardwareProfile
 from meshcast.errors import MeshcastError, from_validation_error
@@ -81,12 +82,12 @@ def calibrated_profile(launch: float, fits: dict[str, GroupFit], digest: str, me
         raw["efficiency"]["attention"] = _curve(
             at, peak, _src(date, digest, at) + "; forward+backward of the reference attention, "
             "simulator FLOP units")
-    coll = [f for g, f in fits.items() if g.startswith("collective")]
-    if coll and not base:
-        raw["network"][0].update(_host_network(coll, date, digest))
+    _network(raw, fits, meta, date, digest, base is not None)
     raw["name"] = (base.name if base else "host") + "-calibrated"
+    hosts = int(meta.get("n_hosts", 1))
     raw["notes"] = (raw.get("notes", "") + f"\nCalibrated {date} on {meta['n_devices']} "
-                    f"{meta['device_kind']} devices ({meta['backend']}, jax {meta['jax_version']})"
+                    f"{meta['device_kind']} devices" + (f" over {hosts} hosts" if hosts > 1 else "")
+                    + f" ({meta['backend']}, jax {meta['jax_version']})"
                     f"; raw rows sha256:{digest}. Per-collective fits: fit_report.json.").strip()
     raw["aliases"] = []
     try:
@@ -120,37 +121,110 @@ def _curve(fit: GroupFit, peak: float, source: str) -> dict:
             "calibrated_range": list(fit.size_range)}
 
 
-def _host_network(coll: list[GroupFit], date: str, digest: str) -> dict:
-    """The host level from per-(kind, axis) collective fits: link bandwidth = the best kind's
+def _host_network(coll: list[GroupFit], date: str, digest: str,
+                  link: float | None = None) -> dict:
+    """One level from its per-(kind, axis) collective fits: link bandwidth = the best kind's
     bandwidth (median over axes); each kind keeps its own efficiency (its bandwidth over the
-    link's) and latency, since e.g. all-to-all runs well below ring all-reduce."""
+    link's) and latency, since e.g. all-to-all runs well below ring all-reduce. With ``link`` (a
+    datasheet's bandwidth, kept) the level's efficiency is the best kind's share of it instead."""
     by_kind: dict[str, list[GroupFit]] = {}
     for f in coll:
         by_kind.setdefault(f.group.split(":")[1], []).append(f)
     bw = {k: float(np.median([f.params["bandwidth_bytes_per_s"] for f in fs]))
           for k, fs in by_kind.items()}
     lat = {k: float(np.median([f.params["latency_s"] for f in fs])) for k, fs in by_kind.items()}
-    link = max(bw.values())
     src = _src(date, digest)
-    return {"link_bandwidth_bytes_per_s": {"value": link, "source": src + "; best collective kind"},
-            "latency_s": {"value": float(np.median(list(lat.values()))),
-                          "source": src + f"; median over {len(lat)} kinds"},
-            "collectives": {k: {"efficiency": {"value": min(1.0, bw[k] / link), "source": src
-                                               + f"; {k} bandwidth / link, median over "
-                                               f"{len(by_kind[k])} axes"},
-                                "latency_s": {"value": max(lat[k], 1e-9), "source": src}}
-                            for k in sorted(bw)}}
+    out = {"latency_s": {"value": max(float(np.median(list(lat.values()))), 1e-9),
+                         "source": src + f"; median over {len(lat)} kinds"}}
+    if link is None:
+        link = max(bw.values())
+        out["link_bandwidth_bytes_per_s"] = {"value": link,
+                                             "source": src + "; best collective kind"}
+    else:
+        out["efficiency"] = {"value": min(1.0, max(bw.values()) / link),
+                             "source": src + "; best collective kind / datasheet link"}
+    out["collectives"] = {k: {"efficiency": {"value": min(1.0, bw[k] / link), "source": src
+                                             + f"; {k} bandwidth / link, median over "
+                                             f"{len(by_kind[k])} axes"},
+                              "latency_s": {"value": max(lat[k], 1e-9), "source": src}}
+                          for k in sorted(bw)}
+    return out
+
+
+#: The fitted host profile's level across hosts (:data:`calibration.levels.ACROSS_HOSTS`):
+#: InfiniBand, DCN or loopback, a switched network with full bisection as far as it is modelled.
+ACROSS_KIND = "fat_tree"
+
+
+def _network(raw: dict, fits: dict[str, GroupFit], meta: dict, date: str, digest: str,
+             with_base: bool) -> None:
+    """Write the fitted collectives into ``raw["network"]``, level by level.
+
+    One host (every group within it): a host profile's single level gets them, sized to the
+    devices (as before multi-host runs); a base profile's network is left as its datasheet says.
+    Several hosts: the groups within a host give the innermost level and those across hosts the
+    outermost. A host profile is then ``host`` (devices per host) x ``cross_host`` (the hosts
+    measured), the topology the run had; a base profile keeps its levels, sizes and link
+    bandwidths, and gets each level's measured efficiency, per-kind efficiency and latency."""
+    coll = [f for g, f in fits.items() if g.startswith("collective") and "+" not in f.level]
+    within = [f for f in coll if f.level != ACROSS_HOSTS]
+    across = [f for f in coll if f.level == ACROSS_HOSTS]
+    if not across:
+        if coll and not with_base:
+            raw["network"][0].update(_host_network(coll, date, digest))
+        return
+    if with_base:
+        net = raw["network"]
+        if within:
+            net[0].update(_host_network(within, date, digest,
+                                        net[0]["link_bandwidth_bytes_per_s"]["value"]))
+        net[-1].update(_host_network(across, date, digest,
+                                     net[-1]["link_bandwidth_bytes_per_s"]["value"]))
+        return
+    hosts = int(meta.get("n_hosts", 1))
+    per_host = max(1, int(meta["n_devices"]) // hosts)
+    outer = _host_network(across, date, digest)
+    inner = _host_network(within, date, digest) if within else dict(
+        outer, latency_s={"value": outer["latency_s"]["value"], "source": "no two devices share "
+                          "a host: not measured, the cross-host latency"})
+    raw["network"][0].update(inner, size=per_host)
+    raw["network"].append({"name": ACROSS_HOSTS, "kind": ACROSS_KIND, "size": hosts, **outer,
+                           "efficiency": {"value": 1.0,
+                                          "source": "folded into the fitted bandwidth"}})
+
+
+def level_report(fits: dict[str, GroupFit]) -> dict:
+    """Per network level (and ``host+cross_host``, the groups spanning both, predicted from the
+    two): its collective groups, the median and largest held-out error over their held-out
+    sizes, and the median in-sample error."""
+    by: dict[str, list[GroupFit]] = {}
+    for g, f in fits.items():
+        if g.startswith("collective"):
+            by.setdefault(f.level or WITHIN_HOST, []).append(f)
+    out = {}
+    for level, fs in sorted(by.items()):
+        held = [abs(p - m) / m for f in fs for _, m, p, h in f.predictions if h]
+        ins = [f.in_sample_error for f in fs if not math.isnan(f.in_sample_error)]
+        out[level] = {"groups": [f.group for f in fs],
+                      "held_out_median_abs_error": float(np.median(held)) if held else None,
+                      "held_out_max_abs_error": float(max(held)) if held else None,
+                      "in_sample_median_abs_error": float(np.median(ins)) if ins else None,
+                      **({"predicted_from": [WITHIN_HOST, ACROSS_HOSTS],
+                          "note": "not fitted: every size predicted from the two fitted levels "
+                                  "with the hierarchical collective"} if "+" in level else {})}
+    return out
 
 
 def profile_from_rows(rows: list[dict], base: HardwareProfile | None = None):
     """Fit ``rows`` and build the calibrated profile: (profile, launch, fits, rows sha256)."""
-    from calibration.fitting.fit import fit_points, medians
+    from calibration.fitting.fit import fit_hierarchical, fit_points, is_hierarchical, medians
     from calibration.fitting.fit_context import fit_context
     from calibration.raw import rows_hash
 
     pts = medians(rows)
     launch, fits = fit_points(pts)
     meta = {k: rows[0][k] for k in ("backend", "device_kind", "n_devices", "jax_version", "dtype")}
+    meta["n_hosts"] = max(int(r.get("n_hosts", 1)) for r in rows)
     digest = rows_hash(rows)
     profile = calibrated_profile(launch, fits, digest, meta, base)
     ctx = fit_context(pts, profile, launch)
@@ -158,6 +232,15 @@ def profile_from_rows(rows: list[dict], base: HardwareProfile | None = None):
         fits[CONTEXT_GROUP] = ctx
         if not ctx.not_used:
             profile = calibrated_profile(launch, fits, digest, meta, base)
+    if len(profile.network) > 1 and any(is_hierarchical(p) for p in pts):
+        from simulator.cost.topology import job_levels
+
+        try:  # the levels as a job of the run's size sees them (a base profile's sizes may differ)
+            levels = job_levels(profile, int(meta["n_devices"]))
+        except MeshcastError:
+            levels = None
+        if levels is not None and len(levels) > 1:
+            fits.update(fit_hierarchical(pts, (levels[0], levels[-1])))
     return profile, launch, fits, digest
 
 
@@ -196,8 +279,10 @@ def write_outputs(profile: HardwareProfile, out: Path, launch: float,
                              "held_out_median_abs_error": f.held_out_error,
                              "held_out_max_abs_error": f.max_held_out_error,
                              "size_range": list(f.size_range),
+                             **({"level": f.level} if f.level else {}),
                              **({"not_used": f.not_used} if f.not_used else {})}
-                         for g, f in fits.items()}}
+                         for g, f in fits.items()},
+              "levels": level_report(fits)}
     (out.parent / REPORT_NAME).write_text(json.dumps(report, indent=2))
     with open(out.parent / PREDICTIONS_NAME, "w", newline="") as fh:
         w = csv.writer(fh)

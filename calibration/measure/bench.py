@@ -116,10 +116,12 @@ def _train_triple(f):
 
 
 def _collective_fn(case: BenchCase, itemsize: int):
-    """The collective and its per-device input length, so bytes match simulator conventions."""
+    """The collective and its per-device input length, so bytes match simulator conventions.
+    An axis ``data+model`` is the group over both mesh axes (outermost first: ``model`` varies
+    fastest in the group, as the simulator's hierarchical parts are innermost first)."""
     from jax import lax
 
-    ax, f = case.axis, case.group_size
+    ax, f = (tuple(case.axis.split("+")) if "+" in case.axis else case.axis), case.group_size
     per_dev = int(case.nbytes // itemsize)
     if case.op == "all_gather":  # nbytes is the gathered output
         return (lambda x: lax.all_gather(x, ax, tiled=True)), per_dev // f
