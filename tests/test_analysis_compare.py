@@ -172,3 +172,23 @@ def test_bad_view_and_ratio_name_the_field():
         compare("dense-6.4b", ["moe-6.4b"], mesh=MESH, view="tokens", **JOB)
     with pytest.raises(MeshcastError, match="tokens-per-param"):
         compare("dense-6.4b", ["moe-6.4b"], mesh=MESH, tokens_per_param=0, **JOB)
+
+
+def test_interruptions_at_equal_interruption_rate():
+    """With failures counted, the dense budget's wall clock grows past its ideal, and the MoE
+    (its checkpoint holds all experts) keeps a lower goodput on the same chips at the same
+    rate; without them nothing changes."""
+    from simulator.cli.compare_report import comparison_dict
+
+    plain = compare("dense-6.4b", ["moe-6.4b"], mesh=MESH, **JOB)
+    c = compare("dense-6.4b", ["moe-6.4b"], mesh=MESH, failures={"rate": 0.05}, **JOB)
+    assert plain.budget.goodput is None and plain.moes[0].goodput is None
+    assert c.budget.ideal_days == pytest.approx(plain.budget.days)
+    assert c.budget.days > c.budget.ideal_days
+    g = c.moes[0].goodput
+    assert g.checkpoint_bytes > c.budget.goodput.checkpoint_bytes
+    assert g.goodput < c.budget.goodput.goodput < 1
+    assert g.ideal_s == pytest.approx(c.moes[0].headline.seconds)
+    d = comparison_dict(c)
+    assert d["moe"][0]["goodput"]["goodput"] == g.goodput
+    assert d["dense"]["budget"]["goodput"]["expected_days"] == pytest.approx(c.budget.days)

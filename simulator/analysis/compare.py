@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simulator.analysis.attribution import attribute
-from simulator.cost.budget import Budget, chinchilla_tokens, price_of
+from simulator.cost.budget import Budget, chinchilla_tokens, make_budget, price_of
+from simulator.cost.goodput import Goodput, checkpoint_bytes, failure_model, goodput, with_spread
 from simulator.analysis.decompose import Increase, decompose_predictions
 from meshcast.errors import MeshcastError
 from simulator.analysis.matched import VIEWS, Matched, check_view, matched
@@ -33,6 +34,8 @@ class MoEComparison:
     attribution: dict
     views: dict[str, Matched]
     headline: Matched
+    #: the headline view's run under interruptions (its own checkpoint size), or None
+    goodput: Goodput | None = None
 
     @property
     def model(self) -> ModelSpec:
@@ -50,6 +53,12 @@ class Comparison:
     view: str
     moes: list[MoEComparison]
     sharding: str  # "best" or "mesh"
+
+
+def _checkpoint(model: ModelSpec, optimizer, chips: int) -> tuple[float, float]:
+    """The model's checkpoint bytes and each device's even share."""
+    b = checkpoint_bytes(model.total_params, optimizer)
+    return b, b / chips
 
 
 def _load(name, role: str, want_moe: bool) -> ModelSpec:
@@ -92,10 +101,14 @@ def _forecast(model: ModelSpec, hw, chips: int, mesh, batch: dict, extra: dict):
 def compare(dense, moes, hardware, chips: int, *, mesh: dict[str, int] | None = None,
             tokens_per_param: float = 20.0, view: str = "step_time",
             global_batch: int | None = None, global_batch_tokens: int | None = None,
-            seq_len: int | None = None, **sharding) -> Comparison:
+            seq_len: int | None = None, failures: dict | None = None,
+            **sharding) -> Comparison:
     """Compare ``moes`` (names or specs) to the ``dense`` reference on ``chips`` of ``hardware``
     (see the module docstring). ``sharding`` holds further ShardingSpec fields (remat,
-    micro_batch, precision, ...); with ``mesh=None`` remat and micro-batch are searched."""
+    micro_batch, precision, ...); with ``mesh=None`` remat and micro-batch are searched.
+    ``failures``: :func:`simulator.cost.goodput.failure_model` options; the dense budget's wall
+    clock and each MoE's headline run then count interruptions, checkpoints and restarts --
+    the same interruption rate on the same chips, each model checkpointing its own state."""
     from hardware_profiles import load_profile
     from simulator.search.space import job_batch
 
@@ -116,13 +129,16 @@ def compare(dense, moes, hardware, chips: int, *, mesh: dict[str, int] | None = 
     batch = dict(global_batch=gb, seq_len=seq)
     dpred = _forecast(d, hw, chips, dense_mesh(mesh) if mesh else None, batch, sharding)
     tokens_per_step = dpred.job.tokens_per_step
-    budget = Budget(tokens, tokens_per_step, dpred.step_time_s, chips, price_of(hw))
+    fm = None if failures is None else failure_model(hw, **failures)
+    budget = make_budget(tokens, tokens_per_step, dpred, price_of(hw), fm)
     out, dense_att = [], attribute(dpred)
     for m in ms:
         mpred = _forecast(m, hw, chips, mesh, batch, sharding)
         inc, att = decompose_predictions(dpred, mpred, dense_att)
         views = {v: matched(v, budget.steps, tokens_per_step, d, m, seq, dpred.step_time_s,
                             mpred.step_time_s) for v in VIEWS}
-        out.append(MoEComparison(mpred, inc, att, views, views[view]))
+        g = None if fm is None else with_spread(goodput(
+            fm, views[view].seconds, chips, *_checkpoint(m, mpred.job.sharding.optimizer, chips)))
+        out.append(MoEComparison(mpred, inc, att, views, views[view], g))
     return Comparison(dpred, dense_att, budget, tokens_per_param, view, out,
                       "mesh" if mesh else "best")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from simulator.cli import args as cli_args
-from simulator.cli.search import add_batch_args, add_profiles_arg, with_profiles
+from simulator.cli.search import (add_batch_args, add_failure_args, add_profiles_arg,
+                                  failure_options, with_profiles)
 from meshcast.errors import MeshcastError
 from simulator.analysis.matched import VIEWS
 
@@ -28,6 +29,7 @@ def add_parser(sub) -> None:
                    help="Chinchilla ratio over the dense model's parameters")
     p.add_argument("--view", choices=VIEWS, default="step_time",
                    help="the headline yardstick (all three are always reported)")
+    add_failure_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", type=cli_args.output_file("--plot", ".png"),
                    help="write a PNG: step times (with their intervals when the "
@@ -52,7 +54,8 @@ def cmd_compare(a) -> int:
         check_png_path(a.plot)  # before the searches
     c = compare(a.dense, moes, a.hardware, a.chips, mesh=parse_mesh(a.mesh) if a.mesh else None,
                 tokens_per_param=a.tokens_per_param, view=a.view, global_batch=a.global_batch,
-                global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len, **extra)
+                global_batch_tokens=a.global_batch_tokens, seq_len=a.seq_len,
+                failures=failure_options(a), **extra)
     if a.plot:
         from simulator.cli.plots import plot_comparison, save
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import csv
 from pathlib import Path
 
@@ -128,7 +130,8 @@ def rank_json(res) -> dict:
     return {"model": sp.model.name, "hardware": sp.hardware.name, "chips": sp.chips,
             "global_batch_seqs": sp.global_batch, "seq_len": sp.seq_len,
             "objective": res.objective, "budget_tokens": res.tokens, "counts": res.counts,
-            "configs_per_s": res.configs_per_s, "seconds": res.seconds, "top": top}
+            "configs_per_s": res.configs_per_s, "seconds": res.seconds, "top": top,
+            "failures": res.failures.as_dict() if res.failures else None}
 
 
 def format_rank(res) -> str:
@@ -143,6 +146,8 @@ def format_rank(res) -> str:
     ]
     if c["invalid"]:
         lines.append("  invalid: " + ", ".join(f"{k} {v:,}" for k, v in c["invalid"].items()))
+    if res.objective in ("time_to_train", "cost"):
+        lines += failure_lines({sp.hardware.name: res.failures})
     lines.append(f"  top {len(res.top)} (re-evaluated with the graph path):")
     ivs = [interval_of(f.prediction) for f in res.top]
     # what every finalist's interval shares (basis, outside lines) is said once, above them
@@ -168,8 +173,12 @@ def _finalist_lines(i: int, f, objective: str, iv, said: set[str]) -> list[str]:
     ]
     if objective in ("time_to_train", "cost"):
         cost = f", ${b.cost_usd:,.0f}" if b.cost_usd is not None else ""
-        out.append(f"      {tokens_text(b.tokens)} tokens: {plural(b.steps, 'step')}, "
-                   f"{b.days:.1f} days, "
+        g = b.goodput
+        wall = (f"{b.days:.1f} days expected (ideal {b.ideal_days:.1f}, p90 "
+                f"{g.p90_s / 86400:.1f}, goodput {100 * g.goodput:.1f}%, checkpoint every "
+                f"{g.interval_s / 60:.3g} min)" if g and g.p90_s is not None and
+                math.isfinite(g.interval_s) else f"{b.days:.1f} days")
+        out.append(f"      {tokens_text(b.tokens)} tokens: {plural(b.steps, 'step')}, {wall}, "
                    f"{b.chip_hours:,.0f} chip-hours{cost}")
     total = p.step_time_s
     parts = [f"{k} {v:.3g} ({100 * v / total:.0f}%)" for k, v in p.breakdown_s.items()

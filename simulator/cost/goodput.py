@@ -75,7 +75,7 @@ DEFAULT_DEVICES_PER_HOST = (8, "8-GPU servers (HGX/DGX baseboards, 8-OAM AMD pla
 #: Monte Carlo: draws, and the largest interruption count summed draw by draw (beyond it the
 #: sum of the losses is drawn from the normal law with their exact mean and variance).
 DRAWS = 4000
-EXACT_SUM = 64
+EXACT_SUM = 16
 
 
 @dataclass(frozen=True)

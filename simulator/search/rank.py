@@ -59,6 +59,7 @@ class RankResult:
     counts: dict
     seconds: dict = field(default_factory=dict)
     tokens: int = 0
+    failures: FailureModel | None = None  # the interruption model budgets count (or None)
 
     @property
     def configs_per_s(self) -> float:
@@ -163,7 +164,7 @@ def rank_table(cands: Candidates, objective: str = "step_time", top: int = 5,
               "invalid": {k: v for k, v in cands.invalid.items() if v},
               "invalid_total": sum(cands.invalid.values())}
     return RankResult(space, objective, chosen, evaluated, times, mem[fits][best], counts,
-                      seconds, tokens)
+                      seconds, tokens, failures)
 
 
 def _finalists(table: Candidates, times: StepTimes, objective: str, tokens: int,
