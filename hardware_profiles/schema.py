@@ -319,6 +319,9 @@ class HardwareProfile(Frozen):
     network: list[NetworkLevel] = Field(min_length=1)
     slices: list[SliceShape] = Field(default_factory=list)
     price_per_chip_hour_usd: Sourced | None = None
+    checkpoint_write_bytes_per_s_per_host: Sourced | None = Field(
+        default=None, description="Checkpoint write bandwidth to storage per host (bytes/s); "
+        "absent: simulator.cost.goodput's sourced default (Llama 3's storage, 0.98 GB/s)")
     lineage: Lineage | None = None
     fit: FitRecord | None = None
     notes: str = ""

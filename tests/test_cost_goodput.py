@@ -117,3 +117,13 @@ def test_spread_and_step_interval():
     d = g.as_dict()
     assert d["p90_days"] == pytest.approx(g.p90_s / DAY) and d["goodput"] == g.goodput
     assert isinstance(g, Goodput)
+
+
+def test_a_profile_checkpoint_bandwidth_overrides_the_default():
+    from hardware_profiles.schema import Sourced as ProfileSourced
+
+    own = H100.model_copy(update={"checkpoint_write_bytes_per_s_per_host": ProfileSourced(
+        value=5e9, source="test storage")})
+    fm = failure_model(own)
+    assert fm.storage_bw_per_host.value == 5e9 and "test storage" in fm.storage_bw_per_host.source
+    assert failure_model(own, checkpoint_gb_s=1.0).storage_bw_per_host.value == 1e9

@@ -113,7 +113,8 @@ class FailureModel:
 def failure_model(profile, *, rate: float | None = None, restart_min: float | None = None,
                   checkpoint_gb_s: float | None = None, async_checkpoint: bool = False,
                   every_min: float | None = None) -> FailureModel:
-    """The model for ``profile``: each input given, else its sourced default (by the profile's
+    """The model for ``profile``: each input given, else the profile's own (its
+    ``checkpoint_write_bytes_per_s_per_host``), else its sourced default (by the profile's
     architecture). Bad values are a MeshcastError naming the option."""
     for name, v, lo in (("failure-rate", rate, 0.0), ("restart-min", restart_min, 0.0),
                         ("checkpoint-bw", checkpoint_gb_s, 1e-9), ("checkpoint-every", every_min,
@@ -125,8 +126,10 @@ def failure_model(profile, *, rate: float | None = None, restart_min: float | No
          else Sourced(*FAILURE_RATES.get(arch, ASSUMED_RATE)))
     rs = (Sourced(restart_min * 60, "given with --restart-min") if restart_min is not None
           else Sourced(*RESTART_S, "measured"))
+    own = getattr(profile, "checkpoint_write_bytes_per_s_per_host", None)
     bw = (Sourced(checkpoint_gb_s * 1e9, "given with --checkpoint-bw") if checkpoint_gb_s
-          is not None else Sourced(*STORAGE_BW_PER_HOST, "measured"))
+          is not None else Sourced(own.value, f"the profile: {own.source}", "measured")
+          if own is not None else Sourced(*STORAGE_BW_PER_HOST, "measured"))
     dph = Sourced(*DEVICES_PER_HOST.get(arch, DEFAULT_DEVICES_PER_HOST), "assumed")
     return FailureModel(r, rs, bw, dph, async_checkpoint=async_checkpoint,
                         interval_s=None if every_min is None else every_min * 60)
