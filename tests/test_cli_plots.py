@@ -3,6 +3,8 @@ PNGs for predict, rank and compare."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from matplotlib.collections import Collection
 from matplotlib.figure import Figure
@@ -102,3 +104,77 @@ def test_cli_predict_and_rank_write_pngs(capsys, tmp_path):
                 "--seq-len", "1024", "--global-batch", "16", "--top", "2", "--plot", str(b)])
     for p in (a, b):
         assert p.read_bytes()[:8] == PNG and p.stat().st_size > 20_000
+
+
+def legend_overlaps(fig: Figure) -> list[str]:
+    """Each legend that overlaps its axes (where the data are) or leaves the figure, drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lays the figure out: constrained layout runs at draw time
+    renderer = canvas.get_renderer()
+    page = fig.bbox
+    bad = []
+    for ax in fig.axes:
+        leg = ax.get_legend()
+        if leg is None or not ax.get_visible():
+            continue
+        box, area = leg.get_window_extent(renderer), ax.get_window_extent(renderer)
+        if box.overlaps(area):
+            bad.append(f"{ax.get_title()!r}: legend over the data")
+        if not (page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1 and page.y0 - 1 <= box.y0
+                and box.y1 <= page.y1 + 1):
+            bad.append(f"{ax.get_title()!r}: legend outside the figure")
+    return bad
+
+
+def test_no_legend_covers_data(moe_pred):
+    """Issue 15: every plot's legends sit beside their axes, never on the bars, points or lines,
+    and inside the picture."""
+    space = make_space("llama3-8b", "h100-sxm", 8, global_batch=16, seq_len=1024)
+    rows = [{"group": g, "size": s, "measured_s": s * 1e-12, "predicted_s": s * 1e-12,
+             "held_out": h} for g in ("matmul", "memory") for s, h in ((1e9, False), (1e10, True))]
+    figs = {
+        "predict": plot_prediction(moe_pred),
+        "rank": plot_rank(rank(space, top=2)),
+        "plan": plot_plan(plan("llama3-8b", ["h100-sxm", "tpu-v5p"], [8, 16], global_batch=16,
+                               seq_len=1024, deadline_days=30)),
+        "compare": plot_comparison(compare("dense-6.4b", ["moe-6.4b"], "h100-sxm", 32,
+                                           mesh={"data": -1, "expert": 8}, global_batch=64,
+                                           seq_len=2048)),
+        "study": plot_study(study_pair("dense-6.4b", "moe-6.4b", "h100-sxm", 64, "6.4b",
+                                       global_batch=64, seq_len=2048)),
+        "fit": plot_fit(rows),
+        "validation": plot_validation([{"case": "dense data=8", "measured_s": 0.2,
+                                        "forecast_s": 0.18}]),
+    }
+    for name, fig in figs.items():
+        assert sum(ax.get_legend() is not None for ax in fig.axes) >= 1, name
+        assert not legend_overlaps(fig), (name, legend_overlaps(fig))
+
+
+def _texts(fig: Figure) -> list[str]:
+    out = []
+    for ax in fig.axes:
+        out += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+        out += [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels()]
+        if ax.get_legend():
+            out += [t.get_text() for t in ax.get_legend().get_texts()]
+    return out
+
+
+def test_small_budgets_are_written_in_their_unit_not_zero_billions():
+    """Issue 15: no ``0B tokens`` (nor ``0.00M``) for a small budget, no ``1 micro-batches``."""
+    from simulator.cli.plots.common import token_unit
+
+    assert token_unit(132e9) == (1e9, "B") and token_unit(5e7) == (1e6, "M")
+    assert token_unit(999) == (1.0, "")
+    pl = plan("llama3-8b", ["h100-sxm"], [8], tokens=50_000_000, global_batch=16, seq_len=1024)
+    c = compare("dense-6.4b", ["moe-6.4b"], "h100-sxm", 32, mesh={"data": -1, "expert": 8},
+                global_batch=64, seq_len=2048, tokens_per_param=0.01)
+    texts = _texts(plot_plan(pl)) + _texts(plot_comparison(c))
+    assert any("50M tokens" in t for t in texts)
+    assert any(t.startswith("dense: ") and t.endswith("M") for t in texts)
+    assert "training tokens (M)" in texts
+    bad = re.compile(r"(?<![\d.])0(\.0+)?\s?[kMBT]\b|\b1 micro-batches")
+    assert not [t for t in texts if bad.search(t)]

@@ -1,8 +1,10 @@
 """Chrome / Perfetto trace of a scheduled step (open in ui.perfetto.dev or chrome://tracing).
 
 Process 1 is the critical pipeline rank's scheduled micro-batch (one thread per stream, nodes as
-complete "X" events); process 2 is the pipeline schedule of micro-batch tasks when ``pp > 1``.
-Times are microseconds.
+complete "X" events); process 2 is the pipeline schedule of micro-batch tasks when ``pp > 1``
+(one thread per pipeline rank). Every process and thread used is named by a metadata event
+(``process_name``, ``thread_name``), so a viewer shows names, never bare ids. Times are
+microseconds.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def chrome_trace_events(pred) -> list[dict]:
     if pred.pipeline is not None and pred.pipeline.tasks:
         events.append({"ph": "M", "pid": 2, "name": "process_name",
                        "args": {"name": "pipeline schedule (F/B per micro-batch)"}})
+        ranks = sorted({task[0] for task in pred.pipeline.tasks})
+        events += [{"ph": "M", "pid": 2, "tid": rank, "name": "thread_name",
+                    "args": {"name": f"pipeline rank {rank}"}} for rank in ranks]
         for rank, kind, stage, mb, t0, t1 in pred.pipeline.tasks:
             events.append({"ph": "X", "pid": 2, "tid": rank, "name": f"{kind}{mb} s{stage}",
                            "cat": kind, "ts": t0 * 1e6, "dur": (t1 - t0) * 1e6})

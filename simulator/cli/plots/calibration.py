@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from meshcast.errors import MeshcastError
-from simulator.cli.plots.common import colour, figure
+from simulator.cli.plots.common import colour, figure, legend
 
 
 def read_fit_predictions(directory: str | Path) -> list[dict]:
@@ -56,7 +56,7 @@ def plot_fit(rows: list[dict], groups: list[str] | None = None):
     curves.set_xlabel("size (FLOPs or bytes, as the step graph counts them)")
     curves.set_ylabel("seconds")
     curves.set_title("fitted curves (hollow: held-out sizes)", fontsize=10)
-    curves.legend(fontsize=6, ncol=2)
+    legend(curves, 6)
     resid.axhline(0, color="black", lw=0.5)
     resid.set_xticks(range(len(groups)), groups, rotation=60, ha="right", fontsize=6)
     resid.set_ylabel("predicted / measured - 1 (%)")
@@ -77,5 +77,5 @@ def plot_validation(cases: list[dict]):
     ax.set_xticks(list(xs), [c["case"] for c in cases], rotation=20, ha="right", fontsize=7)
     ax.set_ylabel("ms per train step")
     ax.set_title("reference train steps: measured vs forecast", fontsize=10)
-    ax.legend(fontsize=8)
+    legend(ax, 8)
     return fig

@@ -34,6 +34,23 @@ def figure(width: float, height: float, rows: int = 1, cols: int = 1, **kw):
     return fig, [ax for row in axes for ax in row]
 
 
+def token_unit(n: float) -> tuple[float, str]:
+    """(divisor, unit) for token counts up to ``n``: the unit
+    :func:`simulator.cli.report.tokens_text` writes ``n`` in (``k``, ``M``, ``B``, ``T``, or
+    none), so an axis never reads ``0.00B``."""
+    from simulator.cli.report import tokens_text
+
+    unit = tokens_text(n)[-1]
+    return {"k": (1e3, "k"), "M": (1e6, "M"), "B": (1e9, "B"), "T": (1e12, "T")}.get(unit, (1.0, ""))
+
+
+def legend(ax, fontsize: float = 7, **kw):
+    """``ax``'s legend outside the axes, to their right and top-aligned, so it never covers data
+    (constrained layout makes room for it)."""
+    return ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                     borderaxespad=0.0, **kw)
+
+
 def check_png_path(path: str | Path) -> Path:
     """``path`` if it names a PNG; else a MeshcastError (check before the work that draws it)."""
     path = Path(path)

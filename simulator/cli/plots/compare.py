@@ -6,7 +6,9 @@ from simulator.analysis.attribution import PARTS
 from simulator.analysis.decompose import INCREASE_PARTS
 from simulator.analysis.interval import interval_of
 from simulator.analysis.matched import VIEW_LABELS, VIEWS
-from simulator.cli.plots.common import colour, figure, interval_bars, stacked_bars
+from simulator.cli.plots.common import (colour, figure, interval_bars, legend, stacked_bars,
+                                        token_unit)
+from simulator.cli.report import tokens_text
 
 
 def plot_comparison(c):
@@ -14,7 +16,7 @@ def plot_comparison(c):
     where the profile was fitted); (2) each MoE's increase over
     dense by part (percent of the dense step; the parts add up to the total marked); (3) tokens
     the dense and each MoE train under each yardstick."""
-    fig, (steps, inc, tok) = figure(14, 4.6, 1, 3, width_ratios=[1, 1.2, 1])
+    fig, (steps, inc, tok) = figure(16, 4.6, 1, 3, width_ratios=[1, 1.2, 1])
     names = [c.dense.job.model.name] + [x.model.name for x in c.moes]
     parts = [c.dense_attribution.by_part] + [x.attribution["moe"].by_part for x in c.moes]
     stacked_bars(steps, names, parts, PARTS, horizontal=False)
@@ -26,7 +28,7 @@ def plot_comparison(c):
     steps.set_ylabel("step time (s)")
     steps.set_title(f"{c.dense.job.hardware.name} x {c.dense.job.chips}: step time by part",
                     fontsize=10)
-    steps.legend(fontsize=6)
+    legend(steps, 6)
     width = 0.8 / len(c.moes)
     keys = [k for k in INCREASE_PARTS if any(abs(x.increase.parts_s[k]) > 1e-12 for x in c.moes)]
     for j, x in enumerate(c.moes):
@@ -40,16 +42,18 @@ def plot_comparison(c):
                    ha="right", fontsize=7)
     inc.set_ylabel("% of the dense step")
     inc.set_title("MoE step-time increase over dense, by part", fontsize=10)
-    inc.legend(fontsize=7)
+    legend(inc)
     xs = range(len(VIEWS))
-    tok.axhline(c.budget.tokens / 1e9, color="black", ls="--", lw=1,
-                label=f"dense: {c.budget.tokens / 1e9:.0f}B")
+    scale, unit = token_unit(max([c.budget.tokens, *(x.views[v].tokens for x in c.moes
+                                                     for v in VIEWS)]))
+    tok.axhline(c.budget.tokens / scale, color="black", ls="--", lw=1,
+                label=f"dense: {tokens_text(c.budget.tokens)}")
     for j, x in enumerate(c.moes):
-        tok.bar([i + j * width for i in xs], [x.views[v].tokens / 1e9 for v in VIEWS], width,
+        tok.bar([i + j * width for i in xs], [x.views[v].tokens / scale for v in VIEWS], width,
                 label=x.model.name)
     tok.set_xticks([i + 0.4 - width / 2 for i in xs], [VIEW_LABELS[v] for v in VIEWS],
                    rotation=15, fontsize=7)
-    tok.set_ylabel("training tokens (B)")
+    tok.set_ylabel(f"training tokens ({unit})" if unit else "training tokens")
     tok.set_title("tokens the MoE may train, per yardstick", fontsize=10)
-    tok.legend(fontsize=7)
+    legend(tok)
     return fig

@@ -5,7 +5,8 @@ from __future__ import annotations
 from matplotlib.ticker import FormatStrFormatter
 
 from simulator.analysis.interval import interval_of
-from simulator.cli.plots.common import colour, figure
+from simulator.cli.plots.common import colour, figure, legend
+from simulator.cli.report import tokens_text
 
 
 def plot_plan(res):
@@ -43,13 +44,13 @@ def plot_plan(res):
     tline.set_xticks(chips, [str(c) for c in chips])
     tline.set_xlabel("chips")
     tline.set_ylabel("days to train")
-    tline.set_title(f"{res.model}: {res.tokens / 1e9:,.0f}B tokens", fontsize=10)
-    tline.legend(fontsize=7)
+    tline.set_title(f"{res.model}: {tokens_text(res.tokens)} tokens", fontsize=10)
+    legend(tline)
     cost.set_xscale("log")
     cost.set_xlabel("days to train")
     cost.set_ylabel("cost (k$, profile prices UNVERIFIED)")
     cost.set_title("cost vs time (labels: chips)", fontsize=10)
-    cost.legend(fontsize=7)
+    legend(cost)
     for axis in (tline.yaxis, cost.xaxis):
         axis.set_major_formatter(FormatStrFormatter("%g"))
         axis.set_minor_formatter(FormatStrFormatter("%g"))

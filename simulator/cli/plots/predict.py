@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from simulator.analysis.attribution import part_of
-from simulator.cli.plots.common import colour, figure, interval_bars
+from simulator.cli.plots.common import colour, figure, interval_bars, legend
 
 
 def _layer(pred) -> int:
@@ -45,7 +45,7 @@ def _timeline(ax, spans, title: str) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("ms from the layer's first op")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    legend(ax, 6)
 
 
 def plot_prediction(pred, interval=None):
@@ -63,7 +63,7 @@ def plot_prediction(pred, interval=None):
     if iv.exists:
         bars.barh(["step (total)"], [t], color="#bab0ac")
         interval_bars(bars, ["step (total)"], [iv], horizontal=True, ecolor="black", capsize=4)
-        bars.legend(fontsize=7, loc="lower right")
+        legend(bars)
     bars.set_xlabel("seconds per step")
     j = pred.job
     mesh = " ".join(f"{a}={v}" for a, v in j.mesh.items() if v != 1) or "data=1"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from simulator.analysis.interval import interval_of
-from simulator.cli.plots.common import figure, interval_bars, stacked_bars
+from simulator.cli.plots.common import figure, interval_bars, legend, stacked_bars
 
 GIB = 2**30
 
@@ -34,7 +34,7 @@ def plot_rank(res):
     sc.set_ylabel("step time (s)")
     sp = res.space
     sc.set_title(f"{sp.model.name} on {sp.hardware.name} x {sp.chips}", fontsize=10)
-    sc.legend(fontsize=7)
+    legend(sc)
     labels = [_label(i, f) for i, f in enumerate(res.top, 1)][::-1]
     parts = [dict(f.prediction.breakdown_s) for f in res.top][::-1]
     cats = sorted({c for d in parts for c in d}, key=lambda c: -sum(d.get(c, 0) for d in parts))
@@ -46,5 +46,5 @@ def plot_rank(res):
     bars.set_xlabel("step time (s)")
     bars.tick_params(axis="y", labelsize=7)
     bars.set_title("top configurations: where the step goes", fontsize=10)
-    bars.legend(fontsize=6, loc="best" if banded else "lower right")
+    legend(bars, 6)
     return fig

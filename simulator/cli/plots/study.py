@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from matplotlib.ticker import FormatStrFormatter
 
-from simulator.cli.plots.common import colour, figure
+from simulator.cli.plots.common import colour, figure, legend
 from simulator.analysis.study import LAYOUTS, THRESHOLD
 
 _LAYOUT_COLOURS = {"3d": "#4e79a7", "no_expert": "#f28e2b", "expert_in_data": "#59a14f",
@@ -41,7 +41,7 @@ def plot_study(rows):
         bars.set_xticks([i + 0.4 - width / 2 for i in range(len(scales))], scales)
         bars.set_ylabel("MoE step-time increase over dense (%)")
         bars.set_title(f"{hw}, {rows[0].chips} chips", fontsize=10)
-        bars.legend(fontsize=7)
+        legend(bars)
         dense = [(s, mine[(s, layouts[0])].dense_step_s) for s in scales
                  if mine.get((s, layouts[0])) and mine[(s, layouts[0])].dense_step_s]
         lines.plot([scales.index(s) for s, _ in dense], [t for _, t in dense], "ks--",
@@ -52,5 +52,5 @@ def plot_study(rows):
         lines.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         lines.set_xlabel("dense size class")
         lines.set_ylabel("step time (s)")
-        lines.legend(fontsize=7)
+        legend(lines)
     return fig
