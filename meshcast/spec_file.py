@@ -47,11 +47,13 @@ def read_text_file(path: str | Path, field: str, what: str = "file",
                             f"{data[e.start:e.start + 1]!r}); save it as UTF-8") from None
 
 
-def _shape(node: yaml.Node) -> tuple[int, int]:
-    """(nesting depth, values) of a composed YAML node as the loader would build it: an alias
-    counts again wherever it is used. Iterative (no recursion limit to hit), and it stops once
-    either passes its bound, so a 'billion laughs' file (anchors of ten aliases of the anchor
-    before) is refused after :data:`MAX_VALUES` steps instead of walked 10^9 times."""
+def _shape(node: yaml.Node) -> tuple[int, int, yaml.ScalarNode | None]:
+    """(nesting depth, values, the first text that is not valid Unicode) of a composed YAML node
+    as the loader would build it: an alias counts again wherever it is used. Iterative (no
+    recursion limit to hit), and it stops once depth or values pass their bound, so a 'billion
+    laughs' file (anchors of ten aliases of the anchor before) is refused after
+    :data:`MAX_VALUES` steps instead of walked 10^9 times. Text with a lone surrogate (the
+    escape ``"\\uDCE9"`` in a double-quoted string) could be read but never printed."""
     deepest, values, stack = 0, 0, [(node, 1)]
     while stack:
         n, d = stack.pop()
@@ -63,7 +65,17 @@ def _shape(node: yaml.Node) -> tuple[int, int]:
             stack.extend((c, d + 1) for c in n.value)
         elif isinstance(n, yaml.MappingNode):
             stack.extend((v, d + 1) for pair in n.value for v in pair)
-    return deepest, values
+        elif isinstance(n, yaml.ScalarNode) and not _is_unicode(n.value):
+            return deepest, values, n
+    return deepest, values, None
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def load_spec_file(path: str | Path, cls: type[M], field: str) -> M:
@@ -72,7 +84,11 @@ def load_spec_file(path: str | Path, cls: type[M], field: str) -> M:
     text = read_text_file(path, field, "YAML")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        depth, values = _shape(node) if node is not None else (0, 0)
+        depth, values, bad_text = _shape(node) if node is not None else (0, 0, None)
+        if bad_text is not None:
+            raise MeshcastError(f"{field}: {path} line {bad_text.start_mark.line + 1}: "
+                                f"{bad_text.value!r} is not valid Unicode text (a lone surrogate, "
+                                "from an escape such as \\uDCE9); write the character itself")
         if depth > MAX_DEPTH:
             raise MeshcastError(f"{field}: {path} nests mappings or lists more than {MAX_DEPTH} "
                                 "deep; a spec file is a flat mapping of a few levels")

@@ -363,3 +363,18 @@ def test_an_option_given_double_dash_is_refused(capsys, argv):
     pydantic error about a list)."""
     flag = argv[-1].split("=")[0]
     run_fails(capsys, argv, flag, "'--'")
+
+
+@pytest.mark.parametrize("flag", ("--model", "--hardware"))
+def test_yaml_text_that_is_not_unicode_is_refused(capsys, tmp_path, flag):
+    """``name: "caf\\uDCE9"`` (a lone surrogate by escape): read, then a UnicodeEncodeError
+    traceback where the report printed the name; now refused at load with the line."""
+    src = ZOO_DIR / "llama3-8b.yaml" if flag == "--model" else PROFILE_DIR / "h100-sxm.yaml"
+    lines = src.read_text().splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("name:"))
+    lines[i] = 'name: "caf\\uDCE9"'
+    path = tmp_path / "x.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    argv = ["predict", "--model", "llama3-8b", "--hardware", "h100-sxm", "--chips", "8"]
+    argv[argv.index(flag) + 1] = str(path)
+    run_fails(capsys, argv, f"x.yaml line {i + 1}", "not valid Unicode")

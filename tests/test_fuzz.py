@@ -225,13 +225,16 @@ def run_case(case: Case, timeout: float = CASE_TIMEOUT_S) -> list[Outcome]:
 
 # --- values -----------------------------------------------------------------------------------
 
+#: Valid but extreme: the upper bounds of the specs and flags (2^13, 2^14 layers, 2^22 widths,
+#: 2^24 tokens or chips, 2^32 sequences).
+EDGES = ("8192", "16384", "4194304", "16777216", "4294967296")
 #: Text given where a number goes (a flag, a CSV cell).
 BAD_NUMBER_TEXT = ("nan", "NaN", "inf", "-inf", "Infinity", "1e400", "-1e400", "1e-320", "-1",
                    "0", "-0", "0.5", "1.5", str(10**24), "1" + "0" * 400, "abc", "", " ", "0x10",
-                   "1_000", "\uff18", "1e", "--", "caf\udce9")
+                   "1_000", "\uff18", "1e", "--", "caf\udce9", *EDGES)
 #: YAML literals put where a number goes in a model or a profile.
 BAD_YAML_VALUES = (".nan", ".inf", "-.inf", "1.0e+400", "1.0e-320", "-1", "0", str(10**24),
-                   "'abc'", "[]", "{}", "null", "true", "3.5", "'8'", "-0.0", "1e3")
+                   "'abc'", "[]", "{}", "null", "true", "3.5", "'8'", "-0.0", "1e3", *EDGES)
 #: Text put where a name goes.
 BAD_NAMES = ("", " ", "x" * 300, "caf\udce9", "../../etc/passwd", "a/b", "-", "h100-sxm" * 40)
 
@@ -675,11 +678,25 @@ def _assert_clean(case: Case) -> None:
 RAW_BIG_INT = pytest.mark.xfail(
     strict=True, reason="issue 15 (reported): calibration/raw.py _check_row: int('1' + 400 "
     "zeros) in an int field, then math.isfinite() raises OverflowError (a traceback from fit)")
+RAW_HUGE_BYTES = pytest.mark.xfail(
+    strict=True, reason="issue 15 (reported): a collective row with nbytes 1e300 (finite, so "
+    "raw.py keeps it): calibration/fitting/fit.py least_squares raises ValueError 'array must "
+    "not contain infs or NaNs' (a traceback from fit)")
+PUBLISHED_MOE = pytest.mark.xfail(
+    strict=True, reason="issue 15 (reported): simulator/published/model.py _moe builds MoESpec "
+    "outside model_of's try: n_experts 100000, top_k > n_experts, ... raise a pydantic "
+    "ValidationError traceback from validate --published instead of a skipped row")
+
+
+RANK_DEEP = pytest.mark.xfail(
+    strict=True, reason="issue 15 (reported): simulator/search/timing.py groups() packs "
+    "(pipeline, virtual stages) as pp * 4096 + v; a model of 8192+ layers has v >= 4096, which "
+    "decodes to the wrong pair (pp=3, v=0: ZeroDivisionError in stage_layers)")
 
 
 @pytest.mark.parametrize("strategy, n", [
     (predict_case, 120), (rank_case, 25), (plan_case, 20), (compare_case, 20),
-    (published_case, 60), pytest.param(raw_case, 60, marks=RAW_BIG_INT)],
+    (published_case, 60), (raw_case, 60)],
     ids=lambda x: getattr(x, "__name__", str(x)))
 def test_fuzz(strategy, n):
     """A bounded sample of each kind of bad input: a clean error or a clean success, never a
@@ -695,9 +712,10 @@ def test_fuzz(strategy, n):
 
 # --- what the fuzz found (regressions) ------------------------------------------------------------
 
-def _assert_outcome(argv: list[str], verdict: str = "clean_error", **kw) -> Outcome:
+def _assert_outcome(argv: list[str], verdicts: tuple[str, ...] = ("clean_error",),
+                    **kw) -> Outcome:
     o = run_cli(argv, timeout=30, **kw)
-    assert o.verdict == verdict, str(o)
+    assert o.verdict in verdicts, str(o)
     return o
 
 
@@ -711,3 +729,39 @@ def test_raw_csv_integer_too_large_for_a_float(tmp_path):
     write_raw_rows(tmp_path, rows)
     o = _assert_outcome(["fit", str(tmp_path)])
     assert "line 7" in o.detail and "m" in o.detail
+
+
+@RANK_DEEP
+def test_rank_a_model_of_8192_layers(tmp_path):
+    """ModelSpec allows 16,384 layers; rank must refuse or rank such a model, not crash."""
+    text = (ZOO_DIR / "llama3-8b.yaml").read_text().replace("n_layers: 32\n", "n_layers: 8192\n")
+    (tmp_path / "deep.yaml").write_text(text)
+    _assert_outcome(["rank", "--model", str(tmp_path / "deep.yaml"), "--hardware", "h100-sxm",
+                     "--chips", "8", "--seq-len", "128", "--global-batch", "8"], PASSING)
+
+
+@RAW_HUGE_BYTES
+def test_raw_csv_collective_of_1e300_bytes(tmp_path):
+    from calibration.raw import write_raw_rows
+    from tests.test_calibration_fit import synthetic_rows
+
+    rows = synthetic_rows()
+    i = next(i for i, r in enumerate(rows) if r["kind"] == "collective")
+    rows[i]["nbytes"] = 1e300
+    write_raw_rows(tmp_path, rows)
+    _assert_outcome(["fit", str(tmp_path)])
+
+
+@PUBLISHED_MOE
+@pytest.mark.parametrize("column, value", [("n_shared_experts", "4194304"), ("top_k", "9999"),
+                                           ("n_experts", "100000")])
+def test_published_moe_row_out_of_the_spec_bounds_is_a_skip(tmp_path, column, value):
+    from simulator.published.jobs import Case as PublishedCase
+    from simulator.published.jobs import row_to_case
+    from tests.published_helpers import all_rows, write_csv
+
+    row = next(r for r in all_rows() if r.text("is_moe").lower() == "yes"
+               and isinstance(row_to_case(r), PublishedCase))
+    path = write_csv(tmp_path / "runs.csv", [{**row.raw, column: value}])
+    o = _assert_outcome(["validate", "--published", str(path), "--cv", "none"])
+    assert column in o.detail
