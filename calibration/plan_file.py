@@ -30,7 +30,8 @@ def plan_path(directory: str | Path) -> Path:
 
 
 def write_plan(directory: str | Path, options: dict, reps: int, case_ids: list[str]) -> None:
-    """``options``: backend, devices, quick, mesh (the ``--mesh`` text or None), multi_host."""
+    """``options``: backend, devices (per process), quick, mesh (the ``--mesh`` text or None),
+    multi_host, processes (the process count) and local_processes (``--local-processes``)."""
     path = plan_path(directory)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"version": 1, "options": options, "reps": reps,
@@ -66,8 +67,10 @@ def resume_command(directory: str | Path, options: dict | None, rows: list[dict]
         cmd.append("--quick")
     if options.get("mesh"):
         cmd += ["--mesh", options["mesh"]]
-    if options.get("multi_host"):
-        cmd.append("--multi-host")
+    if options.get("local_processes"):
+        cmd += ["--local-processes", str(options["local_processes"])]
+    elif options.get("multi_host"):
+        cmd.append("--multi-host")  # or each process's --coordinator ... flags, as first given
     return " ".join(cmd + ["--out", str(directory), "--resume"])
 
 

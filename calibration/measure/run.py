@@ -7,6 +7,7 @@ must be set first, else a CPU run silently gets one device). Multi-host runs cal
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import socket
@@ -16,6 +17,8 @@ from pathlib import Path
 from calibration.cases import BenchCase, plan_cases
 from calibration.dtypes import run_dtype
 from calibration.lock import directory_lock
+from calibration.measure.launch import (Processes, agree, digest, share_from_zero, start_runtime,
+                                       stop_runtime)
 from calibration.plan_file import incomplete_tail, read_plan, resume_command, write_plan
 from calibration.raw import (REPS_FULL, REPS_QUICK, check_kinds, raw_path, read_raw_file,
                             write_raw_rows)
@@ -92,46 +95,54 @@ def shape_job(sharding: ShardingSpec, n_devices: int):
 def calibrate(out: str | Path, backend: str = "cpu", devices: int | None = None,
               quick: bool = False, resume: bool = False, mesh: dict[str, int] | None = None,
               multi_host: bool = False, limit: int | None = None, log=print,
-              mesh_text: str | None = None) -> Path:
+              mesh_text: str | None = None, processes: Processes | None = None,
+              local_processes: int | None = None) -> Path:
     """Measure every planned case into ``out/raw.csv``; returns its path.
 
     ``limit`` stops after that many new cases (a long run in chunks; ``resume`` continues).
     The directory is locked for the run (:mod:`calibration.lock`), its plan written to
     ``plan.json`` (:mod:`calibration.plan_file`); ``resume`` first drops a last case cut short
-    and measures it again. ``mesh_text`` is ``mesh`` as typed, for the resume command."""
+    and measures it again. ``mesh_text`` is ``mesh`` as typed, for the resume command.
+
+    Several processes (``processes``, :mod:`calibration.measure.launch`; ``multi_host`` alone
+    means JAX's auto-detection) each run this with the same options: they check that they
+    planned the same cases with the same jax (:func:`~calibration.measure.launch.agree`), then
+    process 0 alone locks and reads the directory and hands every process the cases still to
+    measure; all measure them in the same order (the collectives span every process), and
+    process 0 alone writes rows, timed on its own clock. ``devices`` is per process;
+    ``local_processes`` is recorded only so the resume command can start them again."""
+    procs = processes or Processes("auto" if multi_host else "single")
     configure_backend(backend, devices)
     import jax
 
-    if multi_host:
-        jax.distributed.initialize()
+    start_runtime(procs, backend)
     require_backend(backend)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise MeshcastError(f"out: {out} is a file, not a directory")
     writer = jax.process_index() == 0
     if not writer:
-        return _calibrate(out, quick, resume, mesh, limit, log, writer, {})
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MeshcastError(f"out: cannot create {out}: {e.strerror}") from None
-    options = {"backend": backend, "devices": len(jax.devices()) if backend == "cpu" else None,
+        log = _quiet
+    options = {"backend": backend,
+               "devices": jax.local_device_count() if backend == "cpu" else None,
                "quick": quick, "mesh": mesh_text or (",".join(f"{a}={n}" for a, n in mesh.items())
                                                      if mesh else None),
-               "multi_host": multi_host}
-    with directory_lock(out):
-        return _calibrate(out, quick, resume, mesh, limit, log, writer, options)
+               "multi_host": procs.distributed, "processes": jax.process_count(),
+               "local_processes": local_processes}
+    path = _calibrate(out, quick, resume, mesh, limit, log, writer, options)
+    stop_runtime()  # a barrier: only once every process measured every case
+    return path
+
+
+def _quiet(*_a, **_k) -> None:
+    """The log of processes other than 0 (process 0 speaks for the run)."""
 
 
 def _calibrate(out: Path, quick, resume, mesh, limit, log, writer, options) -> Path:
     import jax
+    import jaxlib
 
     from calibration.measure.bench import median, time_case
     from calibration.measure.mesh import make_jax_mesh
 
-    if not resume and raw_path(out).exists() and raw_path(out).stat().st_size:
-        raise MeshcastError(f"out: {raw_path(out)} already holds measurements; pass --resume to "
-                            "continue that run, or choose a new --out directory")
     n = len(jax.devices())
     default = {"data": 2, "expert": 2, "model": -1} if n % 4 == 0 else {"data": -1}
     sharding = ShardingSpec(mesh=mesh or default)
@@ -139,7 +150,46 @@ def _calibrate(out: Path, quick, resume, mesh, limit, log, writer, options) -> P
     cases = plan_cases(dict(jmesh.shape), shape_job(sharding, n), quick,
                        run_dtype(jax.default_backend()))
     reps = REPS_QUICK if quick else REPS_FULL
-    rows = []
+    ids = [c.case_id for c in cases]
+    agree("plan", {"cases": len(ids), "cases_sha256": digest(ids), "reps": reps,
+                   "mesh": dict(jmesh.shape), "limit": limit,
+                   "jax": jax.__version__, "jaxlib": jaxlib.__version__}, describe=_plan_text)
+    rows: list[dict] = []
+    lock = contextlib.ExitStack()
+
+    def prepare() -> dict:  # process 0 only: lock, read and write the directory
+        lock.enter_context(directory_lock(_make_dir(out)))
+        rows.extend(_prepare(out, cases, reps, resume, options, log))
+        done = {r["case_id"] for r in rows}
+        return {"todo": [c for c in ids if c not in done], "done": len(done)}
+
+    with lock:
+        plan = share_from_zero("todo", prepare if writer else None)
+        by_id = {c.case_id: c for c in cases}
+        todo, done = [by_id[cid] for cid in plan["todo"]], plan["done"]
+        hosts = jax.process_count()
+        where = f"{n} {jax.devices()[0].device_kind} devices" + (
+            f" ({hosts} processes x {jax.local_device_count()})" if hosts > 1 else "")
+        log(f"calibrate: {len(cases)} cases on {where}, mesh {dict(jmesh.shape)}; {done} done, "
+            f"{len(todo)} to run -> {raw_path(out)}")
+        meta = run_metadata()
+        for i, case in enumerate(todo[:limit] if limit is not None else todo, start=1):
+            times = time_case(case, jmesh, reps)
+            if writer:
+                rows.extend(_rows(case, times, meta))
+                write_raw_rows(out, rows)
+            log(f"  [{done + i}/{len(cases)}] {case.case_id}: median "
+                f"{median(times) * 1e6:.1f} us")
+    return raw_path(out)
+
+
+def _prepare(out: Path, cases, reps, resume, options, log) -> list[dict]:
+    """Process 0, holding the lock: the rows to keep (``resume``: the file's, less a last case
+    cut short, written back), after writing the plan; a MeshcastError when the directory holds
+    another run's measurements or plan."""
+    rows: list[dict] = []
+    if not resume and raw_path(out).exists() and raw_path(out).stat().st_size:
+        _refuse_overwrite(out)
     if resume:
         old = read_plan(out)
         if old and old["cases"] != [c.case_id for c in cases]:
@@ -157,22 +207,29 @@ def _calibrate(out: Path, quick, resume, mesh, limit, log, writer, options) -> P
                 f"dropping its {len(rows) - len(kept)} whole row(s)"
                 + (" and a partial line" if cut else "") + " and measuring it again")
             rows = kept
-            if writer:
-                write_raw_rows(out, rows)
-    if writer:
-        write_plan(out, options, reps, [c.case_id for c in cases])
-    done = {r["case_id"] for r in rows}
-    todo = [c for c in cases if c.case_id not in done]
-    log(f"calibrate: {len(cases)} cases on {n} {jax.devices()[0].device_kind} devices, "
-        f"mesh {dict(jmesh.shape)}; {len(done)} done, {len(todo)} to run -> {raw_path(out)}")
-    meta = run_metadata()
-    for i, case in enumerate(todo[:limit] if limit is not None else todo, start=1):
-        times = time_case(case, jmesh, reps)
-        rows += _rows(case, times, meta)
-        if writer:
             write_raw_rows(out, rows)
-        log(f"  [{len(done) + i}/{len(cases)}] {case.case_id}: median {median(times) * 1e6:.1f} us")
-    return raw_path(out)
+    write_plan(out, options, reps, [c.case_id for c in cases])
+    return rows
+
+
+def _refuse_overwrite(out: Path):
+    raise MeshcastError(f"out: {raw_path(out)} already holds measurements; pass --resume to "
+                        "continue that run, or choose a new --out directory")
+
+
+def _make_dir(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise MeshcastError(f"out: {out} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MeshcastError(f"out: cannot create {out}: {e.strerror}") from None
+    return out
+
+
+def _plan_text(v: dict) -> str:
+    return (f"{v['cases']} cases (sha256 {v['cases_sha256']}) on mesh {v['mesh']}, {v['reps']} "
+            f"repetitions, limit {v['limit']}, jax {v['jax']} / jaxlib {v['jaxlib']}")
 
 
 def _rows(case: BenchCase, times: list[float], meta: dict) -> list[dict]:

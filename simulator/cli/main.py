@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from simulator.cli import (args as cli_args, compare as cli_compare, published as cli_published,
@@ -88,6 +89,31 @@ def _add_predict(sub) -> None:
     cli_search.add_profiles_arg(p)
 
 
+def _add_process_args(p) -> None:
+    """How a calibrate/validate process joins others (:mod:`calibration.measure.launch`)."""
+    from calibration.measure.launch import (MAX_LOCAL_PROCESSES, MAX_PROCESSES,
+                                            coordinator_address)
+
+    g = p.add_argument_group("several processes (JAX's distributed runtime)")
+    g.add_argument("--multi-host", action="store_true", help="one process per host: call "
+                   "jax.distributed.initialize(), which detects coordinator, process count and "
+                   "id on Cloud TPU pods, under SLURM and Open MPI")
+    g.add_argument("--coordinator", type=coordinator_address, metavar="HOST:PORT",
+                   help="process 0's address, with --num-processes and --process-id (default: "
+                   "none; no distributed runtime unless --multi-host)")
+    g.add_argument("--num-processes", type=cli_args.positive_int(MAX_PROCESSES, example=2),
+                   metavar="N", help="processes in the run, with --coordinator (default: none)")
+    g.add_argument("--process-id", type=cli_args.positive_int(MAX_PROCESSES - 1, minimum=0,
+                                                              example=0),
+                   metavar="I", help="this process, 0 to N-1, with --coordinator (default: "
+                   "none)")
+    g.add_argument("--local-processes", type=cli_args.positive_int(MAX_LOCAL_PROCESSES,
+                                                                   example=2),
+                   metavar="N", help="CPU: start N processes of this command here, joined over "
+                   "the loopback interface, each with --devices devices; process 0 writes "
+                   "(default: one process)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = cli_args.MeshcastParser(prog="meshcast", description="Forecast sharded dense/MoE "
                                  "LLM training step time on a concrete topology.")
@@ -107,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     ca = sub.add_parser("calibrate", help="time kernels and collectives with JAX into raw rows")
     ca.add_argument("--backend", choices=["cpu", "gpu", "tpu"], default="cpu",
                     help="the JAX backend to measure")
-    ca.add_argument("--devices", type=cli_args.positive_int(4096), help="CPU: virtual devices (default 8)")
+    ca.add_argument("--devices", type=cli_args.positive_int(4096),
+                    help="CPU: virtual devices per process (default 8)")
     ca.add_argument("--quick", action="store_true", help="a short sweep (about a minute on CPU)")
     ca.add_argument("--out", required=True, help="directory for raw.csv")
     ca.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -115,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "data=2,expert=2,model=2 (default: data=2,expert=2,model=-1 when the device "
                     "count is a multiple of 4, "
                     "else data=-1)")
-    ca.add_argument("--multi-host", action="store_true", help="call jax.distributed.initialize()")
+    _add_process_args(ca)
     ca.add_argument("--limit", type=cli_args.positive_int(10**6),
                     help="measure at most N new cases, then stop (continue "
                     "later with --resume; default: no limit, every case)")
@@ -135,11 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "omitted: give --published instead")
     va.add_argument("--backend", choices=["cpu", "gpu", "tpu"], default="cpu",
                     help="the JAX backend to run the train steps on")
-    va.add_argument("--devices", type=cli_args.positive_int(4096), help="CPU: virtual devices (default 8)")
+    va.add_argument("--devices", type=cli_args.positive_int(4096),
+                    help="CPU: virtual devices per process (default 8)")
     va.add_argument("--quick", action="store_true", help="two cases, short sequences")
     va.add_argument("--hlo", action="store_true", help="also compare the collectives XLA "
                     "compiled with the step graph's, kind by kind")
     va.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_process_args(va)
     cli_published.add_validate_args(va)
     mo = sub.add_parser("models", help="list the model zoo")
     mo.add_argument("--json", action="store_true", help="print one JSON list")
@@ -265,16 +294,30 @@ def _cmd_models(a) -> int:
 
 
 def _cmd_calibrate(a) -> int:
-    from calibration.measure.run import calibrate
+    from calibration.measure.launch import (LOCAL_ENV, processes_from_args,
+                                            run_local_processes)
     from simulator.specs.sharding import parse_mesh
+
+    procs = processes_from_args(a)
+    mesh = parse_mesh(a.mesh) if a.mesh else None  # a bad --mesh fails here, not in N processes
+    if procs.mode == "local":
+        from calibration.plan_file import plan_path
+
+        return run_local_processes(a.argv, procs.local_processes, lambda crashed: (
+            f"continue with `meshcast {' '.join(a.argv)}"
+            f"{'' if a.resume else ' --resume'}`" if crashed and plan_path(a.out).exists()
+            else ""))
+    from calibration.measure.run import calibrate
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     path = calibrate(a.out, backend=a.backend, devices=a.devices, quick=a.quick, resume=a.resume,
-                     mesh=parse_mesh(a.mesh) if a.mesh else None, multi_host=a.multi_host,
-                     limit=a.limit, log=log, mesh_text=a.mesh)
-    print(path)
+                     mesh=mesh, multi_host=a.multi_host, limit=a.limit, log=log,
+                     mesh_text=a.mesh, processes=procs,
+                     local_processes=int(os.environ.get(LOCAL_ENV, 0)) or None)
+    if path is not None:
+        print(path)
     return 0
 
 
@@ -301,18 +344,30 @@ def _cmd_validate(a) -> int:
     if len(a.profile) > 1:
         raise MeshcastError(f"profile: --calibration validates one profile; got {len(a.profile)}")
     from calibration.fitting.files import fitted_profile_path
+    from calibration.measure.launch import (processes_from_args, run_local_processes,
+                                            start_runtime, stop_runtime)
     from calibration.measure.run import configure_backend, require_backend
 
+    procs = processes_from_args(a)
     profile = fitted_profile_path(a.calibration, a.profile[0] if a.profile else None)
+    if procs.mode == "local":
+        return run_local_processes(a.argv, procs.local_processes)
     configure_backend(a.backend, a.devices)
+    start_runtime(procs, a.backend)
     require_backend(a.backend)
+    import jax
+
     from calibration.measure.validate import validate
 
+    first = jax.process_index() == 0  # process 0 speaks for the run
+
     def log(msg: str) -> None:
-        print(msg, file=sys.stderr if a.json else sys.stdout, flush=True)
+        if first:
+            print(msg, file=sys.stderr if a.json else sys.stdout, flush=True)
 
     result = validate(a.calibration, profile, quick=a.quick, hlo=a.hlo, log=log)
-    if a.json:
+    stop_runtime()
+    if a.json and first:
         print(json.dumps(result, indent=2))
     return 0
 
@@ -325,7 +380,9 @@ COMMANDS = {"predict": _cmd_predict, "calibrate": _cmd_calibrate, "fit": _cmd_fi
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)
+        args.argv = argv  # --local-processes starts this command line again
         try:
             code = COMMANDS[args.command](args)
         except MeshcastError as e:
