@@ -36,7 +36,8 @@ SKIPPED = {
     "meshcast calibrate --backend cpu --devices 8 --quick --out cal/": _CALIBRATION,
     "meshcast fit cal/": _CALIBRATION,
     "meshcast validate --calibration cal/ --quick": _CALIBRATION + ", then real train steps",
-    "meshcast predict --hardware cal/profile.yaml --model llama3-8b --chips 8 --seq-len 512":
+    "meshcast predict --hardware cal/profile.yaml --model llama3-8b --chips 8 --seq-len 512 "
+    "--global-batch 8":
         _CALIBRATION,
     "meshcast calibrate --backend gpu --out cal-h200/ && meshcast fit cal-h200/ --base h200":
         "needs a GPU",

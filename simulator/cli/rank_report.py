@@ -290,22 +290,28 @@ def format_plan(res) -> str:
 
 
 def failure_lines(models: dict) -> list[str]:
-    """The interruption model each profile's days count (or that none is counted), each
-    input with its source and whether it is measured, given or assumed."""
+    """The interruption model each profile's days count (or that none is counted): each input
+    with its basis (measured, given, assumed) and a numbered source, each source said once."""
     if not models or all(m is None for m in models.values()):
         return ["  days: the ideal time (steps x step time); no interruptions counted"]
-    out = ["  days: expected wall clock with interruptions, checkpoints and restarts "
-           "(Daly 2006; checkpoint every 'interval', optimal unless given); p90 from a seeded "
-           "Monte Carlo; ideal d: steps x step time"]
+    sources: list[str] = []
+
+    def ref(v) -> str:
+        if v.source not in sources:
+            sources.append(v.source)
+        return f"[{sources.index(v.source) + 1}]"
+
+    out = ["  days: expected wall clock with interruptions, checkpoints and restarts (Daly 2006, "
+           "checkpoint interval optimal unless given); p90 from a seeded Monte Carlo; ideal d: "
+           "steps x step time"]
     for hw, m in models.items():
-        r = m.rate_per_chip_day
-        out.append(f"  {hw}: {r.value:.3g} interruptions per chip-day ({r.basis}: {r.source}); "
-                   f"restart {m.restart_s.value / 60:.3g} min ({m.restart_s.source}); checkpoint "
-                   f"write {m.storage_bw_per_host.value / 1e9:.3g} GB/s per host "
-                   f"({m.storage_bw_per_host.source}), "
+        r, rs, bw = m.rate_per_chip_day, m.restart_s, m.storage_bw_per_host
+        out.append(f"  {hw}: {r.value:.3g} interruptions per chip-day ({r.basis} {ref(r)}), "
+                   f"restart {rs.value / 60:.3g} min {ref(rs)}, checkpoint write "
+                   f"{bw.value / 1e9:.3g} GB/s per host {ref(bw)}, "
                    f"{'asynchronous' if m.async_checkpoint else 'synchronous'}"
                    + (f", every {m.interval_s / 60:g} min" if m.interval_s else ""))
-    return out
+    return out + [f"    [{i}] {src}" for i, src in enumerate(sources, 1)]
 
 
 def _price_lines(res) -> list[str]:
