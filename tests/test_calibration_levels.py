@@ -234,3 +234,58 @@ def test_cross_host_coefficients_are_the_switch_ones():
 def test_fit_all_keeps_hierarchical_groups_out_of_the_level_fits():
     _, fits = fit_all(two_level_rows())
     assert not any(g.endswith("data+model") for g in fits)
+
+
+# --- validate across hosts ----------------------------------------------------------------
+def fake_case_levels(per_host: int):
+    """:func:`calibration.measure.validate.case_levels` on fake devices, ``per_host`` a host."""
+    from calibration.measure.mesh import mesh_axes
+    from simulator.specs.sharding import ShardingSpec
+
+    def levels(mesh_sizes: dict) -> dict[str, str]:
+        names, shape = mesh_axes(ShardingSpec(mesh=mesh_sizes), math.prod(mesh_sizes.values()))
+        devs = fake_mesh(shape, per_host)
+        return {a: axis_levels(devs, names, (a,))[0] for a, v in mesh_sizes.items() if v > 1}
+
+    return levels
+
+
+def test_multi_host_cases_span_the_hosts():
+    from calibration.measure.validate import multi_host_cases
+
+    levels = fake_case_levels(per_host=4)
+    cases = multi_host_cases(8, 2, quick=False)
+    got = [(kind, levels(mesh)) for kind, mesh, _ in cases]
+    assert got[:3] == [
+        ("dense", {"data": ACROSS_HOSTS, "fsdp": WITHIN_HOST, "model": WITHIN_HOST}),
+        ("moe", {"data": ACROSS_HOSTS, "expert": WITHIN_HOST, "model": WITHIN_HOST}),
+        ("moe", {"expert": HIER, "model": WITHIN_HOST})]  # expert across hosts (and within)
+    assert got[3] == ("dense", {"data": HIER}) and got[4][1]["fsdp"] == HIER
+    assert multi_host_cases(8, 2, quick=True) == cases[:3]
+    assert all(math.prod(m.values()) == 8 and gb == 16 for _, m, gb in cases)
+    with pytest.raises(MeshcastError, match="even number of devices per host"):
+        multi_host_cases(6, 2, quick=True)
+
+
+def test_validate_over_hosts_reports_each_cases_levels_and_the_cross_host_error(tmp_path,
+                                                                               monkeypatch):
+    import jax
+
+    from calibration.fitting.fit_cli import run_fit
+    from calibration.measure import validate as v
+
+    write_raw_rows(tmp_path, two_level_rows())
+    run_fit(tmp_path)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jax, "device_count", lambda: 8)
+    monkeypatch.setattr(v, "case_levels", fake_case_levels(per_host=4))
+    monkeypatch.setattr(v, "measure_step", lambda *a, **k: 1.0)  # no jax steps: 1 s measured
+    lines: list[str] = []
+    out = v.validate(tmp_path, quick=True, log=lines.append)
+    assert [c["case"] for c in out["cases"]] == [
+        "dense data=2,fsdp=2,model=2", "moe data=2,expert=2,model=2", "moe expert=4,model=2"]
+    assert out["cases"][2]["levels"] == {"expert": HIER, "model": WITHIN_HOST}
+    assert out["hosts"] == 2
+    assert out["median_abs_error_across_hosts"] == pytest.approx(out["median_abs_error"])
+    assert any("levels: data cross_host, fsdp host, model host" in ln for ln in lines)
+    assert "over the 3 cases whose mesh crosses hosts (2 processes)" in lines[-1]

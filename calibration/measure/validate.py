@@ -1,6 +1,12 @@
 """`meshcast validate --calibration DIR`: time the reference train step for several (model, mesh)
 cases and set each beside meshcast's forecast from the fitted profile file (``DIR/profile.yaml``,
-as ``meshcast fit DIR`` wrote it, or ``--profile PATH``), recorded by its sha256."""
+as ``meshcast fit DIR`` wrote it, or ``--profile PATH``), recorded by its sha256.
+
+Over several hosts (jax processes) every process runs the same steps, and the cases' meshes span
+the hosts (:func:`multi_host_cases`): data across hosts with expert and model within, and expert
+across hosts; each case records the level every mesh axis crosses on the real devices
+(:func:`calibration.levels.axis_levels`), and the median error over the cases that cross hosts is
+reported apart."""
 
 from __future__ import annotations
 
@@ -25,6 +31,47 @@ CASES = [
     ("moe", {"data": 2, "expert": 4}, 16),
 ]
 QUICK_CASES = [CASES[1], CASES[3]]
+
+
+def multi_host_cases(n_devices: int, n_hosts: int, quick: bool) -> list[tuple[str, dict, int]]:
+    """The cases of a run over ``n_hosts`` hosts of ``n_devices / n_hosts`` devices each (at
+    least 2), every mesh spanning the hosts, each a whole multiple of the devices (the mesh
+    puts ``data`` outermost, then ``fsdp``, ``expert``, ``model``: the first axes named run across
+    hosts): dense ``data`` across hosts with ``fsdp`` x ``model`` within; MoE ``data`` across with
+    ``expert`` x ``model`` within; MoE ``expert`` across hosts and within (the hierarchical
+    all-to-all) with ``model`` within; and, unless ``quick``, dense ``data`` over every device
+    (a hierarchical gradient all-reduce) and dense ``fsdp`` across and within. Global batch: two
+    sequences per device."""
+    p, gb = n_devices // n_hosts, 2 * n_devices
+    if p < 2 or p % 2:
+        from meshcast.errors import MeshcastError
+
+        raise MeshcastError(f"validate: {n_hosts} hosts of {p} devices each; the multi-host "
+                            "cases need an even number of devices per host")
+    out = [("dense", {"data": n_hosts, "fsdp": p // 2, "model": 2}, gb),
+           ("moe", {"data": n_hosts, "expert": p // 2, "model": 2}, gb),
+           ("moe", {"expert": n_hosts * p // 2, "model": 2}, gb)]
+    if not quick:
+        out += [("dense", {"data": n_devices}, gb),
+                ("dense", {"fsdp": n_hosts * p // 2, "model": 2}, gb)]
+    return [(k, {a: v for a, v in m.items() if v > 1} or {"data": 1}, b) for k, m, b in out]
+
+
+def case_levels(mesh_sizes: dict) -> dict[str, str]:
+    """The level(s) each mesh axis of a case crosses on this run's devices
+    (:func:`calibration.levels.axis_levels` on the real mesh the step runs on)."""
+    import math
+
+    import jax
+
+    from calibration.levels import axis_levels
+    from calibration.measure.mesh import make_jax_mesh
+    from simulator.specs.sharding import ShardingSpec
+
+    mesh = make_jax_mesh(ShardingSpec(mesh=mesh_sizes),
+                         jax.devices()[:math.prod(mesh_sizes.values())])
+    return {a: axis_levels(mesh.devices, mesh.axis_names, (a,))[0]
+            for a, v in mesh_sizes.items() if v > 1}
 
 #: Other work on more than this share of the host's cores (1-minute load average before a case
 #: starts, when this process is idle) makes wall-clock step times measure the neighbours too.
@@ -89,7 +136,9 @@ def validate(directory: str | Path, profile: str | Path | None = None, quick: bo
     dtype = run_dtype(backend)
     log(f"  profile {path} ({prof.name}) sha256 {digest}; steps in {dtype}")
     seq, reps = (128, 3) if quick else (256, 5)
-    cases = QUICK_CASES if quick else CASES
+    hosts = jax.process_count()
+    cases = (multi_host_cases(jax.device_count(), hosts, quick) if hosts > 1
+             else QUICK_CASES if quick else CASES)
     clock = "process CPU time" if os.environ.get("MESHCAST_CLOCK") == "process" else "wall clock"
     log(f"  {len(cases)} case{'s' if len(cases) != 1 else ''}, {reps} timed steps each "
         f"(2 warm-up), {clock}" + ("; with XLA's collectives (--hlo)" if hlo else ""))
@@ -111,6 +160,10 @@ def validate(directory: str | Path, profile: str | Path | None = None, quick: bo
             f"{v.forecast_s * 1e3:9.1f} ms  error {100 * v.error:+6.1f}%")
         row = {"case": v.case, "measured_s": v.measured_s, "forecast_s": v.forecast_s,
                "error": v.error}
+        if hosts > 1:
+            row["levels"] = case_levels(mesh_sizes)
+            log("  " + " " * 34 + " levels: " + ", ".join(f"{a} {lv}" for a, lv in
+                                                          row["levels"].items()))
         if hlo:
             from calibration.measure.hlo_compare import compare_case, format_table
 
@@ -121,5 +174,16 @@ def validate(directory: str | Path, profile: str | Path | None = None, quick: bo
         out.append((v, row))
     med = float(np.median([abs(v.error) for v, _ in out]))
     log(f"  median |error| {100 * med:.1f}% over {len(out)} cases")
-    return {"profile": str(path), "profile_sha256": digest, "dtype": dtype,
-            "cases": [row for _, row in out], "median_abs_error": med}
+    result = {"profile": str(path), "profile_sha256": digest, "dtype": dtype,
+              "cases": [row for _, row in out], "median_abs_error": med}
+    if hosts > 1:
+        from calibration.levels import WITHIN_HOST
+
+        across = [abs(v.error) for v, row in out
+                  if any(lv != WITHIN_HOST for lv in row["levels"].values())]
+        result["hosts"] = hosts
+        result["median_abs_error_across_hosts"] = float(np.median(across)) if across else None
+        if across:
+            log(f"  median |error| {100 * result['median_abs_error_across_hosts']:.1f}% over the "
+                f"{len(across)} cases whose mesh crosses hosts ({hosts} processes)")
+    return result
