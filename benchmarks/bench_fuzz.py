@@ -3,7 +3,7 @@ by the strategies of ``tests/test_fuzz.py`` (which runs a bounded sample of them
 ``make test``), with the counts of each outcome: clean errors, successes, tracebacks, hangs,
 nonsense (exit 0 with a NaN, an infinity or a negative time or size; JSON that is not strict)
 and unclear errors (a non-zero exit without one short ``error:`` paragraph). Each distinct bug
-is printed once with its first input. Run with ``make bench`` (about 5 minutes on 2 cores);
+is printed once with its first input. Run with ``make bench`` (5 to 9 minutes on 2 cores);
 ``MESHCAST_FUZZ_SCALE=0.1`` runs a tenth of the cases."""
 
 from __future__ import annotations
