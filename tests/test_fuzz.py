@@ -682,16 +682,6 @@ RAW_HUGE_BYTES = pytest.mark.xfail(
     strict=True, reason="issue 15 (reported): a collective row with nbytes 1e300 (finite, so "
     "raw.py keeps it): calibration/fitting/fit.py least_squares raises ValueError 'array must "
     "not contain infs or NaNs' (a traceback from fit)")
-PUBLISHED_MOE = pytest.mark.xfail(
-    strict=True, reason="issue 15 (reported): simulator/published/model.py _moe builds MoESpec "
-    "outside model_of's try: n_experts 100000, top_k > n_experts, ... raise a pydantic "
-    "ValidationError traceback from validate --published instead of a skipped row")
-
-
-RANK_DEEP = pytest.mark.xfail(
-    strict=True, reason="issue 15 (reported): simulator/search/timing.py groups() packs "
-    "(pipeline, virtual stages) as pp * 4096 + v; a model of 8192+ layers has v >= 4096, which "
-    "decodes to the wrong pair (pp=3, v=0: ZeroDivisionError in stage_layers)")
 
 
 @pytest.mark.parametrize("strategy, n", [
@@ -731,7 +721,6 @@ def test_raw_csv_integer_too_large_for_a_float(tmp_path):
     assert "line 7" in o.detail and "m" in o.detail
 
 
-@RANK_DEEP
 def test_rank_a_model_of_8192_layers(tmp_path):
     """ModelSpec allows 16,384 layers; rank must refuse or rank such a model, not crash."""
     text = (ZOO_DIR / "llama3-8b.yaml").read_text().replace("n_layers: 32\n", "n_layers: 8192\n")
@@ -752,7 +741,6 @@ def test_raw_csv_collective_of_1e300_bytes(tmp_path):
     _assert_outcome(["fit", str(tmp_path)])
 
 
-@PUBLISHED_MOE
 @pytest.mark.parametrize("column, value", [("n_shared_experts", "4194304"), ("top_k", "9999"),
                                            ("n_experts", "100000")])
 def test_published_moe_row_out_of_the_spec_bounds_is_a_skip(tmp_path, column, value):

@@ -51,7 +51,10 @@ def model_of(row: PublishedRow) -> ModelSpec:
     L, D = row.int("n_layers", required=True), row.int("d_model", required=True)
     N = row.int("n_heads", required=True)
     K, hd = row.int("n_kv_heads", default=N), row.int("head_dim")
-    moe = _moe(row) if row.yes("is_moe") else None
+    try:
+        moe = _moe(row) if row.yes("is_moe") else None
+    except ValidationError as e:
+        raise RowError(f"line {row.line}: {from_validation_error(e, 'moe')}") from None
     ffn = row.int("ffn_hidden", required=moe is None) or moe.expert_ffn_hidden
     if "mla" in text and (p := _mla_params(text, D, N)):
         K = max(N // 16, 1)

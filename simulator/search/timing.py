@@ -53,10 +53,11 @@ def _dedup(space) -> tuple[int, int] | None:
 
 def groups(c: Candidates):
     """Row indices per (pipeline, virtual stages)."""
-    key = c.axis("pipeline") * 4096 + c.virtual
-    for k in np.unique(key):
-        idx = np.nonzero(key == k)[0]
-        yield int(k // 4096), int(k % 4096), idx
+    pairs, inv = np.unique(np.stack([c.axis("pipeline"), c.virtual], axis=1), axis=0,
+                           return_inverse=True)
+    inv = inv.ravel()
+    for g, (pp, v) in enumerate(pairs.tolist()):
+        yield int(pp), int(v), np.nonzero(inv == g)[0]
 
 
 class _StageRows:
