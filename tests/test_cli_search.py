@@ -128,3 +128,25 @@ def test_rank_with_the_deduplicated_dispatch_is_faster_across_nodes(capsys):
     assert dedup["step_time_s"] < plain["step_time_s"]
     assert plain["mesh"]["expert"] <= 8 < dedup["mesh"]["expert"]
     assert dedup["step_time_s"] == pytest.approx(dedup["fast_step_time_s"], rel=0.02)
+
+
+def test_rank_time_to_train_counts_interruptions_unless_the_rate_is_zero(capsys):
+    argv = ["rank", "--model", "moe-6.4b", "--hardware", "tpu-v5p", "--chips", "64",
+            "--seq-len", "1024", "--objective", "time_to_train", "--top", "1", "--json"]
+    d = json.loads(ok(capsys, argv))
+    b, f = d["top"][0]["budget"], d["failures"]
+    assert b["days"] > b["ideal_days"] and 0 < b["goodput"]["goodput"] < 1
+    assert b["goodput"]["p90_days"] >= b["goodput"]["p50_days"] > 0
+    assert f["failure_rate_per_chip_day"]["basis"] == "assumed"  # no public TPU rate
+    assert all("source" in v for v in f.values() if isinstance(v, dict))
+    ideal = json.loads(ok(capsys, argv + ["--failure-rate", "0"]))["top"][0]["budget"]
+    assert ideal["days"] == pytest.approx(ideal["ideal_days"]) == pytest.approx(b["ideal_days"])
+    assert ideal["goodput"]["interval_s"] is None  # no checkpoint needed without interruptions
+
+
+@pytest.mark.parametrize("flag, value", [("--failure-rate", "-1"), ("--failure-rate", "nan"),
+                                         ("--restart-min", "1e9"), ("--checkpoint-bw", "0"),
+                                         ("--checkpoint-every", "inf")])
+def test_plan_interruption_options_are_checked(capsys, flag, value):
+    fails(capsys, ["plan", "--model", "moe-6.4b", "--hardware", "h100-sxm", "--chips", "64",
+                   flag, value], flag)
