@@ -49,6 +49,8 @@ TAIL_LINES = 3
 _KV = "meshcast"
 #: set in each process ``--local-processes N`` starts: N (for the ``--resume`` command it gives)
 LOCAL_ENV = "MESHCAST_LOCAL_PROCESSES"
+#: how a process other than 0 words process 0's error (:func:`share_from_zero`)
+RELAYED = "process 0: "
 
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9][A-Za-z0-9.\-_]*))"
                         r":(?P<port>[0-9]{1,5})$")
@@ -132,8 +134,11 @@ def start_runtime(procs: Processes, backend: str) -> None:
         why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         how = ("--coordinator " + procs.coordinator if procs.mode == "explicit"
                else "--multi-host (auto-detection: Cloud TPU, SLURM, Open MPI)")
+        hint = "" if procs.mode == "explicit" else (
+            "; elsewhere give --coordinator HOST:PORT --num-processes N --process-id I to every "
+            "process, or --local-processes N to try it on one machine (CPU)")
         raise MeshcastError(f"multi-host: jax.distributed.initialize with {how} failed: {why}"
-                            ) from None
+                            f"{hint}") from None
 
 
 def stop_runtime() -> None:
@@ -201,7 +206,7 @@ def share_from_zero(name: str, compute):
         return value
     got = json.loads(client.blocking_key_value_get(key, KV_TIMEOUT_S * 1000))
     if "error" in got:
-        raise MeshcastError(f"process 0: {got['error']}")
+        raise MeshcastError(f"{RELAYED}{got['error']}")
     return got["value"]
 
 
@@ -216,18 +221,21 @@ def free_port() -> int:
 
 def child_argv(argv: list[str], n: int, port: int, i: int) -> list[str]:
     """``argv`` (a meshcast command line, without the program) for local process ``i`` of
-    ``n``: ``--local-processes`` dropped, the explicit coordinator flags added."""
+    ``n``: ``--local-processes`` (or the prefix of it argparse accepted) dropped, the explicit
+    coordinator flags added."""
     out, skip = [], False
     for tok in argv:
         if skip:
             skip = False
             continue
-        if tok == "--local-processes":
-            skip = True
+        key = tok.split("=", 1)[0]
+        if tok == "--":
+            out.append(tok)
+        elif len(key) >= 4 and "--local-processes".startswith(key):  # argparse takes "--lo"
+            skip = "=" not in tok
             continue
-        if tok.startswith("--local-processes="):
-            continue
-        out.append(tok)
+        else:
+            out.append(tok)
     return out + ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n),
                   "--process-id", str(i)]
 
@@ -346,6 +354,9 @@ def run_local_processes(argv: list[str], n: int, resume_hint=lambda crashed: "")
     others, said = n - 1, failed.message()
     hint = resume_hint(not said.startswith("error: "))
     said = said[len("error: "):] if said.startswith("error: ") else said
+    if said.startswith(RELAYED):  # another process stopped on process 0's error: report that
+        raise MeshcastError(f"process 0 of {n} failed: {said[len(RELAYED):]}; stopped the "
+                            f"other {others} process{'es' if others != 1 else ''}")
     raise MeshcastError(
         f"process {failed.i} of {n} " + (f"failed ({failed.why()}): {said}" if said else
                                          f"was {failed.why()}" if failed.proc.returncode < 0
@@ -357,7 +368,7 @@ def run_local_processes(argv: list[str], n: int, resume_hint=lambda crashed: "")
 def _wait(children: list[_Child]) -> _Child | None:
     """Poll until every child has exited 0 (None) or one has failed: the failed child.
     Several found failed in one poll: a killed one first (the cause; the others then lose
-    their peer), then one that printed an ``error:`` line."""
+    their peer), then one that printed an ``error:`` line of its own (not process 0's relayed)."""
     while True:
         codes = [c.proc.poll() for c in children]
         bad = [c for c, rc in zip(children, codes) if rc not in (None, 0)]
@@ -365,7 +376,8 @@ def _wait(children: list[_Child]) -> _Child | None:
             for c in bad:
                 for t in c.threads:
                     t.join(timeout=2)
-            bad.sort(key=lambda c: (c.proc.returncode > 0, not c.message().startswith("error:")))
+            bad.sort(key=lambda c: (c.proc.returncode > 0, not c.message().startswith("error:"),
+                                    c.message().startswith("error: " + RELAYED)))
             return bad[0]
         if all(rc == 0 for rc in codes):
             for c in children:

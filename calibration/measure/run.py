@@ -16,6 +16,7 @@ from pathlib import Path
 
 from calibration.cases import BenchCase, plan_cases
 from calibration.dtypes import run_dtype
+from calibration.levels import calibration_mesh
 from calibration.lock import directory_lock
 from calibration.measure.launch import (Processes, agree, digest, share_from_zero, start_runtime,
                                        stop_runtime)
@@ -144,11 +145,10 @@ def _calibrate(out: Path, quick, resume, mesh, limit, log, writer, options) -> P
     from calibration.measure.mesh import make_jax_mesh
 
     n = len(jax.devices())
-    default = {"data": 2, "expert": 2, "model": -1} if n % 4 == 0 else {"data": -1}
-    sharding = ShardingSpec(mesh=mesh or default)
+    sharding = ShardingSpec(mesh=mesh or calibration_mesh(n, jax.process_count()))
     jmesh = make_jax_mesh(sharding)
     cases = plan_cases(dict(jmesh.shape), shape_job(sharding, n), quick,
-                       run_dtype(jax.default_backend()))
+                       run_dtype(jax.default_backend()), devices=jmesh.devices)
     reps = REPS_QUICK if quick else REPS_FULL
     ids = [c.case_id for c in cases]
     agree("plan", {"cases": len(ids), "cases_sha256": digest(ids), "reps": reps,
@@ -233,7 +233,5 @@ def _plan_text(v: dict) -> str:
 
 
 def _rows(case: BenchCase, times: list[float], meta: dict) -> list[dict]:
-    base = {"case_id": case.case_id, "kind": case.kind, "op": case.op, "axis": case.axis,
-            "group_size": case.group_size, "dtype": case.dtype, "m": case.m, "k": case.k,
-            "n": case.n, "hd": case.hd, "nbytes": case.nbytes, "flops": case.flops, **meta}
+    base = {**case.row_fields(), **meta}
     return [dict(base, rep=i, seconds=t) for i, t in enumerate(times)]

@@ -140,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--resume", action="store_true", help="continue an interrupted run")
     ca.add_argument("--mesh", help="mesh to calibrate collectives on, e.g. "
                     "data=2,expert=2,model=2 (default: data=2,expert=2,model=-1 when the device "
-                    "count is a multiple of 4, "
-                    "else data=-1)")
+                    "count is a multiple of 4, else data=-1; over several processes data = the "
+                    "processes and expert=2,model=-1 or model=-1 within each)")
     _add_process_args(ca)
     ca.add_argument("--limit", type=cli_args.positive_int(10**6),
                     help="measure at most N new cases, then stop (continue "
