@@ -240,15 +240,19 @@ def child_argv(argv: list[str], n: int, port: int, i: int) -> list[str]:
                   "--process-id", str(i)]
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    """Linux: the child gets SIGKILL when its parent dies, even by SIGKILL (prctl
-    PR_SET_PDEATHSIG); elsewhere nothing."""
+def _die_with_parent_fn():
+    """A ``preexec_fn``: on Linux the child gets SIGKILL when its parent dies, even by SIGKILL
+    (prctl PR_SET_PDEATHSIG); elsewhere None. libc is loaded here, in the parent: between fork
+    and exec the child only calls it (no import, no lock another thread might hold)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-    except Exception:  # noqa: BLE001 - best effort on systems without prctl
-        pass
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG = 1
 
 
 class _Child:
@@ -258,13 +262,13 @@ class _Child:
 
     NOISE = ("[Gloo]",)
 
-    def __init__(self, i: int, cmd: list[str], env: dict, echo: bool):
+    def __init__(self, i: int, cmd: list[str], env: dict, echo: bool, preexec=None):
         self.i = i
         self.muted = False
         self.tail: collections.deque[str] = collections.deque(maxlen=200)
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True, preexec_fn=_die_with_parent)
+                                     start_new_session=True, preexec_fn=preexec)
         self.threads = [threading.Thread(target=self._pump, args=(self.proc.stdout, sys.stdout,
                                                                   echo, False), daemon=True),
                         threading.Thread(target=self._pump, args=(self.proc.stderr, sys.stderr,
@@ -331,11 +335,11 @@ def run_local_processes(argv: list[str], n: int, resume_hint=lambda crashed: "")
 
     main = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, on_term) if main else None
-    failed = None
+    failed, preexec = None, _die_with_parent_fn()
     try:
         for i in range(n):
             cmd = [sys.executable, "-m", "simulator.cli.main", *child_argv(argv, n, port, i)]
-            children.append(_Child(i, cmd, env, echo=(i == 0)))
+            children.append(_Child(i, cmd, env, echo=(i == 0), preexec=preexec))
         failed = _wait(children)
     except KeyboardInterrupt:
         stopped_by.append(signal.SIGINT)
