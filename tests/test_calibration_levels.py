@@ -258,10 +258,10 @@ def test_multi_host_cases_span_the_hosts():
     got = [(kind, levels(mesh)) for kind, mesh, _ in cases]
     assert got[:3] == [
         ("dense", {"data": ACROSS_HOSTS, "fsdp": WITHIN_HOST, "model": WITHIN_HOST}),
-        ("moe", {"data": ACROSS_HOSTS, "expert": WITHIN_HOST, "model": WITHIN_HOST}),
-        ("moe", {"expert": HIER, "model": WITHIN_HOST})]  # expert across hosts (and within)
+        ("moe", {"expert": HIER, "model": WITHIN_HOST}),  # expert across hosts (and within)
+        ("moe", {"data": ACROSS_HOSTS, "expert": WITHIN_HOST, "model": WITHIN_HOST})]
     assert got[3] == ("dense", {"data": HIER}) and got[4][1]["fsdp"] == HIER
-    assert multi_host_cases(8, 2, quick=True) == cases[:3]
+    assert multi_host_cases(8, 2, quick=True) == cases[:2]
     assert all(math.prod(m.values()) == 8 and gb == 16 for _, m, gb in cases)
     with pytest.raises(MeshcastError, match="even number of devices per host"):
         multi_host_cases(6, 2, quick=True)
@@ -282,10 +282,85 @@ def test_validate_over_hosts_reports_each_cases_levels_and_the_cross_host_error(
     monkeypatch.setattr(v, "measure_step", lambda *a, **k: 1.0)  # no jax steps: 1 s measured
     lines: list[str] = []
     out = v.validate(tmp_path, quick=True, log=lines.append)
-    assert [c["case"] for c in out["cases"]] == [
-        "dense data=2,fsdp=2,model=2", "moe data=2,expert=2,model=2", "moe expert=4,model=2"]
-    assert out["cases"][2]["levels"] == {"expert": HIER, "model": WITHIN_HOST}
+    assert [c["case"] for c in out["cases"]] == ["dense data=2,fsdp=2,model=2",
+                                                 "moe expert=4,model=2"]
+    assert out["cases"][1]["levels"] == {"expert": HIER, "model": WITHIN_HOST}
     assert out["hosts"] == 2
     assert out["median_abs_error_across_hosts"] == pytest.approx(out["median_abs_error"])
     assert any("levels: data cross_host, fsdp host, model host" in ln for ln in lines)
-    assert "over the 3 cases whose mesh crosses hosts (2 processes)" in lines[-1]
+    assert "over the 2 cases whose mesh crosses hosts (2 processes)" in lines[-1]
+
+
+# --- end to end: two local processes on the loopback interface ----------------------------
+def run_levels_end_to_end(out, devices: int, quick_validate: bool = True) -> dict:
+    """``meshcast calibrate --local-processes 2 --devices D --quick``, ``fit``, ``validate
+    --local-processes 2 --devices D [--quick] --json`` into ``out``; returns the figures: the two
+    levels' fitted bandwidths and latencies, the held-out error per level, each validated case
+    and the seconds each stage took."""
+    import subprocess
+    import sys
+    import time
+
+    from hardware_profiles import load_profile_file
+
+    cli = [sys.executable, "-m", "simulator.cli.main"]
+    local = ["--backend", "cpu", "--local-processes", "2", "--devices", str(devices)]
+    took = {}
+
+    def run(stage, *args):
+        t0 = time.perf_counter()
+        res = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=900)
+        took[stage] = time.perf_counter() - t0
+        assert res.returncode == 0, f"{stage}: {res.stderr[-3000:]}"
+        return res.stdout
+
+    run("calibrate", "calibrate", *local, "--quick", "--out", str(out))
+    run("fit", "fit", str(out))
+    val = json.loads(run("validate", "validate", "--calibration", str(out), *local, "--json",
+                         *(["--quick"] if quick_validate else [])))
+    prof = load_profile_file(out / "profile.yaml")
+    report = json.loads((out / "fit_report.json").read_text())
+    return {"levels": [(lv.name, lv.size, lv.link_bandwidth_bytes_per_s.value, lv.latency_s.value,
+                        {k: o.efficiency.value for k, o in lv.collectives.items()})
+                       for lv in prof.network],
+            "held_out": {k: v["held_out_median_abs_error"] for k, v in report["levels"].items()},
+            "validate": val, "took": took, "rows": read_raw_rows(out)}
+
+
+def print_figures(fig: dict) -> None:
+    for name, size, bw, lat, eff in fig["levels"]:
+        print(f"  level {name:<10} size {size}: {bw / 1e9:.3f} GB/s per device, latency "
+              f"{lat * 1e6:.0f} us; per-kind efficiency "
+              + ", ".join(f"{k} {v:.2f}" for k, v in eff.items()))
+    for name, e in fig["held_out"].items():
+        print(f"  held-out median |error| {name}: {100 * e:.1f}%")
+    for c in fig["validate"]["cases"]:
+        print(f"  {c['case']:<30} measured {c['measured_s'] * 1e3:8.1f} ms  forecast "
+              f"{c['forecast_s'] * 1e3:8.1f} ms  error {100 * c['error']:+6.1f}%  "
+              + ", ".join(f"{a} {lv}" for a, lv in c["levels"].items()))
+    v = fig["validate"]
+    print(f"  median |error| over the cross-process steps: "
+          f"{100 * v['median_abs_error_across_hosts']:.1f}% (issue 16 target <= 20%)")
+    print("  took " + ", ".join(f"{k} {s:.0f} s" for k, s in fig["took"].items()))
+
+
+def test_two_local_processes_calibrate_fit_and_validate_across_them(tmp_path):
+    """Issue 16's end-to-end test, reduced to 2 processes x 2 CPU devices (the full 2 x 4 run is
+    ``benchmarks/bench_calibration_levels.py``): every level measured, the fitted profile is
+    hosts x devices per host with two different bandwidths, and a dense and an MoE step whose
+    meshes span both processes are set beside their forecasts. The figures are printed (a CPU
+    host shared with other work moves them), not asserted."""
+    fig = run_levels_end_to_end(tmp_path / "run", devices=2)
+    rows = fig["rows"]
+    assert {r["n_hosts"] for r in rows} == {2} and {r["n_devices"] for r in rows} == {4}
+    coll = {(r["axis"], r["levels"], r["hosts"]) for r in rows if r["kind"] == "collective"}
+    assert {lv for _, lv, _ in coll} == {WITHIN_HOST, ACROSS_HOSTS, HIER}
+    (host, _, bw_in, *_), (cross, hosts, bw_out, *_) = fig["levels"]
+    assert (host, cross, hosts) == (WITHIN_HOST, ACROSS_HOSTS, 2)
+    assert bw_in != bw_out
+    assert set(fig["held_out"]) == {WITHIN_HOST, ACROSS_HOSTS, HIER}
+    cases = fig["validate"]["cases"]
+    assert {c["case"].split()[0] for c in cases} == {"dense", "moe"}
+    assert all(any(lv != WITHIN_HOST for lv in c["levels"].values()) for c in cases)
+    assert all(c["measured_s"] > 0 and c["forecast_s"] > 0 for c in cases)
+    print_figures(fig)

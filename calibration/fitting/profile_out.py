@@ -249,8 +249,10 @@ def _host_skeleton(meta: dict) -> dict:
     # rather than let one reach a profile
     one = {"value": 1.0, "source": "replaced by the fit"}
     curve = {"max_efficiency": 1.0, "half_saturation": 0.0, "source": "replaced by the fit"}
+    hosts = int(meta.get("n_hosts", 1))
+    over = f", {hosts} hosts x {int(meta['n_devices']) // hosts}" if hosts > 1 else ""
     return {"name": "host", "display_name": f"{meta['device_kind']} x {meta['n_devices']} "
-            f"({meta['backend']}) as calibrated",
+            f"({meta['backend']}{over}) as calibrated",
             "chip": {"name": str(meta["device_kind"]), "vendor": "other",
                      "peak_flops_per_s": {"bf16": one}, "hbm_capacity_bytes":
                      {"value": 16e9, "source": "not measured: a nominal host share"},

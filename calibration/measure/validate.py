@@ -35,12 +35,12 @@ QUICK_CASES = [CASES[1], CASES[3]]
 
 def multi_host_cases(n_devices: int, n_hosts: int, quick: bool) -> list[tuple[str, dict, int]]:
     """The cases of a run over ``n_hosts`` hosts of ``n_devices / n_hosts`` devices each (at
-    least 2), every mesh spanning the hosts, each a whole multiple of the devices (the mesh
-    puts ``data`` outermost, then ``fsdp``, ``expert``, ``model``: the first axes named run across
-    hosts): dense ``data`` across hosts with ``fsdp`` x ``model`` within; MoE ``data`` across with
-    ``expert`` x ``model`` within; MoE ``expert`` across hosts and within (the hierarchical
-    all-to-all) with ``model`` within; and, unless ``quick``, dense ``data`` over every device
-    (a hierarchical gradient all-reduce) and dense ``fsdp`` across and within. Global batch: two
+    least 2), every mesh spanning the hosts, each using every device (the mesh puts ``data``
+    outermost, then ``fsdp``, ``expert``, ``model``: the first axes named run across hosts):
+    dense ``data`` across hosts with ``fsdp`` x ``model`` within, and MoE ``expert`` across hosts
+    and within (the hierarchical all-to-all) with ``model`` within; unless ``quick`` also MoE
+    ``data`` across with ``expert`` x ``model`` within, dense ``data`` over every device (a
+    hierarchical gradient all-reduce) and dense ``fsdp`` across and within. Global batch: two
     sequences per device."""
     p, gb = n_devices // n_hosts, 2 * n_devices
     if p < 2 or p % 2:
@@ -49,10 +49,10 @@ def multi_host_cases(n_devices: int, n_hosts: int, quick: bool) -> list[tuple[st
         raise MeshcastError(f"validate: {n_hosts} hosts of {p} devices each; the multi-host "
                             "cases need an even number of devices per host")
     out = [("dense", {"data": n_hosts, "fsdp": p // 2, "model": 2}, gb),
-           ("moe", {"data": n_hosts, "expert": p // 2, "model": 2}, gb),
            ("moe", {"expert": n_hosts * p // 2, "model": 2}, gb)]
     if not quick:
-        out += [("dense", {"data": n_devices}, gb),
+        out += [("moe", {"data": n_hosts, "expert": p // 2, "model": 2}, gb),
+                ("dense", {"data": n_devices}, gb),
                 ("dense", {"fsdp": n_hosts * p // 2, "model": 2}, gb)]
     return [(k, {a: v for a, v in m.items() if v > 1} or {"data": 1}, b) for k, m, b in out]
 
