@@ -43,6 +43,9 @@ RAW_NAME = "raw.csv"
 #: smallest value each numeric field may take (sizes are never negative, a time is positive)
 MINIMUM = {"group_size": 1, "m": 0, "k": 0, "n": 0, "hd": 0, "nbytes": 0.0, "flops": 0.0,
            "hosts": 1, "rep": 0, "n_devices": 1, "n_hosts": 1}
+#: largest value any numeric field may take: no case moves a petabyte, runs a peta-FLOP GEMM or
+#: lasts 30 years; beyond it the fit's arithmetic overflows (a 1e300-byte message)
+MAXIMUM = 1e15
 #: the values of ``levels`` (:mod:`calibration.levels`)
 LEVELS = ("", "host", "cross_host", "host+cross_host")
 KINDS = ("launch", "matmul", "attention", "elementwise", "gather", "block", "head", "collective")
@@ -124,8 +127,15 @@ def _check_row(path: Path, lineno: int, row: dict) -> dict:
             value = cast(row[field])
         except (ValueError, OverflowError):
             raise MeshcastError(f"{where} field {field}: {row[field]!r} is not a number") from None
-        if not math.isfinite(value):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if not finite:
             raise MeshcastError(f"{where} field {field}: {row[field]!r} is not a finite number")
+        if abs(value) > MAXIMUM:
+            raise MeshcastError(f"{where} field {field}: {row[field]} is larger than "
+                                f"{MAXIMUM:g}, which no calibration case reaches")
         if field == "seconds" and value <= 0:
             raise MeshcastError(f"{where} field seconds: {row[field]} must be positive")
         if field in MINIMUM and value < MINIMUM[field]:

@@ -673,17 +673,6 @@ def _assert_clean(case: Case) -> None:
         assert o.verdict in PASSING, f"{case!r}\n{o}"
 
 
-#: A bug the fuzz finds whose cause lies outside the files this test's author could change,
-#: reported with its reproducer (issue 15): strict, so the mark must go once it is fixed.
-RAW_BIG_INT = pytest.mark.xfail(
-    strict=True, reason="issue 15 (reported): calibration/raw.py _check_row: int('1' + 400 "
-    "zeros) in an int field, then math.isfinite() raises OverflowError (a traceback from fit)")
-RAW_HUGE_BYTES = pytest.mark.xfail(
-    strict=True, reason="issue 15 (reported): a collective row with nbytes 1e300 (finite, so "
-    "raw.py keeps it): calibration/fitting/fit.py least_squares raises ValueError 'array must "
-    "not contain infs or NaNs' (a traceback from fit)")
-
-
 @pytest.mark.parametrize("strategy, n", [
     (predict_case, 120), (rank_case, 25), (plan_case, 20), (compare_case, 20),
     (published_case, 60), (raw_case, 60)],
@@ -709,7 +698,6 @@ def _assert_outcome(argv: list[str], verdicts: tuple[str, ...] = ("clean_error",
     return o
 
 
-@RAW_BIG_INT
 def test_raw_csv_integer_too_large_for_a_float(tmp_path):
     from calibration.raw import write_raw_rows
     from tests.test_calibration_fit import synthetic_rows
@@ -729,7 +717,6 @@ def test_rank_a_model_of_8192_layers(tmp_path):
                      "--chips", "8", "--seq-len", "128", "--global-batch", "8"], PASSING)
 
 
-@RAW_HUGE_BYTES
 def test_raw_csv_collective_of_1e300_bytes(tmp_path):
     from calibration.raw import write_raw_rows
     from tests.test_calibration_fit import synthetic_rows
