@@ -41,6 +41,18 @@ SKIPPED = {
         _CALIBRATION,
     "meshcast calibrate --backend gpu --out cal-h200/ && meshcast fit cal-h200/ --base h200":
         "needs a GPU",
+    "meshcast fit cal-2x8": "needs the 2-node GPU calibration",
+    "meshcast calibrate --backend gpu --coordinator node001:8476 --num-processes 2 "
+    "--process-id 0 --out cal": "needs a GPU cluster",
+    "meshcast calibrate --backend gpu --coordinator node001:8476 --num-processes 2 "
+    "--process-id 1 --out cal": "needs a GPU cluster",
+    "meshcast fit cal": "needs the multi-slice TPU calibration",
+    "meshcast calibrate --backend cpu --local-processes 2 --devices 4 --quick --out cal-local":
+        "minutes of calibration over two local processes (tests/test_calibration_multihost.py "
+        "and test_calibration_levels.py run reduced forms)",
+    "meshcast fit cal-local": "needs the two-process calibration",
+    "meshcast validate --calibration cal-local --local-processes 2 --devices 4 --quick":
+        "needs the two-process calibration, then real train steps",
 }
 
 _FENCE = re.compile(r"^```(\w*)\s*$")
