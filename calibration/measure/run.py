@@ -24,6 +24,7 @@ from calibration.plan_file import incomplete_tail, read_plan, resume_command, wr
 from calibration.raw import (REPS_FULL, REPS_QUICK, check_kinds, raw_path, read_raw_file,
                             write_raw_rows)
 from meshcast.errors import MeshcastError
+from meshcast.out_dir import output_dir
 from simulator.specs.sharding import ShardingSpec
 
 PLATFORM = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
@@ -158,7 +159,7 @@ def _calibrate(out: Path, quick, resume, mesh, limit, log, writer, options) -> P
     lock = contextlib.ExitStack()
 
     def prepare() -> dict:  # process 0 only: lock, read and write the directory
-        lock.enter_context(directory_lock(_make_dir(out)))
+        lock.enter_context(directory_lock(output_dir(out, "a directory for the calibration")))
         rows.extend(_prepare(out, cases, reps, resume, options, log))
         done = {r["case_id"] for r in rows}
         return {"todo": [c for c in ids if c not in done], "done": len(done)}
@@ -215,16 +216,6 @@ def _prepare(out: Path, cases, reps, resume, options, log) -> list[dict]:
 def _refuse_overwrite(out: Path):
     raise MeshcastError(f"out: {raw_path(out)} already holds measurements; pass --resume to "
                         "continue that run, or choose a new --out directory")
-
-
-def _make_dir(out: Path) -> Path:
-    if out.exists() and not out.is_dir():
-        raise MeshcastError(f"out: {out} is a file, not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MeshcastError(f"out: cannot create {out}: {e.strerror}") from None
-    return out
 
 
 def _plan_text(v: dict) -> str:

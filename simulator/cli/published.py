@@ -20,6 +20,9 @@ from datetime import date
 from pathlib import Path
 
 from meshcast.errors import MeshcastError
+from meshcast.out_dir import output_dir
+
+_FITTED = "a directory for the fitted profiles"
 
 CV_CHOICES = ("hardware", "model", "source", "all", "none")
 
@@ -211,14 +214,15 @@ def cmd_fit(a) -> int:
     out = Path(a.out)
     if a.hardware:
         name = load_profile(a.hardware).name
-        path = out if out.suffix in (".yaml", ".yml") else _dir(out) / f"{name}.yaml"
+        path = out if out.suffix in (".yaml", ".yml") else output_dir(out, _FITTED) / f"{name}.yaml"
         written = {name: save_profile(profiles[name], path)}
         report_dir = path.parent
     else:
         if out.suffix in (".yaml", ".yml"):
             raise MeshcastError(f"out: {out} is a YAML file; fit --published writes every profile "
                                 "into a directory (or add --hardware NAME for one file)")
-        written = {n: save_profile(p, _dir(out) / f"{n}.yaml") for n, p in profiles.items()}
+        where = output_dir(out, _FITTED)
+        written = {n: save_profile(p, where / f"{n}.yaml") for n, p in profiles.items()}
         report_dir = out
     _write_predictions(fr, cv, report_dir / "fit_predictions.csv")
     report = {"published": str(a.published), "sha256": sha, "rows": len(cases),
@@ -234,14 +238,6 @@ def cmd_fit(a) -> int:
     return 0
 
 
-def _dir(path: Path) -> Path:
-    if path.exists() and not path.is_dir():
-        raise MeshcastError(f"out: {path} is a file; give a directory for the fitted profiles")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MeshcastError(f"out: cannot create {path}: {e.strerror}") from None
-    return path
 
 
 def _write_predictions(fr, cv: dict, path: Path) -> None:
