@@ -12,12 +12,11 @@ elementwise sweeps, and collectives when there was more than one device.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
-from calibration.raw import (case_blocks, case_is_complete, check_kinds, raw_path,
-                            read_raw_file)
+from calibration.raw import (atomic_write, case_blocks, case_is_complete, check_kinds,
+                            raw_path, read_raw_file)
 from meshcast.errors import MeshcastError
 
 PLAN_NAME = "plan.json"
@@ -32,11 +31,9 @@ def plan_path(directory: str | Path) -> Path:
 def write_plan(directory: str | Path, options: dict, reps: int, case_ids: list[str]) -> None:
     """``options``: backend, devices (per process), quick, mesh (the ``--mesh`` text or None),
     multi_host, processes (the process count) and local_processes (``--local-processes``)."""
-    path = plan_path(directory)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"version": 1, "options": options, "reps": reps,
-                               "cases": case_ids}, indent=1))
-    tmp.replace(path)
+    text = json.dumps({"version": 1, "options": options, "reps": reps, "cases": case_ids},
+                      indent=1)
+    atomic_write(plan_path(directory), lambda f: f.write(text))
 
 
 def read_plan(directory: str | Path) -> dict | None:

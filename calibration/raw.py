@@ -205,16 +205,49 @@ def case_is_complete(rows: list[dict], reps: int | None) -> bool:
 
 
 def write_raw_rows(directory: str | Path, rows: list[dict]) -> None:
-    """Write every row atomically: temp file, fsync, rename."""
-    path = raw_path(directory)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process
-    with open(tmp, "w", newline="") as f:
+    """Write every row atomically: temp file, fsync, rename (a failed write leaves the file
+    as it was: :func:`atomic_write`)."""
+    def write(f) -> None:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows(_with_levels(rows))
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+
+    atomic_write(raw_path(directory), write)
+
+
+def atomic_write(path: Path, write) -> None:
+    """``write(file)`` into a per-process temp file beside ``path``, fsync, rename over ``path``.
+    An OSError (a full disk, a read-only file system) removes the temp file and becomes a
+    MeshcastError naming the file; ``path`` keeps what it held."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process
+    try:
+        with open(tmp, "w", newline="") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise MeshcastError(
+            f"out: cannot write {path}: {e.strerror}; it keeps what was written before. Free "
+            "space (or make the directory writable) and continue with --resume") from None
+
+
+#: A generous bound on one raw row's bytes (about 30 fields).
+ROW_BYTES = 1024
+
+
+def ensure_room(directory: str | Path, rows: int) -> None:
+    """Room for ``rows`` raw rows twice over (the file and its temp copy while it is rewritten),
+    checked before the first measurement; else a MeshcastError naming the space."""
+    import shutil
+
+    need = 2 * rows * ROW_BYTES
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        raise MeshcastError(
+            f"out: {directory} has {free / 2**20:.1f} MiB free; this run's rows need about "
+            f"{need / 2**20:.1f} MiB. Free space or choose another --out")
 
 
 def rows_hash(rows: list[dict]) -> str:

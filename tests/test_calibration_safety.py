@@ -230,3 +230,47 @@ def test_a_backend_with_no_device_here_is_one_line(tmp_path, backend):
                       timeout=120))
     assert f"backend: no {backend} device or jax plugin" in msg and "pip install" in msg
     assert "--backend cpu" in msg and not (tmp_path / "x").exists()
+
+
+def test_a_full_disk_fails_the_write_cleanly_and_keeps_the_rows(copy, monkeypatch):
+    """ENOSPC (or a read-only file system) while rewriting raw.csv or plan.json: one error
+    naming the file and --resume; the file keeps its rows and no temp file is left."""
+    import errno
+    import os
+
+    from calibration.plan_file import write_plan
+    from calibration.raw import write_raw_rows
+    from meshcast.errors import MeshcastError
+
+    rows = read_raw_rows(copy)
+    before = (copy / "raw.csv").read_bytes()
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(MeshcastError) as e:
+        write_raw_rows(copy, rows + rows[:1])
+    assert "raw.csv" in str(e.value) and "No space" in str(e.value) and "--resume" in str(e.value)
+    with pytest.raises(MeshcastError, match="plan.json"):
+        write_plan(copy, {}, 9, ["a"])
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert (copy / "raw.csv").read_bytes() == before
+    assert not [p for p in copy.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_too_little_room_is_refused_before_the_first_measurement(tmp_path, monkeypatch):
+    import shutil as sh
+    from collections import namedtuple
+
+    from calibration.raw import ensure_room
+    from meshcast.errors import MeshcastError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(MeshcastError) as e:
+        ensure_room(tmp_path, 500)
+    assert str(e.value).startswith("out:") and "MiB free" in str(e.value)
+    monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10**12, 0, 10**12))
+    ensure_room(tmp_path, 500)

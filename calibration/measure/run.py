@@ -21,8 +21,8 @@ from calibration.lock import directory_lock
 from calibration.measure.launch import (Processes, agree, digest, share_from_zero, start_runtime,
                                        stop_runtime)
 from calibration.plan_file import incomplete_tail, read_plan, resume_command, write_plan
-from calibration.raw import (REPS_FULL, REPS_QUICK, check_kinds, raw_path, read_raw_file,
-                            write_raw_rows)
+from calibration.raw import (REPS_FULL, REPS_QUICK, check_kinds, ensure_room, raw_path,
+                            read_raw_file, write_raw_rows)
 from meshcast.errors import MeshcastError
 from meshcast.out_dir import output_dir
 from simulator.specs.sharding import ShardingSpec
@@ -210,6 +210,7 @@ def _prepare(out: Path, cases, reps, resume, options, log) -> list[dict]:
             rows = kept
             write_raw_rows(out, rows)
     write_plan(out, options, reps, [c.case_id for c in cases])
+    ensure_room(out, len(cases) * reps)  # before the first measurement
     return rows
 
 
