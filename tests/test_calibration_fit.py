@@ -192,3 +192,27 @@ def test_a_fitted_figure_the_schema_refuses_is_a_clear_error_not_a_traceback():
     msg = str(exc.value)
     assert msg.startswith("invalid fit: fit.efficiency.gather.max_efficiency: 5e-18")
     assert "below 1e-06" in msg and "MESHCAST_CLOCK=process" in msg
+
+
+def test_a_curve_fit_restarts_from_its_default_or_names_the_group():
+    """Found by the fuzz (issue 15): odd rows drove the training-sizes fit to an extreme where
+    the model is no longer finite; the fit on every size then started there and scipy raised.
+    Now it restarts from the group's default, and rows no start can fit are a clean error."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pytest
+
+    from calibration.fitting.fit import _solve
+    from meshcast.errors import MeshcastError
+
+    pts = [SimpleNamespace(size=s, seconds=1e-5 + s / 1e9) for s in (1e3, 1e4, 1e5, 1e6)]
+
+    def model(theta, p):
+        return theta[0] + p.size / theta[1]
+
+    extreme = np.array([1e-5, 1e-320])  # size / 1e-320 overflows
+    theta = _solve(pts, model, extreme, "collective:all_reduce:data", fallback=[1e-5, 1e9])
+    assert np.all(np.isfinite(theta)) and theta[1] == pytest.approx(1e9, rel=1e-3)
+    with pytest.raises(MeshcastError, match="collective:all_reduce:data rows cannot be fitted"):
+        _solve(pts, model, extreme, "collective:all_reduce:data")

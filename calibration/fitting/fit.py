@@ -34,6 +34,7 @@ from scipy.optimize import least_squares
 
 from calibration.context import CONTEXT_KINDS
 from calibration.levels import WITHIN_HOST
+from meshcast.errors import MeshcastError
 from simulator.cost.collectives import Collective, collective_time
 from simulator.cost.topology import AxisPart, Level
 
@@ -101,12 +102,24 @@ def split(points: list[Point]) -> tuple[list[Point], list[Point]]:
     return pts[0::2], pts[1::2]
 
 
-def _solve(points, model, x0) -> np.ndarray:
-    """Positive parameters (fitted in log space) minimising relative residuals on ``points``."""
+def _solve(points, model, x0, group: str, fallback=None) -> np.ndarray:
+    """Positive parameters (fitted in log space) minimising relative residuals on ``points``,
+    from ``x0`` (or ``fallback`` where the model is not finite at ``x0``: a training fit driven
+    to an extreme by odd rows). Rows no start can fit are a MeshcastError naming ``group``."""
     def resid(theta):
         return np.array([(model(theta, p) - p.seconds) / p.seconds for p in points])
 
-    return np.exp(least_squares(lambda log_theta: resid(np.exp(log_theta)), x0=np.log(x0)).x)
+    with np.errstate(all="ignore"):
+        if fallback is not None and not np.all(np.isfinite(resid(np.asarray(x0)))):
+            x0 = fallback
+        try:
+            return np.exp(least_squares(lambda log_theta: resid(np.exp(log_theta)),
+                                        x0=np.log(x0)).x)
+        except ValueError as e:
+            raise MeshcastError(
+                f"calibration: the {group} rows cannot be fitted ({e}): their times are not a "
+                "finite function of their sizes; measure that kind again (a new --out, or "
+                "remove its rows and --resume)") from None
 
 
 def fit_curve(group: str, names: tuple[str, ...], points: list[Point], model, x0,
@@ -115,8 +128,8 @@ def fit_curve(group: str, names: tuple[str, ...], points: list[Point], model, x0
     ``split_points`` (its held-out error is reported) and then on every size (what the profile
     gets)."""
     train, test = split_points(points)
-    theta_train = _solve(train, model, x0)
-    theta = _solve(points, model, theta_train)
+    theta_train = _solve(train, model, x0, group)
+    theta = _solve(points, model, theta_train, group, fallback=x0)
     return _report(group, dict(zip(names, theta)), theta_train, model, train, test)
 
 
