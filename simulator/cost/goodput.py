@@ -79,7 +79,10 @@ EXACT_SUM = 16
 
 
 @dataclass(frozen=True)
-class Sourced:
+class FailureInput:
+    """One input of the model: its value, its source, and whether it is measured, given or
+    assumed."""
+
     value: float
     source: str
     basis: str = "given"  # measured | assumed | given
@@ -92,11 +95,11 @@ class Sourced:
 class FailureModel:
     """The inputs of the goodput model, each with its source. ``interval_s`` None: optimal."""
 
-    rate_per_chip_day: Sourced
-    restart_s: Sourced
-    storage_bw_per_host: Sourced
-    devices_per_host: Sourced
-    host_copy_bw: Sourced = field(default_factory=lambda: Sourced(*HOST_COPY_BW, "assumed"))
+    rate_per_chip_day: FailureInput
+    restart_s: FailureInput
+    storage_bw_per_host: FailureInput
+    devices_per_host: FailureInput
+    host_copy_bw: FailureInput = field(default_factory=lambda: FailureInput(*HOST_COPY_BW, "assumed"))
     async_checkpoint: bool = False
     interval_s: float | None = None
 
@@ -122,15 +125,15 @@ def failure_model(profile, *, rate: float | None = None, restart_min: float | No
         if v is not None and not (math.isfinite(v) and v >= lo and v < 1e9):
             raise MeshcastError(f"{name}: {v} must be a finite number >= {lo:g} and < 1e9")
     arch = profile.lineage.architecture if profile.lineage else ""
-    r = (Sourced(rate, "given with --failure-rate") if rate is not None
-         else Sourced(*FAILURE_RATES.get(arch, ASSUMED_RATE)))
-    rs = (Sourced(restart_min * 60, "given with --restart-min") if restart_min is not None
-          else Sourced(*RESTART_S, "measured"))
+    r = (FailureInput(rate, "given with --failure-rate") if rate is not None
+         else FailureInput(*FAILURE_RATES.get(arch, ASSUMED_RATE)))
+    rs = (FailureInput(restart_min * 60, "given with --restart-min") if restart_min is not None
+          else FailureInput(*RESTART_S, "measured"))
     own = getattr(profile, "checkpoint_write_bytes_per_s_per_host", None)
-    bw = (Sourced(checkpoint_gb_s * 1e9, "given with --checkpoint-bw") if checkpoint_gb_s
-          is not None else Sourced(own.value, f"the profile: {own.source}", "measured")
-          if own is not None else Sourced(*STORAGE_BW_PER_HOST, "measured"))
-    dph = Sourced(*DEVICES_PER_HOST.get(arch, DEFAULT_DEVICES_PER_HOST), "assumed")
+    bw = (FailureInput(checkpoint_gb_s * 1e9, "given with --checkpoint-bw") if checkpoint_gb_s
+          is not None else FailureInput(own.value, f"the profile: {own.source}", "measured")
+          if own is not None else FailureInput(*STORAGE_BW_PER_HOST, "measured"))
+    dph = FailureInput(*DEVICES_PER_HOST.get(arch, DEFAULT_DEVICES_PER_HOST), "assumed")
     return FailureModel(r, rs, bw, dph, async_checkpoint=async_checkpoint,
                         interval_s=None if every_min is None else every_min * 60)
 
@@ -233,8 +236,8 @@ def goodput(model: FailureModel, ideal_s: float, chips: int, ckpt_bytes: float,
     if not math.isfinite(M):
         return Goodput(ideal_s, ideal_s, math.inf, pause, write, restart, M, ckpt_bytes, 0.0)
     tau = model.interval_s if model.interval_s is not None else float(optimal_interval(pause, M))
-    if model.async_checkpoint:  # the next checkpoint waits for the last one's write
-        tau = max(tau, write)
+    if model.async_checkpoint:  # the next checkpoint waits for the last one's write, so an
+        tau = max(tau, write)   # interval (given or optimal) shorter than the write is raised
     expected = ideal_s / tau * float(segment_seconds(tau + pause, restart, M))
     return Goodput(ideal_s, expected, tau, pause, write, restart, M, ckpt_bytes,
                    expected / M)
