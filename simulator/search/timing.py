@@ -51,13 +51,30 @@ def _dedup(space) -> tuple[int, int] | None:
     return moe.n_experts, moe.top_k
 
 
+def small_unique(values: np.ndarray):
+    """``np.unique(values, return_index=True, return_inverse=True)`` for non-negative integers
+    of a modest range, by counting instead of sorting (the table's columns: a sort of half a
+    million keys per call was a third of the search's bookkeeping)."""
+    values = np.asarray(values, dtype=np.int64).ravel()
+    top = int(values.max(initial=-1)) + 1
+    if top > 8 * len(values) + 1024:
+        return np.unique(values, return_index=True, return_inverse=True)
+    first = np.full(top, len(values), dtype=np.int64)
+    first[values[::-1]] = np.arange(len(values) - 1, -1, -1)  # the last write: the first index
+    present = first < len(values)
+    uniq = np.nonzero(present)[0]
+    rank = np.cumsum(present) - 1
+    return uniq, first[uniq], rank[values]
+
+
 def groups(c: Candidates):
-    """Row indices per (pipeline, virtual stages)."""
-    pairs, inv = np.unique(np.stack([c.axis("pipeline"), c.virtual], axis=1), axis=0,
-                           return_inverse=True)
-    inv = inv.ravel()
-    for g, (pp, v) in enumerate(pairs.tolist()):
-        yield int(pp), int(v), np.nonzero(inv == g)[0]
+    """Row indices per (pipeline, virtual stages): one integer key ``pp * span + v`` with
+    ``span`` above every ``v`` of the table, so any layer count decodes to its own pair."""
+    span = int(c.virtual.max(initial=0)) + 1
+    key = c.axis("pipeline").astype(np.int64) * span + c.virtual
+    uniq, _, inv = small_unique(key)
+    for g, k in enumerate(uniq.tolist()):
+        yield k // span, k % span, np.nonzero(inv == g)[0]
 
 
 class _StageRows:
@@ -68,7 +85,7 @@ class _StageRows:
         # pipeline size first: each pipeline size's stage rows are one contiguous range
         nplace, nmb = int(c.placement.max(initial=0)) + 1, int(c.micro_batch.max(initial=0)) + 1
         key = (c.axis("pipeline").astype(np.int64) * nplace + c.placement) * nmb + c.micro_batch
-        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        _, first, inv = small_unique(key)
         self.of_row = inv.ravel()
         used, where = np.unique(c.placement[first], return_inverse=True)
         self.coef = coefficients(c.placements, used, _dedup(c.space))[where.ravel()]
@@ -114,9 +131,9 @@ def step_times(c: Candidates, progress=None) -> StepTimes:
     done = 0
     for pp in np.unique(pipe):
         sel = np.nonzero(pipe == pp)[0]
-        rows, row_at = np.unique(sr.of_row[sel], return_inverse=True)
+        rows, _, row_at = small_unique(sr.of_row[sel])
         rows = slice(int(rows[0]), int(rows[-1]) + 1) if rows[-1] - rows[0] + 1 == len(rows) else rows
-        remats, remat_at = np.unique(c.remat[sel], return_inverse=True)
+        remats, _, remat_at = small_unique(c.remat[sel])
         row_at, remat_at = row_at.ravel(), remat_at.ravel()
         layouts = {int(v): rank_classes(c.space.model, int(pp), int(v))
                    for v in np.unique(c.virtual[sel])}
