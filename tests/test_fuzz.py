@@ -374,38 +374,35 @@ def yaml_file(draw, text: str) -> object:
     return out.encode("utf-8", "surrogateescape")
 
 
-def model_arg(draw, files: dict, noise: int) -> str:
-    """A ``--model`` argument: a zoo name, or (``noise``) a bad name, a path that is no file, or
-    a damaged YAML file."""
+def _spec_arg(draw, files: dict, noise: int, good, bad_names, bad_paths, bases, spec,
+              prefix: str) -> str:
+    """A spec argument: one of ``good``, or (``noise``) a bad name, a path that is no file, or
+    a damaged YAML file written from ``spec(base)``."""
     if not _bad(draw, noise):
-        return draw(st.sampled_from(MODELS))
+        return draw(st.sampled_from(good))
     how = draw(st.sampled_from(("name", "file", "file", "path")))
     if how == "name":
-        return draw(st.sampled_from(BAD_MODELS))
+        return draw(st.sampled_from(bad_names))
     if how == "path":
-        return draw(st.sampled_from(("{tmp}/missing.yaml", "{tmp}", "{tmp}/" + "a" * 300 + ".yaml",
-                                     "{tmp}/a.yaml/b.yaml", "/dev/null")))
-    base = draw(st.sampled_from(("llama3-8b", "moe-6.4b", "switch-base", "qwen3-30b-a3b")))
-    name = f"model{len(files)}.yaml"
-    files[name] = draw(yaml_file(_zoo(base)))
+        return draw(st.sampled_from(bad_paths))
+    name = f"{prefix}{len(files)}.yaml"
+    files[name] = draw(yaml_file(spec(draw(st.sampled_from(bases)))))
     return "{tmp}/" + name
+
+
+def model_arg(draw, files: dict, noise: int) -> str:
+    """A ``--model`` argument (:func:`_spec_arg` over the zoo)."""
+    return _spec_arg(draw, files, noise, MODELS, BAD_MODELS,
+                     ("{tmp}/missing.yaml", "{tmp}", "{tmp}/" + "a" * 300 + ".yaml",
+                      "{tmp}/a.yaml/b.yaml", "/dev/null"),
+                     ("llama3-8b", "moe-6.4b", "switch-base", "qwen3-30b-a3b"), _zoo, "model")
 
 
 def hardware_arg(draw, files: dict, noise: int) -> str:
-    """A ``--hardware`` argument: a profile name or alias, or (``noise``) an unknown one, a path
-    that is no file, or a damaged profile YAML."""
-    if not _bad(draw, noise):
-        return draw(st.sampled_from(HARDWARE))
-    how = draw(st.sampled_from(("name", "file", "file", "path")))
-    if how == "name":
-        return draw(st.sampled_from(BAD_HARDWARE))
-    if how == "path":
-        return draw(st.sampled_from(("{tmp}/missing.yaml", "{tmp}", "{tmp}/" + "b" * 300 + ".yaml",
-                                     "/dev/null")))
-    base = draw(st.sampled_from(("h100-sxm", "tpu-v5p", "gb200-nvl72")))
-    name = f"hw{len(files)}.yaml"
-    files[name] = draw(yaml_file(_profile(base)))
-    return "{tmp}/" + name
+    """A ``--hardware`` argument (:func:`_spec_arg` over the profiles)."""
+    return _spec_arg(draw, files, noise, HARDWARE, BAD_HARDWARE,
+                     ("{tmp}/missing.yaml", "{tmp}", "{tmp}/" + "b" * 300 + ".yaml", "/dev/null"),
+                     ("h100-sxm", "tpu-v5p", "gb200-nvl72"), _profile, "hw")
 
 
 # --- CLI commands ---------------------------------------------------------------------------------
