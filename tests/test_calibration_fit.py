@@ -216,3 +216,19 @@ def test_a_curve_fit_restarts_from_its_default_or_names_the_group():
     assert np.all(np.isfinite(theta)) and theta[1] == pytest.approx(1e9, rel=1e-3)
     with pytest.raises(MeshcastError, match="collective:all_reduce:data rows cannot be fitted"):
         _solve(pts, model, extreme, "collective:all_reduce:data")
+
+
+def test_a_launch_timed_slower_than_other_cases_is_capped_at_the_fastest():
+    """Two local processes on two cores timed the launch case at 249 us and an elementwise case
+    at 70 us: the throughput fit then ran its rate to 2e23 B/s. Every case pays the launch, so
+    it is capped at the fastest case, and the elementwise rate is found again."""
+    import pytest
+
+    rows = synthetic_rows()
+    for r in rows:
+        if r["kind"] == "launch":
+            r["seconds"] *= 20  # a launch measured under load
+    launch, fits = fit_all(rows)
+    fastest = min(r["seconds"] for r in rows if r["kind"] != "launch")
+    assert launch == pytest.approx(fastest)
+    assert fits["elementwise"].params["rate"] < 1e12

@@ -13,7 +13,7 @@ The rate is identified only if the bytes term ``sum (bytes_i + h) / R`` is a vis
 case's time: when the held terms alone explain the cases (a noisy host, whose isolated GEMM and
 attention sweeps over-predict their in-context times), the optimiser drives ``R`` off to 1e20
 and more with the residuals unchanged. A fit whose largest share is below its own in-sample error
-is reported with ``not_used`` set, and the memory curve stays the streaming one.
+(or below :data:`MIN_SHARE`) is reported with ``not_used`` set, and the memory curve stays the streaming one.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ from calibration.dtypes import precision_of_dtype
 from calibration.fitting.fit import GroupFit, Point, fit_curve
 
 GROUP = "elementwise:context"
+#: Below this share of every case's time the bytes term is not identified, whatever the fit's
+#: in-sample error (with as many training cases as parameters that error is zero: a 2x2-device
+#: multi-host run fitted R = 2e23 B/s that way).
+MIN_SHARE = 0.01
 
 
 def fixed_and_bytes(p: Point, profile) -> tuple[float, list[float]]:
@@ -75,7 +79,7 @@ def fit_context(points: list[Point], profile, launch: float) -> GroupFit | None:
     rate, half = fit.params["rate"], fit.params["half_saturation"]
     shares = [sum((b + half) / rate for b in terms[id(p)][1]) / model((rate, half), p)
               for p in pts]
-    if max(shares) < fit.in_sample_error:
+    if max(shares) < max(fit.in_sample_error, MIN_SHARE):
         fit.not_used = (f"rate not identified: the elementwise bytes are at most "
                         f"{100 * max(shares):.2g}% of a case's fitted time, below the fit's "
                         f"{100 * fit.in_sample_error:.1f}% in-sample error (the GEMM and attention "
