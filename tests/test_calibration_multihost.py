@@ -294,3 +294,18 @@ def test_resume_command_names_the_processes(tmp_path):
     opts = dict(opts, backend="gpu", devices=None, local_processes=None)
     assert resume_command(tmp_path, opts) == (
         f"meshcast calibrate --backend gpu --quick --multi-host --out {tmp_path} --resume")
+
+
+def test_native_prints_go_to_stderr_so_stdout_stays_strict_json():
+    """gloo writes its connection lines to file descriptor 1 in pieces from its own threads (a
+    2 x 4 validate once printed a stray ``3`` line before its JSON): a distributed process
+    sends native writes to stderr and keeps Python's stdout for its own output."""
+    import subprocess
+    import sys
+
+    code = ("import os\nfrom calibration.measure.launch import _native_stdout_to_stderr\n"
+            "_native_stdout_to_stderr()\nos.write(1, b'3\\n')\nprint('{\"ok\": 1}')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == '{"ok": 1}\n' and "3" in res.stderr
