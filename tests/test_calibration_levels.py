@@ -345,14 +345,14 @@ def print_figures(fig: dict) -> None:
 
 
 def test_two_local_processes_calibrate_fit_and_validate_across_them(tmp_path):
-    """Issue 16's end-to-end test, reduced to 2 processes x 2 CPU devices (the full 2 x 4 run is
-    ``benchmarks/bench_calibration_levels.py``): every level measured, the fitted profile is
-    hosts x devices per host with two different bandwidths, and a dense and an MoE step whose
-    meshes span both processes are set beside their forecasts. The figures are printed (a CPU
-    host shared with other work moves them), not asserted."""
-    fig = run_levels_end_to_end(tmp_path / "run", devices=2)
+    """Issue 16's end-to-end test, 2 processes x 4 CPU devices with the quick validate (the
+    full validate is ``benchmarks/bench_calibration_levels.py``): every level measured, the
+    fitted profile is hosts x devices per host with two different bandwidths, and a dense and an
+    MoE step whose meshes span both processes are set beside their forecasts. The figures are
+    printed (a CPU host shared with other work moves them), not asserted."""
+    fig = run_levels_end_to_end(tmp_path / "run", devices=4)
     rows = fig["rows"]
-    assert {r["n_hosts"] for r in rows} == {2} and {r["n_devices"] for r in rows} == {4}
+    assert {r["n_hosts"] for r in rows} == {2} and {r["n_devices"] for r in rows} == {8}
     coll = {(r["axis"], r["levels"], r["hosts"]) for r in rows if r["kind"] == "collective"}
     assert {lv for _, lv, _ in coll} == {WITHIN_HOST, ACROSS_HOSTS, HIER}
     (host, _, bw_in, *_), (cross, hosts, bw_out, *_) = fig["levels"]
