@@ -28,7 +28,7 @@ DAY = 86400.0
 
 def _run(chips=4096, days=30.0, **kw):
     fm = failure_model(H100, **kw)
-    return goodput(fm, days * DAY, chips, checkpoint_bytes(70e9, OptimizerSpec()), 1e9)
+    return goodput(fm, days * DAY, chips, checkpoint_bytes(70e9, OptimizerSpec()))
 
 
 @pytest.mark.parametrize("kw", [{}, {"restart_min": 30.0}, {"async_checkpoint": True},

@@ -55,12 +55,6 @@ class Comparison:
     sharding: str  # "best" or "mesh"
 
 
-def _checkpoint(model: ModelSpec, optimizer, chips: int) -> tuple[float, float]:
-    """The model's checkpoint bytes and each device's even share."""
-    b = checkpoint_bytes(model.total_params, optimizer)
-    return b, b / chips
-
-
 def _load(name, role: str, want_moe: bool) -> ModelSpec:
     from simulator.specs.zoo import load_model
 
@@ -138,7 +132,8 @@ def compare(dense, moes, hardware, chips: int, *, mesh: dict[str, int] | None = 
         views = {v: matched(v, budget.steps, tokens_per_step, d, m, seq, dpred.step_time_s,
                             mpred.step_time_s) for v in VIEWS}
         g = None if fm is None else with_spread(goodput(
-            fm, views[view].seconds, chips, *_checkpoint(m, mpred.job.sharding.optimizer, chips)))
+            fm, views[view].seconds, chips,
+            checkpoint_bytes(m.total_params, mpred.job.sharding.optimizer)))
         out.append(MoEComparison(mpred, inc, att, views, views[view], g))
     return Comparison(dpred, dense_att, budget, tokens_per_param, view, out,
                       "mesh" if mesh else "best")

@@ -170,7 +170,8 @@ def _one(m, hw, n, tokens, global_batch, seq_len, finalists, failures) -> PlanEn
     except MeshcastError as e:
         return PlanEntry(hw.name, n, reason=str(e))
     best = res.top[0]
-    iv = interval_of(best.prediction)
-    budget = make_budget(tokens, space.tokens_per_step, best.prediction, price_of(hw), failures,
-                         (iv.lo_s, iv.hi_s, iv.level) if iv.exists else None)
+    iv = interval_of(best.prediction)  # rank's budget already counts failures, without a band
+    budget = best.budget if not iv.exists else make_budget(
+        tokens, space.tokens_per_step, best.prediction, price_of(hw), failures,
+        (iv.lo_s, iv.hi_s, iv.level))
     return PlanEntry(hw.name, n, best, budget)

@@ -104,7 +104,7 @@ def make_budget(tokens: int, tokens_per_step: int, pred, price: float | None,
     if failures is None:
         return b
     ckpt = checkpoint_bytes(job.model.total_params, job.sharding.optimizer)
-    g = goodput(failures, b.ideal_seconds, job.chips, ckpt, ckpt / job.chips)
+    g = goodput(failures, b.ideal_seconds, job.chips, ckpt)
     return replace(b, goodput=with_spread(g, band=band, step_s=pred.step_time_s))
 
 

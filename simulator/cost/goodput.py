@@ -216,22 +216,21 @@ class Goodput:
         return d
 
 
-def checkpoint_times(model: FailureModel, ckpt_bytes: float, chips: int,
-                     shard_bytes: float) -> tuple[float, float, float]:
+def checkpoint_times(model: FailureModel, ckpt_bytes: float, chips: int
+                     ) -> tuple[float, float, float]:
     """(pause, write, restart) seconds: the write over all hosts, ``ceil(chips / devices per
     host)``; the pause is the write, or with ``async_checkpoint`` the copy of one device's
-    ``shard_bytes`` to host memory, whose restart then includes the write."""
+    even share, ``ckpt_bytes / chips``, to host memory, whose restart then includes the write."""
     hosts = max(1, math.ceil(chips / model.devices_per_host.value))
     write = ckpt_bytes / (hosts * model.storage_bw_per_host.value)
     if model.async_checkpoint:
-        return shard_bytes / model.host_copy_bw.value, write, model.restart_s.value + write
+        return ckpt_bytes / chips / model.host_copy_bw.value, write, model.restart_s.value + write
     return write, write, model.restart_s.value
 
 
-def goodput(model: FailureModel, ideal_s: float, chips: int, ckpt_bytes: float,
-            shard_bytes: float) -> Goodput:
+def goodput(model: FailureModel, ideal_s: float, chips: int, ckpt_bytes: float) -> Goodput:
     """The closed form (module docstring) for ``ideal_s`` seconds of work on ``chips``."""
-    pause, write, restart = checkpoint_times(model, ckpt_bytes, chips, shard_bytes)
+    pause, write, restart = checkpoint_times(model, ckpt_bytes, chips)
     M = float(mtbf_s(model.rate_per_chip_day.value, chips))
     if not math.isfinite(M):
         return Goodput(ideal_s, ideal_s, math.inf, pause, write, restart, M, ckpt_bytes, 0.0)
@@ -246,7 +245,7 @@ def goodput(model: FailureModel, ideal_s: float, chips: int, ckpt_bytes: float,
 def wall_factor(model: FailureModel, chips: int, ckpt_bytes: float) -> float:
     """Expected wall clock per second of work, ``E[T_wall] / T`` (independent of ``T``; the
     asynchronous pause from an even shard, ``ckpt_bytes / chips``)."""
-    return goodput(model, 1.0, chips, ckpt_bytes, ckpt_bytes / chips).expected_s
+    return goodput(model, 1.0, chips, ckpt_bytes).expected_s
 
 
 def _lost_sums(counts: np.ndarray, length, M, rng) -> np.ndarray:
