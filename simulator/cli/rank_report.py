@@ -292,7 +292,7 @@ def format_plan(res) -> str:
 def failure_lines(models: dict) -> list[str]:
     """The interruption model each profile's days count (or that none is counted): each input
     with its basis (measured, given, assumed) and a numbered source, each source said once."""
-    if not models or all(m is None for m in models.values()):
+    if all(m is None or m.rate_per_chip_day.value == 0 for m in models.values()):
         return ["  days: the ideal time (steps x step time); no interruptions counted"]
     sources: list[str] = []
 
