@@ -234,8 +234,7 @@ def _place_run(tasks, rows) -> list[list[int]]:
     return placed
 
 
-def _run(prog: Program, durations: np.ndarray, send: np.ndarray, full: bool = False
-         ) -> np.ndarray:
+def _run(prog: Program, durations: np.ndarray, send: np.ndarray) -> np.ndarray:
     """``finish(task) = max(done[prev], done[cross] + send) + duration``, level by level;
     returns ``done`` (rows of slots) for the last and probed tasks to be read from."""
     done = np.empty((prog.slots + 2, durations.shape[1]))
