@@ -58,15 +58,6 @@ def raw_path(directory: str | Path) -> Path:
     return Path(directory) / RAW_NAME
 
 
-def measured_rows(directory: str | Path, command: str) -> list[dict]:
-    """:func:`read_raw_rows`, or a MeshcastError for ``command`` when there are none."""
-    rows = read_raw_rows(directory)
-    if not rows:
-        raise MeshcastError(f"{command}: no measurements in {raw_path(directory)}; run meshcast "
-                            "calibrate --out DIR first")
-    return rows
-
-
 def read_raw_rows(directory: str | Path) -> list[dict]:
     """All rows, typed; a corrupt file raises MeshcastError naming the line and field (a last
     line cut short too: it names the ``--resume`` command that measures that case again)."""

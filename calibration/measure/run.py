@@ -189,11 +189,12 @@ def _prepare(out: Path, cases, reps, resume, options, log) -> list[dict]:
     cut short, written back), after writing the plan; a MeshcastError when the directory holds
     another run's measurements or plan."""
     rows: list[dict] = []
+    ids = [c.case_id for c in cases]
     if not resume and raw_path(out).exists() and raw_path(out).stat().st_size:
         _refuse_overwrite(out)
     if resume:
         old = read_plan(out)
-        if old and old["cases"] != [c.case_id for c in cases]:
+        if old and old["cases"] != ids:
             raise MeshcastError(f"out: {out} was planned with other options; resume it with "
                                 f"`{resume_command(out, old['options'])}`")
         rows, cut = read_raw_file(out)
@@ -209,7 +210,7 @@ def _prepare(out: Path, cases, reps, resume, options, log) -> list[dict]:
                 + (" and a partial line" if cut else "") + " and measuring it again")
             rows = kept
             write_raw_rows(out, rows)
-    write_plan(out, options, reps, [c.case_id for c in cases])
+    write_plan(out, options, reps, ids)
     ensure_room(out, len(cases) * reps)  # before the first measurement
     return rows
 
