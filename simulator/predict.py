@@ -26,9 +26,10 @@ from simulator.cost.flops import model_flops_per_step
 from simulator.graph.cost import CostContext, cost_blocks
 from simulator.graph.dims import Dims
 from simulator.graph.ops import Op, OpKind
-from simulator.graph.plan import MICROBATCH, StagePlan, link_axis, plan_stage
+from simulator.graph.plan import StagePlan, link_axis, plan_stage
 from simulator.graph.memory import MemoryEstimate, estimate_memory
 from simulator.graph.pipeline import PipelineResult, simulate_pipeline
+from simulator.graph.periodic import schedule_stage
 from simulator.graph.schedule import Scheduled, schedule_items
 from simulator.specs.job import Job, make_job
 from simulator.specs.sharding import make_sharding
@@ -36,21 +37,30 @@ from simulator.specs.sharding import make_sharding
 
 @dataclass
 class StageTiming:
-    """One pipeline rank's scheduled micro-batch (``plan`` costed, ``sched`` its schedule);
-    ``graph``, the step graph, is built when first asked for."""
+    """One pipeline rank's scheduled micro-batch (``plan`` costed). Its times come from the
+    schedule with periodic layers skipped (:func:`simulator.graph.periodic.schedule_stage`);
+    ``sched``, the schedule of every node, and ``graph``, the step graph, are built when first
+    asked for."""
 
     plan: StagePlan
-    sched: Scheduled
     t_fwd: float
     t_mb: float
     tail: float
     per_mb: dict[str, float]
     tail_parts: dict[str, float]
 
+    @cached_property
+    def sched(self) -> Scheduled:
+        return schedule_items(self.plan.unrolled())
+
     @property
     def ops(self) -> dict:
         """Every node's op, by node name, in program order."""
         return self.sched.ops
+
+    def op_counts(self) -> list[tuple[Op, int]]:
+        """Each distinct op of the plan with the number of nodes that run it."""
+        return [(op, n) for block, n in self.plan.block_counts() for op in block.ops]
 
     @cached_property
     def graph(self) -> nx.DiGraph:
@@ -129,26 +139,17 @@ def stage_plan(job: Job, ctx: CostContext, layers: list[int], first: bool, last:
 
 def _time_stage(job: Job, ctx: CostContext, layers: list[int], first: bool, last: bool) -> StageTiming:
     plan = stage_plan(job, ctx, layers, first, last)
-    sc = schedule_items(plan.unrolled())
-    ops, end = sc.ops, sc.end
-    t_fwd = t_mb = last_compute = 0.0
-    for name in sc.waits:  # the compute-stream nodes, in program order
-        op, e = ops[name], end[name]
-        last_compute = e
-        if op.phase in MICROBATCH:
-            t_mb = e
-            if op.phase == "fwd":
-                t_fwd = e
-    per_mb, tail_parts = sc.windows(t_mb, last_compute)
-    if sc.makespan > last_compute:  # e.g. the distributed optimizer's weight all-gather
-        final = max(ops, key=lambda n: end[n])
-        tail_parts[ops[final].category] += sc.makespan - last_compute
+    sc = schedule_stage(plan)
+    t_fwd, t_mb = sc.t_fwd, sc.t_mb
+    per_mb, tail_parts = sc.before, sc.after
+    if sc.makespan > sc.last_compute:  # e.g. the distributed optimizer's weight all-gather
+        tail_parts[sc.final_category] += sc.makespan - sc.last_compute
     tail = sc.makespan - t_mb
     floor, cat = link_floor((op, n) for b, n in plan.block_counts() for op in b.ops)
     if floor > t_mb:
         per_mb[cat] += floor - t_mb
         t_mb = floor
-    return StageTiming(plan, sc, t_fwd, t_mb, tail, per_mb, tail_parts)
+    return StageTiming(plan, t_fwd, t_mb, tail, per_mb, tail_parts)
 
 
 def link_floor(ops) -> tuple[float, str]:
@@ -167,10 +168,11 @@ def link_floor(ops) -> tuple[float, str]:
     return per_axis[axis], cat
 
 
-def outside_calibrated_range(job: Job, ops) -> list[str]:
-    """Say so when the sizes of ``ops`` (a stage's) leave the range a calibrated curve was fitted on
-    (matmul: one GEMM's FLOPs; attention: FLOPs; memory-bound ops and gathers: bytes): the
-    efficiency is extrapolated."""
+def outside_calibrated_range(job: Job, op_counts) -> list[str]:
+    """Say so when the sizes of a stage's ops (``op_counts``: (op, nodes that run it) pairs,
+    :meth:`StageTiming.op_counts`) leave the range a calibrated curve was fitted on (matmul:
+    one GEMM's FLOPs; attention: FLOPs; memory-bound ops and gathers: bytes): the efficiency is
+    extrapolated."""
 
     eff = job.hardware.efficiency
     checks = [("matmul", eff.matmul, lambda o: o.kind is OpKind.MATMUL,
@@ -186,12 +188,13 @@ def outside_calibrated_range(job: Job, ops) -> list[str]:
         if curve is None or curve.calibrated_range is None:
             continue
         lo, hi = curve.calibrated_range
-        sizes = [size(op) for op in ops if chosen(op)]
-        outside = [x for x in sizes if x > 0 and not lo <= x <= hi]
+        sizes = [(size(op), n) for op, n in op_counts if chosen(op)]
+        outside = [(x, n) for x, n in sizes if x > 0 and not lo <= x <= hi]
         if outside:
-            out.append(f"{len(outside)} of {len(sizes)} {name} ops fall outside the calibrated "
-                       f"range {lo:.3g}..{hi:.3g} {unit} (smallest {min(outside):.3g}, largest "
-                       f"{max(outside):.3g}): their efficiency is extrapolated")
+            xs = [x for x, _ in outside]
+            out.append(f"{sum(n for _, n in outside)} of {sum(n for _, n in sizes)} {name} ops "
+                       f"fall outside the calibrated range {lo:.3g}..{hi:.3g} {unit} (smallest "
+                       f"{min(xs):.3g}, largest {max(xs):.3g}): their efficiency is extrapolated")
     return out
 
 
@@ -253,7 +256,7 @@ def _predict_job(job: Job) -> StepPrediction:
     flops = model_flops_per_step(job.model, job.seq_len, job.tokens_per_step)
     peak = job.hardware.peak_flops("bf16")
     mem = estimate_memory(job, stages)
-    warnings = outside_calibrated_range(job, crit.ops.values())
+    warnings = outside_calibrated_range(job, crit.op_counts())
     if not mem.fits:
         warnings.append(
             f"does not fit: {mem.per_device_bytes / 2**30:.1f} GiB per device > "

@@ -105,22 +105,11 @@ class StagePlan:
 
     def unrolled(self):
         """``(node name, op, predecessor names)`` in program order (a topological order), with
-        register reads resolved to the nodes that last set them."""
+        register reads resolved to the nodes that last set them (:func:`step_items`)."""
         regs: dict[str, tuple[str, ...]] = {}
         for st in self.steps:
-            p = st.prefix
-            for op in st.block.ops:
-                preds: list[str] = []
-                for d in op.deps:
-                    if d[0] == "@":
-                        preds.extend(regs.get(d[1:], ()))
-                    else:
-                        preds.append(p + d)
-                yield p + op.name, op, preds
-            for reg, name in st.block.writes:
-                regs[reg] = (p + name,) if name else ()
-            for reg, names in st.block.accumulates:
-                regs[reg] = regs.get(reg, ()) + tuple(p + n for n in names)
+            yield from step_items(st, regs)
+            set_registers(st, regs)
 
     def graph(self, items=None) -> nx.DiGraph:
         """The stage's step graph: one node per op (attribute ``op``), program order
@@ -133,6 +122,32 @@ class StagePlan:
         g.add_nodes_from(nodes)
         g.add_edges_from(edges)
         return g
+
+
+def step_items(st: Step, regs: dict[str, tuple[str, ...]]) -> list:
+    """One step's ``(node name, op, predecessor names)``: a dependency ``@r`` reads the nodes
+    register ``r`` holds in ``regs`` (none when unset), any other names an op of the block."""
+    p = st.prefix
+    out = []
+    for op in st.block.ops:
+        preds: list[str] = []
+        for d in op.deps:
+            if d[0] == "@":
+                preds.extend(regs.get(d[1:], ()))
+            else:
+                preds.append(p + d)
+        out.append((p + op.name, op, preds))
+    return out
+
+
+def set_registers(st: Step, regs: dict[str, tuple[str, ...]]) -> None:
+    """The registers after ``st``: each write holds its op's node (or nothing), each
+    accumulate adds its ops' nodes to what the register held."""
+    p = st.prefix
+    for reg, name in st.block.writes:
+        regs[reg] = (p + name,) if name else ()
+    for reg, names in st.block.accumulates:
+        regs[reg] = regs.get(reg, ()) + tuple(p + n for n in names)
 
 
 def _first_compute(ops) -> str:
@@ -312,4 +327,4 @@ def plan_stage(model, sharding, d: Dims, layers: list[int], first: bool, last: b
 
 
 __all__ = ["Block", "Step", "StagePlan", "REGISTERS", "MICROBATCH", "gradient_sync", "link_axis",
-           "plan_stage", "stage_steps", "Planner"]
+           "plan_stage", "set_registers", "stage_steps", "step_items", "Planner"]

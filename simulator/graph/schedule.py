@@ -67,8 +67,10 @@ def run(items, clock: Clock, trace: _Attribution | None = None) -> None:
 class _Attribution:
     """Start times and wait attribution of a float schedule (see the module docstring)."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, chains: bool = False) -> None:
         self.end = clock.end
+        #: per compute node, every node its wait's chain visited (kept when ``chains``)
+        self.chains: dict[str, tuple[str, ...]] | None = {} if chains else None
         self.start: dict[str, float] = {}
         self.last_on: dict[str, str] = {}
         self.blocker: dict[str, str | None] = {}
@@ -83,15 +85,21 @@ class _Attribution:
         self.blocker[name] = last if ready >= free_at else self.last_on.get(op.stream)
         self.last_on[op.stream] = name
         if op.stream == COMPUTE:
-            self.waits[name] = self._charge(last, free_at, t0) if t0 > free_at else ()
+            seen: list[str] | None = None if self.chains is None else []
+            self.waits[name] = self._charge(last, free_at, t0, seen) if t0 > free_at else ()
+            if seen is not None:
+                self.chains[name] = tuple(seen)
 
-    def _charge(self, node, lo_bound: float, hi: float) -> tuple[tuple[str, float], ...]:
+    def _charge(self, node, lo_bound: float, hi: float, seen: list[str] | None = None
+                ) -> tuple[tuple[str, float], ...]:
         """Split a compute-stream wait ``(lo_bound, hi]`` along the chain of what held it up:
         each collective (by node name) is charged the part of the wait during which it ran,
         then whatever delayed it (its own dependency, or the previous collective on its
-        stream) the rest."""
+        stream) the rest. ``seen`` (if given) collects every node the chain visits."""
         pieces: list[tuple[str, float]] = []
         while node is not None and hi > lo_bound:
+            if seen is not None:
+                seen.append(node)
             if self.ops[node].stream == COMPUTE:
                 break
             lo = max(self.start[node], lo_bound)
