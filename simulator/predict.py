@@ -26,7 +26,7 @@ from simulator.cost.flops import model_flops_per_step
 from simulator.graph.cost import CostContext, cost_blocks
 from simulator.graph.dims import Dims
 from simulator.graph.ops import Op, OpKind
-from simulator.graph.plan import StagePlan, link_axis, plan_stage
+from simulator.graph.plan import Planner, StagePlan, link_axis, plan_stage
 from simulator.graph.memory import MemoryEstimate, estimate_memory
 from simulator.graph.pipeline import PipelineResult, simulate_pipeline
 from simulator.graph.periodic import schedule_stage
@@ -129,16 +129,22 @@ def _stages(job: Job) -> list[tuple[list[int], bool, bool]]:
     return [(layers, r == 0, r == len(ranks) - 1) for r, layers in enumerate(ranks)]
 
 
-def stage_plan(job: Job, ctx: CostContext, layers: list[int], first: bool, last: bool
-               ) -> StagePlan:
-    """The plan of one rank's micro-batch, costed on ``ctx``."""
-    plan = plan_stage(job.model, job.sharding, Dims.from_job(job), layers, first, last)
-    cost_blocks(plan.blocks(), ctx, job.hardware.chip.collectives_use_compute)
+def stage_plan(job: Job, ctx: CostContext, layers: list[int], first: bool, last: bool,
+               planner: Planner | None = None, costed: set | None = None) -> StagePlan:
+    """The plan of one rank's micro-batch, costed on ``ctx``. The ranks of one job may share a
+    ``planner`` (each block built once) and ``costed`` (ids of blocks already costed)."""
+    planner = planner or Planner(job.model, job.sharding, Dims.from_job(job))
+    plan = plan_stage(job.model, job.sharding, planner.d, layers, first, last, planner)
+    costed = set() if costed is None else costed
+    fresh = [b for b in plan.blocks() if id(b) not in costed]
+    cost_blocks(fresh, ctx, job.hardware.chip.collectives_use_compute)
+    costed.update(id(b) for b in fresh)
     return plan
 
 
-def _time_stage(job: Job, ctx: CostContext, layers: list[int], first: bool, last: bool) -> StageTiming:
-    plan = stage_plan(job, ctx, layers, first, last)
+def _time_stage(job: Job, ctx: CostContext, layers: list[int], first: bool, last: bool,
+                planner: Planner | None = None, costed: set | None = None) -> StageTiming:
+    plan = stage_plan(job, ctx, layers, first, last, planner, costed)
     sc = schedule_stage(plan)
     t_fwd, t_mb = sc.t_fwd, sc.t_mb
     per_mb, tail_parts = sc.before, sc.after
@@ -221,11 +227,12 @@ def _predict_job(job: Job) -> StepPrediction:
     ctx = CostContext(ComputeModel.from_profile(job.hardware, job.sharding.precision), job.topology)
     stages = _stages(job)
     cache: dict[tuple, StageTiming] = {}
+    planner, costed = Planner(job.model, job.sharding, Dims.from_job(job)), set()
     timings = []
     for layers, first, last in stages:
         key = (tuple(job.model.is_moe_layer(i) for i in layers), first, last)
         if key not in cache:
-            cache[key] = _time_stage(job, ctx, layers, first, last)
+            cache[key] = _time_stage(job, ctx, layers, first, last, planner, costed)
         timings.append(cache[key])
     m = job.microbatches
     breakdown: dict[str, float] = defaultdict(float)

@@ -113,9 +113,10 @@ def full_summary(plan: StagePlan) -> StageSchedule:
     return _summarise(order, sc.ops, sc.end, sc.waits, 0)
 
 
-def _charges(names, ops, waits) -> dict[str, float]:
-    """Compute seconds by category of compute nodes ``names``: busy time and charged waits."""
-    out: dict[str, float] = defaultdict(float)
+def _charges(names, ops, waits, out=None) -> dict[str, float]:
+    """Compute seconds by category of compute nodes ``names``: busy time and charged waits
+    (added to ``out`` when given)."""
+    out = defaultdict(float) if out is None else out
     for name in names:
         op = ops[name]
         out[op.category] += op.duration
@@ -136,10 +137,11 @@ def _summarise(order, ops, end, waits, skipped: int) -> StageSchedule:
     after: dict[str, float] = defaultdict(float)
     for part, out in ((order[:split], before), (order[split:], after)):
         for e in part:
-            src = {k: v * e.count for k, v in e.charges.items()} if isinstance(e, _Skipped) \
-                else _charges([e], ops, waits)
-            for k, v in src.items():
-                out[k] += v
+            if isinstance(e, _Skipped):
+                for k, v in e.charges.items():
+                    out[k] += v * e.count
+            else:
+                _charges((e,), ops, waits, out)
     t_mb = next((end[n] for n in reversed(nodes) if ops[n].phase in MICROBATCH), 0.0)
     t_fwd = next((end[n] for n in reversed(nodes) if ops[n].phase == "fwd"), 0.0)
     last_compute = end[nodes[-1]] if nodes else 0.0
