@@ -7,6 +7,7 @@ the backward (ops moving at two rates; the optimizer's wait walks back into skip
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 
 import pytest
 
@@ -15,6 +16,7 @@ from simulator.cost.compute import ComputeModel
 from simulator.graph import periodic
 from simulator.graph.cost import CostContext
 from simulator.graph.periodic import full_summary, runs, schedule_stage
+from simulator.graph.schedule import schedule_items
 from simulator.predict import _stages, predict, stage_plan
 from simulator.specs.model import ModelSpec, MoESpec
 from simulator.specs.zoo import list_models
@@ -57,10 +59,14 @@ def _assert_same(got, ref, where) -> None:
 
 
 def _compare(pred, where) -> int:
+    """Skipping vs every node; and the summary's windows vs the scheduled graph's own
+    (:meth:`Scheduled.windows`, split by end time rather than by position)."""
     skipped = 0
     for r, plan in enumerate(_plans(pred)):
-        got = schedule_stage(plan)
-        _assert_same(got, full_summary(plan), (where, f"rank {r}"))
+        got, ref = schedule_stage(plan), full_summary(plan)
+        _assert_same(got, ref, (where, f"rank {r}"))
+        before, after = schedule_items(plan.unrolled()).windows(ref.t_mb, ref.last_compute)
+        _assert_same(got, replace(ref, before=before, after=after), (where, f"rank {r}", "windows"))
         skipped += got.skipped
     return skipped
 
