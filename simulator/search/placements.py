@@ -65,13 +65,33 @@ class Placement:
         return ", ".join(f"{a}->" + "+".join(f"{p.level.name}:{p.factor}" for p in parts)
                          for a, parts in self.parts) or "single device"
 
-    def factors(self) -> list[list[int]]:
-        """Per axis (AXES order), its factor on each level (1 where it has none)."""
-        out = [[1] * len(self.levels) for _ in AXES]
-        for a, comp in zip(range(len(AXES)), self.key):
-            for level, f in comp or ():
-                out[a][level] = f
-        return out
+    def factors(self) -> tuple[int, ...]:
+        """Per axis (AXES order), its factor on each level (1 where it has none), flat:
+        axis ``a``'s factor on level ``l`` at ``a * len(levels) + l``."""
+        return _factors(self.key, len(self.levels))
+
+
+@lru_cache(maxsize=1 << 16)
+def _factors(key: tuple, n_levels: int) -> tuple[int, ...]:
+    """:meth:`Placement.factors` of a placement key (memoised: searches of one job meet the
+    same keys again)."""
+    out = [1] * (len(AXES) * n_levels)
+    for a, comp in enumerate(key):
+        for level, f in comp or ():
+            out[a * n_levels + level] = f
+    return tuple(out)
+
+
+def _unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(a, axis=0, return_inverse=True)`` for rows of positive integers: each row
+    read as one integer in base ``max + 1`` (a 1-D sort), when that fits in 62 bits."""
+    base = int(a.max(initial=0)) + 1
+    if a.shape[1] * np.log2(base) >= 62:
+        uniq, inv = np.unique(a, axis=0, return_inverse=True)
+        return uniq, inv.ravel()
+    code = a @ (base ** np.arange(a.shape[1], dtype=np.int64))
+    _, first, inv = np.unique(code, return_index=True, return_inverse=True)
+    return a[first], inv.ravel()
 
 
 def coefficients(placements: list[Placement], pids: np.ndarray,
@@ -86,12 +106,13 @@ def coefficients(placements: list[Placement], pids: np.ndarray,
         return out
     first = placements[int(pids[0])]
     levels, cache = first.levels, first.affine_cache
-    F = np.array([placements[int(p)].factors() for p in pids], dtype=np.int64)
+    F = np.array([placements[p].factors() for p in pids.tolist()], dtype=np.int64)
+    F = F.reshape(len(pids), len(AXES), len(levels))
     columns = list(COLLECTIVES) + ([("expert", Collective.ALL_TO_ALL)] if dedup else [])
     for col, (group, kind) in enumerate(columns):
         how = dedup if col == DEDUP_COLUMN else None
         merged = np.prod(F[:, [_AXIS_INDEX[a] for a in group.split("+")], :], axis=1)
-        uniq, inv = np.unique(merged, axis=0, return_inverse=True)
+        uniq, inv = _unique_rows(merged)
         vals = []
         for u in uniq:
             compact = tuple((lv, int(f)) for lv, f in enumerate(u) if f > 1)
@@ -99,7 +120,7 @@ def coefficients(placements: list[Placement], pids: np.ndarray,
                 parts = tuple(AxisPart(levels[lv], f) for lv, f in compact)
                 cache[(kind, compact, how)] = affine(kind, parts, how)
             vals.append(cache[(kind, compact, how)])
-        out[:, col] = np.array(vals)[inv.ravel()]
+        out[:, col] = np.array(vals)[inv]
     return out
 
 

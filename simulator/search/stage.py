@@ -76,8 +76,9 @@ _N_STREAMS = len(STREAMS)
 class BlockForm:
     """A block on columns, as a sparse max-plus matrix: the state variables it changes
     (``outs``, indices into STATE) as ``x'_o = max_j M[j, :, o] + x_ins[j]`` of those it reads
-    (``ins``); every other variable keeps its value. ``M`` is stored input-major
-    (ins x rows x outs) so a step runs over contiguous slices. Its additive sums per row:
+    (``ins``); every other variable keeps its value. ``M`` is stored ins x outs x rows, so a
+    step runs over contiguous rows (the state too: variable-major, :meth:`step_t`). Its
+    additive sums per row:
     compute-stream ``busy`` seconds of the micro-batch, collective seconds per axis on the links
     (``links``), ``opt`` optimizer seconds."""
 
@@ -87,30 +88,61 @@ class BlockForm:
     busy: np.ndarray
     links: dict[str, np.ndarray]
     opt: np.ndarray
+    spans: tuple | None = None  # per input, [lo, hi) of the outputs it reaches: see reaches()
 
     @property
     def rows(self) -> int:
-        return self.M.shape[1]
+        return self.M.shape[2]
+
+    def reaches(self) -> tuple:
+        """Per input ``j``, the range ``[lo, hi)`` of outputs holding every output that is
+        finite in some row (``M[j, o] > -inf``; ``(0, 0)`` for none): outside it ``M[j]``
+        is -inf on every row and adds nothing to a maximum. Found once; a form's rows
+        (:meth:`take`) inherit it (a superset of theirs)."""
+        if self.spans is None:
+            fin = np.isfinite(self.M).any(axis=2)
+            spans = []
+            for f in fin:
+                at = np.nonzero(f)[0]
+                spans.append((int(at[0]), int(at[-1]) + 1) if len(at) else (0, 0))
+            self.spans = tuple(spans)
+        return self.spans
 
     def take(self, rows) -> BlockForm:
-        """The form at ``rows`` (a slice keeps a view: each input's plane stays contiguous)."""
-        M = self.M[:, rows] if isinstance(rows, slice) else np.ascontiguousarray(self.M[:, rows])
+        """The form at ``rows`` (a slice keeps a view: each (input, output) row of ``M``
+        stays contiguous)."""
+        M = self.M[:, :, rows]
         return BlockForm(self.outs, self.ins, M,
                          self.busy[rows], {a: v[rows] for a, v in self.links.items()},
-                         self.opt[rows])
+                         self.opt[rows], self.reaches())
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """The state after the block, per row (``x``: rows x S)."""
+        return self.step_t(x.T).T
+
+    def step_t(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`step` on the state variable-major (``x``: S x rows). Reading ``M`` is the
+        cost (a step is bound by memory), so each input reads only the outputs it reaches
+        (:meth:`reaches`)."""
         y = x.copy()
         if not len(self.outs):
             return y
-        ins, M = self.ins.tolist(), self.M
-        new = M[0] + x[:, ins[0], None]
+        M, spans, n = self.M, self.reaches(), len(self.outs)
+        order = sorted(range(len(spans)), key=lambda j: spans[j][0] > 0 or spans[j][1] < n)
+        new = np.empty((n, self.rows))
         tmp = np.empty_like(new)
-        for j in range(1, len(ins)):
-            np.add(M[j], x[:, ins[j], None], out=tmp)
-            np.maximum(new, tmp, out=new)
-        y[:, self.outs] = new
+        first = spans[order[0]] == (0, n)
+        if not first:
+            new.fill(NEG)
+        for k, j in enumerate(order):
+            lo, hi = spans[j]
+            if k == 0 and first:
+                np.add(M[j], x[self.ins[j]], out=new)
+            elif hi > lo:
+                t = tmp[lo:hi]
+                np.add(M[j, lo:hi], x[self.ins[j]], out=t)
+                np.maximum(new[lo:hi], t, out=new[lo:hi])
+        y[self.outs] = new
         return y
 
     def _embed(self, fill, ident, values) -> np.ndarray:
@@ -118,7 +150,7 @@ class BlockForm:
         D = np.full((self.rows, S, S), fill, dtype=np.asarray(values).dtype)
         D[:, np.arange(S), np.arange(S)] = ident
         D[:, self.outs, :] = fill
-        D[:, self.outs[:, None], self.ins[None, :]] = np.moveaxis(values, 0, 2)
+        D[:, self.outs[:, None], self.ins[None, :]] = np.transpose(values, (2, 1, 0))
         return D
 
     def dense(self) -> np.ndarray:
@@ -138,6 +170,9 @@ class DenseForm:
 
     def step(self, x: np.ndarray) -> np.ndarray:
         return matvec(self.M, x)
+
+    def step_t(self, x: np.ndarray) -> np.ndarray:
+        return matvec(self.M, x.T).T
 
     def dense(self) -> np.ndarray:
         return self.M
@@ -172,13 +207,15 @@ def _reads_writes(block) -> tuple[list[str], list[str]]:
 
 
 def block_form(block, rows: int) -> BlockForm:
-    """Run ``block`` (costed, durations ``(rows, 1)``) once on the unknowns it reads."""
+    """Run ``block`` (costed, durations per row: shape ``(rows,)``) once on the unknowns it
+    reads: a time is ``S x rows`` (its coefficient of each unknown), so every operation of the
+    scheduler runs over contiguous rows."""
     ins, outs = _reads_writes(block)
     S = len(ins)
     basis = np.full((S, S), NEG)
     np.fill_diagonal(basis, 0.0)
-    at = {v: basis[i][None, :] for i, v in enumerate(ins)}
-    none = np.full((1, S), NEG)
+    at = {v: basis[:, i, None] for i, v in enumerate(ins)}
+    none = np.full((S, 1), NEG)
     free = {s: at[s] for s in ins if s in STREAMS}
     end = {"@" + r: at[r] for r in REGISTERS if r in at}
     run(((op.name, op, op.deps) for op in block.ops), Clock.arrays(free, end, none))
@@ -191,12 +228,12 @@ def block_form(block, rows: int) -> BlockForm:
             out[reg] = np.maximum(out[reg], end[name])
     busy, links, opt = np.zeros(rows), {}, np.zeros(rows)
     for op in block.ops:
-        dur = np.broadcast_to(op.duration, (rows, 1))[:, 0]
+        dur = np.broadcast_to(op.duration, (rows,))
         if op.stream == COMPUTE and op.phase in MICROBATCH:
             e = end[op.name]
             for mark in ("t_mb", "t_fwd") if op.phase == "fwd" else ("t_mb",):
                 out[mark] = e if op.only is None else np.where(
-                    op.only[:, None], e, out.get(mark, at.get(mark, none)))
+                    op.only, e, out.get(mark, at.get(mark, none)))
             if op.kind is not OpKind.COLLECTIVE:
                 busy = busy + dur
         axis = link_axis(op)
@@ -204,9 +241,9 @@ def block_form(block, rows: int) -> BlockForm:
             links[axis] = links.get(axis, 0.0) + dur
         if op.phase == "optimizer" and op.kind is not OpKind.COLLECTIVE:
             opt = opt + dur
-    M = np.empty((S, rows, len(outs)))
+    M = np.empty((S, len(outs), rows))
     for k, v in enumerate(outs):
-        M[:, :, k] = np.broadcast_to(out[v], (rows, S)).T
+        M[:, k, :] = np.broadcast_to(out[v], (S, rows))
     return BlockForm(np.array([_AT[v] for v in outs], dtype=np.intp),
                      np.array([_AT[v] for v in ins], dtype=np.intp), M, busy, links, opt)
 
@@ -214,14 +251,14 @@ def block_form(block, rows: int) -> BlockForm:
 def _widen(f: BlockForm, outs: np.ndarray, ins: np.ndarray) -> np.ndarray:
     """``f.M`` over the wider ``ins`` x ``outs`` (a variable ``f`` leaves alone keeps its
     value: its own input at 0; inputs ``f`` does not read at -inf)."""
-    M = np.full((len(ins), f.rows, len(outs)), NEG)
+    M = np.full((len(ins), len(outs), f.rows), NEG)
     o = {v: k for k, v in enumerate(outs.tolist())}
     i = {v: k for k, v in enumerate(ins.tolist())}
     for v in set(o) - set(f.outs.tolist()):
-        M[i[v], :, o[v]] = 0.0
+        M[i[v], o[v], :] = 0.0
     in_at = np.array([i[v] for v in f.ins.tolist()], dtype=np.intp)
     out_at = np.array([o[v] for v in f.outs.tolist()], dtype=np.intp)
-    M[in_at[:, None], :, out_at[None, :]] = np.moveaxis(f.M, 1, 2)
+    M[in_at[:, None], out_at[None, :], :] = f.M
     return M
 
 
@@ -275,11 +312,17 @@ def apply(pattern: list, x: np.ndarray, n: int = 1) -> np.ndarray:
     (a transient longer than ``TRANSIENT``) are finished by repeated squaring of ``P``. Shifts
     are compared up to float rounding (:data:`SAME`).
     """
+    return apply_t(pattern, np.ascontiguousarray(x.T), n).T
+
+
+def apply_t(pattern: list, x: np.ndarray, n: int = 1) -> np.ndarray:
+    """:func:`apply` on the state variable-major (``x``: S x rows, each variable's values
+    contiguous), as :meth:`StageTable.time` keeps it."""
     pattern = [f if hasattr(f, "step") else DenseForm(f) for f in pattern]
 
     def once(v):
         for f in pattern:
-            v = f.step(v)
+            v = f.step_t(v)
         return v
 
     if n <= TRANSIENT + 2:
@@ -295,18 +338,18 @@ def apply(pattern: list, x: np.ndarray, n: int = 1) -> np.ndarray:
     same = (fin == np.isfinite(y)) & (fin == np.isfinite(z))
     d1 = np.where(fin, y - np.where(fin, x, 0.0), 0.0)
     d2 = np.where(fin, z - np.where(fin, y, 0.0), 0.0)
-    tol = SAME * np.max(np.where(fin, np.abs(z), 0.0), axis=1, keepdims=True)
-    ok = np.all(same & (np.abs(d2 - d1) <= tol), axis=1)
+    tol = SAME * np.max(np.where(fin, np.abs(z), 0.0), axis=0, keepdims=True)
+    ok = np.all(same & (np.abs(d2 - d1) <= tol), axis=0)
     # a variable that no block of the pattern changes is driven by nothing; rows whose slower
     # variables are all such need no reach check (every other one moves at the fastest rate)
-    touched = np.zeros(x.shape[1], dtype=bool)
+    touched = np.zeros((x.shape[0], 1), dtype=bool)
     for f in pattern:
         touched[f.outs if hasattr(f, "outs") else slice(None)] = True
-    slow = fin & (d2 < np.max(np.where(fin, d2, -np.inf), axis=1, keepdims=True) - tol)
-    cand = np.nonzero(ok & np.any(slow & touched, axis=1))[0]
+    slow = fin & (d2 < np.max(np.where(fin, d2, -np.inf), axis=0, keepdims=True) - tol)
+    cand = np.nonzero(ok & np.any(slow & touched, axis=0))[0]
     if len(cand):
         reach = _reach([f.take(cand) for f in pattern]) > 0
-        fc, dc, tc = fin[cand], d2[cand], tol[cand]
+        fc, dc, tc = fin[:, cand].T, d2[:, cand].T, tol[:, cand].T
         reach &= fc[:, None, :] & fc[:, :, None]
         faster = reach & (dc[:, None, :] > dc[:, :, None] + tc[:, :, None])
         ok[cand] = ~np.any(faster, axis=(1, 2))
@@ -316,7 +359,7 @@ def apply(pattern: list, x: np.ndarray, n: int = 1) -> np.ndarray:
         P = pattern[0].take(bad).dense()
         for f in pattern[1:]:
             P = maxplus(f.take(bad).dense(), P)
-        out[bad] = power(P, x0[bad], n)
+        out[:, bad] = power(P, x0[:, bad].T, n).T
     return out
 
 
@@ -364,16 +407,16 @@ class StageTable:
             parts = []
             for rows, planner, ctx in self.groups:
                 block = planner.block(key)
-                cost_blocks([block], ctx, self.serial, (len(rows), 1))
+                cost_blocks([block], ctx, self.serial, (len(rows),))
                 parts.append((rows, block_form(block, len(rows))))
             outs = np.unique(np.concatenate([f.outs for _, f in parts]))
             changed_everywhere = set.intersection(*(set(f.outs.tolist()) for _, f in parts))
             keep = [v for v in outs.tolist() if v not in changed_everywhere]
             ins = np.unique(np.concatenate([f.ins for _, f in parts] + [np.array(keep, np.intp)]))
-            M = np.empty((len(ins), self.rows, len(outs)))
+            M = np.empty((len(ins), len(outs), self.rows))
             out = BlockForm(outs, ins, M, np.zeros(self.rows), {}, np.zeros(self.rows))
             for rows, f in parts:
-                M[:, rows] = f.M if (np.array_equal(f.outs, outs) and np.array_equal(f.ins, ins)) \
+                M[:, :, rows] = f.M if (np.array_equal(f.outs, outs) and np.array_equal(f.ins, ins)) \
                     else _widen(f, outs, ins)
                 out.busy[rows], out.opt[rows] = f.busy, f.opt
                 for axis, v in f.links.items():
@@ -394,15 +437,15 @@ class StageTable:
         split = next(i for i, k in enumerate(per[0]) if k[0] == "bwd")
         forms = {k: self.full(k).take(rows) for keys in per for k in dict.fromkeys(keys)}
         n_rows = len(forms[per[0][0]].busy)
-        x = np.full((n_rows, len(STATE)), NEG)
-        x[:, :_N_STREAMS] = 0.0
+        x = np.full((len(STATE), n_rows), NEG)
+        x[:_N_STREAMS] = 0.0
         for pattern, n in runs(per[0][:split]):
-            x = apply([forms[k] for k in pattern], x, n)
+            x = apply_t([forms[k] for k in pattern], x, n)
         out = StageTime(*(np.zeros((len(remats), n_rows)) for _ in range(5)))
         for r, keys in enumerate(per):
             y = x
             for pattern, n in runs(keys[split:]):
-                y = apply([forms[k] for k in pattern], y, n)
+                y = apply_t([forms[k] for k in pattern], y, n)
             links: dict[str, np.ndarray] = {}
             for k, c in Counter(keys).items():
                 f = forms[k]
@@ -410,13 +453,13 @@ class StageTable:
                 out.opt[r] += c * f.opt
                 for axis, v in f.links.items():
                     links[axis] = links.get(axis, 0.0) + c * v
-            t_raw = y[:, _AT["t_mb"]]
+            t_raw = y[_AT["t_mb"]]
             floor = np.max(np.stack(list(links.values())), axis=0) if links else 0.0
-            out.tail[r] = y[:, :_N_STREAMS].max(axis=1) - t_raw
-            out.t_fwd[r] = y[:, _AT["t_fwd"]]
+            out.tail[r] = y[:_N_STREAMS].max(axis=0) - t_raw
+            out.t_fwd[r] = y[_AT["t_fwd"]]
             out.t_mb[r] = np.maximum(t_raw, floor)
         return out
 
 
 __all__ = ["BlockForm", "ColumnCost", "DenseForm", "StageTable", "StageTime", "block_form",
-           "maxplus", "apply", "runs"]
+           "maxplus", "apply", "apply_t", "runs"]
