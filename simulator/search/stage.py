@@ -145,6 +145,26 @@ class BlockForm:
         y[self.outs] = new
         return y
 
+    def reach_t(self, v: np.ndarray) -> np.ndarray:
+        """Per row, ``max_j v_j`` over the ``j`` each variable depends on (``M_ij > -inf`` in
+        the full matrix; ``v``: S x rows): :meth:`step_t` with every finite entry read as 0
+        (``0 * M`` is 0 there and NaN at -inf, which ``fmax`` passes over)."""
+        y = v.copy()
+        if not len(self.outs):
+            return y
+        M, spans = self.M, self.reaches()
+        new = np.full((len(self.outs), self.rows), NEG)
+        tmp = np.empty_like(new)
+        with np.errstate(invalid="ignore"):
+            for j, (lo, hi) in enumerate(spans):
+                if hi > lo:
+                    t = tmp[lo:hi]
+                    np.multiply(M[j, lo:hi], 0.0, out=t)
+                    np.add(t, v[self.ins[j]], out=t)
+                    np.fmax(new[lo:hi], t, out=new[lo:hi])
+        y[self.outs] = new
+        return y
+
     def _embed(self, fill, ident, values) -> np.ndarray:
         S = len(STATE)
         D = np.full((self.rows, S, S), fill, dtype=np.asarray(values).dtype)
@@ -156,11 +176,6 @@ class BlockForm:
     def dense(self) -> np.ndarray:
         """The full max-plus matrix (rows x S x S)."""
         return self._embed(NEG, 0.0, self.M)
-
-    def reach(self) -> np.ndarray:
-        """Where the full matrix is finite (rows x S x S, float 0/1 for products)."""
-        return self._embed(0.0, 1.0, np.isfinite(self.M).astype(np.float32))
-
 
 class DenseForm:
     """A plain max-plus matrix (rows x S x S) with BlockForm's interface, for :func:`apply`."""
@@ -177,12 +192,11 @@ class DenseForm:
     def dense(self) -> np.ndarray:
         return self.M
 
-    def reach(self) -> np.ndarray:
-        return np.isfinite(self.M).astype(np.float32)
+    def reach_t(self, v: np.ndarray) -> np.ndarray:
+        return DenseForm(np.where(np.isfinite(self.M), 0.0, NEG)).step_t(v)
 
     def take(self, rows) -> DenseForm:
         return DenseForm(self.M[rows])
-
 
 def _reads_writes(block) -> tuple[list[str], list[str]]:
     """The state variables ``block`` reads and those it changes, in STATE order."""
@@ -310,7 +324,10 @@ def apply(pattern: list, x: np.ndarray, n: int = 1) -> np.ndarray:
     in steady state: the clocks advance one layer's time per layer, a stream that falls ever
     further behind (gradient reductions slower than the backward) at its own rate. Other rows
     (a transient longer than ``TRANSIENT``) are finished by repeated squaring of ``P``. Shifts
-    are compared up to float rounding (:data:`SAME`).
+    are compared up to float rounding (:data:`SAME`). The drivers' test reads, per variable
+    ``i``, ``max d_j`` over ``P_ij > -inf``: the pattern once more with every finite entry as
+    0 (:meth:`BlockForm.reach_t`; in max-plus the product of such 0/-inf matrices is finite
+    exactly where ``P`` is).
     """
     return apply_t(pattern, np.ascontiguousarray(x.T), n).T
 
@@ -348,11 +365,11 @@ def apply_t(pattern: list, x: np.ndarray, n: int = 1) -> np.ndarray:
     slow = fin & (d2 < np.max(np.where(fin, d2, -np.inf), axis=0, keepdims=True) - tol)
     cand = np.nonzero(ok & np.any(slow & touched, axis=0))[0]
     if len(cand):
-        reach = _reach([f.take(cand) for f in pattern]) > 0
-        fc, dc, tc = fin[:, cand].T, d2[:, cand].T, tol[:, cand].T
-        reach &= fc[:, None, :] & fc[:, :, None]
-        faster = reach & (dc[:, None, :] > dc[:, :, None] + tc[:, :, None])
-        ok[cand] = ~np.any(faster, axis=(1, 2))
+        top = np.where(fin, d2, -np.inf)  # per variable, the fastest shift among its drivers
+        for f in pattern:
+            top = f.reach_t(top)
+        faster = fin & (top > d2 + tol)
+        ok[cand] = ~np.any(faster[:, cand], axis=0)
     out = np.where(fin, z + (n - TRANSIENT - 2) * d2, z)
     bad = np.nonzero(~ok)[0]
     if len(bad):
@@ -361,14 +378,6 @@ def apply_t(pattern: list, x: np.ndarray, n: int = 1) -> np.ndarray:
             P = maxplus(f.take(bad).dense(), P)
         out[:, bad] = power(P, x0[:, bad].T, n).T
     return out
-
-
-def _reach(pattern: list) -> np.ndarray:
-    """Where the repeat's matrix is finite (``P_ij > -inf``), per row, as 0/1."""
-    R = pattern[0].reach()
-    for f in pattern[1:]:
-        R = np.minimum(f.reach() @ R, 1.0)
-    return R
 
 
 def runs(seq: list) -> list[tuple[tuple, int]]:
@@ -392,15 +401,24 @@ def runs(seq: list) -> list[tuple[tuple, int]]:
     return out
 
 
+def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """The increasing indices ``rows`` as runs of consecutive ones: ``(lo, hi, at)`` with
+    ``rows[at:at + hi - lo] == range(lo, hi)``."""
+    cut = np.nonzero(np.diff(rows) != 1)[0] + 1
+    starts, ends = [0, *cut.tolist()], [*cut.tolist(), len(rows)]
+    return [(int(rows[a]), int(rows[a]) + b - a, a) for a, b in zip(starts, ends) if b > a]
+
+
 class StageTable:
     """Every block's max-plus form for every stage row. Rows are grouped by the structure of
     their layer templates (``groups``: (rows, planner, cost context) each); a block is built,
     costed and run once per group and its forms gathered into one table per block key (over
-    the union of the groups' variables)."""
+    the union of the groups' variables, copied run by run of consecutive rows)."""
 
     def __init__(self, groups, rows: int, serial: bool) -> None:
         self.groups, self.rows, self.serial = groups, rows, serial
         self._full: dict[tuple, BlockForm] = {}
+        self._runs = [_runs(g[0]) for g in groups]
 
     def full(self, key: tuple) -> BlockForm:
         if key not in self._full:
@@ -415,9 +433,11 @@ class StageTable:
             ins = np.unique(np.concatenate([f.ins for _, f in parts] + [np.array(keep, np.intp)]))
             M = np.empty((len(ins), len(outs), self.rows))
             out = BlockForm(outs, ins, M, np.zeros(self.rows), {}, np.zeros(self.rows))
-            for rows, f in parts:
-                M[:, :, rows] = f.M if (np.array_equal(f.outs, outs) and np.array_equal(f.ins, ins)) \
+            for (rows, f), pieces in zip(parts, self._runs):
+                src = f.M if (np.array_equal(f.outs, outs) and np.array_equal(f.ins, ins)) \
                     else _widen(f, outs, ins)
+                for lo, hi, at in pieces:
+                    M[:, :, lo:hi] = src[:, :, at:at + hi - lo]
                 out.busy[rows], out.opt[rows] = f.busy, f.opt
                 for axis, v in f.links.items():
                     out.links.setdefault(axis, np.zeros(self.rows))[rows] = v

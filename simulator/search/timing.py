@@ -82,16 +82,21 @@ class _StageRows:
     and their collective coefficients and pipeline send time."""
 
     def __init__(self, c: Candidates) -> None:
-        # pipeline size first: each pipeline size's stage rows are one contiguous range
+        # pipeline size first: each pipeline size's stage rows are one contiguous range, and
+        # within it each structure group's (so a block's forms gather by ranges of rows)
         nplace, nmb = int(c.placement.max(initial=0)) + 1, int(c.micro_batch.max(initial=0)) + 1
-        key = (c.axis("pipeline").astype(np.int64) * nplace + c.placement) * nmb + c.micro_batch
+        pipe = c.axis("pipeline")
+        key = (pipe.astype(np.int64) * nplace + c.placement) * nmb + c.micro_batch
         _, first, inv = small_unique(key)
-        self.of_row = inv.ravel()
+        self.space = c.space
+        self.mesh, self.micro_batch = c.mesh[first], c.micro_batch[first]
+        order = np.lexsort((self.structure(), pipe[first]))
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        first, self.of_row = first[order], rank[inv.ravel()]
+        self.mesh, self.micro_batch = c.mesh[first], c.micro_batch[first]
         used, where = np.unique(c.placement[first], return_inverse=True)
         self.coef = coefficients(c.placements, used, _dedup(c.space))[where.ravel()]
-        self.mesh = c.mesh[first]
-        self.micro_batch = c.micro_batch[first]
-        self.space = c.space
         self.cm = ComputeModel.from_profile(c.space.hardware, c.space.base.precision)
         cols = self.cols(slice(None))
         send = Op("send", OpKind.COLLECTIVE, collective=Collective.PERMUTE, axis="pipeline",
@@ -103,13 +108,18 @@ class _StageRows:
     def cols(self, idx) -> dict[str, np.ndarray]:
         return {a: self.mesh[idx, i] for a, i in AXIS.items()}
 
+    def structure(self) -> np.ndarray:
+        """:func:`structure_key` of every stage row."""
+        cols = self.cols(slice(None))
+        return structure_key(self.space.model, cols,
+                             self.micro_batch * self.space.seq_len // cols["seq"])
+
     def table(self) -> StageTable:
         """Every block's form for every stage row, grouped by :func:`structure_key`."""
         if self._table is None:
             sp, m = self.space, self.space.model
             cols = self.cols(slice(None))
-            T = self.micro_batch * sp.seq_len // cols["seq"]
-            key = structure_key(m, cols, T)
+            key = self.structure()
             groups = []
             for code in np.unique(key):
                 rows = np.nonzero(key == code)[0]
