@@ -220,6 +220,15 @@ def _reads_writes(block) -> tuple[list[str], list[str]]:
     return ([v for v in STATE if v in reads], [v for v in STATE if v in writes])
 
 
+def _latest(none: np.ndarray):
+    """``np.maximum`` for the scheduler, passing over ``none`` (the time of "no dependency",
+    all -inf) instead of taking a maximum with it: the scheduler starts every op's ready time
+    there. Times are never changed in place, so the other argument is returned as is."""
+    def mx(a, b):
+        return b if a is none else a if b is none else np.maximum(a, b)
+    return mx
+
+
 def block_form(block, rows: int) -> BlockForm:
     """Run ``block`` (costed, durations per row: shape ``(rows,)``) once on the unknowns it
     reads: a time is ``S x rows`` (its coefficient of each unknown), so every operation of the
@@ -232,7 +241,7 @@ def block_form(block, rows: int) -> BlockForm:
     none = np.full((S, 1), NEG)
     free = {s: at[s] for s in ins if s in STREAMS}
     end = {"@" + r: at[r] for r in REGISTERS if r in at}
-    run(((op.name, op, op.deps) for op in block.ops), Clock.arrays(free, end, none))
+    run(((op.name, op, op.deps) for op in block.ops), Clock(free, end, _latest(none), none))
     out = dict(free)
     for reg, name in block.writes:
         out[reg] = end[name] if name else none

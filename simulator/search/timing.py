@@ -137,7 +137,7 @@ def step_times(c: Candidates, progress=None) -> StepTimes:
     sr = _StageRows(c)
     table = sr.table()
     out = StepTimes(np.zeros(len(c)), np.zeros(len(c)), np.zeros(len(c)))
-    pipe = c.axis("pipeline")
+    pipe, m = c.axis("pipeline"), c.microbatches
     done = 0
     for pp in np.unique(pipe):
         sel = np.nonzero(pipe == pp)[0]
@@ -153,9 +153,11 @@ def step_times(c: Candidates, progress=None) -> StepTimes:
             part = np.nonzero(c.virtual[sel] == v)[0]
             idx = sel[part]
             ra, rw = remat_at[part], row_at[part]
-            ranks = [StageTime(*(getattr(times[cls], f)[ra, rw] for f in
-                                 ("t_fwd", "t_mb", "tail", "busy", "opt"))) for cls in layout]
-            _time_group(ranks, c.microbatches[idx], c.schedule[idx], sr.send[sr.of_row[idx]], v,
+            per = {cls: StageTime(*(getattr(times[cls], f)[ra, rw] for f in
+                                    ("t_fwd", "t_mb", "tail", "busy", "opt")))
+                   for cls in dict.fromkeys(layout)}
+            ranks = [per[cls] for cls in layout]
+            _time_group(ranks, m[idx], c.schedule[idx], sr.send[sr.of_row[idx]], v,
                         out, idx)
         done += len(sel)
         if progress:
