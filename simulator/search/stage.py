@@ -75,12 +75,13 @@ _N_STREAMS = len(STREAMS)
 @dataclass
 class BlockForm:
     """A block on columns, as a sparse max-plus matrix: the state variables it changes
-    (``outs``, indices into STATE) as ``x'_o = max_j M[j, :, o] + x_ins[j]`` of those it reads
-    (``ins``); every other variable keeps its value. ``M`` is stored ins x outs x rows, so a
-    step runs over contiguous rows (the state too: variable-major, :meth:`step_t`). Its
-    additive sums per row:
-    compute-stream ``busy`` seconds of the micro-batch, collective seconds per axis on the links
-    (``links``), ``opt`` optimizer seconds."""
+    (``outs``, indices into STATE) as ``x'_o = max_j M[j, cols[o], :] + x_ins[j]`` of those it
+    reads (``ins``); every other variable keeps its value. ``M`` is stored ins x columns x
+    rows, so a step runs over contiguous rows (the state too: variable-major, :meth:`step_t`),
+    with one column for outputs equal on every row (``cols``: each output's column; e.g. the
+    compute stream, ``x`` and ``t_mb`` all end at the layer's last compute op). Its additive
+    sums per row: compute-stream ``busy`` seconds of the micro-batch, collective seconds per
+    axis on the links (``links``), ``opt`` optimizer seconds."""
 
     outs: np.ndarray
     ins: np.ndarray
@@ -88,14 +89,21 @@ class BlockForm:
     busy: np.ndarray
     links: dict[str, np.ndarray]
     opt: np.ndarray
-    spans: tuple | None = None  # per input, [lo, hi) of the outputs it reaches: see reaches()
+    cols: np.ndarray
+    spans: tuple | None = None  # per input, [lo, hi) of the columns it reaches: see reaches()
+    alike: tuple | None = None  # inputs with equal matrices, in groups: see same_inputs()
 
     @property
     def rows(self) -> int:
         return self.M.shape[2]
 
+    def _put(self, y: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """``y`` with the outputs set from their columns ``new`` (columns x rows)."""
+        y[self.outs] = new if len(self.cols) == len(new) else new[self.cols]
+        return y
+
     def reaches(self) -> tuple:
-        """Per input ``j``, the range ``[lo, hi)`` of outputs holding every output that is
+        """Per input ``j``, the range ``[lo, hi)`` of columns holding every column that is
         finite in some row (``M[j, o] > -inf``; ``(0, 0)`` for none): outside it ``M[j]``
         is -inf on every row and adds nothing to a maximum. Found once; a form's rows
         (:meth:`take`) inherit it (a superset of theirs)."""
@@ -108,13 +116,40 @@ class BlockForm:
             self.spans = tuple(spans)
         return self.spans
 
+    def same_inputs(self) -> tuple:
+        """The inputs in groups whose rows of ``M`` are equal on every row (e.g. the compute
+        stream and the register ``x``, which the layer's first op waits for together): since
+        ``max(M_j + x_j, M_j + x_k) = M_j + max(x_j, x_k)`` exactly (rounding is monotone),
+        a step reads one matrix per group. Found once; a form's rows keep it."""
+        if self.alike is None:
+            groups: dict[bytes, list[list[int]]] = {}
+            for j in range(len(self.ins)):
+                near = groups.setdefault(self.M[j, :, :4].tobytes(), [])
+                for g in near:
+                    if np.array_equal(self.M[g[0]], self.M[j]):
+                        g.append(j)
+                        break
+                else:
+                    near.append([j])
+            self.alike = tuple(tuple(g) for gs in groups.values() for g in gs)
+        return self.alike
+
+    def _inputs(self, x: np.ndarray):
+        """Per group of :meth:`same_inputs`: its first input and the state it reads (the
+        group's latest)."""
+        for g in self.same_inputs():
+            v = x[self.ins[g[0]]]
+            for j in g[1:]:
+                v = np.maximum(v, x[self.ins[j]])
+            yield g[0], v
+
     def take(self, rows) -> BlockForm:
         """The form at ``rows`` (a slice keeps a view: each (input, output) row of ``M``
         stays contiguous)."""
         M = self.M[:, :, rows]
         return BlockForm(self.outs, self.ins, M,
                          self.busy[rows], {a: v[rows] for a, v in self.links.items()},
-                         self.opt[rows], self.reaches())
+                         self.opt[rows], self.cols, self.reaches(), self.same_inputs())
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """The state after the block, per row (``x``: rows x S)."""
@@ -127,23 +162,22 @@ class BlockForm:
         y = x.copy()
         if not len(self.outs):
             return y
-        M, spans, n = self.M, self.reaches(), len(self.outs)
-        order = sorted(range(len(spans)), key=lambda j: spans[j][0] > 0 or spans[j][1] < n)
+        M, spans, n = self.M, self.reaches(), self.M.shape[1]
+        reads = sorted(self._inputs(x), key=lambda jv: spans[jv[0]] != (0, n))
         new = np.empty((n, self.rows))
         tmp = np.empty_like(new)
-        first = spans[order[0]] == (0, n)
+        first = spans[reads[0][0]] == (0, n)
         if not first:
             new.fill(NEG)
-        for k, j in enumerate(order):
+        for k, (j, xj) in enumerate(reads):
             lo, hi = spans[j]
             if k == 0 and first:
-                np.add(M[j], x[self.ins[j]], out=new)
+                np.add(M[j], xj, out=new)
             elif hi > lo:
                 t = tmp[lo:hi]
-                np.add(M[j, lo:hi], x[self.ins[j]], out=t)
+                np.add(M[j, lo:hi], xj, out=t)
                 np.maximum(new[lo:hi], t, out=new[lo:hi])
-        y[self.outs] = new
-        return y
+        return self._put(y, new)
 
     def reach_t(self, v: np.ndarray) -> np.ndarray:
         """Per row, ``max_j v_j`` over the ``j`` each variable depends on (``M_ij > -inf`` in
@@ -153,17 +187,17 @@ class BlockForm:
         if not len(self.outs):
             return y
         M, spans = self.M, self.reaches()
-        new = np.full((len(self.outs), self.rows), NEG)
+        new = np.full((M.shape[1], self.rows), NEG)
         tmp = np.empty_like(new)
         with np.errstate(invalid="ignore"):
-            for j, (lo, hi) in enumerate(spans):
+            for j, vj in self._inputs(v):
+                lo, hi = spans[j]
                 if hi > lo:
                     t = tmp[lo:hi]
                     np.multiply(M[j, lo:hi], 0.0, out=t)
-                    np.add(t, v[self.ins[j]], out=t)
+                    np.add(t, vj, out=t)
                     np.fmax(new[lo:hi], t, out=new[lo:hi])
-        y[self.outs] = new
-        return y
+        return self._put(y, new)
 
     def _embed(self, fill, ident, values) -> np.ndarray:
         S = len(STATE)
@@ -175,7 +209,7 @@ class BlockForm:
 
     def dense(self) -> np.ndarray:
         """The full max-plus matrix (rows x S x S)."""
-        return self._embed(NEG, 0.0, self.M)
+        return self._embed(NEG, 0.0, self.M[:, self.cols])
 
 class DenseForm:
     """A plain max-plus matrix (rows x S x S) with BlockForm's interface, for :func:`apply`."""
@@ -264,25 +298,47 @@ def block_form(block, rows: int) -> BlockForm:
             links[axis] = links.get(axis, 0.0) + dur
         if op.phase == "optimizer" and op.kind is not OpKind.COLLECTIVE:
             opt = opt + dur
-    M = np.empty((S, len(outs), rows))
+    column: dict[int, int] = {}  # the scheduler's own arrays: one object, one column
+    cols = np.array([column.setdefault(id(out[v]), len(column)) for v in outs], dtype=np.intp)
+    M = np.empty((S, len(column), rows))
     for k, v in enumerate(outs):
-        M[:, k, :] = np.broadcast_to(out[v], (S, rows))
+        M[:, cols[k], :] = np.broadcast_to(out[v], (S, rows))
     return BlockForm(np.array([_AT[v] for v in outs], dtype=np.intp),
-                     np.array([_AT[v] for v in ins], dtype=np.intp), M, busy, links, opt)
+                     np.array([_AT[v] for v in ins], dtype=np.intp), M, busy, links, opt, cols)
 
 
-def _widen(f: BlockForm, outs: np.ndarray, ins: np.ndarray) -> np.ndarray:
-    """``f.M`` over the wider ``ins`` x ``outs`` (a variable ``f`` leaves alone keeps its
-    value: its own input at 0; inputs ``f`` does not read at -inf)."""
-    M = np.full((len(ins), len(outs), f.rows), NEG)
-    o = {v: k for k, v in enumerate(outs.tolist())}
+def _widen(f: BlockForm, heads: list[int], ins: np.ndarray) -> np.ndarray:
+    """``f.M`` over the wider ``ins`` and the columns of outputs ``heads`` (a variable ``f``
+    leaves alone keeps its value: its own input at 0; inputs ``f`` does not read at -inf)."""
     i = {v: k for k, v in enumerate(ins.tolist())}
-    for v in set(o) - set(f.outs.tolist()):
-        M[i[v], o[v], :] = 0.0
+    at = {v: int(c) for v, c in zip(f.outs.tolist(), f.cols)}
+    if np.array_equal(f.ins, ins) and [at.get(v) for v in heads] == list(range(f.M.shape[1])):
+        return f.M
+    M = np.full((len(ins), len(heads), f.rows), NEG)
     in_at = np.array([i[v] for v in f.ins.tolist()], dtype=np.intp)
-    out_at = np.array([o[v] for v in f.outs.tolist()], dtype=np.intp)
-    M[in_at[:, None], out_at[None, :], :] = f.M
+    for c, v in enumerate(heads):
+        if v in at:
+            M[in_at, c, :] = f.M[:, at[v], :]
+        else:
+            M[i[v], c, :] = 0.0
     return M
+
+
+def _shared_columns(forms: list[BlockForm], outs: list[int]) -> tuple[list[int], np.ndarray]:
+    """The columns of a table of ``forms`` over ``outs``: outputs share one where they share
+    one in every form (an output a form leaves alone shares none). Returns each column's first
+    output and each output's column."""
+    sign = [tuple(int(f.cols[k]) if (k := _index(f.outs, v)) is not None else ("keep", v)
+                  for f in forms) for v in outs]
+    column: dict[tuple, int] = {}
+    cols = np.array([column.setdefault(s, len(column)) for s in sign], dtype=np.intp)
+    heads = [outs[int(np.nonzero(cols == c)[0][0])] for c in range(len(column))]
+    return heads, cols
+
+
+def _index(a: np.ndarray, v: int) -> int | None:
+    at = np.nonzero(a == v)[0]
+    return int(at[0]) if len(at) else None
 
 
 def maxplus(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -440,11 +496,11 @@ class StageTable:
             changed_everywhere = set.intersection(*(set(f.outs.tolist()) for _, f in parts))
             keep = [v for v in outs.tolist() if v not in changed_everywhere]
             ins = np.unique(np.concatenate([f.ins for _, f in parts] + [np.array(keep, np.intp)]))
-            M = np.empty((len(ins), len(outs), self.rows))
-            out = BlockForm(outs, ins, M, np.zeros(self.rows), {}, np.zeros(self.rows))
+            heads, cols = _shared_columns([f for _, f in parts], outs.tolist())
+            M = np.empty((len(ins), len(heads), self.rows))
+            out = BlockForm(outs, ins, M, np.zeros(self.rows), {}, np.zeros(self.rows), cols)
             for (rows, f), pieces in zip(parts, self._runs):
-                src = f.M if (np.array_equal(f.outs, outs) and np.array_equal(f.ins, ins)) \
-                    else _widen(f, outs, ins)
+                src = _widen(f, heads, ins)
                 for lo, hi, at in pieces:
                     M[:, :, lo:hi] = src[:, :, at:at + hi - lo]
                 out.busy[rows], out.opt[rows] = f.busy, f.opt
