@@ -370,6 +370,9 @@ def power(M: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
 
 #: Repeats of a pattern before its periodic regime is tested (:func:`apply`).
 TRANSIENT = 2
+#: Runs of at most this many blocks are applied one block at a time (:func:`apply`): the
+#: periodic regime's test costs about as much as a few more steps.
+DIRECT = 8
 #: Shifts compared up to float rounding: relative to the clocks' size.
 SAME = 1e-12
 
@@ -378,7 +381,8 @@ def apply(pattern: list, x: np.ndarray, n: int = 1) -> np.ndarray:
     """``x`` after ``n`` repeats of the blocks ``pattern`` (BlockForms, or max-plus matrices
     rows x S x S, applied in order), per row.
 
-    Exact, and in ``TRANSIENT + 2`` repeats for the rows that reach a periodic regime. With
+    Exact, and in ``TRANSIENT + 2`` repeats for the rows that reach a periodic regime (a run
+    of at most :data:`DIRECT` blocks is applied block by block). With
     ``P`` the repeat's matrix and ``x_{k+1} = P x_k``: if two repeats shift every variable
     alike, ``x_{K+2} - x_{K+1} = x_{K+1} - x_K = d``, and no variable is driven by a faster
     one (``d_j <= d_i`` wherever ``P_ij > -inf``), then ``x_{K+2+m} = x_{K+2} + m d`` for all
@@ -407,7 +411,7 @@ def apply_t(pattern: list, x: np.ndarray, n: int = 1) -> np.ndarray:
             v = f.step_t(v)
         return v
 
-    if n <= TRANSIENT + 2:
+    if n <= TRANSIENT + 2 or n * len(pattern) <= DIRECT:
         for _ in range(n):
             x = once(x)
         return x
