@@ -25,27 +25,26 @@ def _classes(layout) -> dict[tuple, list[int]]:
     return out
 
 
-def dims_of(c: Candidates):
-    """The rows' :class:`~simulator.graph.dims.Dims` as numpy columns (``Dims.from_mesh``)."""
+def dims_of(c: Candidates, idx=slice(None)):
+    """The rows' (``idx``: all by default) :class:`~simulator.graph.dims.Dims` as numpy
+    columns (``Dims.from_mesh``)."""
     from simulator.graph.dims import Dims
     from simulator.specs.sharding import AXES
 
-    return Dims.from_mesh(c.space.base, c.space.seq_len, {a: c.axis(a) for a in AXES},
-                          c.micro_batch)
+    return Dims.from_mesh(c.space.base, c.space.seq_len,
+                          {a: c.mesh[idx, i] for i, a in enumerate(AXES)}, c.micro_batch[idx])
 
 
 def memory_per_device(c: Candidates) -> np.ndarray:
     """Bytes per device of the busiest rank, per row (the graph path's MemoryEstimate)."""
     out = np.zeros(len(c))
+    m, interleaved = c.microbatches, c.schedule == SCHEDULES.index("interleaved")
     for pp, v, idx in groups(c):
-        sub = c.take(idx)
-        d = dims_of(sub)
-        interleaved = sub.schedule == SCHEDULES.index("interleaved")
+        d, mi, il, remat = dims_of(c, idx), m[idx], interleaved[idx], c.remat[idx]
         best = np.zeros(len(idx))
         for (kinds, first, last), ranks in _classes(rank_classes(c.space.model, pp, v)).items():
-            flight = max_in_flight(ranks, pp, sub.microbatches, interleaved, v)
-            best = np.maximum(best, memory_bytes(d, c.space, sub.remat, kinds, first, last,
-                                                 flight))
+            flight = max_in_flight(ranks, pp, mi, il, v)
+            best = np.maximum(best, memory_bytes(d, c.space, remat, kinds, first, last, flight))
         out[idx] = best
     return out
 
