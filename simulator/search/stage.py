@@ -157,8 +157,8 @@ class BlockForm:
 
     def step_t(self, x: np.ndarray) -> np.ndarray:
         """:meth:`step` on the state variable-major (``x``: S x rows). Reading ``M`` is the
-        cost (a step is bound by memory), so each input reads only the outputs it reaches
-        (:meth:`reaches`)."""
+        cost (a step is bound by memory), so each input reads only the columns it reaches
+        (:meth:`reaches`), and inputs with equal matrices read one (:meth:`same_inputs`)."""
         y = x.copy()
         if not len(self.outs):
             return y
