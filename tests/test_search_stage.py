@@ -118,6 +118,27 @@ def test_a_whole_table_at_once_equals_row_by_row():
                 assert together[f][i] == pytest.approx(v[0], rel=EXACT), (f, remat, sub.row(i))
 
 
+def test_blocks_built_on_every_row_at_once_equal_the_grouped_ones():
+    """A block whose templates branch alike on every row (the optimizer's) is built once for
+    the whole table; its rank times equal those of the table built group by group."""
+    from simulator.search.stage import StageTable
+
+    (model, hw), base, rows = CASES["moe-mixed-tpu"]
+    c, idx = candidates(space(model, hw, **base), rows)
+    sr = _StageRows(c.take(np.array(idx)))
+    table = sr.table()
+    assert table.whole is not None and len(table.groups) > 1
+    grouped = StageTable(table.groups, table.rows, table.serial)
+    kinds = tuple(sr.space.model.is_moe_layer(j) for j in range(4))
+    for remat in range(len(REMATS)):
+        for first, last in ((True, False), (False, True)):
+            got = _time(table, kinds, first, last, np.arange(table.rows), remat)
+            want = _time(grouped, kinds, first, last, np.arange(table.rows), remat)
+            for f, v in want.items():
+                np.testing.assert_allclose(got[f], v, rtol=EXACT, err_msg=f)
+    assert ("optimizer", kinds, False, True) in table.whole[1]._blocks  # built on every row
+
+
 def test_a_block_form_steps_as_its_dense_matrix():
     """A block's sparse form (the variables it changes, from those it reads) steps a state as
     its dense max-plus matrix does, and reads each variable's drivers exactly where the dense

@@ -15,6 +15,10 @@ import numpy as np
 from simulator.graph.dims import Dims
 
 
+class BranchError(ValueError):
+    """A template branched differently within one group of configurations."""
+
+
 class Column(np.ndarray):
     """An array whose truth value is defined when all its entries agree."""
 
@@ -24,7 +28,7 @@ class Column(np.ndarray):
             return True
         if not a.any():
             return False
-        raise ValueError("a step-graph template branched differently within one group of "
+        raise BranchError("a step-graph template branched differently within one group of "
                          "configurations; add the condition to search.columns.structure_key")
 
 

@@ -31,6 +31,7 @@ from simulator.graph.cost import cost_blocks
 from simulator.graph.ops import COMPUTE, STREAMS, OpKind
 from simulator.graph.plan import MICROBATCH, REGISTERS, link_axis, stage_steps
 from simulator.graph.schedule import Clock, run
+from simulator.search.columns import BranchError
 from simulator.search.placements import COLUMN, DEDUP_COLUMN
 from simulator.search.space import REMATS
 
@@ -482,20 +483,32 @@ class StageTable:
     """Every block's max-plus form for every stage row. Rows are grouped by the structure of
     their layer templates (``groups``: (rows, planner, cost context) each); a block is built,
     costed and run once per group and its forms gathered into one table per block key (over
-    the union of the groups' variables, copied run by run of consecutive rows)."""
+    the union of the groups' variables, copied run by run of consecutive rows). ``whole``, when
+    given, is the one group of every row: a block whose templates take the same branches on
+    every row (no :class:`~simulator.search.columns.BranchError`; e.g. the optimizer's) is
+    built once on it."""
 
-    def __init__(self, groups, rows: int, serial: bool) -> None:
-        self.groups, self.rows, self.serial = groups, rows, serial
+    def __init__(self, groups, rows: int, serial: bool, whole=None) -> None:
+        self.groups, self.rows, self.serial, self.whole = groups, rows, serial, whole
         self._full: dict[tuple, BlockForm] = {}
-        self._runs = [_runs(g[0]) for g in groups]
+
+    def _parts(self, key: tuple) -> list[tuple[np.ndarray, BlockForm]]:
+        """(rows, the block's form on them) per group (or for :attr:`whole`)."""
+        if self.whole is not None:
+            try:
+                return [self._part(key, *self.whole)]
+            except BranchError:
+                pass
+        return [self._part(key, *g) for g in self.groups]
+
+    def _part(self, key: tuple, rows: np.ndarray, planner, ctx) -> tuple[np.ndarray, BlockForm]:
+        block = planner.block(key)
+        cost_blocks([block], ctx, self.serial, (len(rows),))
+        return rows, block_form(block, len(rows))
 
     def full(self, key: tuple) -> BlockForm:
         if key not in self._full:
-            parts = []
-            for rows, planner, ctx in self.groups:
-                block = planner.block(key)
-                cost_blocks([block], ctx, self.serial, (len(rows),))
-                parts.append((rows, block_form(block, len(rows))))
+            parts = self._parts(key)
             outs = np.unique(np.concatenate([f.outs for _, f in parts]))
             changed_everywhere = set.intersection(*(set(f.outs.tolist()) for _, f in parts))
             keep = [v for v in outs.tolist() if v not in changed_everywhere]
@@ -503,9 +516,9 @@ class StageTable:
             heads, cols = _shared_columns([f for _, f in parts], outs.tolist())
             M = np.empty((len(ins), len(heads), self.rows))
             out = BlockForm(outs, ins, M, np.zeros(self.rows), {}, np.zeros(self.rows), cols)
-            for (rows, f), pieces in zip(parts, self._runs):
+            for rows, f in parts:
                 src = _widen(f, heads, ins)
-                for lo, hi, at in pieces:
+                for lo, hi, at in _runs(rows):
                     M[:, :, lo:hi] = src[:, :, at:at + hi - lo]
                 out.busy[rows], out.opt[rows] = f.busy, f.opt
                 for axis, v in f.links.items():

@@ -115,19 +115,21 @@ class _StageRows:
                              self.micro_batch * self.space.seq_len // cols["seq"])
 
     def table(self) -> StageTable:
-        """Every block's form for every stage row, grouped by :func:`structure_key`."""
+        """Every block's form for every stage row, grouped by :func:`structure_key` (and, for
+        the blocks whose templates branch alike on every row, one group of all rows)."""
         if self._table is None:
-            sp, m = self.space, self.space.model
-            cols = self.cols(slice(None))
             key = self.structure()
-            groups = []
-            for code in np.unique(key):
-                rows = np.nonzero(key == code)[0]
-                d = dims_columns(sp, {a: v[rows] for a, v in cols.items()}, self.micro_batch[rows])
-                groups.append((rows, Planner(m, sp.base, d), ColumnCost(self.cm, self.coef[rows])))
+            groups = [self._group(np.nonzero(key == code)[0]) for code in np.unique(key)]
+            whole = self._group(np.arange(len(key))) if len(groups) > 1 else None
             self._table = StageTable(groups, len(self.micro_batch),
-                                     sp.hardware.chip.collectives_use_compute)
+                                     self.space.hardware.chip.collectives_use_compute, whole)
         return self._table
+
+    def _group(self, rows: np.ndarray):
+        """(rows, planner, cost context) of the stage rows ``rows``."""
+        sp = self.space
+        d = dims_columns(sp, self.cols(rows), self.micro_batch[rows])
+        return rows, Planner(sp.model, sp.base, d), ColumnCost(self.cm, self.coef[rows])
 
 
 def step_times(c: Candidates, progress=None) -> StepTimes:
