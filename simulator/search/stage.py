@@ -98,9 +98,13 @@ class BlockForm:
     def rows(self) -> int:
         return self.M.shape[2]
 
-    def _put(self, y: np.ndarray, new: np.ndarray) -> np.ndarray:
-        """``y`` with the outputs set from their columns ``new`` (columns x rows)."""
-        y[self.outs] = new if len(self.cols) == len(new) else new[self.cols]
+    def _put(self, x: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """The state ``x`` (S x rows) with the outputs set from their columns ``new``
+        (columns x rows), as a new array: one row copied per variable."""
+        y = np.empty_like(x)
+        col = dict(zip(self.outs.tolist(), self.cols.tolist()))
+        for v in range(len(x)):
+            y[v] = new[col[v]] if v in col else x[v]
         return y
 
     def reaches(self) -> tuple:
@@ -160,9 +164,8 @@ class BlockForm:
         """:meth:`step` on the state variable-major (``x``: S x rows). Reading ``M`` is the
         cost (a step is bound by memory), so each input reads only the columns it reaches
         (:meth:`reaches`), and inputs with equal matrices read one (:meth:`same_inputs`)."""
-        y = x.copy()
         if not len(self.outs):
-            return y
+            return x.copy()
         M, spans, n = self.M, self.reaches(), self.M.shape[1]
         reads = sorted(self._inputs(x), key=lambda jv: spans[jv[0]] != (0, n))
         new = np.empty((n, self.rows))
@@ -178,15 +181,14 @@ class BlockForm:
                 t = tmp[lo:hi]
                 np.add(M[j, lo:hi], xj, out=t)
                 np.maximum(new[lo:hi], t, out=new[lo:hi])
-        return self._put(y, new)
+        return self._put(x, new)
 
     def reach_t(self, v: np.ndarray) -> np.ndarray:
         """Per row, ``max_j v_j`` over the ``j`` each variable depends on (``M_ij > -inf`` in
         the full matrix; ``v``: S x rows): :meth:`step_t` with every finite entry read as 0
         (``0 * M`` is 0 there and NaN at -inf, which ``fmax`` passes over)."""
-        y = v.copy()
         if not len(self.outs):
-            return y
+            return v.copy()
         M, spans = self.M, self.reaches()
         new = np.full((M.shape[1], self.rows), NEG)
         tmp = np.empty_like(new)
@@ -198,7 +200,7 @@ class BlockForm:
                     np.multiply(M[j, lo:hi], 0.0, out=t)
                     np.add(t, vj, out=t)
                     np.fmax(new[lo:hi], t, out=new[lo:hi])
-        return self._put(y, new)
+        return self._put(v, new)
 
     def _embed(self, fill, ident, values) -> np.ndarray:
         S = len(STATE)
