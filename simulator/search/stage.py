@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -48,9 +49,14 @@ class ColumnCost:
     compute: ComputeModel
     coef: np.ndarray
 
+    @cached_property
+    def _by_column(self) -> np.ndarray:
+        """``coef`` as columns x 2 x rows: each column's alpha and beta contiguous."""
+        return np.ascontiguousarray(np.transpose(self.coef, (1, 2, 0)))
+
     def collective(self, op) -> np.ndarray:
         col = DEDUP_COLUMN if op.dedup else COLUMN[(op.axis, op.collective)]
-        a, b = self.coef[:, col].T
+        a, b = self._by_column[col]
         nbytes = np.broadcast_to(np.asarray(op.nbytes, dtype=float), a.shape)
         return np.where(nbytes > 0, a * nbytes + b, 0.0)
 
