@@ -515,24 +515,31 @@ class StageTable:
         return rows, block_form(block, len(rows))
 
     def full(self, key: tuple) -> BlockForm:
+        """Block ``key``'s form on every stage row (built once)."""
         if key not in self._full:
             parts = self._parts(key)
-            outs = np.unique(np.concatenate([f.outs for _, f in parts]))
-            changed_everywhere = set.intersection(*(set(f.outs.tolist()) for _, f in parts))
-            keep = [v for v in outs.tolist() if v not in changed_everywhere]
-            ins = np.unique(np.concatenate([f.ins for _, f in parts] + [np.array(keep, np.intp)]))
-            heads, cols = _shared_columns([f for _, f in parts], outs.tolist())
-            M = np.empty((len(ins), len(heads), self.rows))
-            out = BlockForm(outs, ins, M, np.zeros(self.rows), {}, np.zeros(self.rows), cols)
-            for rows, f in parts:
-                src = _widen(f, heads, ins)
-                for lo, hi, at in _runs(rows):
-                    M[:, :, lo:hi] = src[:, :, at:at + hi - lo]
-                out.busy[rows], out.opt[rows] = f.busy, f.opt
-                for axis, v in f.links.items():
-                    out.links.setdefault(axis, np.zeros(self.rows))[rows] = v
-            self._full[key] = out
+            whole = len(parts) == 1 and len(parts[0][0]) == self.rows  # its rows, in order
+            self._full[key] = parts[0][1] if whole else self._gather(parts)
         return self._full[key]
+
+    def _gather(self, parts: list[tuple[np.ndarray, BlockForm]]) -> BlockForm:
+        """One form from the groups' ``(rows, form)``: over the union of their variables, an
+        output a group leaves alone keeping its value."""
+        outs = np.unique(np.concatenate([f.outs for _, f in parts]))
+        changed_everywhere = set.intersection(*(set(f.outs.tolist()) for _, f in parts))
+        keep = [v for v in outs.tolist() if v not in changed_everywhere]
+        ins = np.unique(np.concatenate([f.ins for _, f in parts] + [np.array(keep, np.intp)]))
+        heads, cols = _shared_columns([f for _, f in parts], outs.tolist())
+        M = np.empty((len(ins), len(heads), self.rows))
+        out = BlockForm(outs, ins, M, np.zeros(self.rows), {}, np.zeros(self.rows), cols)
+        for rows, f in parts:
+            src = _widen(f, heads, ins)
+            for lo, hi, at in _runs(rows):
+                M[:, :, lo:hi] = src[:, :, at:at + hi - lo]
+            out.busy[rows], out.opt[rows] = f.busy, f.opt
+            for axis, v in f.links.items():
+                out.links.setdefault(axis, np.zeros(self.rows))[rows] = v
+        return out
 
     def time(self, kinds: tuple[bool, ...], first: bool, last: bool, rows,
              remats: np.ndarray) -> StageTime:
