@@ -310,27 +310,35 @@ def block_form(block, rows: int) -> BlockForm:
     column: dict[int, int] = {}  # the scheduler's own arrays: one object, one column
     cols = np.array([column.setdefault(id(out[v]), len(column)) for v in outs], dtype=np.intp)
     M = np.empty((S, len(column), rows))
-    for k, v in enumerate(outs):
-        M[:, cols[k], :] = np.broadcast_to(out[v], (S, rows))
+    head: dict[int, str] = {}  # each column's first output
+    for v, c in zip(outs, cols.tolist()):
+        head.setdefault(c, v)
+    for c, v in head.items():
+        M[:, c, :] = np.broadcast_to(out[v], (S, rows))
     return BlockForm(np.array([_AT[v] for v in outs], dtype=np.intp),
                      np.array([_AT[v] for v in ins], dtype=np.intp), M, busy, links, opt, cols)
 
 
-def _widen(f: BlockForm, heads: list[int], ins: np.ndarray) -> np.ndarray:
-    """``f.M`` over the wider ``ins`` and the columns of outputs ``heads`` (a variable ``f``
-    leaves alone keeps its value: its own input at 0; inputs ``f`` does not read at -inf)."""
+def _place(M: np.ndarray, f: BlockForm, heads: list[int], ins: np.ndarray, rows) -> None:
+    """Write ``f.M`` into a table's ``M`` (over the wider ``ins`` and the columns of outputs
+    ``heads``) at ``rows``: ``(lo, hi, at)`` runs, ``f``'s row ``at`` to the table's ``lo``. A
+    variable ``f`` leaves alone keeps its value (its own input at 0); inputs ``f`` does not
+    read are -inf."""
     i = {v: k for k, v in enumerate(ins.tolist())}
     at = {v: int(c) for v, c in zip(f.outs.tolist(), f.cols)}
-    if np.array_equal(f.ins, ins) and [at.get(v) for v in heads] == list(range(f.M.shape[1])):
-        return f.M
-    M = np.full((len(ins), len(heads), f.rows), NEG)
+    same = np.array_equal(f.ins, ins) and [at.get(v) for v in heads] == list(range(f.M.shape[1]))
     in_at = np.array([i[v] for v in f.ins.tolist()], dtype=np.intp)
-    for c, v in enumerate(heads):
-        if v in at:
-            M[in_at, c, :] = f.M[:, at[v], :]
-        else:
-            M[i[v], c, :] = 0.0
-    return M
+    for lo, hi, a in rows:
+        dst, src = M[:, :, lo:hi], f.M[:, :, a:a + hi - lo]
+        if same:
+            dst[...] = src
+            continue
+        dst.fill(NEG)
+        for c, v in enumerate(heads):
+            if v in at:
+                dst[in_at, c, :] = src[:, at[v], :]
+            else:
+                dst[i[v], c, :] = 0.0
 
 
 def _shared_columns(forms: list[BlockForm], outs: list[int]) -> tuple[list[int], np.ndarray]:
@@ -533,9 +541,7 @@ class StageTable:
         M = np.empty((len(ins), len(heads), self.rows))
         out = BlockForm(outs, ins, M, np.zeros(self.rows), {}, np.zeros(self.rows), cols)
         for rows, f in parts:
-            src = _widen(f, heads, ins)
-            for lo, hi, at in _runs(rows):
-                M[:, :, lo:hi] = src[:, :, at:at + hi - lo]
+            _place(M, f, heads, ins, _runs(rows))
             out.busy[rows], out.opt[rows] = f.busy, f.opt
             for axis, v in f.links.items():
                 out.links.setdefault(axis, np.zeros(self.rows))[rows] = v
