@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from meshcast.errors import MeshcastError
@@ -120,6 +121,29 @@ def test_predict_schedules_every_node_only_when_asked(monkeypatch):
     assert calls == [1]
     assert crit.t_fwd == pytest.approx(ref.t_fwd, rel=EXACT)
     assert crit.tail == pytest.approx(ref.makespan - ref.t_mb, rel=EXACT)
+
+
+def _expand(rs):
+    return [k for pat, n in rs for _ in range(n) for k in pat]
+
+
+def test_runs_compresses_alternating_kinds():
+    a, b, c = ("fwd", False), ("fwd", True), ("head",)
+    assert runs([a, b] * 16) == [((a, b), 16)]
+    assert runs([a] * 5) == [((a,), 5)]
+    assert runs([c, a, b, a, b, a, b, c]) == [((c,), 1), ((a, b), 3), ((c,), 1)]
+    assert runs([a, a, b, a, a, b, a, a, b]) == [((a, a, b), 3)]
+    assert runs([]) == []
+    # 32 layers of a first-dense-then-alternating model: a run per regime
+    seq = [a] * 3 + [a, b] * 14 + [c]
+    assert _expand(runs(seq)) == seq and len(runs(seq)) <= 4
+
+
+def test_runs_always_expands_back_to_its_sequence():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        seq = list(rng.integers(0, 3, size=rng.integers(0, 30)))
+        assert _expand(runs(seq)) == seq
 
 
 def test_runs_find_the_longest_repeated_patterns():

@@ -14,7 +14,7 @@ from simulator.graph.ops import COMPUTE, OpKind
 from simulator.graph.plan import MICROBATCH
 from simulator.predict import _stages, _time_stage
 from simulator.search.space import REMATS
-from simulator.search.stage import STATE, apply, maxplus, runs
+from simulator.search.stage import STATE, apply, maxplus
 from simulator.search.timing import _StageRows
 from tests.search_helpers import candidates, job_and_context, picked_table, space
 
@@ -238,29 +238,6 @@ def test_apply_on_a_cycle_of_period_two():
     x = np.array([[0.0, 0.5]])
     for n in (5, 6, 51, 100):
         _assert_same(apply([M], x, n), _repeat([M], x, n))
-
-
-def _expand(rs):
-    return [k for pat, n in rs for _ in range(n) for k in pat]
-
-
-def test_runs_compresses_alternating_kinds():
-    a, b, c = ("fwd", False), ("fwd", True), ("head",)
-    assert runs([a, b] * 16) == [((a, b), 16)]
-    assert runs([a] * 5) == [((a,), 5)]
-    assert runs([c, a, b, a, b, a, b, c]) == [((c,), 1), ((a, b), 3), ((c,), 1)]
-    assert runs([a, a, b, a, a, b, a, a, b]) == [((a, a, b), 3)]
-    assert runs([]) == []
-    # 32 layers of a first-dense-then-alternating model: a run per regime
-    seq = [a] * 3 + [a, b] * 14 + [c]
-    assert _expand(runs(seq)) == seq and len(runs(seq)) <= 4
-
-
-def test_runs_always_expands_back_to_its_sequence():
-    rng = np.random.default_rng(3)
-    for _ in range(200):
-        seq = list(rng.integers(0, 3, size=rng.integers(0, 30)))
-        assert _expand(runs(seq)) == seq
 
 
 def test_the_state_holds_every_stream_register_and_mark():

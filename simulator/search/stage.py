@@ -30,6 +30,7 @@ import numpy as np
 from simulator.cost.compute import ComputeModel
 from simulator.graph.cost import cost_blocks
 from simulator.graph.ops import COMPUTE, STREAMS, OpKind
+from simulator.graph.periodic import runs
 from simulator.graph.plan import MICROBATCH, REGISTERS, link_axis, stage_steps
 from simulator.graph.schedule import Clock, run
 from simulator.search.columns import BranchError
@@ -466,27 +467,6 @@ def apply_t(pattern: list, x: np.ndarray, n: int = 1) -> np.ndarray:
     return out
 
 
-def runs(seq: list) -> list[tuple[tuple, int]]:
-    """``seq`` as (pattern, repeats) runs, trying patterns of up to 4 items (so alternating
-    dense/MoE layers compose as one repeated pair)."""
-    out, i = [], 0
-    while i < len(seq):
-        best = (1, 1)
-        for p in range(1, 5):
-            pat = seq[i:i + p]
-            if len(pat) < p:
-                break
-            n = 1
-            while seq[i + n * p:i + (n + 1) * p] == pat:
-                n += 1
-            if n * p > best[0] * best[1] and n > 1:
-                best = (p, n)
-        p, n = best
-        out.append((tuple(seq[i:i + p]), n))
-        i += p * n
-    return out
-
-
 def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
     """The increasing indices ``rows`` as runs of consecutive ones: ``(lo, hi, at)`` with
     ``rows[at:at + hi - lo] == range(lo, hi)``."""
@@ -585,4 +565,4 @@ class StageTable:
 
 
 __all__ = ["BlockForm", "ColumnCost", "DenseForm", "StageTable", "StageTime", "block_form",
-           "maxplus", "apply", "apply_t", "runs"]
+           "maxplus", "apply", "apply_t"]
