@@ -16,7 +16,7 @@ configuration at once (:func:`pipeline_finish`); :func:`simulate_pipeline` runs 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -56,11 +56,19 @@ def interleaved_order(rank: int, pp: int, m: int, v: int) -> list[Task]:
 
 @dataclass(frozen=True)
 class PipelineResult:
+    """A job's pipeline schedule; ``tasks`` (for a trace) are replayed from ``shown`` -- the
+    arguments of :func:`_tasks` -- when first asked for."""
+
     span_s: float
     finish_s: list[float]  # per rank: end of its last task
     busy_s: list[float]  # per rank
     bubble_s: float  # span minus the busiest rank's work
-    tasks: list[tuple[int, str, int, int, float, float]] = ()  # (rank, F|B, stage, mb, t0, t1)
+    shown: tuple | None = None  # (tf, tb, send_s, micro-batches shown, schedule, v)
+
+    @cached_property
+    def tasks(self) -> list[tuple[int, str, int, int, float, float]]:
+        """(rank, F|B, stage, mb, t0, t1) of every task of the run shown."""
+        return _tasks(*self.shown) if self.shown else []
 
     @property
     def critical_rank(self) -> int:
@@ -348,8 +356,8 @@ def simulate_pipeline(tf: list[float], tb: list[float], send_s: float, m: int,
                              np.array([send_s], dtype=float), m, schedule, v)[:, 0].tolist()
     span = max(finish)
     shown = min(m, max(TRACE_MICROBATCHES, base_microbatches(pp, schedule, v)))
-    tasks = _tasks(tf, tb, send_s, shown, schedule, v)
-    return PipelineResult(span, finish, busy, span - max(busy), tasks)
+    return PipelineResult(span, finish, busy, span - max(busy),
+                          (tuple(tf), tuple(tb), send_s, shown, schedule, v))
 
 
 def _tasks(tf, tb, send_s: float, m: int, schedule: str, v: int):
