@@ -21,6 +21,7 @@ from simulator.graph.schedule import schedule_items
 from simulator.predict import _stages, predict, stage_plan
 from simulator.specs.model import ModelSpec, MoESpec
 from simulator.specs.zoo import list_models
+from tests.search_helpers import serial_profile
 
 EXACT = 1e-12
 
@@ -84,6 +85,25 @@ def test_skipping_periodic_layers_changes_nothing(model):
         skipped += _compare(pred, (model, kw))
     assert tried >= 2  # the first two shardings fit every zoo model
     assert skipped > 0  # every zoo model has runs of identical layers long enough to skip
+
+
+@pytest.mark.parametrize("hardware,model,kw", [
+    ("h100-sxm+serial", "moe-6.4b", dict(mesh={"expert": 4, "fsdp": 2, "pipeline": 2},
+                                         remat="selective")),
+    ("tpu-v5p+serial", "llama3-8b", dict(mesh={"fsdp": 8, "pipeline": 2}, remat="none")),
+    ("tpu-v5p", "moe-6.4b", dict(mesh={"expert": 4, "fsdp": 4}, remat="full",
+                                 ep_comm_overlap=True, tp_comm_overlap=True)),
+    ("h100-sxm", "mixtral-8x7b", dict(mesh={"expert": 4, "model": 2, "fsdp": 2}, remat="none",
+                                      ep_comm_overlap=True, tp_comm_overlap=True)),
+    ("h100-sxm", "qwen3-30b-a3b", dict(mesh={"expert": 16}, remat="selective",
+                                       moe_dispatcher="deepep")),
+])
+def test_serial_collectives_and_comm_overlap(hardware, model, kw):
+    """Collectives on the compute stream (a calibrated CPU host), TP and EP comm overlap,
+    a deduplicating dispatcher: the same answer, layers still skipped."""
+    hw = serial_profile(hardware[:-len("+serial")]) if hardware.endswith("+serial") else hardware
+    pred = predict(model=model, hardware=hw, chips=16, global_batch=64, **kw)
+    assert _compare(pred, (hardware, model)) > 0
 
 
 def test_two_rates_and_a_wait_into_skipped_layers(monkeypatch):
