@@ -139,6 +139,38 @@ def test_blocks_built_on_every_row_at_once_equal_the_grouped_ones():
     assert ("optimizer", kinds, False, True) in table.whole[1]._blocks  # built on every row
 
 
+def test_a_plan_built_once_per_shape_costs_every_row_as_its_own():
+    """A group's plan is built on its distinct shapes (mesh sizes, micro-batch) and costed per
+    row: each block's form equals the one from a plan built on every row (placements of one
+    mesh share a shape, not their collectives' seconds)."""
+    from simulator.graph.cost import cost_blocks
+    from simulator.graph.plan import Planner
+    from simulator.search.columns import dims_columns
+    from simulator.search.stage import ColumnCost, block_form
+
+    (model, hw), base, rows = CASES["moe-ep-overlap"]
+    c, idx = candidates(space(model, hw, **base), rows)
+    meshes = {tuple(c.mesh[i]) for i in idx}
+    sr = _StageRows(c.take(np.nonzero([tuple(m) in meshes for m in c.mesh])[0]))
+    table = sr.table()
+    assert len(np.unique(sr.shapes())) < table.rows  # some rows share a shape
+    for g_rows, planner, ctx in table.groups:
+        sp = sr.space
+        own = Planner(sp.model, sp.base, dims_columns(sp, sr.cols(g_rows), sr.micro_batch[g_rows]))
+        own_ctx = ColumnCost(sr.cm, sr.coef[g_rows])
+        for key in [("fwd", True), ("bwd", True, "full"), ("head_bwd",), ("embed_fwd",)]:
+            forms = []
+            for p, x in ((planner, ctx), (own, own_ctx)):
+                block = p.block(key)
+                cost_blocks([block], x, table.serial, (len(g_rows),))
+                forms.append(block_form(block, len(g_rows), x.per_row))
+            got, want = forms
+            np.testing.assert_array_equal(got.M, want.M)
+            np.testing.assert_array_equal(got.busy, want.busy)
+            for axis, v in want.links.items():
+                np.testing.assert_array_equal(got.links[axis], v)
+
+
 def test_a_block_form_steps_as_its_dense_matrix():
     """A block's sparse form (the variables it changes, from those it reads) steps a state as
     its dense max-plus matrix does, and reads each variable's drivers exactly where the dense

@@ -45,10 +45,26 @@ NEG = -np.inf
 class ColumnCost:
     """The cost step's context on columns: ``compute`` (its formulas take arrays) and each
     collective as ``alpha * bytes + beta`` of its placement (``coef``: rows x columns x 2,
-    :func:`simulator.search.placements.coefficients`), 0 for no bytes."""
+    :func:`simulator.search.placements.coefficients`), 0 for no bytes. With ``shape``, the
+    plan's values (FLOPs, bytes, masks) are one per distinct shape, not per row (a row's
+    durations depend on its mesh sizes and micro-batch, and on its placement only through its
+    collectives): ``shape[i]`` is row ``i``'s; ``compute`` then costs each shape once and
+    answers per row (:class:`_PerRow`), and a collective reads its row's bytes."""
 
     compute: ComputeModel
     coef: np.ndarray
+    shape: np.ndarray | None = None
+
+    @classmethod
+    def on_shapes(cls, compute: ComputeModel, coef: np.ndarray, shape: np.ndarray) -> ColumnCost:
+        """The context for a plan built on shapes, ``shape`` (per row, its shape) apart."""
+        return cls(_PerRow(compute, shape), coef, shape)
+
+    def per_row(self, value):
+        """A plan value (one per shape, or a number) per row."""
+        if self.shape is None or np.ndim(value) == 0:
+            return value
+        return np.asarray(value)[self.shape]
 
     @cached_property
     def _by_column(self) -> np.ndarray:
@@ -58,8 +74,27 @@ class ColumnCost:
     def collective(self, op) -> np.ndarray:
         col = DEDUP_COLUMN if op.dedup else COLUMN[(op.axis, op.collective)]
         a, b = self._by_column[col]
-        nbytes = np.broadcast_to(np.asarray(op.nbytes, dtype=float), a.shape)
+        nbytes = np.broadcast_to(np.asarray(self.per_row(op.nbytes), dtype=float), a.shape)
         return np.where(nbytes > 0, a * nbytes + b, 0.0)
+
+
+class _PerRow:
+    """A ComputeModel whose formulas, evaluated on values per shape, answer per row: each
+    result array is read at ``shape`` (per row, its shape); numbers and attributes as they
+    are."""
+
+    def __init__(self, compute: ComputeModel, shape: np.ndarray) -> None:
+        self._compute, self._shape = compute, shape
+
+    def __getattr__(self, name: str):
+        value = getattr(self._compute, name)
+        if not callable(value):
+            return value
+
+        def per_row(*args, **kwargs):
+            out = value(*args, **kwargs)
+            return out[self._shape] if np.ndim(out) else out
+        return per_row
 
 
 @dataclass
@@ -273,10 +308,11 @@ def _latest(none: np.ndarray):
     return mx
 
 
-def block_form(block, rows: int) -> BlockForm:
+def block_form(block, rows: int, per_row=None) -> BlockForm:
     """Run ``block`` (costed, durations per row: shape ``(rows,)``) once on the unknowns it
     reads: a time is ``S x rows`` (its coefficient of each unknown), so every operation of the
-    scheduler runs over contiguous rows."""
+    scheduler runs over contiguous rows. ``per_row`` reads an op's mask (``op.only``) per row
+    (:meth:`ColumnCost.per_row`; default: it is)."""
     ins, outs = _reads_writes(block)
     S = len(ins)
     basis = np.full((S, S), NEG)
@@ -300,7 +336,8 @@ def block_form(block, rows: int) -> BlockForm:
             e = end[op.name]
             for mark in ("t_mb", "t_fwd") if op.phase == "fwd" else ("t_mb",):
                 out[mark] = e if op.only is None else np.where(
-                    op.only, e, out.get(mark, at.get(mark, none)))
+                    op.only if per_row is None else per_row(op.only), e,
+                    out.get(mark, at.get(mark, none)))
             if op.kind is not OpKind.COLLECTIVE:
                 busy = busy + dur
         axis = link_axis(op)
@@ -500,7 +537,7 @@ class StageTable:
     def _part(self, key: tuple, rows: np.ndarray, planner, ctx) -> tuple[np.ndarray, BlockForm]:
         block = planner.block(key)
         cost_blocks([block], ctx, self.serial, (len(rows),))
-        return rows, block_form(block, len(rows))
+        return rows, block_form(block, len(rows), ctx.per_row)
 
     def full(self, key: tuple) -> BlockForm:
         """Block ``key``'s form on every stage row (built once)."""

@@ -104,6 +104,7 @@ class _StageRows:
                                              c.space.model.d_model, cols["model"]))
         self.send = ColumnCost(self.cm, self.coef).collective(send)
         self._table = None
+        self._shapes = None
 
     def cols(self, idx) -> dict[str, np.ndarray]:
         return {a: self.mesh[idx, i] for a, i in AXIS.items()}
@@ -126,10 +127,25 @@ class _StageRows:
         return self._table
 
     def _group(self, rows: np.ndarray):
-        """(rows, planner, cost context) of the stage rows ``rows``."""
+        """(rows, planner, cost context) of the stage rows ``rows``: the plan is built on their
+        distinct shapes (:meth:`shapes`), and costed per row."""
         sp = self.space
-        d = dims_columns(sp, self.cols(rows), self.micro_batch[rows])
-        return rows, Planner(sp.model, sp.base, d), ColumnCost(self.cm, self.coef[rows])
+        _, first, shape = small_unique(self.shapes()[rows])
+        at = rows[first]
+        d = dims_columns(sp, self.cols(at), self.micro_batch[at])
+        return (rows, Planner(sp.model, sp.base, d),
+                ColumnCost.on_shapes(self.cm, self.coef[rows], shape.ravel()))
+
+    def shapes(self) -> np.ndarray:
+        """Per stage row, an integer code of its shape: its mesh sizes and micro-batch (all
+        that the plan's FLOPs and bytes depend on)."""
+        if self._shapes is None:
+            code = np.zeros(len(self.micro_batch), dtype=np.int64)
+            for col in (*self.mesh.T, self.micro_batch):
+                uniq, _, inv = small_unique(col)
+                code = small_unique(code * len(uniq) + inv.ravel())[2].ravel()  # < rows
+            self._shapes = code
+        return self._shapes
 
 
 def step_times(c: Candidates, progress=None) -> StepTimes:
