@@ -139,6 +139,24 @@ def test_blocks_built_on_every_row_at_once_equal_the_grouped_ones():
     assert ("optimizer", kinds, False, True) in table.whole[1]._blocks  # built on every row
 
 
+def test_stage_rows_are_the_distinct_shapes_and_collective_coefficients():
+    """Each row reads a stage row of its own mesh, micro-batch and collective coefficients
+    (placements alike in every collective share one), and no two stage rows are alike."""
+    from simulator.search.placements import coefficients
+    from simulator.search.timing import _dedup
+
+    (model, hw), base, _ = CASES["moe-mixed-tpu"]
+    c, _ = candidates(space(model, hw, **base), [])
+    sr = _StageRows(c)
+    np.testing.assert_array_equal(sr.mesh[sr.of_row], c.mesh)
+    np.testing.assert_array_equal(sr.micro_batch[sr.of_row], c.micro_batch)
+    own = coefficients(c.placements, c.placement, _dedup(c.space))
+    np.testing.assert_array_equal(sr.coef[sr.of_row], own)
+    keys = {(s, r.tobytes()) for s, r in zip(sr.shapes().tolist(), sr.coef)}
+    pairs = c.placement.astype(np.int64) * (int(c.micro_batch.max()) + 1) + c.micro_batch
+    assert len(keys) == len(sr.micro_batch) < len(np.unique(pairs))  # placements merged
+
+
 def test_a_plan_built_once_per_shape_costs_every_row_as_its_own():
     """A group's plan is built on its distinct shapes (mesh sizes, micro-batch) and costed per
     row: each block's form equals the one from a plan built on every row (placements of one

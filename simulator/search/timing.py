@@ -77,26 +77,43 @@ def groups(c: Candidates):
         yield k // span, k % span, np.nonzero(inv == g)[0]
 
 
+def shape_codes(mesh: np.ndarray, micro_batch: np.ndarray) -> np.ndarray:
+    """Per row, an integer code (below the number of rows) of its shape: its mesh sizes and
+    micro-batch, all that a plan's FLOPs and bytes depend on (:class:`~simulator.graph.dims.Dims`)."""
+    code = np.zeros(len(micro_batch), dtype=np.int64)
+    for col in (*np.asarray(mesh).T, micro_batch):
+        uniq, _, inv = small_unique(col)
+        code = small_unique(code * len(uniq) + inv.ravel())[2].ravel()
+    return code
+
+
 class _StageRows:
-    """The distinct (pipeline size, placement, micro-batch) rows of a table -- stage rows --
-    and their collective coefficients and pipeline send time."""
+    """The rows of a table that a rank's time tells apart -- stage rows: distinct shapes (mesh
+    sizes, micro-batch) and collective coefficients (placements with equal alpha and beta for
+    every collective are one) -- and their pipeline send time."""
 
     def __init__(self, c: Candidates) -> None:
+        nplace, nmb = int(c.placement.max(initial=0)) + 1, int(c.micro_batch.max(initial=0)) + 1
+        key = c.placement.astype(np.int64) * nmb + c.micro_batch
+        _, first, inv = small_unique(key)  # a placement's factors fix its mesh sizes
+        used, where = np.unique(c.placement[first], return_inverse=True)
+        coef = coefficients(c.placements, used, _dedup(c.space))
+        _, alike, inv_alike = np.unique(coef.reshape(len(used), -1), axis=0, return_index=True,
+                                        return_inverse=True)
+        alike = inv_alike.ravel()[where.ravel()]  # per row of first: its placement's class
+        shape = shape_codes(c.mesh[first], c.micro_batch[first])
+        _, merged, inv2 = small_unique(shape * (int(alike.max(initial=0)) + 1) + alike)
+        first, inv = first[merged], inv2.ravel()[inv.ravel()]
         # pipeline size first: each pipeline size's stage rows are one contiguous range, and
         # within it each structure group's (so a block's forms gather by ranges of rows)
-        nplace, nmb = int(c.placement.max(initial=0)) + 1, int(c.micro_batch.max(initial=0)) + 1
-        pipe = c.axis("pipeline")
-        key = (pipe.astype(np.int64) * nplace + c.placement) * nmb + c.micro_batch
-        _, first, inv = small_unique(key)
         self.space = c.space
         self.mesh, self.micro_batch = c.mesh[first], c.micro_batch[first]
-        order = np.lexsort((self.structure(), pipe[first]))
+        order = np.lexsort((self.structure(), c.axis("pipeline")[first]))
         rank = np.empty_like(order)
         rank[order] = np.arange(len(order))
-        first, self.of_row = first[order], rank[inv.ravel()]
+        first, self.of_row = first[order], rank[inv]
         self.mesh, self.micro_batch = c.mesh[first], c.micro_batch[first]
-        used, where = np.unique(c.placement[first], return_inverse=True)
-        self.coef = coefficients(c.placements, used, _dedup(c.space))[where.ravel()]
+        self.coef = coef[where.ravel()[merged[order]]]
         self.cm = ComputeModel.from_profile(c.space.hardware, c.space.base.precision)
         cols = self.cols(slice(None))
         send = Op("send", OpKind.COLLECTIVE, collective=Collective.PERMUTE, axis="pipeline",
@@ -137,14 +154,9 @@ class _StageRows:
                 ColumnCost.on_shapes(self.cm, self.coef[rows], shape.ravel()))
 
     def shapes(self) -> np.ndarray:
-        """Per stage row, an integer code of its shape: its mesh sizes and micro-batch (all
-        that the plan's FLOPs and bytes depend on)."""
+        """Per stage row, :func:`shape_codes`."""
         if self._shapes is None:
-            code = np.zeros(len(self.micro_batch), dtype=np.int64)
-            for col in (*self.mesh.T, self.micro_batch):
-                uniq, _, inv = small_unique(col)
-                code = small_unique(code * len(uniq) + inv.ravel())[2].ravel()  # < rows
-            self._shapes = code
+            self._shapes = shape_codes(self.mesh, self.micro_batch)
         return self._shapes
 
 
