@@ -34,6 +34,22 @@ def test_pruned_rows_are_exactly_those_predict_says_do_not_fit(model, hardware, 
     assert res.counts["evaluated"] == int(fits.sum()) == len(res.table)
 
 
+def test_memory_is_found_once_per_memory_key_and_equals_row_by_row():
+    """Rows alike in mesh, micro-batch, remat, schedule and virtual stages (any placement)
+    share one memory figure: computed once per key, it is the row-by-row figure exactly."""
+    from simulator.search.fast import _memory_per_device, memory_key
+
+    space = make_space("mixtral-8x7b", "h100-sxm", 64, seq_len=4096, global_batch=64)
+    cands = enumerate_candidates(space)
+    key = memory_key(cands)
+    cols = np.stack([*cands.mesh.T, cands.micro_batch, cands.remat, cands.schedule,
+                     cands.virtual], axis=1)
+    want = np.unique(cols, axis=0, return_inverse=True)[1].ravel()
+    pairs = np.unique(np.stack([key, want]), axis=1).shape[1]
+    assert pairs == len(np.unique(key)) == len(np.unique(want)) < len(cands)  # rows share keys
+    np.testing.assert_array_equal(memory_per_device(cands), _memory_per_device(cands))
+
+
 def test_no_configuration_fits_is_a_clear_error():
     space = make_space("llama3-405b", "h100-sxm", 8, seq_len=4096, global_batch=8)
     with pytest.raises(MeshcastError) as e:

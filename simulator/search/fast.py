@@ -12,7 +12,8 @@ from simulator.cost.flops import model_flops_per_step
 from simulator.search.memory import max_in_flight, memory_bytes
 from simulator.search.space import SCHEDULES
 from simulator.search.table import Candidates
-from simulator.search.timing import StepTimes, groups, rank_classes, step_times
+from simulator.search.timing import (StepTimes, groups, rank_classes, row_codes, small_unique,
+                                     step_times)
 
 __all__ = ["StepTimes", "dims_of", "memory_per_device", "mfu", "step_times"]
 
@@ -36,7 +37,24 @@ def dims_of(c: Candidates, idx=slice(None)):
 
 
 def memory_per_device(c: Candidates) -> np.ndarray:
-    """Bytes per device of the busiest rank, per row (the graph path's MemoryEstimate)."""
+    """Bytes per device of the busiest rank, per row (the graph path's MemoryEstimate):
+    found once per distinct (mesh, micro-batch, remat, schedule, virtual stages), all that it
+    reads (:func:`memory_key`; a placement moves no byte)."""
+    _, first, inv = small_unique(memory_key(c))
+    return _memory_per_device(c.take(first))[inv.ravel()]
+
+
+def memory_key(c: Candidates) -> np.ndarray:
+    """Per row, :func:`row_codes` of its mesh sizes, micro-batch, remat, schedule and virtual
+    stages (the mesh read once per placement: a placement's factors fix its mesh)."""
+    pid, first, _ = small_unique(c.placement)
+    mesh = np.zeros(int(pid[-1]) + 1 if len(pid) else 0, dtype=np.int64)
+    mesh[pid] = row_codes(*c.mesh[first].T) if len(pid) else mesh[:0]
+    return row_codes(c.remat, c.schedule, c.virtual, c.micro_batch, mesh[c.placement])
+
+
+def _memory_per_device(c: Candidates) -> np.ndarray:
+    """:func:`memory_per_device`, row by row."""
     out = np.zeros(len(c))
     m, interleaved = c.microbatches, c.schedule == SCHEDULES.index("interleaved")
     for pp, v, idx in groups(c):

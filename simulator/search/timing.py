@@ -77,14 +77,24 @@ def groups(c: Candidates):
         yield k // span, k % span, np.nonzero(inv == g)[0]
 
 
+def row_codes(*columns: np.ndarray) -> np.ndarray:
+    """Per row, an integer code (below the number of rows) of its values in ``columns``
+    (non-negative integers): rows alike in every column share one, others differ."""
+    n = len(columns[0])
+    code, size = np.zeros(n, dtype=np.int64), 1
+    for col in columns:
+        top = int(col.max(initial=-1)) + 1
+        if size * top > 8 * n + 1024:  # keep the mixed radix in small_unique's counting range
+            uniq, _, code = small_unique(code)
+            code, size = code.ravel(), len(uniq)
+        code, size = code * top + col, size * top
+    return small_unique(code)[2].ravel()
+
+
 def shape_codes(mesh: np.ndarray, micro_batch: np.ndarray) -> np.ndarray:
-    """Per row, an integer code (below the number of rows) of its shape: its mesh sizes and
-    micro-batch, all that a plan's FLOPs and bytes depend on (:class:`~simulator.graph.dims.Dims`)."""
-    code = np.zeros(len(micro_batch), dtype=np.int64)
-    for col in (*np.asarray(mesh).T, micro_batch):
-        uniq, _, inv = small_unique(col)
-        code = small_unique(code * len(uniq) + inv.ravel())[2].ravel()
-    return code
+    """Per row, :func:`row_codes` of its shape: its mesh sizes and micro-batch, all that a
+    plan's FLOPs and bytes depend on (:class:`~simulator.graph.dims.Dims`)."""
+    return row_codes(*np.asarray(mesh).T, micro_batch)
 
 
 class _StageRows:
