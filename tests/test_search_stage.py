@@ -157,6 +157,20 @@ def test_stage_rows_are_the_distinct_shapes_and_collective_coefficients():
     assert len(keys) == len(sr.micro_batch) < len(np.unique(pairs))  # placements merged
 
 
+def test_rows_of_one_stage_row_are_timed_once_with_each_rows_own_answer():
+    """Rows alike in stage row, remat, schedule and virtual stages (placements merged) are
+    timed once: every row gets what timing them all gives."""
+    from simulator.search.timing import _step_times, step_times
+
+    (model, hw), base, _ = CASES["moe-mixed-tpu"]
+    c, _ = candidates(space(model, hw, **base), [])
+    sr = _StageRows(c)
+    assert sr.merged
+    got, want = step_times(c), _step_times(c, sr, sr.of_row, None)
+    for f in ("step_s", "compute_s", "bubble_s"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
+
+
 def test_a_plan_built_once_per_shape_costs_every_row_as_its_own():
     """A group's plan is built on its distinct shapes (mesh sizes, micro-batch) and costed per
     row: each block's form equals the one from a plan built on every row (placements of one

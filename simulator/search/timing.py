@@ -113,6 +113,8 @@ class _StageRows:
         alike = inv_alike.ravel()[where.ravel()]  # per row of first: its placement's class
         shape = shape_codes(c.mesh[first], c.micro_batch[first])
         _, merged, inv2 = small_unique(shape * (int(alike.max(initial=0)) + 1) + alike)
+        #: whether placements merged: only then can two rows share a step time
+        self.merged = len(merged) < len(first)
         first, inv = first[merged], inv2.ravel()[inv.ravel()]
         # pipeline size first: each pipeline size's stage rows are one contiguous range, and
         # within it each structure group's (so a block's forms gather by ranges of rows)
@@ -173,15 +175,27 @@ class _StageRows:
 def step_times(c: Candidates, progress=None) -> StepTimes:
     """Step time of every row (rows need not fit in memory); ``progress(fraction)`` is called
     as pipeline sizes finish. Each rank class's micro-batch is solved once per (stage row,
-    remat) and shared by every configuration with that stage row (any virtual stages)."""
+    remat) and shared by every configuration with that stage row (any virtual stages); rows
+    alike in stage row, remat, schedule and virtual stages (placements merged into one stage
+    row: :class:`_StageRows`) are timed once."""
     sr = _StageRows(c)
+    if sr.merged:
+        _, first, inv = small_unique(row_codes(sr.of_row, c.remat, c.schedule, c.virtual))
+        if len(first) < len(c):
+            t, inv = _step_times(c.take(first), sr, sr.of_row[first], progress), inv.ravel()
+            return StepTimes(t.step_s[inv], t.compute_s[inv], t.bubble_s[inv])
+    return _step_times(c, sr, sr.of_row, progress)
+
+
+def _step_times(c: Candidates, sr: _StageRows, of_row: np.ndarray, progress) -> StepTimes:
+    """:func:`step_times` of the rows of ``c``, whose stage rows (of ``sr``) are ``of_row``."""
     table = sr.table()
     out = StepTimes(np.zeros(len(c)), np.zeros(len(c)), np.zeros(len(c)))
     pipe, m = c.axis("pipeline"), c.microbatches
     done = 0
     for pp in np.unique(pipe):
         sel = np.nonzero(pipe == pp)[0]
-        rows, _, row_at = small_unique(sr.of_row[sel])
+        rows, _, row_at = small_unique(of_row[sel])
         rows = slice(int(rows[0]), int(rows[-1]) + 1) if rows[-1] - rows[0] + 1 == len(rows) else rows
         remats, _, remat_at = small_unique(c.remat[sel])
         row_at, remat_at = row_at.ravel(), remat_at.ravel()
@@ -197,7 +211,7 @@ def step_times(c: Candidates, progress=None) -> StepTimes:
                                     ("t_fwd", "t_mb", "tail", "busy", "opt")))
                    for cls in dict.fromkeys(layout)}
             ranks = [per[cls] for cls in layout]
-            _time_group(ranks, m[idx], c.schedule[idx], sr.send[sr.of_row[idx]], v,
+            _time_group(ranks, m[idx], c.schedule[idx], sr.send[of_row[idx]], v,
                         out, idx)
         done += len(sel)
         if progress:
