@@ -103,14 +103,15 @@ class _StageRows:
     every collective are one) -- and their pipeline send time."""
 
     def __init__(self, c: Candidates) -> None:
-        nplace, nmb = int(c.placement.max(initial=0)) + 1, int(c.micro_batch.max(initial=0)) + 1
+        nmb = int(c.micro_batch.max(initial=0)) + 1
         key = c.placement.astype(np.int64) * nmb + c.micro_batch
         _, first, inv = small_unique(key)  # a placement's factors fix its mesh sizes
-        used, where = np.unique(c.placement[first], return_inverse=True)
+        used, _, where = small_unique(c.placement[first])
         coef = coefficients(c.placements, used, _dedup(c.space))
-        _, alike, inv_alike = np.unique(coef.reshape(len(used), -1), axis=0, return_index=True,
-                                        return_inverse=True)
-        alike = inv_alike.ravel()[where.ravel()]  # per row of first: its placement's class
+        rows = np.ascontiguousarray(coef.reshape(len(used), coef[0].size if len(used) else 1))
+        _, alike = np.unique(rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize)))
+                             .ravel(), return_inverse=True)
+        alike = alike.ravel()[where.ravel()]  # per row of first: its placement's class
         shape = shape_codes(c.mesh[first], c.micro_batch[first])
         _, merged, inv2 = small_unique(shape * (int(alike.max(initial=0)) + 1) + alike)
         #: whether placements merged: only then can two rows share a step time
