@@ -23,7 +23,7 @@ over repeats and, within one, over the ops in order): an op starts at the latest
 ends, each of which moves on by ``d_i <= d_k`` (2), so it starts at most ``d_k`` later; and the
 input ``i*`` that sets its start in repeat ``j`` ended at most ``E_j(k) - d_k`` minus the
 duration in repeat ``j-1`` -- that is ``d_i* >= d_k``, so ``d_i* = d_k``, and that input alone
-moves the op on by ``d_k``. (This is :func:`simulator.search.stage.apply`'s periodic regime:
+moves the op on by ``d_k``. (This is :func:`simulator.search.maxplus.apply`'s periodic regime:
 a gradient stream that falls ever further behind moves at its own, faster rate.) A chain's
 course depends only on the starts of the ops it visits, their blockers (whichever input set
 the start: the same input every repeat, by the argument above) and the wait's bounds, all moving
