@@ -332,7 +332,8 @@ def run_local_processes(argv: list[str], n: int, resume_hint=lambda crashed: "")
     loopback port; process 0's stdout and stderr pass through. Returns 0 when every process
     succeeded. When one fails (or is killed) the others are stopped (SIGTERM, then SIGKILL
     after :data:`STOP_GRACE_S`) and a MeshcastError names that process, how it ended and its
-    last stderr lines, then ``resume_hint(crashed)`` (``crashed``: it ended without an
+    last stderr lines (only its ``error:`` line when SIGKILL or SIGTERM stopped it: its last log
+    lines were not the cause), then ``resume_hint(crashed)`` (``crashed``: it ended without an
     ``error:`` line of its own, so the run was cut short, not refused). Ctrl-C (SIGINT) or
     SIGTERM to this process stops them all too; it then returns 128 + the signal's number, as
     a shell does. Killed outright, this process takes them with it (Linux: PR_SET_PDEATHSIG)."""
@@ -368,6 +369,9 @@ def run_local_processes(argv: list[str], n: int, resume_hint=lambda crashed: "")
     if failed is None:
         return 0
     others, said = n - 1, failed.message()
+    outside = failed.proc.returncode in (-signal.SIGKILL, -signal.SIGTERM)
+    if outside and not said.startswith("error: "):
+        said = ""  # killed from outside (or by the OOM killer): its last log lines are not why
     hint = resume_hint(not said.startswith("error: "))
     said = said[len("error: "):] if said.startswith("error: ") else said
     if said.startswith(RELAYED):  # another process stopped on process 0's error: report that
