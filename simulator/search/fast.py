@@ -9,11 +9,11 @@ import numpy as np
 
 from simulator.cost import formulas
 from simulator.cost.flops import model_flops_per_step
+from simulator.search.codes import row_codes, small_unique
 from simulator.search.memory import max_in_flight, memory_bytes
 from simulator.search.space import SCHEDULES
-from simulator.search.table import Candidates
-from simulator.search.timing import (StepTimes, groups, rank_classes, row_codes, small_unique,
-                                     step_times)
+from simulator.search.table import AXIS, Candidates
+from simulator.search.timing import StepTimes, groups, rank_classes, step_times
 
 __all__ = ["StepTimes", "dims_of", "memory_per_device", "mfu", "step_times"]
 
@@ -33,7 +33,7 @@ def dims_of(c: Candidates, idx=slice(None)):
     from simulator.specs.sharding import AXES
 
     return Dims.from_mesh(c.space.base, c.space.seq_len,
-                          {a: c.mesh[idx, i] for i, a in enumerate(AXES)}, c.micro_batch[idx])
+                          {a: c.mesh[idx, AXIS[a]] for a in AXES}, c.micro_batch[idx])
 
 
 def memory_per_device(c: Candidates) -> np.ndarray:

@@ -21,6 +21,7 @@ from simulator.cost.collectives import Collective, collective_time
 from meshcast.errors import MeshcastError
 from simulator.specs.sharding import AXES, DEFAULT_AXIS_ORDER
 from simulator.cost.topology import AxisPart, Level, Topology, place_axes
+from simulator.search.codes import unique_rows
 
 #: (axis group, collective) pairs the step graph issues; the columns of :func:`coefficients`.
 COLLECTIVES: tuple[tuple[str, Collective], ...] = (
@@ -82,18 +83,6 @@ def _factors(key: tuple, n_levels: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(a, axis=0, return_inverse=True)`` for rows of positive integers: each row
-    read as one integer in base ``max + 1`` (a 1-D sort), when that fits in 62 bits."""
-    base = int(a.max(initial=0)) + 1
-    if a.shape[1] * np.log2(base) >= 62:
-        uniq, inv = np.unique(a, axis=0, return_inverse=True)
-        return uniq, inv.ravel()
-    code = a @ (base ** np.arange(a.shape[1], dtype=np.int64))
-    _, first, inv = np.unique(code, return_index=True, return_inverse=True)
-    return a[first], inv.ravel()
-
-
 def coefficients(placements: list[Placement], pids: np.ndarray,
                  dedup: tuple[int, int] | None = None) -> np.ndarray:
     """``(len(pids), len(COLLECTIVES) + 1, 2)``: ``[alpha, beta]`` of each placement's
@@ -112,7 +101,7 @@ def coefficients(placements: list[Placement], pids: np.ndarray,
     for col, (group, kind) in enumerate(columns):
         how = dedup if col == DEDUP_COLUMN else None
         merged = np.prod(F[:, [_AXIS_INDEX[a] for a in group.split("+")], :], axis=1)
-        uniq, inv = _unique_rows(merged)
+        uniq, inv = unique_rows(merged)
         vals = []
         for u in uniq:
             compact = tuple((lv, int(f)) for lv, f in enumerate(u) if f > 1)

@@ -16,6 +16,7 @@ from simulator.cost.formulas import pipeline_send_bytes, stage_layers
 from simulator.graph.ops import Op, OpKind
 from simulator.graph.pipeline import pipeline_finish
 from simulator.graph.plan import Planner
+from simulator.search.codes import row_codes, small_unique
 from simulator.search.columns import dims_columns, structure_key
 from simulator.search.placements import coefficients
 from simulator.search.space import SCHEDULES
@@ -51,22 +52,6 @@ def _dedup(space) -> tuple[int, int] | None:
     return moe.n_experts, moe.top_k
 
 
-def small_unique(values: np.ndarray):
-    """``np.unique(values, return_index=True, return_inverse=True)`` for non-negative integers
-    of a modest range, by counting instead of sorting (the table's columns: a sort of half a
-    million keys per call was a third of the search's bookkeeping)."""
-    values = np.asarray(values, dtype=np.int64).ravel()
-    top = int(values.max(initial=-1)) + 1
-    if top > 8 * len(values) + 1024:
-        return np.unique(values, return_index=True, return_inverse=True)
-    first = np.full(top, len(values), dtype=np.int64)
-    first[values[::-1]] = np.arange(len(values) - 1, -1, -1)  # the last write: the first index
-    present = first < len(values)
-    uniq = np.nonzero(present)[0]
-    rank = np.cumsum(present) - 1
-    return uniq, first[uniq], rank[values]
-
-
 def groups(c: Candidates):
     """Row indices per (pipeline, virtual stages): one integer key ``pp * span + v`` with
     ``span`` above every ``v`` of the table, so any layer count decodes to its own pair."""
@@ -75,20 +60,6 @@ def groups(c: Candidates):
     uniq, _, inv = small_unique(key)
     for g, k in enumerate(uniq.tolist()):
         yield k // span, k % span, np.nonzero(inv == g)[0]
-
-
-def row_codes(*columns: np.ndarray) -> np.ndarray:
-    """Per row, an integer code (below the number of rows) of its values in ``columns``
-    (non-negative integers): rows alike in every column share one, others differ."""
-    n = len(columns[0])
-    code, size = np.zeros(n, dtype=np.int64), 1
-    for col in columns:
-        top = int(col.max(initial=-1)) + 1
-        if size * top > 8 * n + 1024:  # keep the mixed radix in small_unique's counting range
-            uniq, _, code = small_unique(code)
-            code, size = code.ravel(), len(uniq)
-        code, size = code * top + col, size * top
-    return small_unique(code)[2].ravel()
 
 
 def shape_codes(mesh: np.ndarray, micro_batch: np.ndarray) -> np.ndarray:
