@@ -58,10 +58,6 @@ class StageTiming:
         """Every node's op, by node name, in program order."""
         return self.sched.ops
 
-    def op_counts(self) -> list[tuple[Op, int]]:
-        """Each distinct op of the plan with the number of nodes that run it."""
-        return [(op, n) for block, n in self.plan.block_counts() for op in block.ops]
-
     @cached_property
     def graph(self) -> nx.DiGraph:
         return self.plan.graph()
@@ -151,7 +147,7 @@ def _time_stage(job: Job, ctx: CostContext, layers: list[int], first: bool, last
     if sc.makespan > sc.last_compute:  # e.g. the distributed optimizer's weight all-gather
         tail_parts[sc.final_category] += sc.makespan - sc.last_compute
     tail = sc.makespan - t_mb
-    floor, cat = link_floor((op, n) for b, n in plan.block_counts() for op in b.ops)
+    floor, cat = link_floor(plan.op_counts())
     if floor > t_mb:
         per_mb[cat] += floor - t_mb
         t_mb = floor
@@ -176,7 +172,7 @@ def link_floor(ops) -> tuple[float, str]:
 
 def outside_calibrated_range(job: Job, op_counts) -> list[str]:
     """Say so when the sizes of a stage's ops (``op_counts``: (op, nodes that run it) pairs,
-    :meth:`StageTiming.op_counts`) leave the range a calibrated curve was fitted on (matmul:
+    :meth:`StagePlan.op_counts`) leave the range a calibrated curve was fitted on (matmul:
     one GEMM's FLOPs; attention: FLOPs; memory-bound ops and gathers: bytes): the efficiency is
     extrapolated."""
 
@@ -263,7 +259,7 @@ def _predict_job(job: Job) -> StepPrediction:
     flops = model_flops_per_step(job.model, job.seq_len, job.tokens_per_step)
     peak = job.hardware.peak_flops("bf16")
     mem = estimate_memory(job, stages)
-    warnings = outside_calibrated_range(job, crit.op_counts())
+    warnings = outside_calibrated_range(job, crit.plan.op_counts())
     if not mem.fits:
         warnings.append(
             f"does not fit: {mem.per_device_bytes / 2**30:.1f} GiB per device > "

@@ -7,6 +7,7 @@ the backward (ops moving at two rates; the optimizer's wait walks back into skip
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -62,12 +63,13 @@ def _assert_same(got, ref, where) -> None:
 
 def _compare(pred, where) -> int:
     """Skipping vs every node; and the summary's windows vs the scheduled graph's own
-    (:meth:`Scheduled.windows`, split by end time rather than by position)."""
+    (:meth:`Scheduled.window`, split by end time rather than by position)."""
     skipped = 0
     for r, plan in enumerate(_plans(pred)):
         got, ref = schedule_stage(plan), full_summary(plan)
         _assert_same(got, ref, (where, f"rank {r}"))
-        before, after = schedule_items(plan.unrolled()).windows(ref.t_mb, ref.last_compute)
+        sc = schedule_items(plan.unrolled())
+        before, after = sc.window(-math.inf, ref.t_mb), sc.window(ref.t_mb, ref.last_compute)
         _assert_same(got, replace(ref, before=before, after=after), (where, f"rank {r}", "windows"))
         skipped += got.skipped
     return skipped

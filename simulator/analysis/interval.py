@@ -117,7 +117,7 @@ def interval_of(pred) -> ForecastInterval:
 
     j = pred.job
     return forecast_interval(j.hardware, j.model.is_moe, pred.step_time_s, j.sharding.precision,
-                             outside_calibrated_range(j, pred.critical.op_counts()))
+                             outside_calibrated_range(j, pred.critical.plan.op_counts()))
 
 
 def _outside(profile: HardwareProfile, precision: str) -> list[str]:

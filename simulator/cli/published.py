@@ -238,8 +238,6 @@ def cmd_fit(a) -> int:
     return 0
 
 
-
-
 def _write_predictions(fr, cv: dict, path: Path) -> None:
     import csv
 

@@ -46,7 +46,8 @@ from simulator.graph.ops import COMPUTE
 from simulator.graph.plan import MICROBATCH, StagePlan, set_registers, step_items
 from simulator.graph.schedule import Clock, _Attribution, run, schedule_items, wait_category
 
-#: Shifts and charges compared up to float rounding: relative to the clocks' size.
+#: Shifts and charges compared up to float rounding: relative to the clocks' size (the
+#: search's max-plus periodic test too, :func:`simulator.search.maxplus.apply`).
 SAME = 1e-12
 #: Pattern lengths tried by :func:`runs` (alternating dense/MoE layers repeat as a pair).
 MAX_PATTERN = 4
@@ -288,10 +289,9 @@ class _Runner:
         """Repeats ``j+1 .. j+left`` without scheduling them (module docstring)."""
         t, end, j, left = self.trace, self.clock.end, sk.j, sk.left
         now = sk.nodes[j]
-        charges = _charges([x for x in now if x in t.waits], t.ops, t.waits)
-        if left > 2:
-            mb = any(t.ops[x].phase in MICROBATCH for x in now if x in t.waits)
-            self.order.append(_Skipped(dict(charges), left - 2, mb))
+        computed = [x for x in now if x in t.waits]
+        mb = any(t.ops[x].phase in MICROBATCH for x in computed)
+        self.order.append(_Skipped(dict(_charges(computed, t.ops, t.waits)), left - 2, mb))
         self.names.extend([] for _ in range((left - 2) * p))
         for q in (j - 1, j):
             sk.nodes[q + left] = []

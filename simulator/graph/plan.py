@@ -103,6 +103,10 @@ class StagePlan:
             counts.setdefault(id(st.block), [st.block, 0])[1] += 1
         return [(b, n) for b, n in counts.values()]
 
+    def op_counts(self) -> list[tuple[Op, int]]:
+        """Each distinct op of the plan with the number of nodes that run it."""
+        return [(op, n) for block, n in self.block_counts() for op in block.ops]
+
     def unrolled(self):
         """``(node name, op, predecessor names)`` in program order (a topological order), with
         register reads resolved to the nodes that last set them (:func:`step_items`)."""

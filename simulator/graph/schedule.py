@@ -124,26 +124,6 @@ class Scheduled:
     waits: dict[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
     ops: dict[str, Op] = field(default_factory=dict)  # every node's op, in program order
 
-    def windows(self, t_mb: float, t_end: float) -> tuple[dict[str, float], dict[str, float]]:
-        """:meth:`window` ``(-inf, t_mb]`` and ``(t_mb, t_end]`` in one pass."""
-        before: dict[str, float] = defaultdict(float)
-        after: dict[str, float] = defaultdict(float)
-        ops, end = self.ops, self.end
-        cats: dict[int, str] = {}
-        for name, pieces in self.waits.items():
-            e = end[name]
-            out = before if e <= t_mb else after if e <= t_end else None
-            if out is None:
-                continue
-            op = ops[name]
-            cat = cats.get(id(op))
-            if cat is None:
-                cat = cats[id(op)] = op.category
-            out[cat] += op.duration
-            for who, seconds in pieces:
-                out[wait_category(ops, who)] += seconds
-        return before, after
-
     def window(self, t0: float, t1: float) -> dict[str, float]:
         """Seconds by category of compute-stream nodes ending in ``(t0, t1]``: their own busy
         time under their category, and the wait before each under what it waited for."""

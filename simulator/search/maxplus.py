@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulator.graph.ops import STREAMS
+from simulator.graph.periodic import SAME
 from simulator.graph.plan import REGISTERS
 
 MARKS = ("t_fwd", "t_mb")
@@ -165,6 +166,7 @@ class BlockForm:
         """The full max-plus matrix (rows x S x S)."""
         return self._embed(NEG, 0.0, self.M[:, self.cols])
 
+
 class DenseForm:
     """A plain max-plus matrix (rows x S x S) with BlockForm's interface, for :func:`apply`."""
 
@@ -185,6 +187,7 @@ class DenseForm:
 
     def take(self, rows) -> DenseForm:
         return DenseForm(self.M[rows])
+
 
 def maxplus(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Max-plus product per row: ``(a b)_ij = max_k a_ik + b_kj`` (apply ``b``, then ``a``);
@@ -218,8 +221,6 @@ TRANSIENT = 2
 #: Runs of at most this many blocks are applied one block at a time (:func:`apply`): the
 #: periodic regime's test costs about as much as a few more steps.
 DIRECT = 8
-#: Shifts compared up to float rounding: relative to the clocks' size.
-SAME = 1e-12
 
 
 def apply(pattern: list, x: np.ndarray, n: int = 1) -> np.ndarray:

@@ -40,7 +40,6 @@ from simulator.search.placements import COLUMN, DEDUP_COLUMN
 from simulator.search.space import REMATS
 
 
-
 @dataclass(frozen=True)
 class ColumnCost:
     """The cost step's context on columns: ``compute`` (its formulas take arrays) and each
