@@ -60,6 +60,21 @@ def test_optimizer_bytes_per_param_by_hand():
     assert np.array_equal(f.optimizer_update_bytes_per_param(adam, np.array([4, 2])), [30, 28])
 
 
+def test_replicas_of_a_parameter_by_hand_and_on_columns():
+    """Non-expert weights are copied on data x expert x seq ranks, experts on data x seq; the
+    group names leave out axes of one chip; a distributed optimizer shards over the replicas."""
+    assert f.replica_sizes(4, 2, 2) == (16, 8)
+    assert f.replica_axes(2, 2) == ("data+expert+seq", "data+seq")
+    assert f.replica_axes(1, 2) == ("data+seq", "data+seq")
+    assert f.replica_axes(4, 1) == ("data+expert", "data")
+    assert f.replica_axes(1, 1) == ("data", "data")
+    assert f.optimizer_shards(True, 4, 2, 2) == (16, 8)
+    assert f.optimizer_shards(False, 4, 2, 2) == (1, 1)
+    dp, e, cp = np.array([1, 2, 8]), np.array([4, 1, 2]), np.array([2, 2, 1])
+    dense, expert = f.replica_sizes(dp, e, cp)
+    assert np.array_equal(dense, [8, 4, 16]) and np.array_equal(expert, [2, 4, 8])
+
+
 def test_stage_layers_interleave_chunks():
     assert f.stage_layers(8, 2, 1) == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert f.stage_layers(8, 2, 2) == [[0, 1, 4, 5], [2, 3, 6, 7]]

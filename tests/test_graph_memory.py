@@ -10,13 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.cost.formulas import stage_params
+from simulator.cost.formulas import optimizer_shards, stage_params
 from simulator.graph.dims import Dims
 from simulator.graph.memory import (
     layer_activation_elems,
     logits_bytes,
     moe_slot_copies,
-    optimizer_shards,
     transient_bytes,
 )
 from simulator.predict import predict, predict_job
@@ -66,11 +65,8 @@ def test_expert_and_non_expert_optimizer_state_shard_over_their_own_replicas():
     _, (dense, expert), mem = _state("mixtral-8x7b", 16, mesh, distributed_optimizer=True)
     assert expert > dense > 0
     assert mem.optimizer_bytes == pytest.approx(12 * (dense / 16 + expert / 4), rel=1e-12)
-    s = make_space("llama3-8b", "h100-sxm", 8, seq_len=1024, global_batch=8,
-                   distributed_optimizer=True).base
-    assert optimizer_shards(s, 2, 4, 2) == (16, 4)
-    assert optimizer_shards(s.model_copy(update={"distributed_optimizer": False}), 2, 4, 2) \
-        == (1, 1)
+    assert optimizer_shards(True, 2, 4, 2) == (16, 4)
+    assert optimizer_shards(False, 2, 4, 2) == (1, 1)
 
 
 def test_a_routed_slot_keeps_megatrons_tensors():

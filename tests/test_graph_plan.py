@@ -188,6 +188,43 @@ def test_gradient_sync_skips_groups_of_one_chip():
     assert outs == ["grad_data+expert"]
 
 
+def test_gradient_sync_sums_over_the_sequence_shards_too():
+    """Each ``seq`` rank computes a partial gradient over its part of the sequence with the same
+    weights, so the once-per-step reduction spans data x expert x seq (experts data x seq), the
+    groups Megatron-Core reduces over with context parallelism."""
+    ops, outs = gradient_sync(_dims(data=2, expert=2, seq=2), False, "L.", 1000.0, 3000.0, "x")
+    assert _ops(ops) == [
+        ("L.grad_data+expert+seq", AR, "data+expert+seq", 4000.0, "grad_sync", ["x"]),
+        ("L.grad_data+seq_experts", AR, "data+seq", 12000.0, "grad_sync", ["x"]),
+    ]
+    # context parallel alone still reduces: a group of seq = 4 chips
+    ops, _ = gradient_sync(_dims(seq=4), False, "", 1000.0, 0.0, "x")
+    assert _ops(ops) == [("grad_data+seq", AR, "data+seq", 4000.0, "grad_sync", ["x"])]
+
+
+def test_a_distributed_optimizer_updates_and_gathers_each_kind_over_its_replicas():
+    """The update moves each parameter's bytes once per shard group (non-expert over
+    data x expert x seq = 8 ranks, experts over data x seq = 4), then all-gathers each kind
+    over its own group."""
+    from simulator.cost.formulas import optimizer_update_bytes_per_param, stage_params
+
+    mesh = dict(data=2, expert=2, seq=2)
+    sizes = {a: 1 for a in AXES} | mesh
+    sharding = make_sharding(mesh=mesh, distributed_optimizer=True)
+    d = Dims.from_mesh(sharding, MOE.seq_len, sizes, 1)
+    plan = plan_stage(MOE, sharding, d, [0, 1, 2, 3], True, True)
+    g = _by_name(plan)
+    dense, expert = stage_params(MOE, 1, 2, 1, [MOE.is_moe_layer(i) for i in range(4)], True,
+                                 True)
+    assert dense > 0 and expert > 0
+    per_param = optimizer_update_bytes_per_param(sharding.optimizer, d.gb)
+    assert g["optimizer"][0].nbytes == pytest.approx((dense / 8 + expert / 4) * per_param)
+    assert _ops([g["param_ag"][0], g["param_ag_experts"][0]]) == [
+        ("param_ag", AG, "data+expert+seq", dense * d.wb, "optimizer", ["optimizer"]),
+        ("param_ag_experts", AG, "data+seq", expert * d.wb, "optimizer", ["param_ag"]),
+    ]
+
+
 def test_gradient_sync_in_the_plan_carries_each_layers_params():
     plan, _ = _plan(MOE, fsdp=2, data=2, expert=2)
     g = _by_name(plan)
@@ -223,7 +260,8 @@ def test_the_unrolled_graph_is_acyclic_and_in_topological_order(first, last):
     assert nx.is_directed_acyclic_graph(g)
     assert g.number_of_edges() == sum(len(set(p)) for _, _, p in items)
     assert ("embed.embed" in g) == first and ("head.loss" in g) == last
-    assert nx.descendants(g, "optimizer") <= {"param_ag"}  # the update ends the step
+    # the update (and a distributed optimizer's gathers) ends the step
+    assert nx.descendants(g, "optimizer") <= {"param_ag", "param_ag_experts"}
 
 
 def test_blocks_of_one_kind_are_built_once():

@@ -1,7 +1,8 @@
 """simulator.search.stage: the search's max-plus form of a rank's micro-batch equals the
 scheduled plan exactly (predict's ``_time_stage``: t_fwd, t_mb, tail; float rounding only), on
 dense and MoE jobs with fsdp, tensor parallelism with TP comm overlap, EP comm overlap, every
-remat policy, first / middle / last pipeline ranks (also interleaved) and a profile whose
+remat policy, first / middle / last pipeline ranks (also interleaved), context parallelism with
+a distributed optimizer, and a profile whose
 collectives run on the compute stream (the algebra itself: test_search_maxplus.py)."""
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ CASES = {
     ]),
     "moe-deepep": (("qwen3-30b-a3b", "h100-sxm"), dict(moe_dispatcher="deepep"), [
         ({"expert": 16, "fsdp": 2}, "selective"),
+    ]),
+    # context parallel with a distributed optimizer: gradients, optimizer shards and the
+    # weights' all-gathers over data x expert x seq (experts data x seq)
+    "moe-cp-distopt": (("mixtral-8x7b", "h100-sxm"), dict(distributed_optimizer=True), [
+        ({"expert": 4, "seq": 2, "data": 4}, "selective", 1, 2),
+        ({"expert": 2, "seq": 2, "fsdp": 2, "pipeline": 4}, "none"),
+    ]),
+    "dense-cp-distopt": (("llama3-8b", "h100-sxm"), dict(distributed_optimizer=True), [
+        ({"seq": 4, "data": 8}, "selective"),
+        ({"seq": 2, "model": 2, "data": 2, "pipeline": 4}, "full"),
     ]),
     # collectives on the compute stream (a calibrated CPU host)
     "moe-serial": (("moe-6.4b", "h100-sxm+serial"), {}, [

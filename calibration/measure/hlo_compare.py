@@ -82,6 +82,7 @@ def live_axes(axis: str, mesh: dict[str, int]) -> str:
 
 def ctx_of(job) -> Ctx:
     """The sizes the rules predict XLA's bytes from, for ``job`` (a ShapeJob)."""
+    from simulator.cost.formulas import replica_axes
     from simulator.graph.layers import slots_per_token
 
     model = job.model
@@ -92,7 +93,7 @@ def ctx_of(job) -> Ctx:
                fs=d.fs, e=d.e, m=job.microbatches, n_attn=model.n_layers,
                n_dense=model.n_layers - n_moe, n_moe=n_moe,
                gated=1 if model.ffn_kind == "swiglu" else 0,
-               embed_axis=live_axes("data+expert" if d.e > 1 else "data", job.mesh),
+               embed_axis=live_axes(replica_axes(d.e, d.cp)[0], job.mesh),
                E=moe.n_experts if moe else 0, Fe=moe.expert_ffn_hidden if moe else 0,
                kf=slots_per_token(model) if moe else 0.0)
 

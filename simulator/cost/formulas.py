@@ -60,6 +60,34 @@ def stage_params(m: ModelSpec, t: Num, e: Num, fs: Num, kinds: Iterable[bool], f
     return dense / fs, expert / fs
 
 
+# --- data-parallel replicas: gradient reduction and optimizer shards ------------------------
+
+def replica_sizes(dp: Num, e: Num, cp: Num) -> tuple[Num, Num]:
+    """``(non-expert, expert)`` ranks holding the same parameter shard, whose gradients are
+    summed once per step: every batch axis that splits tokens but not weights. Non-expert
+    weights are replicated over ``data x expert x seq`` (the expert axis splits tokens; each
+    ``seq`` rank computes a partial gradient over its part of the sequence), routed experts over
+    ``data x seq``. Megatron-Core reduces over the data-parallel group with context parallelism
+    (``get_data_parallel_group(with_context_parallel=True)``, holding the expert-parallel ranks)
+    and, for experts, the expert-data-parallel group; its distributed optimizer shards the state
+    over the same groups (megatron/core/distributed/distributed_data_parallel.py)."""
+    return dp * e * cp, dp * cp
+
+
+def replica_axes(e, cp) -> tuple[str, str]:
+    """The mesh-axis groups of :func:`replica_sizes` as collectives name them:
+    ``data[+expert][+seq]`` for non-expert weights, ``data[+seq]`` for experts (an axis of one
+    chip is left out; ``e`` and ``cp`` are compared with 1, so on columns every row must agree)."""
+    seq = "+seq" if cp > 1 else ""
+    return "data" + ("+expert" if e > 1 else "") + seq, "data" + seq
+
+
+def optimizer_shards(distributed: bool, dp: Num, e: Num, cp: Num) -> tuple[Num, Num]:
+    """``(non-expert, expert)`` ranks a distributed optimizer (ZeRO-1) shards the optimizer state
+    and its update over: the replicas of :func:`replica_sizes`; ``(1, 1)`` without one."""
+    return replica_sizes(dp, e, cp) if distributed else (1, 1)
+
+
 # --- optimizer bytes per parameter -------------------------------------------------------------
 
 def moment_bytes(optimizer) -> int:
@@ -117,6 +145,7 @@ def mfu(model_flops: Num, step_s: Num, chips: Num, peak_flops: Num) -> Num:
     return model_flops / (step_s * chips * peak_flops)
 
 
-__all__ = ["layer_params", "embedding_params", "stage_params", "moment_bytes",
+__all__ = ["layer_params", "embedding_params", "stage_params", "replica_sizes", "replica_axes",
+           "optimizer_shards", "moment_bytes",
            "optimizer_state_bytes_per_param", "optimizer_update_bytes_per_param",
            "stage_layers", "tokens_per_device", "pipeline_send_bytes", "mfu"]

@@ -12,9 +12,9 @@ gradients (``grad_dtype``: the gradient buffer the backward accumulates into, ke
 every rank), and the optimizer's fp32 master weights (4 B) and two Adam moments
 (``state_dtype``) sharded by a distributed optimizer over every axis that replicates the
 parameter: ``data x expert x seq`` for non-expert parameters, ``data x seq`` for routed experts
-(:func:`optimizer_shards`). With bf16 weights and fp32 gradients that is Megatron-Core's
-``6 + 12/d`` bytes per parameter (docs, "Distributed Optimizer"); FSDP has already divided the
-local parameters by ``fsdp``.
+(:func:`simulator.cost.formulas.optimizer_shards`). With bf16 weights and fp32 gradients that is
+Megatron-Core's ``6 + 12/d`` bytes per parameter (docs, "Distributed Optimizer"); FSDP has
+already divided the local parameters by ``fsdp``.
 
 **Activations** per token per layer (in units of the bf16 activation size, divided by ``t``
 under sequence parallelism; Korthikanti et al. 2022 sec. 4, counted per stored tensor with flash
@@ -95,27 +95,13 @@ class MemoryEstimate:
                 "capacity_bytes": self.capacity_bytes, "fits": self.fits}
 
 
-def optimizer_shards(sharding, data, expert, seq):
-    """``(non-expert, expert)`` ranks a distributed optimizer (ZeRO-1) shards the optimizer state
-    over: every rank holding a replica of the parameter. Non-expert weights are replicated over
-    ``data x expert x seq``, routed experts over ``data x seq`` (Megatron-Core: the distributed
-    optimizer shards over the data-parallel group with context parallelism,
-    ``get_data_parallel_group(with_context_parallel=True)``, which contains the expert-parallel
-    ranks, and expert parameters over the expert-data-parallel group,
-    ``get_expert_data_parallel_group()``; megatron/core/distributed/distributed_data_parallel.py).
-    Without one the state is whole on every replica: ``(1, 1)``."""
-    if not sharding.distributed_optimizer:
-        return 1, 1
-    return data * expert * seq, data * seq
-
-
 def param_state_bytes(dense, expert, sharding, dense_shards, expert_shards, grad_bytes):
     """``(weights, gradients, optimizer)`` bytes of ``dense + expert`` local parameters: bf16
     weights (2 B), the gradient buffer (``grad_bytes``: Megatron-Core's DDP buffer, kept whole;
     fp32 unless the run reduces gradients in bf16), and per parameter fp32 master weights (4 B,
     if kept) plus two Adam moments of ``state_dtype``, divided by the optimizer's shards
-    (:func:`optimizer_shards`). Megatron-Core docs ("Distributed Optimizer"): bf16 parameters and
-    fp32 gradients cost ``6 + 12/d`` bytes per parameter."""
+    (:func:`~simulator.cost.formulas.optimizer_shards`). Megatron-Core docs ("Distributed
+    Optimizer"): bf16 parameters and fp32 gradients cost ``6 + 12/d`` bytes per parameter."""
     per_param = formulas.optimizer_state_bytes_per_param(sharding.optimizer)
     n = dense + expert
     return (n * 2.0, n * grad_bytes,
@@ -241,7 +227,7 @@ def rank_memory(m: ModelSpec, s, d: Dims, kinds, first: bool, last: bool, remat,
     :func:`layer_activation_elems`) and :func:`transient_bytes` (two of the largest layer
     gathered under FSDP; under full remat one layer's ``none`` set recomputed)."""
     dense, expert = formulas.stage_params(m, d.t, d.e, d.fs, kinds, first, last)
-    shards = optimizer_shards(s, d.dp, d.e, d.cp)
+    shards = formulas.optimizer_shards(s.distributed_optimizer, d.dp, d.e, d.cp)
     weights, grads, optimizer = param_state_bytes(dense, expert, s, *shards, d.gb)
     score = dict(flash=s.flash_attention, s=d.s, ab=d.ab)
     acts_tok = _by_remat(remat, lambda r: sum(layer_activation_elems(m, k, r, **score)

@@ -13,9 +13,10 @@ recurring piece of the step, built once per kind and shared by every layer of th
 - ``bwd`` (per layer kind): the weight gather again (prefetched one backward layer ahead), the
   recompute the remat policy asks for, the backward, then the gradient reduction: reduce-scatter
   over fsdp (every micro-batch), then all-reduce (reduce-scatter with a distributed optimizer)
-  over data (x expert for the non-expert weights; :func:`gradient_sync`);
+  over the weights' replicas (data x expert x seq, experts data x seq; :func:`gradient_sync`);
 - ``embed_grad``: the tables' gradient reduction; ``optimizer``: the Adam update after every
-  gradient, then (distributed optimizer) the all-gather of the updated weights over data.
+  gradient, then (distributed optimizer) the all-gather of the updated weights over their
+  replicas.
 
 Blocks talk through registers: an op's dependency ``@name`` reads a register, and after its
 block runs a register is set to the end of one of its ops (``writes``) or raised to the latest
@@ -41,7 +42,10 @@ from simulator.graph.dims import Dims
 from simulator.cost.formulas import (
     embedding_params,
     layer_params,
+    optimizer_shards,
     optimizer_update_bytes_per_param,
+    replica_axes,
+    replica_sizes,
     stage_params,
 )
 from simulator.graph.layers import embedding_ops, head_ops, layer_template
@@ -241,18 +245,21 @@ class Planner:
 
     def _optimizer(self, kinds: tuple[bool, ...], first: bool, last: bool) -> Block:
         """Adam update over the rank's local parameters (:func:`stage_params`; a distributed
-        optimizer's share of them, ``1 / dp``), memory bound: its bytes per parameter are
-        :func:`optimizer_update_bytes_per_param`. A distributed optimizer then all-gathers the
-        updated weights over data."""
+        optimizer's share of them, each kind over its :func:`optimizer_shards`), memory bound:
+        its bytes per parameter are :func:`optimizer_update_bytes_per_param`. A distributed
+        optimizer then all-gathers the updated weights over the same replicas, non-expert
+        (``param_ag``) then expert (``param_ag_experts``)."""
         m, d, s = self.m, self.d, self.s
-        n = sum(stage_params(m, d.t, d.e, d.fs, kinds, first, last))
-        shard = d.dp if s.distributed_optimizer else 1
+        dense, expert = stage_params(m, d.t, d.e, d.fs, kinds, first, last)
+        shards = optimizer_shards(s.distributed_optimizer, d.dp, d.e, d.cp)
         per_param = optimizer_update_bytes_per_param(s.optimizer, d.gb)
-        ops = [Op("optimizer", OpKind.ELEMENTWISE, nbytes=n / shard * per_param,
-                  deps=["@grads", "@x"], phase="optimizer")]
-        ops += _where(shard > 1, Op("param_ag", OpKind.COLLECTIVE, stream="grad", nbytes=n * d.wb,
-                                    collective=AG, axis="data", deps=["optimizer"],
-                                    phase="optimizer"))
+        ops = [Op("optimizer", OpKind.ELEMENTWISE, deps=["@grads", "@x"], phase="optimizer",
+                  nbytes=(dense / shards[0] + expert / shards[1]) * per_param)]
+        if s.distributed_optimizer:
+            for axis, n, part, size in _replica_groups(d, dense, expert):
+                ops += _where((n > 0) & (size > 1), Op(
+                    f"param_ag{part}", OpKind.COLLECTIVE, stream="grad", nbytes=n * d.wb,
+                    collective=AG, axis=axis, deps=[ops[-1].name], phase="optimizer"))
         return Block(("optimizer", kinds, first, last), tuple(ops))
 
 
@@ -261,25 +268,32 @@ def gradient_sync(d: Dims, distributed: bool, tag: str, dense, expert, after: st
     """The reduction of one set of gradients, as data: reduce-scatter of ``(dense + expert) *
     gb`` over fsdp (phase ``bwd``: it recurs every micro-batch, gradients accumulate sharded as
     in ZeRO-3), then once per step (phase ``grad_sync``) an all-reduce -- a reduce-scatter with a
-    distributed optimizer -- of ``dense / fs * gb`` over data x expert (data without expert
-    parallelism) and of ``expert / fs * gb`` over data; groups of one chip are skipped. Ops run
-    on the ``grad`` stream after ``after``. Returns (ops, the ops the optimizer waits for)."""
+    distributed optimizer -- of ``dense / fs * gb`` and ``expert / fs * gb`` over their
+    replicas (:func:`_replica_groups`: data x expert x seq, experts data x seq); groups of one
+    chip are skipped. Ops run on the ``grad`` stream after ``after``. Returns (ops, the ops the
+    optimizer waits for)."""
     gb = d.gb
     ops = _where(d.fs > 1, Op(f"{tag}grad_rs", OpKind.COLLECTIVE, stream="grad",
                               nbytes=(dense + expert) * gb, collective=RS, axis="fsdp",
                               deps=[after] if after else [], phase="bwd"))
     rs = [ops[-1].name] if ops else [after]
     kind = RS if distributed else AR
-    groups = [("data+expert" if d.e > 1 else "data", dense, "", d.dp * d.e),
-              ("data", expert, "_experts", d.dp)]
     outs = []
-    for axis, n, part, size in groups:
+    for axis, n, part, size in _replica_groups(d, dense, expert):
         new = _where((n > 0) & (size > 1), Op(f"{tag}grad_{axis}{part}", OpKind.COLLECTIVE,
                      stream="grad", nbytes=n / d.fs * gb, collective=kind, axis=axis,
                      deps=[r for r in rs if r], phase="grad_sync"))
         ops += new
         outs += [op.name for op in new]
     return ops, outs or [r for r in rs if r != after and r]
+
+
+def _replica_groups(d: Dims, dense, expert) -> list[tuple[str, object, str, object]]:
+    """(axis group, parameters, name suffix, group size) of the non-expert and the expert
+    parameters' replicas (:func:`~simulator.cost.formulas.replica_axes`, ``replica_sizes``)."""
+    axes = replica_axes(d.e, d.cp)
+    sizes = replica_sizes(d.dp, d.e, d.cp)
+    return [(axes[0], dense, "", sizes[0]), (axes[1], expert, "_experts", sizes[1])]
 
 
 def _where(flag, op: Op) -> list[Op]:

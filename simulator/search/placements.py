@@ -32,6 +32,11 @@ COLLECTIVES: tuple[tuple[str, Collective], ...] = (
     ("data", Collective.ALL_REDUCE), ("data", Collective.REDUCE_SCATTER),
     ("data", Collective.ALL_GATHER),
     ("data+expert", Collective.ALL_REDUCE), ("data+expert", Collective.REDUCE_SCATTER),
+    ("data+expert", Collective.ALL_GATHER),
+    ("data+seq", Collective.ALL_REDUCE), ("data+seq", Collective.REDUCE_SCATTER),
+    ("data+seq", Collective.ALL_GATHER),
+    ("data+expert+seq", Collective.ALL_REDUCE), ("data+expert+seq", Collective.REDUCE_SCATTER),
+    ("data+expert+seq", Collective.ALL_GATHER),
     ("pipeline", Collective.PERMUTE),
 )
 #: Axes whose order on the fast levels is searched; ``data`` and ``pipeline`` (one gradient
