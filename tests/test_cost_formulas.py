@@ -82,6 +82,17 @@ def test_stage_layers_interleave_chunks():
     assert f.stage_layers(4, 1, 1) == [[0, 1, 2, 3]]
 
 
+def test_warmup_forwards_by_hand_and_on_columns():
+    """1F1B: rank r of 4 runs 3 - r forwards first (fewer if m is short); interleaved with v = 2:
+    2 (pp - r - 1) + (v - 1) pp chunks, at most m v."""
+    assert [int(f.warmup_forwards(r, 4, 8, 1)) for r in range(4)] == [3, 2, 1, 0]
+    assert int(f.warmup_forwards(0, 4, 2, 1)) == 2
+    assert [int(f.warmup_forwards(r, 4, 8, 2)) for r in range(4)] == [10, 8, 6, 4]
+    assert int(f.warmup_forwards(0, 4, 4, 3)) == 12  # 2 * 3 + 2 * 4 = 14 chunks, capped at m v
+    cols = f.warmup_forwards(np.array([0, 3, 0]), 4, np.array([8, 8, 4]), np.array([1, 2, 3]))
+    assert np.array_equal(cols, [3, 4, 12])
+
+
 def test_pipeline_send_bytes_by_hand():
     # T = 2 * 4096 // 2 = 4096 tokens, D / t = 1024, 2 bytes each.
     assert f.pipeline_send_bytes(2, 4096, 2, 4096, 4) == 4096 * 1024 * 2

@@ -124,6 +124,17 @@ def stage_layers(n_layers: int, pp: int, v: int) -> list[list[int]]:
             for r in range(pp)]
 
 
+def warmup_forwards(rank: Num, pp: Num, m: Num, v: Num) -> Num:
+    """Forward passes pipeline rank ``rank`` of ``pp`` runs before its first backward, in chunks
+    of ``1 / v`` of its layers: 1F1B (``v = 1``; PipeDream-Flush, Narayanan et al. 2021)
+    ``min(pp - rank - 1, m)``; Megatron's interleaved schedule (``v > 1`` virtual stages)
+    ``min(2 (pp - rank - 1) + (v - 1) pp, m v)``. The schedule orders
+    (:mod:`simulator.graph.pipeline`) and the activations alive at once
+    (:func:`simulator.graph.memory.in_flight_microbatches`) both count from it."""
+    v = np.asarray(v)
+    return np.minimum(np.where(v > 1, 2 * (pp - rank - 1) + (v - 1) * pp, pp - rank - 1), m * v)
+
+
 def tokens_per_device(micro_batch: Num, seq_len: Num, cp: Num) -> Num:
     """Tokens of one micro-batch on one device: ``T = b * s // cp`` (the sequence split over
     ``seq``)."""
@@ -148,4 +159,4 @@ def mfu(model_flops: Num, step_s: Num, chips: Num, peak_flops: Num) -> Num:
 __all__ = ["layer_params", "embedding_params", "stage_params", "replica_sizes", "replica_axes",
            "optimizer_shards", "moment_bytes",
            "optimizer_state_bytes_per_param", "optimizer_update_bytes_per_param",
-           "stage_layers", "tokens_per_device", "pipeline_send_bytes", "mfu"]
+           "stage_layers", "warmup_forwards", "tokens_per_device", "pipeline_send_bytes", "mfu"]

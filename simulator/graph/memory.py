@@ -200,19 +200,16 @@ def in_flight_microbatches(rank, pp, m, interleaved, v):
     ``rank`` of ``pp`` with ``m`` micro-batches; numbers or numpy columns.
 
     - ``pp = 1``: 1.
-    - 1F1B (PipeDream-Flush; :func:`simulator.graph.pipeline.one_f_one_b_order`): the warm-up's
-      ``pp - r - 1`` forwards plus one, ``min(pp - r, m)``.
-    - interleaved with ``v > 1`` chunks per rank (Megatron;
-      :func:`simulator.graph.pipeline.interleaved_order`): the warm-up's
-      ``2 (pp - r - 1) + (v - 1) pp`` forward chunks plus one, at most ``m v``, in units of the
-      rank's ``v`` chunks: ``min(2 (pp - r - 1) + (v - 1) pp + 1, m v) / v``.
+    - otherwise the warm-up's forwards plus one, at most ``m v``, in units of the rank's ``v``
+      chunks (``v = 1`` for 1F1B): ``min(w + 1, m v) / v`` with ``w`` the warm-up of
+      :func:`simulator.cost.formulas.warmup_forwards` (1F1B ``min(pp - r, m)``; interleaved
+      ``min(2 (pp - r - 1) + (v - 1) pp + 1, m v) / v``).
 
-    The peak of the live count as those schedule orders run (tests/test_search_memory.py checks
-    it against them)."""
-    one_f_one_b = np.minimum(pp - rank, m)
-    chunks = np.minimum(2 * (pp - rank - 1) + (v - 1) * pp + 1, m * v)
-    peak = np.where(np.logical_and(interleaved, v > 1), chunks / v, one_f_one_b)
-    return np.where(pp == 1, 1.0, peak)
+    The peak of the live count as the schedule orders (:mod:`simulator.graph.pipeline`) run
+    (tests/test_search_memory.py checks it against them)."""
+    vv = np.where(np.logical_and(interleaved, v > 1), v, 1)
+    chunks = np.minimum(formulas.warmup_forwards(rank, pp, m, vv) + 1, m * vv)
+    return np.where(pp == 1, 1.0, chunks / vv)
 
 
 def rank_memory(m: ModelSpec, s, d: Dims, kinds, first: bool, last: bool, remat, flight,

@@ -20,12 +20,15 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
+from simulator.cost.formulas import warmup_forwards
+
 Task = tuple[str, int, int]  # (F|B, chunk, microbatch)
 
 
 def one_f_one_b_order(rank: int, pp: int, m: int) -> list[Task]:
-    """Warm-up ``min(pp - rank - 1, m)`` forwards, then alternate 1F1B, then cool-down."""
-    warm = min(pp - rank - 1, m)
+    """Warm-up forwards (:func:`~simulator.cost.formulas.warmup_forwards`: ``min(pp - rank - 1,
+    m)``), then alternate 1F1B, then cool-down."""
+    warm = int(warmup_forwards(rank, pp, m, 1))
     order: list[Task] = [("F", 0, i) for i in range(warm)]
     for i in range(m - warm):
         order += [("F", 0, warm + i), ("B", 0, i)]
@@ -34,13 +37,14 @@ def one_f_one_b_order(rank: int, pp: int, m: int) -> list[Task]:
 
 
 def interleaved_order(rank: int, pp: int, m: int, v: int) -> list[Task]:
-    """Megatron interleaved 1F1B: warm-up ``2(pp - rank - 1) + (v - 1) pp`` forward chunks.
+    """Megatron interleaved 1F1B: warm-up forward chunks
+    (:func:`~simulator.cost.formulas.warmup_forwards`: ``2(pp - rank - 1) + (v - 1) pp``).
 
     The k-th forward on a rank is chunk ``(k // pp) % v`` of micro-batch
     ``(k // (pp v)) pp + k % pp``; backwards walk the chunks in reverse. Needs ``m % pp == 0``.
     """
     total = m * v
-    warm = min(2 * (pp - rank - 1) + (v - 1) * pp, total)
+    warm = int(warmup_forwards(rank, pp, m, v))
 
     def task(kind: str, k: int) -> Task:
         chunk = (k // pp) % v
