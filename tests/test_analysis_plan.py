@@ -3,9 +3,16 @@ model whose parameter count is a power of two, so every figure can be checked by
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from simulator.cost.budget import Budget, chinchilla_tokens, smallest_meeting
+from simulator.cost.budget import (
+    Budget,
+    chinchilla_tokens,
+    chip_hours,
+    smallest_meeting,
+    train_steps,
+)
 from meshcast.errors import MeshcastError
 from simulator.analysis.plan import PlanEntry, pareto_front
 from simulator.specs.model import ModelSpec, MoESpec
@@ -35,6 +42,10 @@ def test_hand_worked_budget():
     assert b.cost_usd == pytest.approx(910.2222, rel=1e-6)
     assert Budget(tokens, 256 * 2048, 2.5, 64, None).cost_usd is None
     assert Budget(tokens + 1, 256 * 2048, 2.5, 64, 4.0).steps == 5121  # a partial step counts
+    # integer ceiling: exact where a float quotient would round the partial step away
+    assert train_steps(10**18 + 1, 10**9) == 10**9 + 1
+    assert np.array_equal(chip_hours(np.array([64, 128]), 12_800.0), [64 * 12_800 / 3600,
+                                                                      128 * 12_800 / 3600])
 
 
 def test_ratio_and_reference():

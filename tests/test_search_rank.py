@@ -53,6 +53,12 @@ def test_objectives_order_alike_for_one_job(cands):
         by_ttt.top[0].objective * 16 / 3600 * space.hardware.price_per_chip_hour_usd.value)
     assert objective_values(space, "mfu", by_time.top[0].prediction.step_time_s, 1) == \
         pytest.approx(by_time.top[0].prediction.mfu)
+    # the search's objectives and the finalists' budgets are one statement of steps and hours
+    for res, field in ((by_ttt, "seconds"), (by_cost, "cost_usd")):
+        f = res.top[0]
+        assert f.objective == pytest.approx(getattr(f.budget, field), rel=1e-12)
+    with pytest.raises(MeshcastError, match="objective: 'speed' is not one of"):
+        objective_values(space, "speed", 1.0, 1)
 
 
 def test_counts_add_up_and_finalists_come_from_the_graph_path(cands):

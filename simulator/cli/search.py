@@ -11,8 +11,6 @@ from simulator.cli import args as cli_args
 from simulator.cli.progress import Progress
 from meshcast.errors import MeshcastError
 
-OBJECTIVES = ("step_time", "time_to_train", "cost", "mfu")
-
 
 def add_profiles_arg(p) -> None:
     """``--profiles DIR`` (repeatable): profile names resolve to DIR's YAML files first."""
@@ -104,6 +102,8 @@ def add_parsers(sub) -> None:
     r = sub.add_parser("rank", help="rank every feasible sharding of a job")
     r.add_argument("--hardware", required=True, help="profile name/alias or YAML path")
     _job_args(r, "chips in the job", cli_args.chips)
+    from simulator.search.space import OBJECTIVES
+
     r.add_argument("--objective", choices=OBJECTIVES, default="step_time",
                    help="what the configurations are ranked by")
     r.add_argument("--top", type=cli_args.top, default=5, help="configurations to show")

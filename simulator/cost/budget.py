@@ -40,12 +40,23 @@ def _check_tokens_per_param(ratio: float) -> None:
         raise MeshcastError(f"tokens-per-param: {ratio} must be a positive number (Chinchilla: 20)")
 
 
+def train_steps(tokens, tokens_per_step):
+    """Steps to see ``tokens``: ``ceil(tokens / tokens_per_step)``, in integers."""
+    return -(-tokens // tokens_per_step)
+
+
+def chip_hours(chips, seconds):
+    """``chips * seconds / 3600``: what a run of ``seconds`` on ``chips`` is billed for (numbers
+    or numpy columns)."""
+    return chips * seconds / 3600.0
+
+
 @dataclass(frozen=True)
 class Budget:
     """One run: ``steps = ceil(tokens / tokens_per_step)``, ideal ``steps * step_time_s``;
     ``seconds`` is the expected wall clock under interruptions when ``goodput`` is given
-    (:mod:`simulator.cost.goodput`), else the ideal; ``chip_hours = chips * seconds / 3600``,
-    ``cost_usd = chip_hours * price`` (None without a price)."""
+    (:mod:`simulator.cost.goodput`), else the ideal; :func:`chip_hours`, ``cost_usd =
+    chip_hours * price`` (None without a price)."""
 
     tokens: int
     tokens_per_step: int
@@ -56,7 +67,7 @@ class Budget:
 
     @property
     def steps(self) -> int:
-        return math.ceil(self.tokens / self.tokens_per_step)
+        return train_steps(self.tokens, self.tokens_per_step)
 
     @property
     def ideal_seconds(self) -> float:
@@ -76,7 +87,7 @@ class Budget:
 
     @property
     def chip_hours(self) -> float:
-        return self.chips * self.seconds / 3600.0
+        return chip_hours(self.chips, self.seconds)
 
     @property
     def cost_usd(self) -> float | None:

@@ -67,9 +67,8 @@ def _memory_per_device(c: Candidates) -> np.ndarray:
     return out
 
 
-def mfu(c: Candidates, step_s: np.ndarray) -> np.ndarray:
-    """Model FLOPs utilisation per row (:func:`simulator.cost.formulas.mfu`), as predict
-    reports it."""
-    sp = c.space
+def mfu(sp, step_s):
+    """Model FLOPs utilisation of the job of search space ``sp`` at step times ``step_s`` (a
+    number or a column; :func:`simulator.cost.formulas.mfu`), as predict reports it."""
     return formulas.mfu(model_flops_per_step(sp.model, sp.seq_len, sp.tokens_per_step), step_s,
                         sp.chips, sp.hardware.peak_flops("bf16"))

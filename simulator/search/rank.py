@@ -16,15 +16,21 @@ from typing import Callable
 
 import numpy as np
 
-from simulator.cost.budget import Budget, chinchilla_tokens, make_budget, price_of
+from simulator.cost.budget import (
+    Budget,
+    chinchilla_tokens,
+    chip_hours,
+    make_budget,
+    price_of,
+    train_steps,
+)
 from simulator.cost.goodput import FailureModel, checkpoint_bytes, wall_factor
 from meshcast.errors import MeshcastError, NoFeasibleConfig
 from simulator.search.enumerate import enumerate_candidates
 from simulator.search.fast import StepTimes, memory_per_device, mfu, step_times
-from simulator.search.space import SearchSpace
+from simulator.search.space import OBJECTIVES, SearchSpace
 from simulator.search.table import Candidates
 
-OBJECTIVES = ("step_time", "time_to_train", "cost", "mfu")
 Progress = Callable[[str, float], None]
 
 
@@ -70,7 +76,7 @@ class RankResult:
 
     @property
     def mfu(self) -> np.ndarray:
-        return mfu(self.table, self.times.step_s)
+        return mfu(self.table.space, self.times.step_s)
 
 
 def objective_values(space: SearchSpace, objective: str, step_s, tokens: int,
@@ -79,19 +85,22 @@ def objective_values(space: SearchSpace, objective: str, step_s, tokens: int,
     ``time_to_train`` and ``cost`` count the expected wall clock under ``failures``
     (:func:`simulator.cost.goodput.wall_factor`: the same factor for every configuration of
     one job, so it scales them without reordering)."""
-    steps = -(-tokens // space.tokens_per_step)
     if objective == "step_time":
         return step_s
+    if objective == "mfu":
+        return mfu(space, step_s)
     wall = 1.0 if failures is None else wall_factor(
         failures, space.chips, checkpoint_bytes(space.model.total_params, space.base.optimizer))
+    seconds = train_steps(tokens, space.tokens_per_step) * step_s * wall
     if objective == "time_to_train":
-        return steps * step_s * wall
-    if objective == "cost":
-        return steps * step_s * wall * space.chips / 3600.0 * _price(space)
-    from simulator.cost.flops import model_flops_per_step
+        return seconds
+    _check_objective(objective)
+    return chip_hours(space.chips, seconds) * _price(space)
 
-    flops = model_flops_per_step(space.model, space.seq_len, space.tokens_per_step)
-    return flops / (step_s * space.chips * space.hardware.peak_flops("bf16"))
+
+def _check_objective(objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise MeshcastError(f"objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
 
 
 def _price(space: SearchSpace) -> float:
@@ -129,8 +138,7 @@ def rank_table(cands: Candidates, objective: str = "step_time", top: int = 5,
     """Prune ``cands`` by memory, time the rest, re-evaluate ``finalists`` (default
     ``max(2 top, 4)``) with the graph path and keep the ``top`` best by it. ``failures``:
     budgets count interruptions, checkpoints and restarts (:mod:`simulator.cost.goodput`)."""
-    if objective not in OBJECTIVES:
-        raise MeshcastError(f"objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
+    _check_objective(objective)
     if top < 1:
         raise MeshcastError(f"top: {top} must be at least 1")
     space = cands.space

@@ -19,6 +19,8 @@ from simulator.cost.topology import Level, job_levels
 
 REMATS: tuple[str, ...] = REMAT_POLICIES  # row codes index this
 SCHEDULES: tuple[str, ...] = ("1f1b", "interleaved")
+#: What ``rank`` orders by: smaller first, except ``mfu`` (larger first).
+OBJECTIVES: tuple[str, ...] = ("step_time", "time_to_train", "cost", "mfu")
 #: Default step size when no batch is given, for every command (predict, rank, plan, compare,
 #: through :func:`job_batch`): 2^22 (about 4M) tokens, the order of the batches Llama 3 (4M-16M)
 #: and Du et al. 2024 train with.
