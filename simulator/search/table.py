@@ -8,6 +8,7 @@ import numpy as np
 
 from simulator.search.placements import Placement
 from simulator.search.space import REMATS, SCHEDULES, SearchSpace
+from simulator.specs.job import microbatches_per_step
 from simulator.specs.sharding import AXES, BATCH_AXES, ShardingSpec
 
 AXIS = {a: i for i, a in enumerate(AXES)}
@@ -50,8 +51,8 @@ class Candidates:
 
     @property
     def microbatches(self) -> np.ndarray:
-        """Micro-batches per step: ``global_batch / (micro_batch * data * fsdp * expert)``."""
-        return self.space.global_batch // (self.micro_batch * self.batch_shards)
+        """Micro-batches per step (:func:`~simulator.specs.job.microbatches_per_step`)."""
+        return microbatches_per_step(self.space.global_batch, self.micro_batch, self.batch_shards)
 
     def key_columns(self) -> list[np.ndarray]:
         """The identity columns in KEY_COLUMNS order (for deterministic tie-breaking)."""

@@ -12,7 +12,7 @@ import numpy as np
 
 from simulator.cost.collectives import Collective
 from simulator.cost.compute import ComputeModel
-from simulator.cost.formulas import pipeline_send_bytes, stage_layers
+from simulator.cost.formulas import pipeline_send_bytes, stage_layers, tokens_per_device
 from simulator.graph.ops import Op, OpKind
 from simulator.graph.pipeline import pipeline_finish
 from simulator.graph.plan import Planner
@@ -114,7 +114,7 @@ class _StageRows:
         """:func:`structure_key` of every stage row."""
         cols = self.cols(slice(None))
         return structure_key(self.space.model, cols,
-                             self.micro_batch * self.space.seq_len // cols["seq"])
+                             tokens_per_device(self.micro_batch, self.space.seq_len, cols["seq"]))
 
     def table(self) -> StageTable:
         """Every block's form for every stage row, grouped by :func:`structure_key` (and, for

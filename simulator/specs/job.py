@@ -52,6 +52,22 @@ def batch_split_ok(global_batch, micro_batch, shards):
     return global_batch % (micro_batch * shards) == 0
 
 
+def global_batch_of(sharding, seq_len: int, shards: int) -> int:
+    """Sequences per step: the sharding's ``global_batch``, else ``global_batch_tokens /
+    seq_len``, else one micro-batch on every batch shard (``micro_batch x shards``)."""
+    if sharding.global_batch is not None:
+        return sharding.global_batch
+    if sharding.global_batch_tokens is not None:
+        return sharding.global_batch_tokens // seq_len
+    return sharding.micro_batch * shards
+
+
+def microbatches_per_step(global_batch, micro_batch, shards):
+    """Micro-batches each pipeline runs per step: ``global_batch / (micro_batch x shards)``
+    (sequences; ``shards`` = data x fsdp x expert), whole when :func:`batch_split_ok`."""
+    return global_batch // (micro_batch * shards)
+
+
 def interleaved_ok(microbatches, pp, interleaved):
     """The interleaved schedule needs micro-batches per step to be a multiple of ``pipeline``
     (Megatron's interleaved 1F1B; :func:`simulator.graph.pipeline.interleaved_order`)."""
@@ -112,18 +128,14 @@ class Job(BaseModel):
 
     @property
     def global_batch(self) -> int:
-        """Sequences per step (default: one micro-batch on every batch shard)."""
-        s = self.sharding
-        if s.global_batch is not None:
-            return s.global_batch
-        if s.global_batch_tokens is not None:
-            return s.global_batch_tokens // self.seq_len
-        return s.micro_batch * self.batch_shards
+        """Sequences per step (:func:`global_batch_of`)."""
+        return global_batch_of(self.sharding, self.seq_len, self.batch_shards)
 
     @property
     def microbatches(self) -> int:
-        """Micro-batches per step per pipeline: ``global_batch / (micro_batch * batch shards)``."""
-        return self.global_batch // (self.sharding.micro_batch * self.batch_shards)
+        """Micro-batches per step per pipeline (:func:`microbatches_per_step`)."""
+        return microbatches_per_step(self.global_batch, self.sharding.micro_batch,
+                                     self.batch_shards)
 
     @property
     def tokens_per_step(self) -> int:
@@ -165,16 +177,17 @@ class Job(BaseModel):
             raise ValueError(
                 f"global_batch_tokens={s.global_batch_tokens}: not a multiple of seq_len={seq}"
             )
-        gb = s.global_batch or (s.global_batch_tokens // seq if s.global_batch_tokens else unit)
+        gb = global_batch_of(s, seq, shards)
         if not batch_split_ok(gb, s.micro_batch, shards):
             raise ValueError(
                 f"global_batch={gb} sequences: not divisible by micro_batch={s.micro_batch} x "
                 f"data x fsdp x expert={shards} = {unit}; use a multiple of {unit}"
             )
         pp = mesh["pipeline"]
-        if not interleaved_ok(gb // unit, pp, s.pipeline_schedule == "interleaved"):
+        m = microbatches_per_step(gb, s.micro_batch, shards)
+        if not interleaved_ok(m, pp, s.pipeline_schedule == "interleaved"):
             raise ValueError(
-                f"global_batch={gb}: the interleaved schedule needs micro-batches ({gb // unit}) "
+                f"global_batch={gb}: the interleaved schedule needs micro-batches ({m}) "
                 f"to be a multiple of pipeline={pp}"
             )
 
