@@ -282,6 +282,10 @@ def test_child_command_lines():
     assert child_argv(argv, 2, 5555, 1) == [
         "calibrate", "--out", "d", "--quick", "--coordinator", "127.0.0.1:5555",
         "--num-processes", "2", "--process-id", "1"]
+    # after "--" every token is positional: kept as it is, and the flags go before it
+    assert child_argv(["calibrate", "--lo", "2", "--", "--local-processes"], 2, 5555, 0) == [
+        "calibrate", "--coordinator", "127.0.0.1:5555", "--num-processes", "2",
+        "--process-id", "0", "--", "--local-processes"]
 
 
 def test_resume_command_names_the_processes(tmp_path):

@@ -234,22 +234,21 @@ def free_port() -> int:
 def child_argv(argv: list[str], n: int, port: int, i: int) -> list[str]:
     """``argv`` (a meshcast command line, without the program) for local process ``i`` of
     ``n``: ``--local-processes`` (or the prefix of it argparse accepted) dropped, the explicit
-    coordinator flags added."""
+    coordinator flags added (before a ``--``, after which every token is positional and kept
+    as it is)."""
+    end = argv.index("--") if "--" in argv else len(argv)
     out, skip = [], False
-    for tok in argv:
+    for tok in argv[:end]:
         if skip:
             skip = False
             continue
         key = tok.split("=", 1)[0]
-        if tok == "--":
-            out.append(tok)
-        elif len(key) >= 4 and "--local-processes".startswith(key):  # argparse takes "--lo"
+        if len(key) >= 4 and "--local-processes".startswith(key):  # argparse takes "--lo"
             skip = "=" not in tok
             continue
-        else:
-            out.append(tok)
+        out.append(tok)
     return out + ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n),
-                  "--process-id", str(i)]
+                  "--process-id", str(i)] + argv[end:]
 
 
 def _die_with_parent_fn():
