@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from meshcast.errors import MeshcastError
 from simulator.cost.flops import model_flops_per_token
+from simulator.cost.goodput import SECONDS_PER_DAY
 from simulator.specs.model import ModelSpec
 
 VIEWS = ("step_time", "flops", "active_params")
@@ -44,7 +45,7 @@ class Matched:
 
     def as_dict(self) -> dict:
         return {"view": self.view, "steps": self.steps, "tokens": self.tokens,
-                "seconds": self.seconds, "days": self.seconds / 86400.0,
+                "seconds": self.seconds, "days": self.seconds / SECONDS_PER_DAY,
                 "wall_clock_ratio": self.wall_clock_ratio}
 
 

@@ -7,6 +7,7 @@ from simulator.analysis.interval import interval_of
 from simulator.analysis.matched import VIEW_LABELS, VIEWS
 from simulator.analysis.study import THRESHOLD
 from simulator.cli.report import batch_text
+from simulator.cost.goodput import SECONDS_PER_DAY
 
 
 def _mesh(pred) -> str:
@@ -72,7 +73,7 @@ def format_comparison(c) -> str:
         f"  dense budget  {_fmt_tokens(b.tokens)} tokens ({c.tokens_per_param:g} per parameter of "
         f"{dp.job.model.total_params / 1e9:.2f}B) = {b.steps:,} steps x {dp.step_time_s:.4g} s = "
         f"{b.ideal_days:.2f} days" + (
-            f"; {b.days:.2f} days expected with interruptions (p90 {b.goodput.p90_s / 86400:.2f}, "
+            f"; {b.days:.2f} days expected with interruptions (p90 {b.goodput.p90_s / SECONDS_PER_DAY:.2f}, "
             f"goodput {100 * b.goodput.goodput:.1f}%)" if b.goodput else ""),
         f"  dense         step {dp.step_time_s:.4g} s{div.band_note()}, MFU {100 * dp.mfu:.1f} %, "
         f"mesh {_mesh(dp)}, remat {dp.job.sharding.remat}, micro-batch "
@@ -110,11 +111,11 @@ def _moe_lines(c, x, said: set[str]) -> list[str]:
         mv = x.views[v]
         mark = " <" if v == c.view else ""
         lines.append(f"    {VIEW_LABELS[v]:<34}{mv.steps:>10,}{_fmt_tokens(mv.tokens):>10}"
-                     f"{mv.seconds / 86400:>8.2f}  x{mv.wall_clock_ratio:.3f}{mark}")
+                     f"{mv.seconds / SECONDS_PER_DAY:>8.2f}  x{mv.wall_clock_ratio:.3f}{mark}")
     if x.goodput:
         g = x.goodput
-        lines.append(f"    with interruptions ({VIEW_LABELS[c.view]}): {g.expected_s / 86400:.2f} days "
-                     f"expected, p90 {g.p90_s / 86400:.2f}, goodput {100 * g.goodput:.1f}% "
+        lines.append(f"    with interruptions ({VIEW_LABELS[c.view]}): {g.expected_s / SECONDS_PER_DAY:.2f} days "
+                     f"expected, p90 {g.p90_s / SECONDS_PER_DAY:.2f}, goodput {100 * g.goodput:.1f}% "
                      f"(dense {100 * c.budget.goodput.goodput:.1f}%; checkpoint "
                      f"{g.checkpoint_bytes / 1e9:,.0f} GB)")
     lines += [f"    warning: {w}" for w in p.warnings if w not in iv.outside]

@@ -10,6 +10,7 @@ from pathlib import Path
 from meshcast.errors import MeshcastError
 from simulator.analysis.interval import interval_of
 from simulator.cli.report import batch_text, plural, tokens_text
+from simulator.cost.goodput import SECONDS_PER_DAY
 from simulator.search.space import REMATS, SCHEDULES
 from simulator.specs.sharding import AXES
 
@@ -175,7 +176,7 @@ def _finalist_lines(i: int, f, objective: str, iv, said: set[str]) -> list[str]:
         cost = f", ${b.cost_usd:,.0f}" if b.cost_usd is not None else ""
         g = b.goodput
         wall = (f"{b.days:.1f} days expected (ideal {b.ideal_days:.1f}, p90 "
-                f"{g.p90_s / 86400:.1f}, goodput {100 * g.goodput:.1f}%, checkpoint every "
+                f"{g.p90_s / SECONDS_PER_DAY:.1f}, goodput {100 * g.goodput:.1f}%, checkpoint every "
                 f"{g.interval_s / 60:.3g} min)" if g and g.p90_s is not None and
                 math.isfinite(g.interval_s) else f"{b.days:.1f} days")
         out.append(f"      {tokens_text(b.tokens)} tokens: {plural(b.steps, 'step')}, {wall}, "
@@ -267,7 +268,7 @@ def format_plan(res) -> str:
         band = f"{iv.lo_s:.3g}-{iv.hi_s:.3g}" if iv.exists else "-"
         cost = f"{b.cost_usd:,.0f}" if b.cost_usd is not None else "unknown"
         g = b.goodput
-        p90 = f"{g.p90_s / 86400:.1f}" if g and g.p90_s is not None else "-"
+        p90 = f"{g.p90_s / SECONDS_PER_DAY:.1f}" if g and g.p90_s is not None else "-"
         good = f"{100 * g.goodput:.1f}%" if g else "-"
         lines.append(f"  {e.hardware:<14}{e.chips:>6}{b.step_time_s:>9.3g}{band:>14}"
                      f"{100 * f.prediction.mfu:>7.1f}{b.ideal_days:>9.1f}{b.days:>8.1f}"

@@ -17,13 +17,19 @@ import math
 from dataclasses import dataclass, replace
 
 from meshcast.errors import MeshcastError
-from simulator.cost.goodput import FailureModel, Goodput, checkpoint_bytes, goodput, with_spread
+from simulator.cost.goodput import (
+    SECONDS_PER_DAY,
+    FailureModel,
+    Goodput,
+    checkpoint_bytes,
+    goodput,
+    with_spread,
+)
 
 if TYPE_CHECKING:
     from simulator.specs.model import ModelSpec
 
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
-SECONDS_PER_DAY = 86400.0
 
 
 def chinchilla_tokens(model: ModelSpec, ratio: float = CHINCHILLA_TOKENS_PER_PARAM,
