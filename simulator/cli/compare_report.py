@@ -73,8 +73,9 @@ def format_comparison(c) -> str:
         f"  dense budget  {_fmt_tokens(b.tokens)} tokens ({c.tokens_per_param:g} per parameter of "
         f"{dp.job.model.total_params / 1e9:.2f}B) = {b.steps:,} steps x {dp.step_time_s:.4g} s = "
         f"{b.ideal_days:.2f} days" + (
-            f"; {b.days:.2f} days expected with interruptions (p90 {b.goodput.p90_s / SECONDS_PER_DAY:.2f}, "
-            f"goodput {100 * b.goodput.goodput:.1f}%)" if b.goodput else ""),
+            f"; {b.days:.2f} days expected with interruptions (p90 "
+            f"{b.goodput.p90_s / SECONDS_PER_DAY:.2f}, goodput {100 * b.goodput.goodput:.1f}%)"
+            if b.goodput else ""),
         f"  dense         step {dp.step_time_s:.4g} s{div.band_note()}, MFU {100 * dp.mfu:.1f} %, "
         f"mesh {_mesh(dp)}, remat {dp.job.sharding.remat}, micro-batch "
         f"{dp.job.sharding.micro_batch}",
@@ -114,8 +115,9 @@ def _moe_lines(c, x, said: set[str]) -> list[str]:
                      f"{mv.seconds / SECONDS_PER_DAY:>8.2f}  x{mv.wall_clock_ratio:.3f}{mark}")
     if x.goodput:
         g = x.goodput
-        lines.append(f"    with interruptions ({VIEW_LABELS[c.view]}): {g.expected_s / SECONDS_PER_DAY:.2f} days "
-                     f"expected, p90 {g.p90_s / SECONDS_PER_DAY:.2f}, goodput {100 * g.goodput:.1f}% "
+        lines.append(f"    with interruptions ({VIEW_LABELS[c.view]}): "
+                     f"{g.expected_s / SECONDS_PER_DAY:.2f} days expected, p90 "
+                     f"{g.p90_s / SECONDS_PER_DAY:.2f}, goodput {100 * g.goodput:.1f}% "
                      f"(dense {100 * c.budget.goodput.goodput:.1f}%; checkpoint "
                      f"{g.checkpoint_bytes / 1e9:,.0f} GB)")
     lines += [f"    warning: {w}" for w in p.warnings if w not in iv.outside]

@@ -146,10 +146,11 @@ def _summarise(order, ops, end, waits, skipped: int) -> StageSchedule:
     t_mb = next((end[n] for n in reversed(nodes) if ops[n].phase in MICROBATCH), 0.0)
     t_fwd = next((end[n] for n in reversed(nodes) if ops[n].phase == "fwd"), 0.0)
     last_compute = end[nodes[-1]] if nodes else 0.0
-    makespan = max(end.values(), default=0.0)
-    final = max(ops, key=end.__getitem__) if ops else None
-    return StageSchedule(t_fwd, t_mb, last_compute, makespan,
-                         ops[final].category if final else "compute", before, after, skipped)
+    final = max(ops, key=end.__getitem__) if ops else None  # the node that ends last
+    if final is None:
+        return StageSchedule(t_fwd, t_mb, last_compute, 0.0, "compute", before, after, skipped)
+    return StageSchedule(t_fwd, t_mb, last_compute, end[final], ops[final].category, before,
+                         after, skipped)
 
 
 class _Lazy(dict):

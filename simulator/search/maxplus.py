@@ -277,10 +277,11 @@ def apply_t(pattern: list, x: np.ndarray, n: int = 1) -> np.ndarray:
     touched = np.zeros((x.shape[0], 1), dtype=bool)
     for f in pattern:
         touched[f.outs if hasattr(f, "outs") else slice(None)] = True
-    slow = fin & (d2 < np.max(np.where(fin, d2, -np.inf), axis=0, keepdims=True) - tol)
+    shift = np.where(fin, d2, -np.inf)
+    slow = fin & (d2 < np.max(shift, axis=0, keepdims=True) - tol)
     cand = np.nonzero(ok & np.any(slow & touched, axis=0))[0]
     if len(cand):
-        top = np.where(fin, d2, -np.inf)  # per variable, the fastest shift among its drivers
+        top = shift  # per variable, the fastest shift among its drivers
         for f in pattern:
             top = f.reach_t(top)
         faster = fin & (top > d2 + tol)

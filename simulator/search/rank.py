@@ -85,6 +85,7 @@ def objective_values(space: SearchSpace, objective: str, step_s, tokens: int,
     ``time_to_train`` and ``cost`` count the expected wall clock under ``failures``
     (:func:`simulator.cost.goodput.wall_factor`: the same factor for every configuration of
     one job, so it scales them without reordering)."""
+    _check_objective(objective)
     if objective == "step_time":
         return step_s
     if objective == "mfu":
@@ -94,7 +95,6 @@ def objective_values(space: SearchSpace, objective: str, step_s, tokens: int,
     seconds = train_steps(tokens, space.tokens_per_step) * step_s * wall
     if objective == "time_to_train":
         return seconds
-    _check_objective(objective)
     return chip_hours(space.chips, seconds) * _price(space)
 
 
