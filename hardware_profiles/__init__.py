@@ -1,6 +1,7 @@
 """Hardware profiles: validated YAML data, one file per system, a source on every number."""
 
 from hardware_profiles.loader import (
+    FITTED_DIR,
     PROFILE_DIR,
     list_profiles,
     load_profile,
@@ -12,6 +13,7 @@ from hardware_profiles.loader import (
 from hardware_profiles.schema import HardwareProfile, NetworkLevel, SliceShape, Sourced
 
 __all__ = [
+    "FITTED_DIR",
     "PROFILE_DIR",
     "HardwareProfile",
     "NetworkLevel",

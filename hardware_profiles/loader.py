@@ -14,6 +14,10 @@ from meshcast.errors import MeshcastError
 from meshcast.spec_file import load_spec_file
 
 PROFILE_DIR = Path(__file__).resolve().parent
+#: Every built-in profile with its efficiencies fitted on (or transferred from) the published
+#: runs of ``benchmarks/data/published_runs.csv`` by ``meshcast fit --published``: what
+#: predict, rank, plan and compare forecast with unless ``--profiles`` says otherwise.
+FITTED_DIR = PROFILE_DIR / "fitted"
 
 #: Directories searched before the built-in profiles (``--profiles DIR``), innermost first.
 _EXTRA_DIRS: ContextVar[tuple[Path, ...]] = ContextVar("profile_dirs", default=())

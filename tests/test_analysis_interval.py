@@ -11,7 +11,7 @@ import math
 import pytest
 from matplotlib.collections import LineCollection, PolyCollection
 
-from hardware_profiles import load_profile, save_profile
+from hardware_profiles import FITTED_DIR, load_profile, save_profile
 from hardware_profiles.schema import FitRecord, FittedValue, IntervalBand
 from simulator import predict
 from simulator.analysis.interval import ASSUMED_DETAIL, forecast_interval, interval_of
@@ -153,9 +153,22 @@ def test_predict_json_carries_the_interval_basis_and_outside(capsys, profiles_di
 
 
 def test_predict_json_without_a_fit_has_a_null_interval(capsys):
-    d = strict(ok(capsys, [*PREDICT, "--json"]))
+    d = strict(ok(capsys, [*PREDICT, "--profiles", "builtin", "--json"]))
     assert d["step_time_interval_s"] is None and d["basis"] == "assumed"
     assert "meshcast fit --published" in d["basis_detail"]
+
+
+def test_predict_forecasts_with_the_shipped_fit_by_default(capsys):
+    """No --profiles: the fit of published runs in hardware_profiles/fitted, with its band;
+    `--profiles builtin` gives the datasheet profile (efficiencies assumed), which differs."""
+    default = strict(ok(capsys, [*PREDICT, "--json"]))
+    shipped = strict(ok(capsys, [*PREDICT, "--profiles", str(FITTED_DIR), "--json"]))
+    builtin = strict(ok(capsys, [*PREDICT, "--profiles", "builtin", "--json"]))
+    assert default == shipped
+    assert default["basis"] == "own" and "b200" in default["basis_detail"]
+    lo, hi = default["step_time_interval_s"]
+    assert lo < default["step_time_s"] < hi
+    assert builtin["step_time_s"] != default["step_time_s"]
 
 
 def test_predict_text_shows_the_band_and_what_is_outside(capsys, profiles_dir):
@@ -164,7 +177,7 @@ def test_predict_text_shows_the_band_and_what_is_outside(capsys, profiles_dir):
     t = float(step.split()[2])
     assert f"{0.85 * t:.3g}-{1.2 * t:.3g} s, 80%; {DETAIL}" in step
     assert "outside the fit: fp4 was never measured on nvidia-blackwell" in out
-    out = ok(capsys, PREDICT)
+    out = ok(capsys, [*PREDICT, "--profiles", "builtin"])
     assert "(no interval: efficiencies assumed, not fitted" in out
 
 

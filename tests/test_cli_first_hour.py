@@ -120,7 +120,9 @@ def test_capacity_warning_reaches_the_cli(capsys, tmp_path):
      "--global-batch", "16"],
     ["--model", "switch-base", "--hardware", "tpu-v5p", "--chips", "16", "--seq-len", "1024",
      "--global-batch", "32", "--moe-dispatcher", "deepep", "--precision", "fp8"],
-], ids=["dense-h100-pipeline", "moe-tpu-deepep"])
+    ["--model", "llama3-8b", "--hardware", "h100-sxm", "--chips", "8", "--seq-len", "1024",
+     "--global-batch", "16", "--profiles", "builtin"],
+], ids=["dense-h100-pipeline", "moe-tpu-deepep", "builtin-profiles"])
 def test_rank_prints_predict_commands_that_reproduce_each_top_row(capsys, argv):
     import json
     import shlex
@@ -133,6 +135,8 @@ def test_rank_prints_predict_commands_that_reproduce_each_top_row(capsys, argv):
     for row in d["top"]:
         cmd = row["predict_command"]
         assert cmd.startswith("meshcast predict ") and "--bind" in cmd and "--mesh" in cmd
+        # predict's default profiles (the shipped fit) need no flag; the built-in ones do
+        assert ("--profiles builtin" in cmd) == ("builtin" in argv) and cmd.count("--profiles") <= 1
         assert f"      reproduce: {cmd}" in text.splitlines()
         words = shlex.split(cmd)
         assert words[words.index("--micro-batch") + 1] == str(row["micro_batch"])

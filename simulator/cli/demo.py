@@ -1,9 +1,13 @@
-"""`make demo`: forecast a dense and an MoE model on built-in hardware and print them."""
+"""`make demo`: forecast a dense and an MoE model as ``meshcast predict`` does by default (the
+shipped fit of published runs, :data:`~hardware_profiles.FITTED_DIR`, with its interval) and
+print them."""
 
 from __future__ import annotations
 
-from simulator.predict import predict
+from hardware_profiles import FITTED_DIR, profile_dirs
+from simulator.analysis.interval import interval_of
 from simulator.cli.report import format_prediction
+from simulator.predict import predict
 
 DEMO_JOBS = [
     dict(model="llama3-70b", hardware="h100-sxm", chips=64,
@@ -17,9 +21,11 @@ DEMO_JOBS = [
 
 
 def main() -> None:
-    for kw in DEMO_JOBS:
-        print(format_prediction(predict(**kw)))
-        print()
+    with profile_dirs(FITTED_DIR):
+        for kw in DEMO_JOBS:
+            pred = predict(**kw)
+            print(format_prediction(pred, interval_of(pred)))
+            print()
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def add_validate_args(va) -> None:
                     "(default 0)")
     from simulator.cli.search import add_profiles_arg
 
-    add_profiles_arg(va)
+    add_profiles_arg(va, shipped_fit=False)
 
 
 def add_fit_args(fi) -> None:

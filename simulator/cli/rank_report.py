@@ -42,9 +42,11 @@ def _model_arg(model) -> str:
 
 
 def _hardware_args(hw) -> list[str]:
-    """``--hardware NAME`` (with the ``--profiles`` folders it resolved in, when any)."""
-    from hardware_profiles import load_profile
+    """``--hardware NAME`` with the ``--profiles`` folders it resolved in: none for predict's
+    default (the shipped fit), ``--profiles builtin`` when it resolved to a built-in profile."""
+    from hardware_profiles import FITTED_DIR, load_profile
     from hardware_profiles.loader import _EXTRA_DIRS
+    from simulator.cli.search import BUILTIN
 
     args = ["--hardware", hw.name]
     try:  # a price given to plan (--price) does not change the forecast
@@ -52,9 +54,10 @@ def _hardware_args(hw) -> list[str]:
             update={"price_per_chip_hour_usd": hw.price_per_chip_hour_usd}) == hw
     except MeshcastError:
         same = False
-    if same:
-        for d in _EXTRA_DIRS.get():
-            args += ["--profiles", str(d)]
+    dirs = [str(d) for d in _EXTRA_DIRS.get()]
+    if same and dirs != [str(FITTED_DIR)]:
+        for d in dirs or [BUILTIN]:
+            args += ["--profiles", d]
     return args
 
 

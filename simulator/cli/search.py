@@ -12,12 +12,24 @@ from simulator.cli.progress import Progress
 from meshcast.errors import MeshcastError
 
 
-def add_profiles_arg(p) -> None:
-    """``--profiles DIR`` (repeatable): profile names resolve to DIR's YAML files first."""
+#: ``--profiles builtin``: the built-in profiles alone, their efficiencies as assumed from
+#: datasheets (no interval), instead of the shipped fit.
+BUILTIN = "builtin"
+
+
+def add_profiles_arg(p, shipped_fit: bool = True) -> None:
+    """``--profiles DIR`` (repeatable): profile names resolve to DIR's YAML files first. Without
+    it, a command with ``shipped_fit`` forecasts with :data:`~hardware_profiles.FITTED_DIR`
+    (efficiencies fitted on, or transferred from, published runs), the others with the built-in
+    profiles."""
+    default = ("the fit of published runs shipped in hardware_profiles/fitted; `--profiles "
+               f"{BUILTIN}`: the datasheet profiles, efficiencies assumed" if shipped_fit
+               else "the built-in profiles only")
     p.add_argument("--profiles", action="append", metavar="DIR",
                    help="a folder of fitted profiles (`meshcast fit --published FILE --out DIR`) "
                    "searched before the built-in ones; their fit gives the forecast its interval "
-                   "(repeatable; default: the built-in profiles only)")
+                   f"(repeatable; default: {default})")
+    p.set_defaults(profiles_shipped_fit=shipped_fit)
 
 
 def add_batch_args(p, seq_default: str = "the model's") -> None:
@@ -35,11 +47,21 @@ def add_batch_args(p, seq_default: str = "the model's") -> None:
                    help=f"tokens per sequence (default: {seq_default})")
 
 
+def profile_folders(a) -> list:
+    """The folders searched before the built-in profiles: ``--profiles`` as given (``builtin``
+    asks for none), else the shipped fit where the command defaults to it."""
+    from hardware_profiles import FITTED_DIR
+
+    if a.profiles is None:
+        return [FITTED_DIR] if getattr(a, "profiles_shipped_fit", False) else []
+    return [d for d in a.profiles if d != BUILTIN]
+
+
 def profiles_of(a):
-    """The context in which the command's profile names resolve (``--profiles``)."""
+    """The context in which the command's profile names resolve (:func:`profile_folders`)."""
     from hardware_profiles import profile_dirs
 
-    return profile_dirs(*(a.profiles or ()))
+    return profile_dirs(*profile_folders(a))
 
 
 def with_profiles(cmd):
