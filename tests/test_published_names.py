@@ -184,3 +184,39 @@ def test_a_profile_written_into_a_profile_dir_after_a_lookup_resolves(tmp_path):
         assert matched_how("ZETA-7000 (liquid)") == ("zeta-two", DROP)
         with pytest.raises(MeshcastError, match="unknown profile"):
             load_profile("ZETA-5000")
+
+
+# --- the export and superchip variants: H800, A800 (NVLink cut), GH200 (quad nodes) -------------
+@pytest.mark.parametrize("name,stem", [
+    ("NVIDIA H800", "h800"), ("H800-SXM5-80GB", "h800"), ("H800 (80GB HBM3)", "h800"),
+    ("A800-SXM4-80GB", "a800"), ("NVIDIA A800 80GB", "a800"),
+    ("NVIDIA GH200 Grace Hopper Superchip", "gh200"), ("GH200 (96GB)", "gh200"),
+])
+def test_variant_names_resolve(name, stem):
+    assert load_profile(name).name == stem
+
+
+@pytest.mark.parametrize("variant,base,arch", [("h800", "h100-sxm", "nvidia-hopper"),
+                                               ("a800", "a100-sxm-80gb", "nvidia-ampere")])
+def test_export_variants_keep_the_compute_and_halve_nvlink(variant, base, arch):
+    """Same die, peaks and HBM as the chip they derive from; NVLink 400 GB/s bidirectional."""
+    v, b = load_profile(variant), load_profile(base)
+    assert v.lineage.architecture == b.lineage.architecture == arch
+    assert v.peak_flops("bf16") == b.peak_flops("bf16")
+    assert v.chip.hbm_bandwidth_bytes_per_s.value == b.chip.hbm_bandwidth_bytes_per_s.value
+    assert v.network[0].link_bandwidth_bytes_per_s.value == 200e9
+    assert v.network[0].link_bandwidth_bytes_per_s.value < b.network[0].link_bandwidth_bytes_per_s.value
+
+
+def test_gh200_is_a_quad_node_hopper_whose_hosts_hold_four():
+    from simulator.cost.goodput import failure_model
+    from simulator.predict import predict
+
+    gh = load_profile("gh200")
+    assert gh.lineage.architecture == "nvidia-hopper" and gh.network[0].size == 4
+    assert failure_model(gh).devices_per_host.value == 4
+    assert failure_model(load_profile("h100-sxm")).devices_per_host.value == 8
+    pred = predict(model="llama3-8b", hardware="gh200", chips=16, global_batch=16, seq_len=1024,
+                   mesh={"data": -1, "model": 4})
+    assert pred.job.topology.placement["model"][0].level.name == "nvlink"
+    assert pred.step_time_s > 0 and pred.memory.fits

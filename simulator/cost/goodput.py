@@ -68,9 +68,11 @@ STORAGE_BW_PER_HOST = (2.0e12 / 2048, "Dubey et al. 2024, sec. 3.3.1: Tectonic s
 #: Device-to-host copy bandwidth per device (the pause of an asynchronous checkpoint).
 HOST_COPY_BW = (64.0e9, "PCIe 5.0 x16: 64 GB/s per direction (PCI-SIG); assumed for devices on "
                 "other host links")
-#: Devices per host by architecture (a host writes its devices' shards).
+#: Devices per host by chip, then by architecture (a host writes its devices' shards).
 DEVICES_PER_HOST = {"google-tpu": (4, "Cloud TPU v4/v5p VMs: 4 chips per host (assumed for "
-                                      "other TPU generations)")}
+                                      "other TPU generations)"),
+                    "gh200": (4, "quad-GH200 nodes (HPE Cray EX254n, CSCS Alps): 4 superchips "
+                                 "per node")}
 DEFAULT_DEVICES_PER_HOST = (8, "8-GPU servers (HGX/DGX baseboards, 8-OAM AMD platforms)")
 #: Monte Carlo: draws, and the largest interruption count summed draw by draw (beyond it the
 #: sum of the losses is drawn from the normal law with their exact mean and variance).
@@ -133,7 +135,9 @@ def failure_model(profile, *, rate: float | None = None, restart_min: float | No
     bw = (FailureInput(checkpoint_gb_s * 1e9, "given with --checkpoint-bw") if checkpoint_gb_s
           is not None else FailureInput(own.value, f"the profile: {own.source}", "measured")
           if own is not None else FailureInput(*STORAGE_BW_PER_HOST, "measured"))
-    dph = FailureInput(*DEVICES_PER_HOST.get(arch, DEFAULT_DEVICES_PER_HOST), "assumed")
+    chip = profile.lineage.chip if profile.lineage else ""
+    dph = FailureInput(*DEVICES_PER_HOST.get(chip, DEVICES_PER_HOST.get(
+        arch, DEFAULT_DEVICES_PER_HOST)), "assumed")
     return FailureModel(r, rs, bw, dph, async_checkpoint=async_checkpoint,
                         interval_s=None if every_min is None else every_min * 60)
 
