@@ -83,7 +83,7 @@ def test_deepep_shrinks_cross_node_expert_traffic_in_the_step():
     assert dedup.step_time_s < plain.step_time_s
     ops = [a["op"] for a in dedup.critical.graph.nodes.values()
            if a["op"].collective is Collective.ALL_TO_ALL]
-    assert ops and all(op.dedup == (128, 8) for op in ops)  # forward and backward alike
+    assert ops and all(op.dedup == (128, 8, 1, None) for op in ops)  # fwd and bwd alike
 
 
 def test_dense_models_are_unchanged_by_the_dispatcher():
@@ -95,3 +95,68 @@ def test_dense_models_are_unchanged_by_the_dispatcher():
 def test_unknown_dispatcher_is_refused():
     with pytest.raises(ValueError, match="moe_dispatcher"):
         make_sharding(mesh={"data": 8}, moe_dispatcher="nccl")
+
+
+# --- group-limited routing (DeepSeek's n_group / topk_group) -----------------------------------
+def _grouped_routings(E: int, G: int, M: int, k: int):
+    """Every routing of group-limited top-k, each equally likely: ``M`` of ``G`` groups, then
+    ``k`` of the chosen groups' experts."""
+    g = E // G
+    for groups in itertools.combinations(range(G), M):
+        pool = [x for grp in groups for x in range(grp * g, (grp + 1) * g)]
+        for pick in itertools.combinations(pool, k):
+            yield pick
+
+
+@pytest.mark.parametrize("E,G,M,k,block", [
+    (8, 4, 2, 2, 1), (8, 4, 2, 2, 2), (8, 4, 2, 2, 4),           # inside a group, one, two groups
+    (12, 6, 3, 3, 1), (12, 6, 3, 3, 2), (12, 6, 3, 3, 4), (12, 6, 3, 3, 6),
+])
+def test_group_limited_hit_counts_every_routing(E, G, M, k, block):
+    routings = list(_grouped_routings(E, G, M, k))
+    hit = sum(any(x < block for x in r) for r in routings) / len(routings)
+    assert dedup_block_hit(E, k, block, G, M) == pytest.approx(hit, rel=1e-12)
+    # one expert is still hit with chance k/E; a larger block less often than unlimited
+    plain = dedup_block_hit(E, k, block)
+    assert dedup_block_hit(E, k, block, G, M) < plain if block > 1 else \
+        dedup_block_hit(E, k, block, G, M) == pytest.approx(plain, rel=1e-12)
+
+
+def test_unlimited_or_unaligned_groups_take_the_plain_form():
+    for block in (1, 2, 4, 8):
+        plain = dedup_block_hit(16, 4, block)
+        assert dedup_block_hit(16, 4, block, 4, 4) == plain  # every group allowed
+        assert dedup_block_hit(16, 4, block, 4, None) == plain
+    assert dedup_block_hit(12, 3, 3, 6, 2) == dedup_block_hit(12, 3, 3)  # 3 vs groups of 2
+
+
+def test_deepseek_v3_routing_cuts_the_fabric_share_of_its_dispatch():
+    """EP 32 over 4 nodes of 8 H100s: 64 experts (two groups) per node; with a token's experts
+    from at most 4 of 8 groups it reaches fewer nodes, so fewer bytes cross InfiniBand."""
+    from simulator.cost.collectives import dedup_shares
+    from simulator.cost.formulas import dedup_routing
+
+    moe = load_model("deepseek-v3").moe
+    assert dedup_routing(moe) == (256, 8, 8, 4)
+    parts = _expert_parts(load_profile("h100-sxm"), 32, 32)
+    grouped = dedup_shares(parts, *dedup_routing(moe))
+    plain = dedup_shares(parts, 256, 8)
+    assert grouped[-1] < plain[-1] and grouped[0] < plain[0]
+    B = 1e9
+    assert collective_time(Collective.ALL_TO_ALL, parts, B, dedup=dedup_routing(moe)) < \
+        collective_time(Collective.ALL_TO_ALL, parts, B, dedup=(256, 8))
+
+
+@pytest.mark.parametrize("fields,word", [
+    (dict(expert_groups=3), "expert_groups=3 does not divide n_experts=16"),
+    (dict(expert_groups=4, groups_per_token=5), "groups_per_token=5 exceeds expert_groups=4"),
+    (dict(expert_groups=8, groups_per_token=1), "top_k=4 exceeds the 1 x 2"),
+])
+def test_bad_routing_groups_are_named(fields, word):
+    from pydantic import ValidationError
+
+    from simulator.specs.model import MoESpec
+
+    with pytest.raises(ValidationError) as e:
+        MoESpec(n_experts=16, top_k=4, expert_ffn_hidden=64, **fields)
+    assert word in str(e.value)

@@ -191,3 +191,20 @@ def test_a_recipe_pinned_to_a_layout_matches_that_layout_only():
     # the B200 preset pins micro-batch 4: line 42 has it, line 73 (micro-batch 1) does not
     assert row_to_case(row_at(42)).job.sharding.moe_dispatcher == "deepep"
     assert row_to_case(row_at(73)).job.sharding.moe_dispatcher == "alltoall"
+
+
+def test_deepseek_rows_route_group_limited_as_their_config():
+    """DeepSeek-V3 rows take n_group 8 / topk_group 4 from the family's released config; a row
+    whose notes state n_group / topk_group takes those; other MoE rows route over every expert."""
+    from tests.published_helpers import all_rows
+
+    cases = [c for r in all_rows() if isinstance(c := row_to_case(r), Case)]
+    routing = {c.id: (c.job.model.moe.expert_groups, c.job.model.moe.groups_per_token)
+               for c in cases if c.job.model.moe}
+    ds = [k for c in cases if c.job.model.name.lower().startswith("deepseek") for k in [c.id]]
+    assert ds and all(routing[k] == (8, 4) for k in ds)
+    assert all(v == (1, None) for k, v in routing.items() if k not in ds)
+    qwen = next(r for r in all_rows() if r.text("model").startswith("Qwen3_30B"))
+    raw = dict(qwen.raw, notes=qwen.raw["notes"] + "; router n_group 16, topk_group 2")
+    c = row_to_case(PublishedRow(raw=raw, line=qwen.line))
+    assert (c.job.model.moe.expert_groups, c.job.model.moe.groups_per_token) == (16, 2)

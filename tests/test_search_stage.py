@@ -43,6 +43,11 @@ CASES = {
     "moe-deepep": (("qwen3-30b-a3b", "h100-sxm"), dict(moe_dispatcher="deepep"), [
         ({"expert": 16, "fsdp": 2}, "selective"),
     ]),
+    # group-limited routing (8 groups, 4 per token) sets the deduplicated dispatch's bytes
+    "moe-deepep-groups": (("deepseek-v3", "h100-sxm"), dict(moe_dispatcher="deepep"), [
+        ({"expert": 32}, "full"),
+        ({"expert": 16, "fsdp": 2}, "selective"),
+    ]),
     # context parallel with a distributed optimizer: gradients, optimizer shards and the
     # weights' all-gathers over data x expert x seq (experts data x seq)
     "moe-cp-distopt": (("mixtral-8x7b", "h100-sxm"), dict(distributed_optimizer=True), [

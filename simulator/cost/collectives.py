@@ -42,7 +42,12 @@ sends ``(f_j - 1) P_j S`` bytes across level ``j`` for ``S`` bytes per token cop
 ``(f_j - 1)/f_j k S`` for the plain all-to-all: the plain formula runs on the buffer scaled by
 ``f_j P_j / k``. (DeepSeek-V3 with EP 32 over 4 nodes of 8: ``P = 0.90``, the fabric carries 0.45
 of the plain bytes. The NVLink forwarding of tokens that arrived over the fabric is not counted.)
-Sources: DeepSeek-V3 technical report (arXiv 2412.19437) sec. 3.2.2; DeepEP README.
+Group-limited routing (DeepSeek's ``n_group G`` / ``topk_group M``: a token's experts come from
+at most ``M`` of ``G`` groups of ``g = E / G`` consecutive experts; node-limited routing when a
+group is a node) changes ``P_j`` (:func:`dedup_block_hit`): the token picks ``M`` groups, then
+its ``k`` experts uniformly among their ``M g``.
+Sources: DeepSeek-V3 technical report (arXiv 2412.19437) sec. 3.2.2 (node-limited routing, at
+most 4 nodes per token) and its config (n_group 8, topk_group 4); DeepEP README.
 """
 
 from __future__ import annotations
@@ -146,24 +151,49 @@ def all_to_all_time(parts: tuple[AxisPart, ...], buffer_bytes: float,
     return busiest + lat
 
 
-def dedup_block_hit(n_experts: int, top_k: int, block_experts: float) -> float:
-    """``P = 1 - C(E - E_b, k) / C(E, k)``: chance a token's ``k`` distinct experts, drawn
-    uniformly from ``E``, include at least one of a block's ``E_b``."""
+def _miss(pool: int, avoid: int, k: int) -> float:
+    """``C(pool - avoid, k) / C(pool, k)``: chance ``k`` distinct draws from ``pool`` avoid a set
+    of ``avoid``."""
+    miss = 1.0
+    for i in range(k):
+        miss *= max(pool - avoid - i, 0) / (pool - i)
+    return miss
+
+
+def dedup_block_hit(n_experts: int, top_k: int, block_experts: float, groups: int = 1,
+                    groups_per_token: int | None = None) -> float:
+    """Chance a token's ``k`` distinct experts include at least one of a block's ``E_b``.
+
+    Unlimited routing (``k`` drawn uniformly from ``E``): ``P = 1 - C(E - E_b, k) / C(E, k)``.
+    Group-limited (``M`` of ``G`` groups of ``g = E/G`` experts, then ``k`` uniformly among the
+    ``M g`` chosen): a block inside one group (``E_b <= g``) is hit with
+    ``(M/G) (1 - C(M g - E_b, k) / C(M g, k))``; a block of ``b = E_b / g`` whole groups with
+    ``sum_j H(j) (1 - C((M - j) g, k) / C(M g, k))``, ``H(j) = C(b, j) C(G - b, M - j) / C(G, M)``
+    the chance ``j`` of its groups are chosen. Blocks that do not align with groups (neither
+    divides the other) take the unlimited form."""
     e_b = int(round(block_experts))
     if e_b >= n_experts or top_k >= n_experts:
         return 1.0
-    miss = 1.0
-    for i in range(top_k):
-        miss *= max(n_experts - e_b - i, 0) / (n_experts - i)
-    return 1.0 - miss
+    G, M = groups, groups_per_token
+    g = n_experts // G
+    if M is None or M >= G or (e_b % g and g % e_b):
+        return 1.0 - _miss(n_experts, e_b, top_k)
+    if e_b <= g:
+        return M / G * (1.0 - _miss(M * g, e_b, top_k))
+    b = e_b // g
+    total = math.comb(G, M)
+    return sum(math.comb(b, j) * math.comb(G - b, M - j) / total
+               * (1.0 - _miss(M * g, j * g, top_k)) for j in range(1, min(b, M) + 1))
 
 
-def dedup_shares(parts: tuple[AxisPart, ...], n_experts: int, top_k: int) -> tuple[float, ...]:
+def dedup_shares(parts: tuple[AxisPart, ...], n_experts: int, top_k: int, groups: int = 1,
+                 groups_per_token: int | None = None) -> tuple[float, ...]:
     """Per level ``j`` the deduplicated dispatch's share of the plain buffer, ``f_j P_j / k``,
     with blocks of ``E / prod_{i>=j} f_i`` experts (see the module docstring)."""
     out, outer = [], math.prod(p.factor for p in parts)
     for p in parts:
-        out.append(p.factor * dedup_block_hit(n_experts, top_k, n_experts / outer) / top_k)
+        hit = dedup_block_hit(n_experts, top_k, n_experts / outer, groups, groups_per_token)
+        out.append(p.factor * hit / top_k)
         outer //= p.factor
     return tuple(out)
 
@@ -186,9 +216,10 @@ COLLECTIVE_TIME = {
 
 
 def collective_time(kind: Collective, parts: tuple[AxisPart, ...], size_bytes: float,
-                    dedup: tuple[int, int] | None = None) -> float:
-    """Time of one collective of ``kind`` over an axis placed as ``parts``; ``dedup`` =
-    ``(n_experts, top_k)`` makes an all-to-all the deduplicated expert dispatch."""
+                    dedup: tuple[int, ...] | None = None) -> float:
+    """Time of one collective of ``kind`` over an axis placed as ``parts``; ``dedup`` (the
+    routing of :func:`~simulator.cost.formulas.dedup_routing`) makes an all-to-all the
+    deduplicated expert dispatch."""
     if size_bytes <= 0 or not parts:
         return 0.0
     if any(p.level.per_kind for p in parts):

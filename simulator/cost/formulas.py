@@ -90,6 +90,13 @@ def optimizer_shards(distributed: bool, dp: Num, e: Num, cp: Num) -> tuple[Num, 
 
 # --- optimizer bytes per parameter -------------------------------------------------------------
 
+def dedup_routing(moe) -> tuple[int, int, int, int | None]:
+    """How tokens pick experts, as the deduplicated dispatch needs it
+    (:func:`simulator.cost.collectives.dedup_shares`): ``(n_experts, top_k, expert_groups,
+    groups_per_token)``."""
+    return moe.n_experts, moe.top_k, moe.expert_groups, moe.groups_per_token
+
+
 def moment_bytes(optimizer) -> int:
     """Bytes of one Adam moment: 4 for ``state_dtype="fp32"``, 2 for bf16."""
     return 4 if optimizer.state_dtype == "fp32" else 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from simulator.cost.collectives import Collective
+from simulator.cost.formulas import dedup_routing
 from simulator.graph.dims import Dims
 from simulator.graph.ops import HOST, Op, OpKind
 from simulator.specs.model import ModelSpec
@@ -241,8 +242,8 @@ def _dispatch(tpl: Template, m: ModelSpec, d: Dims, topk: str) -> tuple[str, str
     return disp, a2a
 
 
-def _dedup(m: ModelSpec, d: Dims) -> tuple[int, int] | None:
-    return (m.moe.n_experts, m.moe.top_k) if d.dedup else None
+def _dedup(m: ModelSpec, d: Dims) -> tuple[int, ...] | None:
+    return dedup_routing(m.moe) if d.dedup else None
 
 
 def _shared_experts(tpl: Template, m: ModelSpec, d: Dims) -> str:

@@ -50,7 +50,7 @@ class Op:
     gather: bool = False  # an indexed read / scatter-add (costed on the gather curve)
     bwd_nbytes: float = 0.0  # bytes only the backward adds (e.g. a dense gradient table)
     host_s: float = 0.0  # OpKind.HOST: seconds the host spends issuing the ops it stands for
-    dedup: tuple[int, int] | None = None  # all-to-all: (experts, top-k) of a deduplicated dispatch
+    dedup: tuple | None = None  # all-to-all: routing of a deduplicated dispatch (dedup_routing)
     bwd_scale: float = 0.0  # backward / forward FLOPs and bytes when not its kind's (0: BWD_SCALE)
     seq: float | None = None  # OpKind.ATTENTION: key/value length the kernel sees (None: not known)
     head_dim: float | None = None  # OpKind.ATTENTION: head dim (None: not known)

@@ -3,7 +3,8 @@
 Shapes the row does not give are never guessed: an empty required cell skips the row. Hybrid
 Mamba models and LoRA fine-tuning are not modelled (skipped). MLA attention (DeepSeek-V3) is an
 equivalent GQA with the same projection parameters, as in the zoo's ``deepseek-v3``: ``N`` heads,
-``K = N/16``, ``Hd = P_mla / (D (2N + 2K))``.
+``K = N/16``, ``Hd = P_mla / (D (2N + 2K))``. Group-limited routing (DeepSeek's ``n_group`` /
+``topk_group``) comes from the row's notes, else from the family's released config.
 """
 
 from __future__ import annotations
@@ -28,15 +29,36 @@ def _mla_params(text: str, D: int, N: int) -> int | None:
     return D * A + A * N * (P + R) + D * (C + R) + C * N * (P + Q) + N * Q * D
 
 
+#: Group-limited routing (n_group, topk_group) of model families whose rows do not state it,
+#: from their released configs: DeepSeek-V3 / R1 (config.json n_group 8, topk_group 4) and
+#: DeepSeek-V2 (n_group 8, topk_group 3; V2-Lite routes over one group).
+ROUTING_GROUPS = {"deepseekv3": (8, 4), "deepseekr1": (8, 4), "deepseekv2": (8, 3)}
+
+
+def _routing_groups(row: PublishedRow, notes: str) -> tuple[int, int | None]:
+    """``(expert_groups, groups_per_token)``: the row's ``n_group`` / ``topk_group`` where its
+    notes give them, else its family's (:data:`ROUTING_GROUPS`), else unlimited."""
+    g, m = re.search(r"n_group\D{0,3}(\d+)", notes), re.search(r"topk_group\D{0,3}(\d+)", notes)
+    if g and m:
+        return int(g.group(1)), int(m.group(1))
+    name = re.sub(r"[^a-z0-9]", "", row.text("model").lower())
+    for family, groups in ROUTING_GROUPS.items():
+        if name.startswith(family) and "lite" not in name:
+            return groups
+    return 1, None
+
+
 def _moe(row: PublishedRow) -> MoESpec:
     E, k = row.int("n_experts", required=True), row.int("top_k", required=True)
     notes = row.text("moe_layer_notes").lower()
     first = re.search(r"first (\d+) layers? dense", notes)
     dropless = "tokendrop" not in row.text("model").lower()
+    groups, per_token = _routing_groups(row, f"{notes} {row.text('notes').lower()}")
     return MoESpec(n_experts=E, top_k=k, expert_ffn_hidden=row.int("expert_ffn_hidden", required=True),
                    n_shared_experts=row.count("n_shared_experts"),
                    capacity_factor=None if dropless else float(k),
-                   first_dense_layers=int(first.group(1)) if first else 0, dispatch="gather")
+                   first_dense_layers=int(first.group(1)) if first else 0, dispatch="gather",
+                   expert_groups=groups, groups_per_token=per_token)
 
 
 def model_of(row: PublishedRow) -> ModelSpec:

@@ -89,10 +89,11 @@ def _factors(key: tuple, n_levels: int) -> tuple[int, ...]:
 
 
 def coefficients(placements: list[Placement], pids: np.ndarray,
-                 dedup: tuple[int, int] | None = None) -> np.ndarray:
+                 dedup: tuple[int, ...] | None = None) -> np.ndarray:
     """``(len(pids), len(COLLECTIVES) + 1, 2)``: ``[alpha, beta]`` of each placement's
     collectives (``time = alpha * bytes + beta``), the last column the deduplicated expert
-    dispatch for ``dedup = (experts, top_k)``. A group ``a+b`` multiplies its axes' factors level
+    dispatch for the routing ``dedup`` (:func:`~simulator.cost.formulas.dedup_routing`). A group
+    ``a+b`` multiplies its axes' factors level
     by level, as ``CostContext.parts`` merges them; each distinct group placement is read off
     ``collective_time`` once."""
     out = np.zeros((len(pids), len(COLLECTIVES) + 1, 2))
@@ -119,7 +120,7 @@ def coefficients(placements: list[Placement], pids: np.ndarray,
 
 
 def affine(kind: Collective, parts: tuple[AxisPart, ...],
-           dedup: tuple[int, int] | None = None) -> tuple[float, float]:
+           dedup: tuple[int, ...] | None = None) -> tuple[float, float]:
     """``(alpha, beta)`` with ``collective_time(kind, parts, S) = alpha * S + beta`` for S > 0,
     read off two sizes (exact up to rounding: every formula is affine in S)."""
     if not parts:

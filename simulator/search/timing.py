@@ -1,7 +1,8 @@
 """Step time of every row of a candidate table: each rank's micro-batch from the plan in
 max-plus form (:mod:`simulator.search.stage`), then the pipeline schedule on columns
-(:func:`simulator.graph.pipeline.pipeline_finish`). Step composition as in :func:`simulator.predict.predict_job`:
-``m t_mb + tail`` without a pipeline, ``max_r(finish_r + tail_r)`` with one.
+(:func:`simulator.graph.pipeline.pipeline_finish`). Step composition as in
+:func:`simulator.predict.predict_job`: ``m t_mb + tail`` without a pipeline,
+``max_r(finish_r + tail_r)`` with one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import numpy as np
 
 from simulator.cost.collectives import Collective
 from simulator.cost.compute import ComputeModel
-from simulator.cost.formulas import pipeline_send_bytes, stage_layers, tokens_per_device
+from simulator.cost.formulas import (dedup_routing, pipeline_send_bytes, stage_layers,
+                                     tokens_per_device)
 from simulator.graph.ops import Op, OpKind
 from simulator.graph.pipeline import pipeline_finish
 from simulator.graph.plan import Planner
@@ -44,12 +46,12 @@ def rank_classes(model, pp: int, v: int) -> list[tuple[tuple[bool, ...], bool, b
             for r, layers in enumerate(stage_layers(model.n_layers, pp, v))]
 
 
-def _dedup(space) -> tuple[int, int] | None:
-    """(experts, top-k) when the job's MoE dispatch is deduplicated (DeepEP), else None."""
+def _dedup(space) -> tuple[int, ...] | None:
+    """:func:`dedup_routing` when the job's MoE dispatch is deduplicated (DeepEP), else None."""
     moe = space.model.moe
     if moe is None or space.base.moe_dispatcher != "deepep":
         return None
-    return moe.n_experts, moe.top_k
+    return dedup_routing(moe)
 
 
 def groups(c: Candidates):

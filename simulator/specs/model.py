@@ -51,6 +51,14 @@ class MoESpec(Frozen):
         default=0.0, ge=0, le=1e15, description="extra router cost beyond the D x E gate matmul"
     )
     load_imbalance: float = Field(default=1.0, ge=1.0, le=MAX_EXPERTS)
+    expert_groups: int = Field(
+        default=1, ge=1, le=MAX_EXPERTS,
+        description="routing groups of n_experts / expert_groups consecutive experts (DeepSeek's "
+        "n_group)")
+    groups_per_token: int | None = Field(
+        default=None, ge=1, le=MAX_EXPERTS,
+        description="group-limited routing: a token's experts come from at most this many groups "
+        "(DeepSeek's topk_group; with one group per node, node-limited routing); null: any")
 
     @property
     def dropless(self) -> bool:
@@ -71,6 +79,16 @@ class MoESpec(Frozen):
             raise ValueError(
                 f"top_k={self.top_k} exceeds n_experts={self.n_experts}; use top_k <= n_experts"
             )
+        if self.n_experts % self.expert_groups:
+            raise ValueError(f"expert_groups={self.expert_groups} does not divide n_experts="
+                             f"{self.n_experts}; give a divisor of it (1: no groups)")
+        m = self.groups_per_token
+        if m is not None and m > self.expert_groups:
+            raise ValueError(f"groups_per_token={m} exceeds expert_groups={self.expert_groups}; "
+                             "use at most expert_groups (or null: any group)")
+        if m is not None and self.top_k > m * (self.n_experts // self.expert_groups):
+            raise ValueError(f"top_k={self.top_k} exceeds the {m} x {self.n_experts // self.expert_groups}"
+                             " experts of groups_per_token groups; raise groups_per_token")
         return self
 
 
