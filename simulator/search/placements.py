@@ -93,9 +93,8 @@ def coefficients(placements: list[Placement], pids: np.ndarray,
     """``(len(pids), len(COLLECTIVES) + 1, 2)``: ``[alpha, beta]`` of each placement's
     collectives (``time = alpha * bytes + beta``), the last column the deduplicated expert
     dispatch for the routing ``dedup`` (:func:`~simulator.cost.formulas.dedup_routing`). A group
-    ``a+b`` multiplies its axes' factors level
-    by level, as ``CostContext.parts`` merges them; each distinct group placement is read off
-    ``collective_time`` once."""
+    ``a+b`` multiplies its axes' factors level by level, as ``CostContext.parts`` merges them;
+    each distinct group placement is read off ``collective_time`` once."""
     out = np.zeros((len(pids), len(COLLECTIVES) + 1, 2))
     if len(pids) == 0:
         return out
