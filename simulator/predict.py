@@ -20,7 +20,7 @@ from pathlib import Path
 import networkx as nx
 
 from simulator.cost.collectives import Collective
-from simulator.cost.formulas import mfu, pipeline_send_bytes, stage_layers
+from simulator.cost.formulas import mfu, param_gather_hidden, pipeline_send_bytes, stage_layers
 from simulator.cost.compute import ComputeModel
 from simulator.cost.flops import model_flops_per_step
 from simulator.graph.cost import CostContext, cost_blocks
@@ -147,6 +147,14 @@ def _time_stage(job: Job, ctx: CostContext, layers: list[int], first: bool, last
     if sc.makespan > sc.last_compute:  # e.g. the distributed optimizer's weight all-gather
         tail_parts[sc.final_category] += sc.makespan - sc.last_compute
     tail = sc.makespan - t_mb
+    if job.sharding.overlap_param_gather:  # the weight gather under the next step's forward
+        gather = sum(op.duration for op, _ in plan.op_counts()
+                     if op.phase == "optimizer" and op.kind is OpKind.COLLECTIVE)
+        hidden = float(param_gather_hidden(gather, t_fwd, len(layers),
+                                           sc.makespan - sc.last_compute))
+        if hidden > 0:
+            tail -= hidden
+            tail_parts[sc.final_category] -= hidden
     floor, cat = link_floor(plan.op_counts())
     if floor > t_mb:
         per_mb[cat] += floor - t_mb

@@ -153,3 +153,44 @@ def test_roofline_on_arrays_equals_each_number(cm):
         assert np.array_equal(cols, numbers)
     # a number against a column broadcasts
     assert np.array_equal(cm.matmul_time(1e12, nbytes), [cm.matmul_time(1e12, b) for b in nbytes])
+
+
+# --- the distributed optimizer's weight gather under the next step (--overlap-param-gather) -----
+def test_param_gather_hidden_by_hand():
+    from simulator.cost.formulas import param_gather_hidden
+
+    # 4 chunks of 0.1 s under a 1 s forward: one chunk stays exposed, 0.3 s hidden
+    assert param_gather_hidden(0.4, 1.0, 4, 0.4) == pytest.approx(0.3)
+    # 4 chunks of 0.5 s under 0.25 s of forward each: exposed 0.5 + 3 x 0.25 = 1.25, hidden 0.75
+    assert param_gather_hidden(2.0, 1.0, 4, 2.0) == pytest.approx(0.75)
+    # never more than the step spends after its last compute op, never negative
+    assert param_gather_hidden(0.4, 1.0, 4, 0.1) == pytest.approx(0.1)
+    assert param_gather_hidden(0.0, 1.0, 4, 0.0) == 0.0
+    # one chunk (one layer): nothing to hide behind
+    assert param_gather_hidden(0.4, 1.0, 1, 0.4) == 0.0
+    # on columns, each entry as its own number
+    got = param_gather_hidden(np.array([0.4, 2.0]), np.array([1.0, 1.0]), 4, np.array([0.4, 2.0]))
+    assert got == pytest.approx([0.3, 0.75])
+
+
+def test_overlapped_param_gather_shortens_the_step_by_what_it_hides():
+    from simulator.predict import predict
+
+    kw = dict(model="llama3-8b", hardware="h100-sxm", chips=32, global_batch=64, seq_len=2048,
+              mesh={"data": -1, "model": 4}, distributed_optimizer=True)
+    plain, over = predict(**kw), predict(**kw, overlap_param_gather=True)
+    ag = "comm.all_gather.data"
+    saved = plain.step_time_s - over.step_time_s
+    assert saved > 0 and saved == pytest.approx(plain.breakdown_s[ag] - over.breakdown_s[ag])
+    assert sum(over.breakdown_s.values()) == pytest.approx(over.step_time_s, rel=1e-12)
+    # one chunk per layer of the rank stays exposed at least
+    assert over.breakdown_s[ag] >= plain.breakdown_s[ag] / 32 - 1e-12
+
+
+def test_overlap_param_gather_needs_the_distributed_optimizer():
+    from meshcast.errors import MeshcastError
+    from simulator.specs.sharding import make_sharding
+
+    with pytest.raises(MeshcastError) as e:
+        make_sharding(overlap_param_gather=True)
+    assert "overlap_param_gather" in str(e.value) and "distributed_optimizer" in str(e.value)

@@ -54,6 +54,16 @@ CASES = {
         ({"expert": 4, "seq": 2, "data": 4}, "selective", 1, 2),
         ({"expert": 2, "seq": 2, "fsdp": 2, "pipeline": 4}, "none"),
     ]),
+    # the weight all-gathers under the next step's first forward (param_gather_hidden)
+    "dense-distopt-overlap": (("llama3-8b", "h100-sxm"),
+                              dict(distributed_optimizer=True, overlap_param_gather=True), [
+        ({"data": 8, "model": 4}, "selective"),
+        ({"data": 2, "model": 2, "fsdp": 2, "pipeline": 4}, "full"),
+    ]),
+    "moe-distopt-overlap": (("mixtral-8x7b", "h100-sxm"),
+                            dict(distributed_optimizer=True, overlap_param_gather=True), [
+        ({"expert": 4, "data": 8}, "selective"),
+    ]),
     "dense-cp-distopt": (("llama3-8b", "h100-sxm"), dict(distributed_optimizer=True), [
         ({"seq": 4, "data": 8}, "selective"),
         ({"seq": 2, "model": 2, "data": 2, "pipeline": 4}, "full"),

@@ -64,6 +64,9 @@ def _add_predict(sub) -> None:
                    help="tensor-parallel collectives pipelined with their GEMMs (Megatron)")
     p.add_argument("--ep-comm-overlap", action="store_true",
                    help="MoE all-to-alls under another micro-batch's compute (Megatron)")
+    p.add_argument("--overlap-param-gather", action="store_true",
+                   help="the distributed optimizer's weight all-gather under the next step's "
+                   "first forward, layer by layer (Megatron; needs --distributed-optimizer)")
     p.add_argument("--fused-loss", action="store_true",
                    help="loss fused in place on the bf16 logits, no fp32 copy (Megatron-Core "
                    "cross_entropy_fusion_impl='te'); default: fp32 logits and their gradient")
@@ -197,7 +200,7 @@ def _job_from_args(a):
                   remat=a.remat, precision=a.precision, pipeline_schedule=a.pipeline_schedule,
                   virtual_stages=a.virtual_stages, distributed_optimizer=a.distributed_optimizer,
                   tp_comm_overlap=a.tp_comm_overlap, ep_comm_overlap=a.ep_comm_overlap,
-                  fused_loss=a.fused_loss,
+                  overlap_param_gather=a.overlap_param_gather, fused_loss=a.fused_loss,
                   moe_host_issue_s=a.moe_host_issue_s, moe_dispatcher=a.moe_dispatcher,
                   optimizer=OptimizerSpec(state_dtype=a.optimizer_state, grad_dtype=a.grad_dtype))
     if a.slice:

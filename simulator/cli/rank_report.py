@@ -93,7 +93,8 @@ def predict_argv(job) -> list[str] | None:
         argv += ["--optimizer-state", s.optimizer.state_dtype]
     if s.optimizer.grad_dtype != OptimizerSpec().grad_dtype:
         argv += ["--grad-dtype", s.optimizer.grad_dtype]
-    for flag in ("distributed_optimizer", "tp_comm_overlap", "ep_comm_overlap", "fused_loss"):
+    for flag in ("distributed_optimizer", "tp_comm_overlap", "ep_comm_overlap",
+                 "overlap_param_gather", "fused_loss"):
         if getattr(s, flag):
             argv.append("--" + flag.replace("_", "-"))
     if s.moe_host_issue_s != default.moe_host_issue_s:

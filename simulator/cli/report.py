@@ -51,7 +51,8 @@ def format_prediction(pred, interval=None) -> str:
         f"{plural(d['microbatches'], 'micro-batch', 'micro-batches')} per step",
         f"  execution    {d['precision']}, remat {d['remat']}, "
         f"optimizer adam ({j.sharding.optimizer.state_dtype} state"
-        f"{', distributed' if j.sharding.distributed_optimizer else ''})"
+        f"{', distributed' if j.sharding.distributed_optimizer else ''}"
+        f"{', weight gather overlapped' if j.sharding.overlap_param_gather else ''})"
         + (f", {j.sharding.pipeline_schedule} pipeline" if j.axis("pipeline") > 1 else ""),
         "",
         f"  step time    {d['step_time_s']:.4g} s   ({iv.text()})",

@@ -97,6 +97,22 @@ def dedup_routing(moe) -> tuple[int, int, int, int | None]:
     return moe.n_experts, moe.top_k, moe.expert_groups, moe.groups_per_token
 
 
+def param_gather_hidden(gather_s: Num, t_fwd: Num, chunks: int, after_compute: Num) -> Num:
+    """Seconds of the distributed optimizer's weight all-gather that Megatron's
+    ``--overlap-param-gather`` hides under the next step's first forward.
+
+    The gather (``A`` seconds on the rank) is chunked by layer (``n`` chunks, the rank's layers)
+    and each chunk is prefetched under the previous layer's forward (``t_fwd / n`` each), so
+    one chunk stays exposed, plus whatever the chunks take beyond the forward:
+    ``exposed = A/n + max(0, A - t_fwd) (n - 1)/n`` (Megatron-Bridge, Communication Overlap:
+    "this overlap method exposes only one DP communication chunk"). Hidden: ``A - exposed``,
+    and never more than the step spends after its last compute op (``after_compute``), where
+    the gather ran when not overlapped."""
+    n = max(int(chunks), 1)
+    exposed = gather_s / n + np.maximum(gather_s - t_fwd, 0.0) * (n - 1) / n
+    return np.maximum(np.minimum(gather_s - exposed, after_compute), 0.0)
+
+
 def moment_bytes(optimizer) -> int:
     """Bytes of one Adam moment: 4 for ``state_dtype="fp32"``, 2 for bf16."""
     return 4 if optimizer.state_dtype == "fp32" else 2

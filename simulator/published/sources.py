@@ -27,7 +27,7 @@ from simulator.published.rows import PublishedRow
 
 #: Fields of a record that set ShardingSpec fields of the same name.
 SWITCHES = ("tp_comm_overlap", "ep_comm_overlap", "distributed_optimizer", "flash_attention",
-            "fused_loss")
+            "fused_loss", "overlap_param_gather")
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ class SourceRules:
     its rows must give step time or tokens/s). ``mesh``: how its layout columns map to meshcast
     axes (``megatron``, ``maxtext`` or ``axlearn``; :mod:`simulator.published.jobs`).
     ``tp_comm_overlap``, ``ep_comm_overlap``, ``distributed_optimizer``, ``flash_attention``,
-    ``fused_loss``: the ShardingSpec switches of the same names. ``recompute``: the remat policy
-    of a row that does not state one. ``grad_dtype``: the dtype of the gradient buffer the
+    ``fused_loss``, ``overlap_param_gather``: the ShardingSpec switches of the same names.
+    ``recompute``: the remat policy of a row that does not state one. ``grad_dtype``: the dtype of the gradient buffer the
     backward accumulates into and the data-parallel reduction sends (``OptimizerSpec.grad_dtype``;
     fp32 unless the source's recipes reduce in bf16). ``cites``: for each of those fields, where
     the source documents it.
@@ -59,6 +59,7 @@ class SourceRules:
     cites: dict[str, str] = field(default_factory=dict)
     substring: bool = False
     grad_dtype: str = "fp32"
+    overlap_param_gather: bool = False
 
     def matches(self, source_id: str) -> bool:
         s = source_id.lower()
@@ -81,7 +82,16 @@ MEGATRON_CORE = SourceRules(
     name="megatron_core_recipes", match=("megatron_bridge",), flops="megatron",
     mesh="megatron", tp_comm_overlap=True, ep_comm_overlap=True, distributed_optimizer=True,
     flash_attention=True, fused_loss=True, recompute="none", grad_dtype="bf16",
+    overlap_param_gather=True,
     cites={
+        "overlap_param_gather": "Megatron-Bridge recipes set ddp.overlap_grad_reduce = True and "
+                                "ddp.overlap_param_gather = True with use_distributed_optimizer "
+                                "(src/megatron/bridge/recipes/llama/llama3.py, every pretrain "
+                                "config; docs 'Communication Overlap': the DP communication is "
+                                "chunked by Transformer layer and 'exposes only one DP "
+                                "communication chunk'); NeMo 24.07: NeMo-Framework-Launcher "
+                                "training configs run distributed_fused_adam with "
+                                "overlap_param_sync: true",
         "flops": "the tables' 'model TFLOP/s/GPU' use Megatron-Core's num_floating_point_operations "
                  "(megatron/training/training.py); rows also give tokens/s, which comes first",
         "mesh": _MCORE_MESH,
@@ -142,8 +152,10 @@ NEMO_2407 = replace(
 MEGATRON_LM_README = SourceRules(
     name="megatron_lm_readme", match=("megatron_lm_readme_h100",), flops="megatron",
     mesh="megatron", tp_comm_overlap=True, ep_comm_overlap=False, distributed_optimizer=True,
-    flash_attention=True, fused_loss=False, recompute="none",
+    flash_attention=True, fused_loss=False, recompute="none", overlap_param_gather=True,
     cites={
+        "overlap_param_gather": "README: 'We perform fine-grained overlapping of data-parallel "
+                                "(--overlap-grad-reduce --overlap-param-gather) ...'",
         "flops": "README 'Performance Benchmarking': TFLOP/s by Megatron-LM's "
                  "num_floating_point_operations (r0.8)",
         "mesh": _MCORE_MESH,
@@ -177,6 +189,7 @@ _PAPER_SWITCHES = {
                        "fused scale-mask-softmax, attention dropout, bmm); Korthikanti et al. "
                        "2022 sec. 4.1 counts their 5 a s^2 b activation bytes; FlashAttention "
                        "(Dao et al., 2022) postdates both papers' runs",
+    "overlap_param_gather": "no distributed optimizer, so no weight all-gather to overlap",
     "fused_loss": "Megatron-LM computed the loss on fp32 logits: "
                   "mpu.vocab_parallel_cross_entropy(output.float(), labels) unless "
                   "--fp16-lm-cross-entropy (megatron/model/gpt_model.py, v2.6, 2021)",
@@ -221,6 +234,8 @@ MAXTEXT = SourceRules(
     ep_comm_overlap=False, distributed_optimizer=False, flash_attention=True, fused_loss=False,
     recompute="full",
     cites={
+        "overlap_param_gather": "no distributed optimizer (state sharded like the weights, over "
+                                "fsdp): XLA schedules the FSDP gathers itself",
         "flops": "calculate_tflops_training_per_device (src/maxtext/utils/maxtext_utils.py)",
         "mesh": "dcn_data_parallelism over slices, ici_fsdp / ici_tensor / ici_expert within "
                 "one; per_device_batch_size sequences per JAX device per micro-step, global "
@@ -251,6 +266,8 @@ AXLEARN = SourceRules(
     ep_comm_overlap=False, distributed_optimizer=False, flash_attention=True, fused_loss=False,
     recompute="full",
     cites={
+        "overlap_param_gather": "no distributed optimizer (state partitioned like the weights, "
+                                "over fsdp): XLA schedules the FSDP gathers itself",
         "flops": "AXLearn reports step times (Du et al. 2024); no TFLOP/s formula is documented, "
                  "so rows must give step_time_s or tokens_per_s_per_accel",
         "mesh": "mesh_shape / mesh_rules with axes (pipeline, data, expert, fsdp, seq, model) as "
@@ -292,6 +309,8 @@ GENERIC = SourceRules(
         "distributed_optimizer": "on: sharded optimizer state is the default of current "
                                  "large-scale stacks (Megatron-Core distributed optimizer, PyTorch "
                                  "FSDP2, DeepSpeed ZeRO-1 and up)",
+        "overlap_param_gather": "off: Megatron-Core's DistributedDataParallelConfig defaults "
+                                "overlap_param_gather to False",
         "flash_attention": "on: fused attention is every current framework's default (PyTorch "
                            "SDPA, Transformer Engine, XLA Pallas kernels)",
         "fused_loss": "off: the loss over fp32 logits, the cautious count of its memory",

@@ -34,7 +34,8 @@ class BlockForm:
     with one column for outputs equal on every row (``cols``: each output's column; e.g. the
     compute stream, ``x`` and ``t_mb`` all end at the layer's last compute op). Its additive
     sums per row: compute-stream ``busy`` seconds of the micro-batch, collective seconds per
-    axis on the links (``links``), ``opt`` optimizer seconds."""
+    axis on the links (``links``), ``opt`` optimizer seconds, ``gather`` seconds of the
+    optimizer's weight all-gathers (None: none)."""
 
     outs: np.ndarray
     ins: np.ndarray
@@ -45,6 +46,7 @@ class BlockForm:
     cols: np.ndarray
     spans: tuple | None = None  # per input, [lo, hi) of the columns it reaches: see reaches()
     alike: tuple | None = None  # inputs with equal matrices, in groups: see same_inputs()
+    gather: np.ndarray | None = None  # seconds of the optimizer's weight all-gathers (or None)
 
     @property
     def rows(self) -> int:
@@ -106,7 +108,8 @@ class BlockForm:
         M = self.M[:, :, rows]
         return BlockForm(self.outs, self.ins, M,
                          self.busy[rows], {a: v[rows] for a, v in self.links.items()},
-                         self.opt[rows], self.cols, self.reaches(), self.same_inputs())
+                         self.opt[rows], self.cols, self.reaches(), self.same_inputs(),
+                         None if self.gather is None else self.gather[rows])
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """The state after the block, per row (``x``: rows x S)."""

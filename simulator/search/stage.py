@@ -17,7 +17,9 @@ wiring is restated here: change the plan and both paths move together.
 
 From the final state ``x``: ``t_fwd``, ``t_mb = max(x[t_mb], link floor)``, ``tail =
 max_streams x - x[t_mb]`` (gradient sync, optimizer and weight gather after the last
-micro-batch) -- as :func:`simulator.predict._time_stage` reads them off the scheduled graph.
+micro-batch; less what :func:`~simulator.cost.formulas.param_gather_hidden` hides under the
+next step with ``overlap_param_gather``) -- as :func:`simulator.predict._time_stage` reads them
+off the scheduled graph.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from functools import cached_property
 import numpy as np
 
 from simulator.cost.compute import ComputeModel
+from simulator.cost.formulas import param_gather_hidden
 from simulator.graph.cost import cost_blocks
 from simulator.graph.ops import COMPUTE, STREAMS, OpKind
 from simulator.graph.periodic import runs
@@ -160,7 +163,7 @@ def block_form(block, rows: int, per_row=None) -> BlockForm:
         out[reg] = at[reg]
         for name in ops:
             out[reg] = np.maximum(out[reg], end[name])
-    busy, links, opt = np.zeros(rows), {}, np.zeros(rows)
+    busy, links, opt, gather = np.zeros(rows), {}, np.zeros(rows), None
     for op in block.ops:
         dur = np.broadcast_to(op.duration, (rows,))
         if op.stream == COMPUTE and op.phase in MICROBATCH:
@@ -176,6 +179,8 @@ def block_form(block, rows: int, per_row=None) -> BlockForm:
             links[axis] = links.get(axis, 0.0) + dur
         if op.phase == "optimizer" and op.kind is not OpKind.COLLECTIVE:
             opt = opt + dur
+        elif op.phase == "optimizer":  # the distributed optimizer's weight all-gathers
+            gather = dur if gather is None else gather + dur
     column: dict[int, int] = {}  # the scheduler's own arrays: one object, one column
     cols = np.array([column.setdefault(id(out[v]), len(column)) for v in outs], dtype=np.intp)
     M = np.empty((S, len(column), rows))
@@ -185,7 +190,8 @@ def block_form(block, rows: int, per_row=None) -> BlockForm:
     for c, v in head.items():
         M[:, c, :] = np.broadcast_to(out[v], (S, rows))
     return BlockForm(np.array([_AT[v] for v in outs], dtype=np.intp),
-                     np.array([_AT[v] for v in ins], dtype=np.intp), M, busy, links, opt, cols)
+                     np.array([_AT[v] for v in ins], dtype=np.intp), M, busy, links, opt, cols,
+                     gather=gather)
 
 
 def _place(M: np.ndarray, f: BlockForm, heads: list[int], ins: np.ndarray, rows) -> None:
@@ -244,8 +250,10 @@ class StageTable:
     every row (no :class:`~simulator.search.columns.BranchError`; e.g. the optimizer's) is
     built once on it."""
 
-    def __init__(self, groups, rows: int, serial: bool, whole=None) -> None:
+    def __init__(self, groups, rows: int, serial: bool, whole=None,
+                 overlap_gather: bool = False) -> None:
         self.groups, self.rows, self.serial, self.whole = groups, rows, serial, whole
+        self.overlap_gather = overlap_gather  # ShardingSpec.overlap_param_gather
         self._full: dict[tuple, BlockForm] = {}
 
     def _parts(self, key: tuple) -> list[tuple[np.ndarray, BlockForm]]:
@@ -283,6 +291,10 @@ class StageTable:
         for rows, f in parts:
             _place(M, f, heads, ins, _runs(rows))
             out.busy[rows], out.opt[rows] = f.busy, f.opt
+            if f.gather is not None:
+                if out.gather is None:
+                    out.gather = np.zeros(self.rows)
+                out.gather[rows] = f.gather
             for axis, v in f.links.items():
                 out.links.setdefault(axis, np.zeros(self.rows))[rows] = v
         return out
@@ -318,9 +330,15 @@ class StageTable:
                     links[axis] = links.get(axis, 0.0) + c * v
             t_raw = y[_AT["t_mb"]]
             floor = np.max(np.stack(list(links.values())), axis=0) if links else 0.0
-            out.tail[r] = y[:_N_STREAMS].max(axis=0) - t_raw
+            end = y[:_N_STREAMS].max(axis=0)
+            out.tail[r] = end - t_raw
             out.t_fwd[r] = y[_AT["t_fwd"]]
             out.t_mb[r] = np.maximum(t_raw, floor)
+            gathers = [c * forms[k].gather for k, c in Counter(keys).items()
+                       if forms[k].gather is not None]
+            if self.overlap_gather and gathers:
+                out.tail[r] -= param_gather_hidden(sum(gathers), out.t_fwd[r], len(kinds),
+                                                   end - y[_AT[COMPUTE]])
         return out
 
 

@@ -126,7 +126,8 @@ class _StageRows:
             groups = [self._group(np.nonzero(key == code)[0]) for code in np.unique(key)]
             whole = self._group(np.arange(len(key))) if len(groups) > 1 else None
             self._table = StageTable(groups, len(self.micro_batch),
-                                     self.space.hardware.chip.collectives_use_compute, whole)
+                                     self.space.hardware.chip.collectives_use_compute, whole,
+                                     self.space.base.overlap_param_gather)
         return self._table
 
     def _group(self, rows: np.ndarray):

@@ -77,6 +77,11 @@ class ShardingSpec(Frozen):
         default=False,
         description="MoE all-to-alls overlapped with another micro-batch's compute (Megatron "
         "--overlap-moe-expert-parallel-comm); they still occupy the expert links")
+    overlap_param_gather: bool = Field(
+        default=False,
+        description="the distributed optimizer's all-gather of updated weights runs layer by "
+        "layer under the next step's first forward (Megatron --overlap-param-gather; "
+        "simulator.cost.formulas.param_gather_hidden); needs distributed_optimizer")
     moe_host_issue_s: float = Field(
         default=0.0, ge=0.0, le=10.0,
         description="seconds the host takes to issue one op of a dropless MoE layer's "
@@ -141,6 +146,9 @@ class ShardingSpec(Frozen):
             raise ValueError(
                 f"virtual_stages={self.virtual_stages} needs pipeline_schedule='interleaved'"
             )
+        if self.overlap_param_gather and not self.distributed_optimizer:
+            raise ValueError("overlap_param_gather=True needs distributed_optimizer=True (the "
+                             "all-gather it overlaps is the distributed optimizer's); set both")
         return self
 
 
