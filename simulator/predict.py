@@ -26,7 +26,7 @@ from simulator.cost.flops import model_flops_per_step
 from simulator.graph.cost import CostContext, cost_blocks
 from simulator.graph.dims import Dims
 from simulator.graph.ops import Op, OpKind
-from simulator.graph.plan import Planner, StagePlan, link_axis, plan_stage
+from simulator.graph.plan import Planner, StagePlan, is_weight_gather, link_axis, plan_stage
 from simulator.graph.memory import MemoryEstimate, estimate_memory
 from simulator.graph.pipeline import PipelineResult, simulate_pipeline
 from simulator.graph.periodic import schedule_stage
@@ -147,15 +147,15 @@ def _time_stage(job: Job, ctx: CostContext, layers: list[int], first: bool, last
     if sc.makespan > sc.last_compute:  # e.g. the distributed optimizer's weight all-gather
         tail_parts[sc.final_category] += sc.makespan - sc.last_compute
     tail = sc.makespan - t_mb
+    counts = plan.op_counts()
     if job.sharding.overlap_param_gather:  # the weight gather under the next step's forward
-        gather = sum(op.duration for op, _ in plan.op_counts()
-                     if op.phase == "optimizer" and op.kind is OpKind.COLLECTIVE)
+        gather = sum(op.duration for op, _ in counts if is_weight_gather(op))
         hidden = float(param_gather_hidden(gather, t_fwd, len(layers),
                                            sc.makespan - sc.last_compute))
         if hidden > 0:
             tail -= hidden
             tail_parts[sc.final_category] -= hidden
-    floor, cat = link_floor(plan.op_counts())
+    floor, cat = link_floor(counts)
     if floor > t_mb:
         per_mb[cat] += floor - t_mb
         t_mb = floor

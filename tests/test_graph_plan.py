@@ -223,6 +223,11 @@ def test_a_distributed_optimizer_updates_and_gathers_each_kind_over_its_replicas
         ("param_ag", AG, "data+expert+seq", dense * d.wb, "optimizer", ["optimizer"]),
         ("param_ag_experts", AG, "data+seq", expert * d.wb, "optimizer", ["param_ag"]),
     ]
+    # the weight gathers --overlap-param-gather hides, and nothing else of the plan
+    from simulator.graph.plan import is_weight_gather
+
+    gathers = {op.name for op, _ in plan.op_counts() if is_weight_gather(op)}
+    assert gathers == {"param_ag", "param_ag_experts"}
 
 
 def test_gradient_sync_in_the_plan_carries_each_layers_params():

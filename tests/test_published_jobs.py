@@ -201,7 +201,7 @@ def test_deepseek_rows_route_group_limited_as_their_config():
     cases = [c for r in all_rows() if isinstance(c := row_to_case(r), Case)]
     routing = {c.id: (c.job.model.moe.expert_groups, c.job.model.moe.groups_per_token)
                for c in cases if c.job.model.moe}
-    ds = [k for c in cases if c.job.model.name.lower().startswith("deepseek") for k in [c.id]]
+    ds = [c.id for c in cases if c.job.model.name.lower().startswith("deepseek")]
     assert ds and all(routing[k] == (8, 4) for k in ds)
     assert all(v == (1, None) for k, v in routing.items() if k not in ds)
     qwen = next(r for r in all_rows() if r.text("model").startswith("Qwen3_30B"))

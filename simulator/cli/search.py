@@ -11,7 +11,6 @@ from simulator.cli import args as cli_args
 from simulator.cli.progress import Progress
 from meshcast.errors import MeshcastError
 
-
 #: ``--profiles builtin``: the built-in profiles alone, their efficiencies as assumed from
 #: datasheets (no interval), instead of the shipped fit.
 BUILTIN = "builtin"

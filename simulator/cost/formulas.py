@@ -88,15 +88,6 @@ def optimizer_shards(distributed: bool, dp: Num, e: Num, cp: Num) -> tuple[Num, 
     return replica_sizes(dp, e, cp) if distributed else (1, 1)
 
 
-# --- optimizer bytes per parameter -------------------------------------------------------------
-
-def dedup_routing(moe) -> tuple[int, int, int, int | None]:
-    """How tokens pick experts, as the deduplicated dispatch needs it
-    (:func:`simulator.cost.collectives.dedup_shares`): ``(n_experts, top_k, expert_groups,
-    groups_per_token)``."""
-    return moe.n_experts, moe.top_k, moe.expert_groups, moe.groups_per_token
-
-
 def param_gather_hidden(gather_s: Num, t_fwd: Num, chunks: int, after_compute: Num) -> Num:
     """Seconds of the distributed optimizer's weight all-gather that Megatron's
     ``--overlap-param-gather`` hides under the next step's first forward.
@@ -107,11 +98,15 @@ def param_gather_hidden(gather_s: Num, t_fwd: Num, chunks: int, after_compute: N
     ``exposed = A/n + max(0, A - t_fwd) (n - 1)/n`` (Megatron-Bridge, Communication Overlap:
     "this overlap method exposes only one DP communication chunk"). Hidden: ``A - exposed``,
     and never more than the step spends after its last compute op (``after_compute``), where
-    the gather ran when not overlapped."""
+    the gather ran when not overlapped. Both paths apply it to a rank's tail after scheduling
+    (``predict._time_stage``, ``StageTable.time``): it subtracts the forward time, which no
+    max-plus form of the schedule can express."""
     n = max(int(chunks), 1)
     exposed = gather_s / n + np.maximum(gather_s - t_fwd, 0.0) * (n - 1) / n
     return np.maximum(np.minimum(gather_s - exposed, after_compute), 0.0)
 
+
+# --- optimizer bytes per parameter -------------------------------------------------------------
 
 def moment_bytes(optimizer) -> int:
     """Bytes of one Adam moment: 4 for ``state_dtype="fp32"``, 2 for bf16."""
@@ -133,6 +128,15 @@ def optimizer_update_bytes_per_param(optimizer, grad_bytes: Num) -> Num:
     the fp32 master, ``m`` and ``v``), reads the gradient (``grad_bytes``) and writes the bf16
     weight (2 B). ``optimizer`` is an :class:`~simulator.specs.sharding.OptimizerSpec`."""
     return 2 * optimizer_state_bytes_per_param(optimizer) + grad_bytes + 2
+
+
+# --- MoE routing --------------------------------------------------------------------------------
+
+def dedup_routing(moe) -> tuple[int, int, int, int | None]:
+    """How tokens pick experts, as the deduplicated dispatch needs it
+    (:func:`simulator.cost.collectives.dedup_shares`): ``(n_experts, top_k, expert_groups,
+    groups_per_token)``."""
+    return moe.n_experts, moe.top_k, moe.expert_groups, moe.groups_per_token
 
 
 # --- pipeline ----------------------------------------------------------------------------------
@@ -180,6 +184,6 @@ def mfu(model_flops: Num, step_s: Num, chips: Num, peak_flops: Num) -> Num:
 
 
 __all__ = ["layer_params", "embedding_params", "stage_params", "replica_sizes", "replica_axes",
-           "optimizer_shards", "moment_bytes",
+           "optimizer_shards", "param_gather_hidden", "dedup_routing", "moment_bytes",
            "optimizer_state_bytes_per_param", "optimizer_update_bytes_per_param",
            "stage_layers", "warmup_forwards", "tokens_per_device", "pipeline_send_bytes", "mfu"]

@@ -217,8 +217,8 @@ def rank_memory(m: ModelSpec, s, d: Dims, kinds, first: bool, last: bool, remat,
     """Memory of one device of a pipeline rank holding layers ``kinds`` (one ``is_moe_layer``
     flag per layer, in order; the embedding if ``first``, the LM head if ``last``) with
     ``flight`` micro-batches alive (:func:`in_flight_microbatches`), under ``remat`` (a policy
-    name, or a numpy column of policy codes into REMAT_POLICIES). ``s`` is the ShardingSpec (optimizer, dtypes, loss and
-    attention switches), ``d`` the Dims (numbers, or numpy columns in the search). The terms of
+    name, or a numpy column of policy codes into REMAT_POLICIES). ``s`` is the ShardingSpec
+    (optimizer, dtypes, loss and attention switches), ``d`` the Dims (numbers, or numpy columns in the search). The terms of
     the module docstring: parameter state (:func:`param_state_bytes` of
     :func:`simulator.cost.formulas.stage_params`), activations (:func:`activation_bytes` of
     :func:`layer_activation_elems`) and :func:`transient_bytes` (two of the largest layer

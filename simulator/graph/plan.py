@@ -67,6 +67,13 @@ def link_axis(op: Op) -> str | None:
     return op.axis if op.collective is not None and op.phase in MICROBATCH else None
 
 
+def is_weight_gather(op: Op) -> bool:
+    """Whether ``op`` is one of the distributed optimizer's all-gathers of the updated weights
+    (the optimizer block's collectives, :meth:`Planner._optimizer`): what
+    :func:`~simulator.cost.formulas.param_gather_hidden` overlaps with the next step."""
+    return op.phase == "optimizer" and op.kind is OpKind.COLLECTIVE
+
+
 @dataclass(frozen=True, eq=False)
 class Block:
     """One recurring piece of the step: ``ops`` in program order (dependencies name ops of the

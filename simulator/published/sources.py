@@ -40,10 +40,10 @@ class SourceRules:
     axes (``megatron``, ``maxtext`` or ``axlearn``; :mod:`simulator.published.jobs`).
     ``tp_comm_overlap``, ``ep_comm_overlap``, ``distributed_optimizer``, ``flash_attention``,
     ``fused_loss``, ``overlap_param_gather``: the ShardingSpec switches of the same names.
-    ``recompute``: the remat policy of a row that does not state one. ``grad_dtype``: the dtype of the gradient buffer the
-    backward accumulates into and the data-parallel reduction sends (``OptimizerSpec.grad_dtype``;
-    fp32 unless the source's recipes reduce in bf16). ``cites``: for each of those fields, where
-    the source documents it.
+    ``recompute``: the remat policy of a row that does not state one. ``grad_dtype``: the dtype
+    of the gradient buffer the backward accumulates into and the data-parallel reduction sends
+    (``OptimizerSpec.grad_dtype``; fp32 unless the source's recipes reduce in bf16). ``cites``:
+    for each of those fields, where the source documents it.
     """
 
     name: str

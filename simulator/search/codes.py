@@ -23,7 +23,6 @@ def small_unique(values: np.ndarray):
     return uniq, first[uniq], rank[values]
 
 
-
 def row_codes(*columns: np.ndarray) -> np.ndarray:
     """Per row, an integer code (below the number of rows) of its values in ``columns``
     (non-negative integers): rows alike in every column share one, others differ."""

@@ -35,7 +35,7 @@ from simulator.cost.formulas import param_gather_hidden
 from simulator.graph.cost import cost_blocks
 from simulator.graph.ops import COMPUTE, STREAMS, OpKind
 from simulator.graph.periodic import runs
-from simulator.graph.plan import MICROBATCH, REGISTERS, link_axis, stage_steps
+from simulator.graph.plan import MICROBATCH, REGISTERS, is_weight_gather, link_axis, stage_steps
 from simulator.graph.schedule import Clock, run
 from simulator.search.columns import BranchError
 from simulator.search.maxplus import _AT, _N_STREAMS, NEG, STATE, BlockForm, apply_t
@@ -177,10 +177,10 @@ def block_form(block, rows: int, per_row=None) -> BlockForm:
         axis = link_axis(op)
         if axis is not None:
             links[axis] = links.get(axis, 0.0) + dur
-        if op.phase == "optimizer" and op.kind is not OpKind.COLLECTIVE:
-            opt = opt + dur
-        elif op.phase == "optimizer":  # the distributed optimizer's weight all-gathers
+        if is_weight_gather(op):
             gather = dur if gather is None else gather + dur
+        elif op.phase == "optimizer":
+            opt = opt + dur
     column: dict[int, int] = {}  # the scheduler's own arrays: one object, one column
     cols = np.array([column.setdefault(id(out[v]), len(column)) for v in outs], dtype=np.intp)
     M = np.empty((S, len(column), rows))
@@ -334,11 +334,12 @@ class StageTable:
             out.tail[r] = end - t_raw
             out.t_fwd[r] = y[_AT["t_fwd"]]
             out.t_mb[r] = np.maximum(t_raw, floor)
-            gathers = [c * forms[k].gather for k, c in Counter(keys).items()
-                       if forms[k].gather is not None]
-            if self.overlap_gather and gathers:
-                out.tail[r] -= param_gather_hidden(sum(gathers), out.t_fwd[r], len(kinds),
-                                                   end - y[_AT[COMPUTE]])
+            if self.overlap_gather:
+                gathers = [c * forms[k].gather for k, c in Counter(keys).items()
+                           if forms[k].gather is not None]
+                if gathers:
+                    out.tail[r] -= param_gather_hidden(sum(gathers), out.t_fwd[r], len(kinds),
+                                                       end - y[_AT[COMPUTE]])
         return out
 
 
